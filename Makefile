@@ -1,0 +1,50 @@
+# Silt — see README.md. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /usr/bin/env bash
+
+GO        ?= go
+BIN       := bin/silt
+# MinIO server used by the tests, built once with `go install` and cached.
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/silt
+MINIO_BIN := $(CACHE_DIR)/minio-$(MINIO_VERSION)
+LOCALSTACK := $(GO) run ./localstack/cmd/localstack
+TEST_TIMEOUT ?= 30m
+
+.PHONY: help build run test test-short lint bench services-up services-down postgres minio
+
+help: ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/silt
+	$(GO) build -o $(BIN) ./cmd/silt
+
+run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), on :8080
+	./$(BIN) dev
+
+test: postgres minio ## start Postgres and MinIO, run every test with -race, stop them
+	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-short: ## unit tests only (no services; integration tests skip)
+	$(GO) test -short -race ./...
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: postgres minio ## run the benchmarks against real Postgres and MinIO (see docs/benchmarks.md)
+	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- $(GO) test -run '^$$' -bench . -benchmem ./...
+
+services-up: postgres minio ## start Postgres and MinIO in the background (state in .silt-services/)
+	$(LOCALSTACK) up --minio-bin $(MINIO_BIN)
+
+services-down: ## stop what services-up started
+	$(LOCALSTACK) down
+
+postgres: ## install PostgreSQL server binaries with apt-get when missing
+	@scripts/ensure-postgres.sh
+
+minio: $(MINIO_BIN) ## build the pinned MinIO server (cached)
+
+$(MINIO_BIN):
+	@scripts/ensure-minio.sh $(MINIO_BIN) $(MINIO_VERSION)

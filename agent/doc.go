@@ -1,0 +1,14 @@
+// Package agent is Silt's HTTP API: an echo server with the /v1 routes,
+// request parsing and validation, response types, and the mapping of
+// errors to RFC 9457 problem+json responses with stable codes. It holds no
+// SQL and no SDK calls: handlers call the batcher, the fetcher, the
+// metadata store and the group coordinator through small interfaces
+// declared here.
+//
+// Contract: every error response is application/problem+json with a
+// stable code and a retriable flag; 429 and 503 carry Retry-After. Limits
+// (record bytes, request bytes, records per request) are enforced before
+// anything is buffered. /healthz answers while the process runs; /readyz
+// answers 200 only while every dependency check passes and the server is
+// not shutting down; /metrics serves Prometheus text.
+package agent

@@ -1,0 +1,401 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"silt/binformat"
+	"silt/fetch"
+	"silt/metadata"
+)
+
+// Fetcher reads partitions; fetch.Fetcher implements it.
+type Fetcher interface {
+	Fetch(ctx context.Context, req fetch.Request) (*fetch.Response, error)
+	Offsets(ctx context.Context, topicID int64, partition int32) (metadata.PartitionState, error)
+	OffsetForTimestamp(ctx context.Context, topicID int64, partition int32, ts int64) (int64, bool, error)
+}
+
+// Fetch defaults and caps.
+const (
+	defaultMaxRecords = 1000
+	maxMaxRecords     = 100_000
+	defaultMaxBytes   = 1 << 20
+	maxMaxBytes       = 64 << 20
+)
+
+// Response headers of NDJSON fetches (the body holds only records).
+const (
+	HeaderNextOffset     = "Silt-Next-Offset"
+	HeaderHighWatermark  = "Silt-High-Watermark"
+	HeaderLogStartOffset = "Silt-Log-Start-Offset"
+)
+
+func (s *Server) fetchRoutes(g *echo.Group) {
+	g.GET("/topics/:topic/partitions/:partition/records", s.fetchRecords)
+	g.GET("/topics/:topic/partitions/:partition/stream", s.stream)
+	g.GET("/topics/:topic/partitions/:partition/offsets", s.offsets)
+}
+
+// partitionParams resolves the :topic and :partition path parameters.
+func (s *Server) partitionParams(c echo.Context) (metadata.Topic, int32, error) {
+	name, err := topicParam(c)
+	if err != nil {
+		return metadata.Topic{}, 0, err
+	}
+	raw := c.Param("partition")
+	p, err := strconv.ParseInt(raw, 10, 32)
+	if err != nil || p < 0 {
+		return metadata.Topic{}, 0, badRequest(CodeInvalidParameter, "partition %q must be a non-negative integer", raw)
+	}
+	t, err := s.topics.get(c.Request().Context(), name)
+	if err != nil {
+		return metadata.Topic{}, 0, err
+	}
+	if int32(p) >= t.Partitions {
+		return metadata.Topic{}, 0, notFound(CodePartitionNotFound, "topic %q has %d partitions; there is no partition %d", name, t.Partitions, p)
+	}
+	return t, int32(p), nil
+}
+
+// intParam parses an optional integer query parameter within [lo, hi].
+func intParam(c echo.Context, name string, def, lo, hi int64) (int64, error) {
+	raw := c.QueryParam(name)
+	if raw == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, badRequest(CodeInvalidParameter, "%s=%q must be an integer from %d to %d", name, raw, lo, hi)
+	}
+	return n, nil
+}
+
+// resolveOffset turns "earliest", "latest" or a number into an offset.
+func (s *Server) resolveOffset(ctx context.Context, raw, def string, topicID int64, part int32) (int64, error) {
+	if raw == "" {
+		raw = def
+	}
+	switch raw {
+	case "earliest", "latest":
+		st, err := s.deps.Fetcher.Offsets(ctx, topicID, part)
+		if err != nil {
+			return 0, err
+		}
+		if raw == "earliest" {
+			return st.LogStartOffset, nil
+		}
+		return st.HighWatermark, nil
+	}
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || n < 0 {
+		return 0, badRequest(CodeInvalidParameter, "offset=%q must be a non-negative integer, earliest or latest", raw)
+	}
+	return n, nil
+}
+
+// encoding is how fetched bytes are rendered in JSON.
+type encoding int
+
+const (
+	encodingAuto   encoding = iota // JSON text when the bytes are compact valid JSON, else base64
+	encodingBase64                 // always base64
+)
+
+func encodingParam(c echo.Context) (encoding, error) {
+	switch c.QueryParam("encoding") {
+	case "", "auto":
+		return encodingAuto, nil
+	case "base64":
+		return encodingBase64, nil
+	}
+	return 0, badRequest(CodeInvalidParameter, "encoding=%q must be auto or base64", c.QueryParam("encoding"))
+}
+
+type fetchParams struct {
+	req fetch.Request
+	enc encoding
+}
+
+func (s *Server) parseFetch(c echo.Context, t metadata.Topic, part int32, defOffset string) (fetchParams, error) {
+	var fp fetchParams
+	var err error
+	fp.req.TopicID, fp.req.Partition = t.ID, part
+	maxRecords, err := intParam(c, "max_records", defaultMaxRecords, 1, maxMaxRecords)
+	if err != nil {
+		return fp, err
+	}
+	fp.req.MaxRecords = int(maxRecords)
+	if fp.req.MaxBytes, err = intParam(c, "max_bytes", defaultMaxBytes, 1, maxMaxBytes); err != nil {
+		return fp, err
+	}
+	waitMs, err := intParam(c, "wait_ms", 0, 0, s.cfg.MaxWait.Milliseconds())
+	if err != nil {
+		return fp, err
+	}
+	fp.req.Wait = time.Duration(waitMs) * time.Millisecond
+	if fp.enc, err = encodingParam(c); err != nil {
+		return fp, err
+	}
+	fp.req.Offset, err = s.resolveOffset(c.Request().Context(), c.QueryParam("offset"), defOffset, t.ID, part)
+	return fp, err
+}
+
+// accepts reports whether the Accept header names media type mt.
+func accepts(c echo.Context, mt string) bool {
+	for _, part := range strings.Split(c.Request().Header.Get(echo.HeaderAccept), ",") {
+		if mediaType(part) == mt {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) fetchRecords(c echo.Context) error {
+	t, part, err := s.partitionParams(c)
+	if err != nil {
+		return err
+	}
+	fp, err := s.parseFetch(c, t, part, "earliest")
+	if err != nil {
+		return err
+	}
+	resp, err := s.deps.Fetcher.Fetch(c.Request().Context(), fp.req)
+	if err != nil {
+		return err
+	}
+	h := c.Response().Header()
+	switch {
+	case accepts(c, binformat.MediaType):
+		buf := binformat.AppendFetchHeader(nil, resp.NextOffset, resp.HighWatermark, resp.LogStartOffset, len(resp.Records))
+		var r binformat.Record
+		for i := range resp.Records {
+			toBinRecord(&resp.Records[i], &r)
+			buf = binformat.AppendFetchRecord(buf, &r)
+		}
+		return c.Blob(http.StatusOK, binformat.MediaType, buf)
+	case accepts(c, MediaNDJSON):
+		h.Set(HeaderNextOffset, strconv.FormatInt(resp.NextOffset, 10))
+		h.Set(HeaderHighWatermark, strconv.FormatInt(resp.HighWatermark, 10))
+		h.Set(HeaderLogStartOffset, strconv.FormatInt(resp.LogStartOffset, 10))
+		var buf []byte
+		for i := range resp.Records {
+			buf = appendRecordJSON(buf, &resp.Records[i], fp.enc)
+			buf = append(buf, '\n')
+		}
+		return c.Blob(http.StatusOK, MediaNDJSON, buf)
+	}
+	buf := append(make([]byte, 0, 256), `{"records":[`...)
+	for i := range resp.Records {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendRecordJSON(buf, &resp.Records[i], fp.enc)
+	}
+	buf = append(buf, `],"next_offset":`...)
+	buf = strconv.AppendInt(buf, resp.NextOffset, 10)
+	buf = append(buf, `,"high_watermark":`...)
+	buf = strconv.AppendInt(buf, resp.HighWatermark, 10)
+	buf = append(buf, `,"log_start_offset":`...)
+	buf = strconv.AppendInt(buf, resp.LogStartOffset, 10)
+	buf = append(buf, "}\n"...)
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, buf)
+}
+
+func toBinRecord(in *fetch.Record, out *binformat.Record) {
+	out.Offset, out.Partition, out.Timestamp = in.Offset, -1, in.Timestamp
+	out.Key, out.Value = in.Key, in.Value
+	out.Headers = out.Headers[:0]
+	for _, h := range in.Headers {
+		out.Headers = append(out.Headers, binformat.Header{Key: h.Key, Value: h.Value})
+	}
+}
+
+// appendRecordJSON renders a fetched record as a JSON object.
+func appendRecordJSON(dst []byte, r *fetch.Record, enc encoding) []byte {
+	dst = append(dst, `{"offset":`...)
+	dst = strconv.AppendInt(dst, r.Offset, 10)
+	dst = append(dst, `,"timestamp":`...)
+	dst = strconv.AppendInt(dst, r.Timestamp, 10)
+	dst = appendBytesField(dst, "key", r.Key, enc)
+	dst = appendBytesField(dst, "value", r.Value, enc)
+	if len(r.Headers) > 0 {
+		dst = append(dst, `,"headers":[`...)
+		for i, h := range r.Headers {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"key":`...)
+			dst = appendJSONString(dst, h.Key)
+			dst = appendBytesField(dst, "value", h.Value, enc)
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// appendBytesField writes ,"name":<json> or ,"name_b64":"..." or nothing
+// for null.
+func appendBytesField(dst []byte, name string, b []byte, enc encoding) []byte {
+	if b == nil {
+		return dst
+	}
+	if enc == encodingAuto && isCompactJSON(b) {
+		dst = append(dst, ',', '"')
+		dst = append(dst, name...)
+		dst = append(dst, '"', ':')
+		return append(dst, b...)
+	}
+	dst = append(dst, ',', '"')
+	dst = append(dst, name...)
+	dst = append(dst, `_b64":"`...)
+	dst = base64.StdEncoding.AppendEncode(dst, b)
+	return append(dst, '"')
+}
+
+// isCompactJSON reports whether b is one valid JSON value with no
+// insignificant white space, so that writing it raw keeps the bytes exact.
+func isCompactJSON(b []byte) bool {
+	if len(b) == 0 || !json.Valid(b) {
+		return false
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(b))
+	if err := json.Compact(&buf, b); err != nil {
+		return false
+	}
+	return bytes.Equal(buf.Bytes(), b)
+}
+
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always marshals
+	return append(dst, b...)
+}
+
+// offsetsResponse is the body of GET .../offsets.
+type offsetsResponse struct {
+	LogStartOffset *int64 `json:"log_start_offset,omitempty"`
+	HighWatermark  *int64 `json:"high_watermark,omitempty"`
+	Timestamp      *int64 `json:"timestamp,omitempty"`
+	Offset         *int64 `json:"offset"`
+}
+
+func (s *Server) offsets(c echo.Context) error {
+	t, part, err := s.partitionParams(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if raw := c.QueryParam("timestamp"); raw != "" {
+		ts, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || ts < 0 {
+			return badRequest(CodeInvalidParameter, "timestamp=%q must be milliseconds since the epoch", raw)
+		}
+		off, found, err := s.deps.Fetcher.OffsetForTimestamp(ctx, t.ID, part, ts)
+		if err != nil {
+			return err
+		}
+		out := offsetsResponse{Timestamp: &ts}
+		if found {
+			out.Offset = &off
+		}
+		return c.JSON(http.StatusOK, out)
+	}
+	st, err := s.deps.Fetcher.Offsets(ctx, t.ID, part)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]int64{"log_start_offset": st.LogStartOffset, "high_watermark": st.HighWatermark})
+}
+
+// stream is a live tail over Server-Sent Events: one event per record
+// with its offset as id, heartbeat comments while idle, resumable with
+// Last-Event-ID, ended cleanly when the agent shuts down.
+func (s *Server) stream(c echo.Context) error {
+	t, part, err := s.partitionParams(c)
+	if err != nil {
+		return err
+	}
+	fp, err := s.parseFetch(c, t, part, "latest")
+	if err != nil {
+		return err
+	}
+	if last := c.Request().Header.Get("Last-Event-ID"); last != "" {
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n < -1 {
+			return badRequest(CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
+		}
+		fp.req.Offset = n + 1
+	}
+	ctx := c.Request().Context()
+	// Fail before the stream starts if the offset is out of range.
+	fp.req.Wait = 0
+	first, err := s.deps.Fetcher.Fetch(ctx, fp.req)
+	if err != nil {
+		return err
+	}
+	w := c.Response()
+	h := w.Header()
+	h.Set(echo.HeaderContentType, "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, ": stream of %s/%d from offset %d\n\n", t.Name, part, fp.req.Offset)
+	w.Flush()
+	fp.req.Wait = s.cfg.SSEHeartbeat
+	resp := first
+	var buf []byte
+	for {
+		buf = buf[:0]
+		for i := range resp.Records {
+			r := &resp.Records[i]
+			buf = append(buf, "id: "...)
+			buf = strconv.AppendInt(buf, r.Offset, 10)
+			buf = append(buf, "\nevent: record\ndata: "...)
+			buf = appendRecordJSON(buf, r, fp.enc)
+			buf = append(buf, "\n\n"...)
+		}
+		if len(resp.Records) == 0 {
+			buf = append(buf, ": keepalive\n\n"...)
+		}
+		if _, err := w.Write(buf); err != nil {
+			return nil // the client went away
+		}
+		w.Flush()
+		fp.req.Offset = resp.NextOffset
+		select {
+		case <-s.stopping:
+			fmt.Fprint(w, "event: end\ndata: {\"reason\":\"shutdown\"}\n\n")
+			w.Flush()
+			return nil
+		case <-ctx.Done():
+			return nil
+		default:
+		}
+		resp, err = s.deps.Fetcher.Fetch(ctx, fp.req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p := s.toProblem(err)
+			b, _ := json.Marshal(p)
+			fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
+			w.Flush()
+			if !errors.Is(err, fetch.ErrOffsetOutOfRange) {
+				s.logger.Warn("stream ended by error", "topic", t.Name, "partition", part, "err", err)
+			}
+			return nil
+		}
+	}
+}

@@ -1,0 +1,508 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"silt/batcher"
+	"silt/binformat"
+	"silt/metadata"
+	"silt/partitioner"
+	"silt/segment"
+)
+
+// Producer commits records; the batcher implements it.
+type Producer interface {
+	Produce(ctx context.Context, parts []batcher.Part) ([]batcher.Result, error)
+}
+
+// Media types of produce bodies.
+const (
+	MediaJSON   = "application/json"
+	MediaNDJSON = "application/x-ndjson"
+)
+
+// RecordJSON is a record in JSON produce requests and fetch responses. Key
+// and Value carry a JSON value, stored as its compact JSON text; KeyB64 and
+// ValueB64 carry raw bytes in standard base64. Absent and null both mean
+// a null key or value.
+type RecordJSON struct {
+	Partition *int32          `json:"partition,omitempty"`
+	Offset    *int64          `json:"offset,omitempty"`
+	Timestamp *int64          `json:"timestamp,omitempty"`
+	Key       json.RawMessage `json:"key,omitempty"`
+	KeyB64    *string         `json:"key_b64,omitempty"`
+	Value     json.RawMessage `json:"value,omitempty"`
+	ValueB64  *string         `json:"value_b64,omitempty"`
+	Headers   []HeaderJSON    `json:"headers,omitempty"`
+}
+
+// HeaderJSON is a record header, with the same value encodings.
+type HeaderJSON struct {
+	Key      string          `json:"key"`
+	Value    json.RawMessage `json:"value,omitempty"`
+	ValueB64 *string         `json:"value_b64,omitempty"`
+}
+
+// ProduceRequest is the JSON produce body.
+type ProduceRequest struct {
+	Records []RecordJSON `json:"records"`
+	// ProducerID > 0 (from POST /v1/producers) makes the request
+	// idempotent; Sequences then gives, per partition written, the
+	// sequence number of the request's first record in that partition.
+	ProducerID int64            `json:"producer_id,omitempty"`
+	Sequences  map[string]int32 `json:"sequences,omitempty"`
+	// Sequence replaces Sequences on the single-partition route.
+	Sequence *int32 `json:"sequence,omitempty"`
+}
+
+// RecordOffset is where one produced record landed.
+type RecordOffset struct {
+	Partition int32 `json:"partition"`
+	Offset    int64 `json:"offset"`
+}
+
+// ProduceResponse lists each record's partition and offset in request order.
+type ProduceResponse struct {
+	Offsets []RecordOffset `json:"offsets"`
+	// Duplicate is true when the request was an idempotent retry of one
+	// already committed: the offsets are the original ones.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// inRecord is a parsed record before partitioning.
+type inRecord struct {
+	partition int32 // -1: choose
+	rec       segment.Record
+}
+
+// produceInput is a parsed produce request.
+type produceInput struct {
+	records    []inRecord
+	producerID int64
+	sequences  map[int32]int32
+}
+
+func (s *Server) produceRoutes(g *echo.Group) {
+	g.POST("/topics/:topic/records", s.produce)
+	g.POST("/topics/:topic/partitions/:partition/records", s.produce)
+}
+
+func mediaType(ct string) string {
+	if ct == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return strings.ToLower(strings.TrimSpace(ct))
+	}
+	return mt
+}
+
+func (s *Server) produce(c echo.Context) error {
+	name, err := topicParam(c)
+	if err != nil {
+		return err
+	}
+	fixed := int32(-1)
+	if p := c.Param("partition"); p != "" {
+		n, err := strconv.ParseInt(p, 10, 32)
+		if err != nil || n < 0 {
+			return badRequest(CodeInvalidParameter, "partition %q must be a non-negative integer", p)
+		}
+		fixed = int32(n)
+	}
+	req := c.Request()
+	if req.ContentLength > s.cfg.MaxRequestBytes {
+		return problem(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body of %d bytes exceeds %d", req.ContentLength, s.cfg.MaxRequestBytes)
+	}
+	ct := mediaType(req.Header.Get(echo.HeaderContentType))
+	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
+	var in *produceInput
+	switch ct {
+	case MediaJSON, "":
+		in, err = s.parseJSON(body, fixed >= 0)
+	case MediaNDJSON:
+		in, err = s.parseNDJSON(body, c.QueryParams())
+	case binformat.MediaType:
+		in, err = s.parseBinary(body)
+	default:
+		return problem(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType,
+			"content type %q is not supported; send %s, %s or %s", ct, MediaJSON, MediaNDJSON, binformat.MediaType)
+	}
+	if err != nil {
+		return bodyError(err, s.cfg.MaxRequestBytes)
+	}
+	if len(in.records) == 0 {
+		return badRequest(CodeInvalidRecord, "the request has no records")
+	}
+	if fixed >= 0 {
+		for i := range in.records {
+			if p := in.records[i].partition; p >= 0 && p != fixed {
+				return badRequest(CodeInvalidRecord, "record %d names partition %d on the route of partition %d", i, p, fixed)
+			}
+			in.records[i].partition = fixed
+		}
+		if seq, ok := in.sequences[-1]; ok {
+			delete(in.sequences, -1)
+			in.sequences[fixed] = seq
+		}
+	} else if _, ok := in.sequences[-1]; ok {
+		return badRequest(CodeInvalidParameter, "sequence is for the single-partition route; use sequences here")
+	}
+	ctx := req.Context()
+	topic, err := s.topics.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	if fixed >= topic.Partitions {
+		return notFound(CodePartitionNotFound, "topic %q has %d partitions; there is no partition %d", name, topic.Partitions, fixed)
+	}
+	parts, where, err := s.partition(topic, in)
+	if err != nil {
+		return err
+	}
+	results, err := s.deps.Producer.Produce(ctx, parts)
+	if err != nil {
+		return err
+	}
+	resp := ProduceResponse{Offsets: make([]RecordOffset, len(where))}
+	for _, r := range results {
+		if r.Err != nil {
+			return r.Err
+		}
+		resp.Duplicate = resp.Duplicate || r.Duplicate
+	}
+	for i, w := range where {
+		resp.Offsets[i] = RecordOffset{Partition: parts[w.part].Partition, Offset: results[w.part].BaseOffset + int64(w.index)}
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+// bodyError maps body read errors (size limit) to problems.
+func bodyError(err error, limit int64) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return problem(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body exceeds %d bytes", limit)
+	}
+	if errors.Is(err, binformat.ErrTooMany) {
+		return problem(http.StatusRequestEntityTooLarge, CodeTooManyRecords, "%v", err)
+	}
+	if errors.Is(err, binformat.ErrMalformed) {
+		return badRequest(CodeInvalidRecord, "%v", err)
+	}
+	return err
+}
+
+// position is a request record's part and index within it.
+type position struct{ part, index int }
+
+// partition validates sizes and assigns partitions, grouping records into
+// one part per partition in first-seen order.
+func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Part, []position, error) {
+	maxRecord := s.cfg.MaxRecordBytes
+	if int(topic.Config.MaxMessageBytes) < maxRecord {
+		maxRecord = int(topic.Config.MaxMessageBytes)
+	}
+	now := time.Now().UnixMilli()
+	sticky := int32(-1)
+	partIdx := map[int32]int{}
+	var parts []batcher.Part
+	where := make([]position, len(in.records))
+	for i := range in.records {
+		r := &in.records[i]
+		if size := recordBytes(&r.rec); size > maxRecord {
+			return nil, nil, problem(http.StatusRequestEntityTooLarge, CodeRecordTooLarge,
+				"record %d is %d bytes; the limit for topic %q is %d", i, size, topic.Name, maxRecord)
+		}
+		p := r.partition
+		switch {
+		case p >= topic.Partitions:
+			return nil, nil, badRequest(CodeInvalidRecord, "record %d: topic %q has %d partitions; there is no partition %d", i, topic.Name, topic.Partitions, p)
+		case p >= 0:
+		case len(r.rec.Key) > 0:
+			p = partitioner.ForKey(r.rec.Key, topic.Partitions)
+		default:
+			if sticky < 0 {
+				sticky = s.sticky.Next(topic.Partitions)
+			}
+			p = sticky
+		}
+		if r.rec.Timestamp < 0 {
+			r.rec.Timestamp = now
+		}
+		idx, ok := partIdx[p]
+		if !ok {
+			idx = len(parts)
+			partIdx[p] = idx
+			parts = append(parts, batcher.Part{TopicID: topic.ID, Partition: p})
+		}
+		where[i] = position{part: idx, index: len(parts[idx].Records)}
+		parts[idx].Records = append(parts[idx].Records, r.rec)
+	}
+	if in.producerID > 0 {
+		for i := range parts {
+			seq, ok := in.sequences[parts[i].Partition]
+			if !ok {
+				return nil, nil, badRequest(CodeInvalidRecord, "producer %d sent records to partition %d without a sequence for it", in.producerID, parts[i].Partition)
+			}
+			parts[i].ProducerID = in.producerID
+			parts[i].BaseSequence = seq
+		}
+	} else if len(in.sequences) > 0 {
+		return nil, nil, badRequest(CodeInvalidRecord, "sequences need a producer_id")
+	}
+	return parts, where, nil
+}
+
+// recordBytes is a record's size for the record limit: key, value and headers.
+func recordBytes(r *segment.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+func (s *Server) parseJSON(body io.Reader, singlePartition bool) (*produceInput, error) {
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	var req ProduceRequest
+	if err := strictUnmarshal(raw, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Records) > s.cfg.MaxRecordsPerRequest {
+		return nil, problem(http.StatusRequestEntityTooLarge, CodeTooManyRecords, "%d records in one request; the limit is %d", len(req.Records), s.cfg.MaxRecordsPerRequest)
+	}
+	in := &produceInput{records: make([]inRecord, len(req.Records)), producerID: req.ProducerID}
+	for i := range req.Records {
+		if err := convertRecord(&req.Records[i], &in.records[i]); err != nil {
+			return nil, badRequest(CodeInvalidRecord, "record %d: %v", i, err)
+		}
+	}
+	if in.sequences, err = parseSequences(req.Sequences, req.Sequence, singlePartition); err != nil {
+		return nil, err
+	}
+	if req.ProducerID < 0 {
+		return nil, badRequest(CodeInvalidParameter, "producer_id must be positive")
+	}
+	return in, nil
+}
+
+// parseSequences turns the JSON sequence fields into a partition map. On
+// the single-partition route, Sequence applies to that partition, which is
+// filled in later; it is stored under -1 and moved by the caller.
+func parseSequences(m map[string]int32, single *int32, singlePartition bool) (map[int32]int32, error) {
+	out := map[int32]int32{}
+	if single != nil {
+		if !singlePartition {
+			return nil, badRequest(CodeInvalidParameter, "sequence is for the single-partition route; use sequences here")
+		}
+		out[-1] = *single
+	}
+	for k, v := range m {
+		p, err := strconv.ParseInt(k, 10, 32)
+		if err != nil || p < 0 {
+			return nil, badRequest(CodeInvalidParameter, "sequences key %q is not a partition number", k)
+		}
+		if v < 0 {
+			return nil, badRequest(CodeInvalidParameter, "sequence %d for partition %d is negative", v, p)
+		}
+		out[int32(p)] = v
+	}
+	return out, nil
+}
+
+func convertRecord(j *RecordJSON, out *inRecord) error {
+	var err error
+	out.partition = -1
+	if j.Partition != nil {
+		if *j.Partition < 0 {
+			return fmt.Errorf("partition %d is negative", *j.Partition)
+		}
+		out.partition = *j.Partition
+	}
+	if j.Offset != nil {
+		return errors.New("offset cannot be set by a producer")
+	}
+	out.rec.Timestamp = -1
+	if j.Timestamp != nil {
+		if *j.Timestamp < 0 {
+			return fmt.Errorf("timestamp %d is negative", *j.Timestamp)
+		}
+		out.rec.Timestamp = *j.Timestamp
+	}
+	if out.rec.Key, err = bytesOf("key", j.Key, j.KeyB64); err != nil {
+		return err
+	}
+	if out.rec.Value, err = bytesOf("value", j.Value, j.ValueB64); err != nil {
+		return err
+	}
+	if len(j.Headers) > 0 {
+		out.rec.Headers = make([]segment.Header, len(j.Headers))
+		for i, h := range j.Headers {
+			v, err := bytesOf("header value", h.Value, h.ValueB64)
+			if err != nil {
+				return fmt.Errorf("header %d: %w", i, err)
+			}
+			out.rec.Headers[i] = segment.Header{Key: h.Key, Value: v}
+		}
+	}
+	return nil
+}
+
+// bytesOf returns the bytes of a JSON value (compacted) or a base64 field;
+// nil when both are absent or the JSON value is null.
+func bytesOf(what string, raw json.RawMessage, b64 *string) ([]byte, error) {
+	if len(raw) > 0 && b64 != nil {
+		return nil, fmt.Errorf("%s and %s_b64 are both set", what, strings.ReplaceAll(what, " ", "_"))
+	}
+	if b64 != nil {
+		b, err := base64.StdEncoding.DecodeString(*b64)
+		if err != nil {
+			return nil, fmt.Errorf("%s_b64 is not valid base64: %v", strings.ReplaceAll(what, " ", "_"), err)
+		}
+		return b, nil
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(raw))
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, fmt.Errorf("%s: %v", what, err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInput, error) {
+	sc := bufio.NewScanner(body)
+	// A line holds one record: its bytes, base64-expanded, plus JSON.
+	sc.Buffer(make([]byte, 64<<10), s.cfg.MaxRecordBytes*2+1<<20)
+	in := &produceInput{}
+	line := 0
+	for sc.Scan() {
+		line++
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		if len(in.records) >= s.cfg.MaxRecordsPerRequest {
+			return nil, problem(http.StatusRequestEntityTooLarge, CodeTooManyRecords, "more than %d records in one request", s.cfg.MaxRecordsPerRequest)
+		}
+		var j RecordJSON
+		if err := strictUnmarshal(b, &j); err != nil {
+			var p *Problem
+			if errors.As(err, &p) {
+				p.Detail = fmt.Sprintf("line %d: %s", line, p.Detail)
+			}
+			return nil, err
+		}
+		var r inRecord
+		if err := convertRecord(&j, &r); err != nil {
+			return nil, badRequest(CodeInvalidRecord, "line %d: %v", line, err)
+		}
+		in.records = append(in.records, r)
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, problem(http.StatusRequestEntityTooLarge, CodeRecordTooLarge, "line %d is longer than a record may be", line+1)
+		}
+		return nil, err
+	}
+	// Idempotence rides in the query: producer_id, and sequences as
+	// "partition:sequence,..." (or sequence on the single-partition route).
+	var err error
+	if v := first(q, "producer_id"); v != "" {
+		if in.producerID, err = strconv.ParseInt(v, 10, 64); err != nil || in.producerID <= 0 {
+			return nil, badRequest(CodeInvalidParameter, "producer_id %q must be a positive integer", v)
+		}
+	}
+	m := map[string]int32{}
+	for _, pair := range strings.Split(first(q, "sequences"), ",") {
+		if pair == "" {
+			continue
+		}
+		p, seq, ok := strings.Cut(pair, ":")
+		n, err := strconv.ParseInt(seq, 10, 32)
+		if !ok || err != nil {
+			return nil, badRequest(CodeInvalidParameter, "sequences entry %q must be partition:sequence", pair)
+		}
+		m[p] = int32(n)
+	}
+	var single *int32
+	if v := first(q, "sequence"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return nil, badRequest(CodeInvalidParameter, "sequence %q must be an integer", v)
+		}
+		n32 := int32(n)
+		single = &n32
+	}
+	if in.sequences, err = parseSequences(m, single, single != nil); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+func first(q map[string][]string, k string) string {
+	if v := q[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (s *Server) parseBinary(body io.Reader) (*produceInput, error) {
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	req, err := binformat.DecodeRequest(raw, binformat.Limits{MaxRecords: s.cfg.MaxRecordsPerRequest})
+	if err != nil {
+		return nil, err
+	}
+	in := &produceInput{records: make([]inRecord, len(req.Records)), producerID: req.ProducerID}
+	if req.ProducerID < 0 {
+		return nil, badRequest(CodeInvalidParameter, "producer id must be positive")
+	}
+	for i := range req.Records {
+		r := &req.Records[i]
+		if r.Partition < -1 {
+			return nil, badRequest(CodeInvalidRecord, "record %d: partition %d is invalid", i, r.Partition)
+		}
+		ts := r.Timestamp
+		if ts < -1 {
+			return nil, badRequest(CodeInvalidRecord, "record %d: timestamp %d is negative", i, ts)
+		}
+		in.records[i] = inRecord{partition: r.Partition, rec: segment.Record{Key: r.Key, Value: r.Value, Timestamp: ts}}
+		if len(r.Headers) > 0 {
+			hs := make([]segment.Header, len(r.Headers))
+			for j, h := range r.Headers {
+				hs[j] = segment.Header{Key: h.Key, Value: h.Value}
+			}
+			in.records[i].rec.Headers = hs
+		}
+	}
+	if len(req.Sequences) > 0 {
+		in.sequences = make(map[int32]int32, len(req.Sequences))
+		for _, sq := range req.Sequences {
+			in.sequences[sq.Partition] = sq.BaseSequence
+		}
+	}
+	return in, nil
+}

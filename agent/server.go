@@ -1,0 +1,226 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"silt/partitioner"
+)
+
+// Config holds the HTTP server's settings and request limits.
+type Config struct {
+	Listen string // host:port
+	// MaxRecordBytes bounds one record (key + value + headers).
+	MaxRecordBytes int
+	// MaxRequestBytes bounds one produce request body.
+	MaxRequestBytes int64
+	// MaxRecordsPerRequest bounds the records in one produce request.
+	MaxRecordsPerRequest int
+	// ReadyTimeout bounds each readiness check.
+	ReadyTimeout time.Duration
+	// MaxPartitions bounds a topic's partition count.
+	MaxPartitions int32
+	// TopicCacheTTL is how long produce trusts a cached topic description.
+	TopicCacheTTL time.Duration
+	// MaxWait caps wait_ms of long-polls.
+	MaxWait time.Duration
+	// SSEHeartbeat is the idle interval after which a stream sends a comment.
+	SSEHeartbeat time.Duration
+	// Version is reported by /v1/cluster and the agent registry.
+	Version string
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:               ":8080",
+		MaxRecordBytes:       1 << 20,
+		MaxRequestBytes:      16 << 20,
+		MaxRecordsPerRequest: 100_000,
+		ReadyTimeout:         2 * time.Second,
+		MaxPartitions:        100_000,
+		TopicCacheTTL:        2 * time.Second,
+		MaxWait:              30 * time.Second,
+		SSEHeartbeat:         15 * time.Second,
+		Version:              "dev",
+	}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	switch {
+	case c.Listen == "":
+		return errors.New("agent: listen address is required")
+	case c.MaxRecordBytes < 1:
+		return errors.New("agent: max record bytes must be positive")
+	case c.MaxRequestBytes < int64(c.MaxRecordBytes):
+		return fmt.Errorf("agent: max request bytes (%d) must be at least max record bytes (%d)", c.MaxRequestBytes, c.MaxRecordBytes)
+	case c.MaxRecordsPerRequest < 1:
+		return errors.New("agent: max records per request must be positive")
+	case c.ReadyTimeout <= 0:
+		return errors.New("agent: ready timeout must be positive")
+	case c.MaxPartitions < 1:
+		return errors.New("agent: max partitions must be positive")
+	case c.TopicCacheTTL < 0:
+		return errors.New("agent: topic cache TTL must not be negative")
+	case c.MaxWait <= 0:
+		return errors.New("agent: max wait must be positive")
+	case c.SSEHeartbeat <= 0:
+		return errors.New("agent: SSE heartbeat must be positive")
+	}
+	return nil
+}
+
+// ReadyCheck is one dependency probed by /readyz.
+type ReadyCheck struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Deps are the agent's collaborators, wired by cmd/silt.
+type Deps struct {
+	Topics   TopicStore
+	Producer Producer
+	Fetcher  Fetcher
+	Ready    []ReadyCheck
+	// Gatherer serves /metrics; Registerer receives the agent's own metrics.
+	Gatherer   prometheus.Gatherer
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	logger   *slog.Logger
+	echo     *echo.Echo
+	http     *http.Server
+	draining atomic.Bool
+	metrics  *serverMetrics
+	topics   *topicCache
+	sticky   partitioner.Sticky
+	stopping chan struct{} // closed when shutdown begins: ends streams and long-polls
+	stopOnce sync.Once
+}
+
+// New builds the server and its routes.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registerer == nil {
+		deps.Registerer = prometheus.NewRegistry()
+	}
+	if deps.Gatherer == nil {
+		deps.Gatherer = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{})}
+	s.topics = newTopicCache(deps.Topics, cfg.TopicCacheTTL)
+	m, err := newServerMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.observe)
+	s.echo = e
+	s.routes()
+	s.http = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	return s, nil
+}
+
+func (s *Server) routes() {
+	e := s.echo
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})))
+	v1 := e.Group("/v1")
+	s.topicRoutes(v1)
+	s.produceRoutes(v1)
+	s.fetchRoutes(v1)
+}
+
+// Handler exposes the HTTP handler (for in-process tests).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.logger.Info("http listening", "addr", ln.Addr().String())
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("http serve: %w", err)
+}
+
+// Drain makes /readyz fail so load balancers stop sending new requests,
+// while requests keep being served.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Stopping is closed when shutdown begins; long-polls and streams end on it.
+func (s *Server) Stopping() <-chan struct{} { return s.stopping }
+
+// Shutdown ends streams and long-polls, stops accepting connections and
+// waits for in-flight requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Drain()
+	s.stopOnce.Do(func() { close(s.stopping) })
+	if err := s.http.Shutdown(ctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+type readyResponse struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if s.draining.Load() {
+		return problem(http.StatusServiceUnavailable, CodeShuttingDown, "agent is shutting down")
+	}
+	resp := readyResponse{Status: "ok", Checks: map[string]string{}}
+	var failed []string
+	for _, rc := range s.deps.Ready {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.ReadyTimeout)
+		err := rc.Check(ctx)
+		cancel()
+		if err != nil {
+			resp.Checks[rc.Name] = err.Error()
+			failed = append(failed, rc.Name+": "+err.Error())
+			continue
+		}
+		resp.Checks[rc.Name] = "ok"
+	}
+	if len(failed) > 0 {
+		return problem(http.StatusServiceUnavailable, CodeUnavailable, "not ready: %v", failed)
+	}
+	return c.JSON(http.StatusOK, resp)
+}

@@ -1,0 +1,498 @@
+package batcher
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"silt/metadata"
+	"silt/objectstore"
+	"silt/segment"
+)
+
+// Errors returned by Produce.
+var (
+	// ErrBackpressure: the buffer is full; retry after a short wait.
+	ErrBackpressure = errors.New("batcher: buffer full")
+	// ErrClosed: the batcher is shutting down.
+	ErrClosed = errors.New("batcher: closed")
+	// ErrStorage: the segment object could not be written; retriable.
+	ErrStorage = errors.New("batcher: object store write failed")
+	// ErrTooLarge: one Produce is larger than the whole buffer.
+	ErrTooLarge = errors.New("batcher: request larger than the buffer")
+)
+
+// Config tunes the batcher.
+type Config struct {
+	// Linger is how long the oldest buffered record waits for company.
+	Linger time.Duration
+	// MaxSegmentBytes flushes once this many record bytes are buffered.
+	MaxSegmentBytes int
+	// MaxBufferBytes bounds buffered plus in-flight record bytes.
+	MaxBufferBytes int64
+	// MaxInflightFlushes bounds flushes building, writing or committing at once.
+	MaxInflightFlushes int
+	// FlushTimeout bounds one flush's PUT and commit.
+	FlushTimeout time.Duration
+	// KeyPrefix is prepended to segment keys ("segments/").
+	KeyPrefix string
+	// Compression of record batches.
+	Compression segment.Compression
+}
+
+// DefaultConfig returns the defaults: linger 100 ms, 8 MiB segments, a
+// 64 MiB buffer, four flushes in flight, zstd.
+func DefaultConfig() Config {
+	return Config{
+		Linger:             100 * time.Millisecond,
+		MaxSegmentBytes:    8 << 20,
+		MaxBufferBytes:     64 << 20,
+		MaxInflightFlushes: 4,
+		FlushTimeout:       30 * time.Second,
+		KeyPrefix:          "segments/",
+		Compression:        segment.CompressionZstd,
+	}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	switch {
+	case c.Linger < 0:
+		return errors.New("batcher: linger must not be negative")
+	case c.MaxSegmentBytes < 1024:
+		return errors.New("batcher: max segment bytes must be at least 1 KiB")
+	case c.MaxBufferBytes < int64(c.MaxSegmentBytes):
+		return fmt.Errorf("batcher: max buffer bytes (%d) must be at least max segment bytes (%d)", c.MaxBufferBytes, c.MaxSegmentBytes)
+	case c.MaxInflightFlushes < 1:
+		return errors.New("batcher: max in-flight flushes must be at least 1")
+	case c.FlushTimeout <= 0:
+		return errors.New("batcher: flush timeout must be positive")
+	}
+	return nil
+}
+
+// Putter stores segment objects.
+type Putter interface {
+	Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) error
+}
+
+// Committer indexes a flushed object in Postgres.
+type Committer interface {
+	CommitFlush(ctx context.Context, f metadata.Flush) ([]metadata.ChunkResult, error)
+}
+
+// Part is records for one partition within a Produce.
+type Part struct {
+	TopicID   int64
+	Partition int32
+	Records   []segment.Record
+	// ProducerID > 0 makes the part idempotent: BaseSequence is the
+	// sequence of its first record, and it is committed as its own chunk.
+	ProducerID   int64
+	BaseSequence int32
+}
+
+// Result is where a Part's records landed.
+type Result struct {
+	BaseOffset int64 // offset of the Part's first record
+	Duplicate  bool  // an idempotent retry; offsets are the original ones
+	Err        error // this part failed alone (unknown partition, sequence)
+}
+
+// waiter is one Produce call waiting for its flush.
+type waiter struct {
+	parts   []Part
+	bytes   int64
+	results []Result
+	err     error // the whole call failed
+	done    chan struct{}
+}
+
+// Batcher buffers, flushes and commits.
+type Batcher struct {
+	cfg       Config
+	bucket    Putter
+	committer Committer
+	logger    *slog.Logger
+	metrics   *metrics
+
+	mu       sync.Mutex
+	pending  []*waiter
+	pendBy   int64     // record bytes in pending
+	firstAt  time.Time // when the oldest pending waiter arrived
+	inBuffer int64     // pending + in-flight bytes
+	closing  bool
+
+	kick     chan struct{}
+	slots    chan struct{}
+	lastDone chan struct{}
+	stopped  chan struct{}
+	builders sync.Pool // *segment.Builder, each with its own encoder
+	entropy  io.Reader
+	entMu    sync.Mutex
+	runCtx   context.Context
+}
+
+// Deps are the batcher's collaborators.
+type Deps struct {
+	Bucket     Putter
+	Committer  Committer
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// New starts a batcher; ctx bounds nothing but carries values to flushes
+// (flushes are not cancelled by it: Close flushes what is left).
+func New(ctx context.Context, cfg Config, deps Deps) (*Batcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Bucket == nil || deps.Committer == nil {
+		return nil, errors.New("batcher: bucket and committer are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registerer == nil {
+		deps.Registerer = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	close(done)
+	b := &Batcher{
+		cfg:       cfg,
+		bucket:    deps.Bucket,
+		committer: deps.Committer,
+		logger:    deps.Logger,
+		metrics:   m,
+		kick:      make(chan struct{}, 1),
+		slots:     make(chan struct{}, cfg.MaxInflightFlushes),
+		lastDone:  done,
+		stopped:   make(chan struct{}),
+		entropy:   ulid.Monotonic(rand.Reader, 0),
+		runCtx:    context.WithoutCancel(ctx),
+	}
+	b.builders.New = func() any { return segment.NewBuilder(segment.NewEncoder()) }
+	go b.run()
+	return b, nil
+}
+
+// RecordSize is the bytes a record is charged against the buffer.
+func RecordSize(r *segment.Record) int64 {
+	n := int64(len(r.Key) + len(r.Value) + 24)
+	for _, h := range r.Headers {
+		n += int64(len(h.Key) + len(h.Value) + 8)
+	}
+	return n
+}
+
+// Produce buffers parts, waits for their flush and returns one Result per
+// part. If ctx ends first, Produce returns ctx's error; the records may
+// still be committed.
+func (b *Batcher) Produce(ctx context.Context, parts []Part) ([]Result, error) {
+	w := &waiter{parts: parts, done: make(chan struct{})}
+	for i := range parts {
+		for j := range parts[i].Records {
+			w.bytes += RecordSize(&parts[i].Records[j])
+		}
+	}
+	if w.bytes > b.cfg.MaxBufferBytes {
+		return nil, fmt.Errorf("%w: %d bytes, buffer holds %d", ErrTooLarge, w.bytes, b.cfg.MaxBufferBytes)
+	}
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if b.inBuffer+w.bytes > b.cfg.MaxBufferBytes {
+		b.mu.Unlock()
+		b.metrics.backpressure.Inc()
+		return nil, ErrBackpressure
+	}
+	b.inBuffer += w.bytes
+	if len(b.pending) == 0 {
+		b.firstAt = time.Now()
+	}
+	b.pending = append(b.pending, w)
+	b.pendBy += w.bytes
+	b.metrics.buffered.Set(float64(b.inBuffer))
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-w.done:
+		return w.results, w.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close stops accepting records, flushes the buffer and waits for every
+// flush to finish, or for ctx to end.
+func (b *Batcher) Close(ctx context.Context) error {
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("batcher close: %w", ctx.Err())
+	}
+}
+
+// run is the goroutine that owns the pending buffer.
+func (b *Batcher) run() {
+	defer close(b.stopped)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		b.mu.Lock()
+		var wait time.Duration
+		var take []*waiter
+		n := len(b.pending)
+		switch {
+		case n > 0 && (b.closing || b.pendBy >= int64(b.cfg.MaxSegmentBytes) || time.Since(b.firstAt) >= b.cfg.Linger):
+			take = b.pending
+			b.pending = nil
+			b.pendBy = 0
+		case n > 0:
+			wait = b.cfg.Linger - time.Since(b.firstAt)
+		}
+		finished := b.closing && n == 0
+		b.mu.Unlock()
+
+		if take != nil {
+			b.slots <- struct{}{} // waits while MaxInflightFlushes are running
+			prev := b.lastDone
+			done := make(chan struct{})
+			b.lastDone = done
+			b.metrics.inflight.Inc()
+			go b.flush(take, prev, done)
+			continue
+		}
+		if finished {
+			for i := 0; i < cap(b.slots); i++ { // wait for in-flight flushes
+				b.slots <- struct{}{}
+			}
+			return
+		}
+		if wait > 0 {
+			timer.Reset(wait)
+		}
+		select {
+		case <-b.kick:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// chunkPlan is one chunk of a flush and the parts it carries.
+type chunkPlan struct {
+	key     segment.ChunkKey
+	records []segment.Record
+	opts    segment.BatchOptions
+	members []member
+}
+
+// member locates a part inside a chunk.
+type member struct {
+	w     *waiter
+	part  int
+	delta int64 // offset of the part's first record within the chunk
+}
+
+// plan groups the waiters' parts into chunks: per partition, consecutive
+// non-idempotent parts share a chunk; each idempotent part is its own.
+// Chunks are ordered by (topic, partition), then arrival.
+func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
+	type pk struct {
+		topic int64
+		part  int32
+	}
+	byPart := map[pk][]*chunkPlan{}
+	var keys []pk
+	for _, w := range ws {
+		for i := range w.parts {
+			p := &w.parts[i]
+			if len(p.Records) == 0 {
+				continue
+			}
+			k := pk{p.TopicID, p.Partition}
+			list, seen := byPart[k]
+			if !seen {
+				keys = append(keys, k)
+			}
+			var c *chunkPlan
+			if p.ProducerID == 0 && len(list) > 0 && list[len(list)-1].opts.ProducerID == 0 {
+				c = list[len(list)-1]
+			} else {
+				c = &chunkPlan{
+					key:  segment.ChunkKey{TopicID: p.TopicID, Partition: p.Partition},
+					opts: segment.BatchOptions{Compression: b.cfg.Compression},
+				}
+				if p.ProducerID > 0 {
+					c.opts.Idempotent = true
+					c.opts.ProducerID = p.ProducerID
+					c.opts.BaseSequence = p.BaseSequence
+				}
+				byPart[k] = append(list, c)
+			}
+			c.members = append(c.members, member{w: w, part: i, delta: int64(len(c.records))})
+			c.records = append(c.records, p.Records...)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].topic != keys[j].topic {
+			return keys[i].topic < keys[j].topic
+		}
+		return keys[i].part < keys[j].part
+	})
+	var out []*chunkPlan
+	for _, k := range keys {
+		for _, c := range byPart[k] {
+			for i := range c.records {
+				c.records[i].OffsetDelta = int32(i)
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// flush writes and commits one batch of waiters, then answers them.
+func (b *Batcher) flush(ws []*waiter, prev <-chan struct{}, done chan<- struct{}) {
+	start := time.Now()
+	var flushBytes int64
+	for _, w := range ws {
+		w.results = make([]Result, len(w.parts))
+		flushBytes += w.bytes
+	}
+	defer func() {
+		b.mu.Lock()
+		b.inBuffer -= flushBytes
+		b.metrics.buffered.Set(float64(b.inBuffer))
+		b.mu.Unlock()
+		b.metrics.inflight.Dec()
+		<-b.slots
+		for _, w := range ws {
+			close(w.done)
+		}
+	}()
+
+	err := b.writeAndCommit(ws, prev, done)
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		b.logger.Warn("flush failed", "waiters", len(ws), "err", err)
+		for _, w := range ws {
+			w.err = err
+			w.results = nil
+		}
+	}
+	b.metrics.flushes.WithLabelValues(outcome).Inc()
+	b.metrics.flushSeconds.Observe(time.Since(start).Seconds())
+}
+
+func (b *Batcher) writeAndCommit(ws []*waiter, prev <-chan struct{}, done chan<- struct{}) error {
+	committed := false
+	defer func() {
+		if !committed {
+			<-prev
+			close(done)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(b.runCtx, b.cfg.FlushTimeout)
+	defer cancel()
+
+	plans := b.plan(ws)
+	builder := b.builders.Get().(*segment.Builder)
+	builder.Reset()
+	defer b.builders.Put(builder)
+	var records int
+	for _, c := range plans {
+		if _, err := builder.Add(c.key, c.records, c.opts); err != nil {
+			return fmt.Errorf("build segment: %w", err)
+		}
+		records += len(c.records)
+	}
+	obj, refs, err := builder.Finish()
+	if err != nil {
+		return fmt.Errorf("build segment: %w", err)
+	}
+	key := b.segmentKey()
+
+	putStart := time.Now()
+	if err := b.bucket.Put(ctx, key, bytes.NewReader(obj), int64(len(obj)), objectstore.PutOptions{IfNotExists: true}); err != nil {
+		return fmt.Errorf("%w: put %s: %v", ErrStorage, key, err)
+	}
+	b.metrics.putSeconds.Observe(time.Since(putStart).Seconds())
+	b.metrics.segmentBytes.Observe(float64(len(obj)))
+	b.metrics.flushRecords.Observe(float64(records))
+
+	f := metadata.Flush{SegmentKey: key, SegmentSize: int64(len(obj)), Chunks: make([]metadata.Chunk, len(refs))}
+	for i, r := range refs {
+		f.Chunks[i] = metadata.Chunk{
+			TopicID: r.TopicID, Partition: r.Partition,
+			ByteOffset: r.Offset, ByteLength: int32(r.Length),
+			Records: r.Records, LastOffsetDelta: r.LastOffsetDelta, MaxTimestamp: r.MaxTimestamp,
+			ProducerID: plans[i].opts.ProducerID, BaseSequence: plans[i].opts.BaseSequence,
+		}
+	}
+	// Commits run in flush order.
+	select {
+	case <-prev:
+	case <-ctx.Done():
+		return fmt.Errorf("commit %s: waiting for the previous flush: %w", key, ctx.Err())
+	}
+	committed = true
+	commitStart := time.Now()
+	results, err := b.committer.CommitFlush(ctx, f)
+	close(done)
+	b.metrics.commitSeconds.Observe(time.Since(commitStart).Seconds())
+	b.metrics.commits.Inc()
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", key, err)
+	}
+	for i, c := range plans {
+		r := results[i]
+		for _, m := range c.members {
+			res := &m.w.results[m.part]
+			res.Err = r.Err
+			res.Duplicate = r.Duplicate
+			if r.Err == nil {
+				res.BaseOffset = r.BaseOffset + m.delta
+			}
+		}
+	}
+	return nil
+}
+
+// segmentKey returns a fresh key: <prefix><yyyy>/<mm>/<dd>/<ulid>.seg.
+func (b *Batcher) segmentKey() string {
+	now := time.Now().UTC()
+	b.entMu.Lock()
+	id := ulid.MustNew(ulid.Timestamp(now), b.entropy)
+	b.entMu.Unlock()
+	return fmt.Sprintf("%s%04d/%02d/%02d/%s.seg", b.cfg.KeyPrefix, now.Year(), now.Month(), now.Day(), id)
+}

@@ -1,0 +1,374 @@
+package batcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"silt/metadata"
+	"silt/objectstore"
+	"silt/objectstore/mem"
+	"silt/segment"
+)
+
+// fakeCommitter assigns offsets per partition like CommitFlush, in memory.
+type fakeCommitter struct {
+	mu      sync.Mutex
+	next    map[[2]int64]int64
+	flushes []metadata.Flush
+	fail    error
+	gate    chan struct{} // when set, each commit waits for a receive
+}
+
+func (f *fakeCommitter) CommitFlush(ctx context.Context, fl metadata.Flush) ([]metadata.ChunkResult, error) {
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	if f.next == nil {
+		f.next = map[[2]int64]int64{}
+	}
+	f.flushes = append(f.flushes, fl)
+	out := make([]metadata.ChunkResult, len(fl.Chunks))
+	for i, c := range fl.Chunks {
+		k := [2]int64{c.TopicID, int64(c.Partition)}
+		out[i].BaseOffset = f.next[k]
+		f.next[k] += int64(c.LastOffsetDelta) + 1
+	}
+	return out, nil
+}
+
+func (f *fakeCommitter) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.flushes)
+}
+
+// gatedBucket blocks Puts until released and can fail them.
+type gatedBucket struct {
+	objectstore.Bucket
+	mu    sync.Mutex
+	puts  int
+	fail  error
+	gates map[int]chan struct{} // put number -> gate
+}
+
+func (g *gatedBucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) error {
+	g.mu.Lock()
+	n := g.puts
+	g.puts++
+	gate := g.gates[n]
+	fail := g.fail
+	g.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if fail != nil {
+		return fail
+	}
+	return g.Bucket.Put(ctx, key, r, size, opts)
+}
+
+func setup(t *testing.T, cfg Config, c *fakeCommitter) (*Batcher, *gatedBucket) {
+	t.Helper()
+	mb, err := mem.New(context.Background(), mem.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := &gatedBucket{Bucket: mb, gates: map[int]chan struct{}{}}
+	b, err := New(context.Background(), cfg, Deps{Bucket: bucket, Committer: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return b, bucket
+}
+
+func recs(n int, prefix string) []segment.Record {
+	out := make([]segment.Record, n)
+	for i := range out {
+		out[i] = segment.Record{Key: []byte(fmt.Sprint(prefix, i)), Value: bytes.Repeat([]byte{'v'}, 100), Timestamp: int64(1000 + i)}
+	}
+	return out
+}
+
+func TestProduceCommitsAndAssignsOffsets(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Millisecond
+	b, bucket := setup(t, cfg, c)
+	ctx := context.Background()
+	res, err := b.Produce(ctx, []Part{
+		{TopicID: 1, Partition: 0, Records: recs(3, "a")},
+		{TopicID: 2, Partition: 5, Records: recs(2, "b")},
+		{TopicID: 1, Partition: 0, Records: recs(4, "c")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].BaseOffset != 0 || res[1].BaseOffset != 0 || res[2].BaseOffset != 3 {
+		t.Fatalf("results %+v", res)
+	}
+	// One object holds both partitions, and it decodes back.
+	if c.count() != 1 || bucket.puts != 1 {
+		t.Fatalf("%d commits, %d puts; want 1 each", c.count(), bucket.puts)
+	}
+	fl := c.flushes[0]
+	rc, err := bucket.Get(ctx, fl.SegmentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, _ := io.ReadAll(rc)
+	rc.Close()
+	refs, err := segment.ParseObject(obj)
+	if err != nil || len(refs) != 2 {
+		t.Fatalf("object index: %v %v", refs, err)
+	}
+	batch, err := segment.DecodeBatch(refs[0].Bytes(obj), segment.DecodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batch.Records) != 7 || string(batch.Records[3].Key) != "c0" || batch.Records[6].OffsetDelta != 6 {
+		t.Fatalf("decoded %d records, key[3]=%q", len(batch.Records), batch.Records[3].Key)
+	}
+}
+
+// Many concurrent producers: every record gets a unique, contiguous offset.
+func TestConcurrentProducersContiguousOffsets(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = 2 * time.Millisecond
+	cfg.MaxSegmentBytes = 8 << 10
+	b, _ := setup(t, cfg, c)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[int32]map[int64]bool{}
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				p := int32((w + i) % 4)
+				res, err := b.Produce(context.Background(), []Part{{TopicID: 1, Partition: p, Records: recs(5, "k")}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if seen[p] == nil {
+					seen[p] = map[int64]bool{}
+				}
+				for j := int64(0); j < 5; j++ {
+					if seen[p][res[0].BaseOffset+j] {
+						t.Errorf("offset %d of partition %d handed out twice", res[0].BaseOffset+j, p)
+					}
+					seen[p][res[0].BaseOffset+j] = true
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for p, offs := range seen {
+		for o := int64(0); o < int64(len(offs)); o++ {
+			if !offs[o] {
+				t.Fatalf("partition %d: offset %d missing (gap)", p, o)
+			}
+		}
+		total += len(offs)
+	}
+	if total != 8*40*5 {
+		t.Fatalf("%d offsets, want %d", total, 8*40*5)
+	}
+	if c.count() >= 8*40 {
+		t.Fatalf("%d commits for %d produces: no batching", c.count(), 8*40)
+	}
+}
+
+func TestPutFailureFailsWaitersWithoutCommit(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Millisecond
+	b, bucket := setup(t, cfg, c)
+	bucket.fail = errors.New("injected")
+	_, err := b.Produce(context.Background(), []Part{{TopicID: 1, Records: recs(1, "x")}})
+	if !errors.Is(err, ErrStorage) {
+		t.Fatalf("err = %v, want ErrStorage", err)
+	}
+	if c.count() != 0 {
+		t.Fatal("a flush whose PUT failed was committed")
+	}
+}
+
+func TestCommitFailureFailsWaiters(t *testing.T) {
+	injected := fmt.Errorf("tx: %w", metadata.ErrUnavailable)
+	c := &fakeCommitter{fail: injected}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Millisecond
+	b, _ := setup(t, cfg, c)
+	_, err := b.Produce(context.Background(), []Part{{TopicID: 1, Records: recs(1, "x")}})
+	if !errors.Is(err, metadata.ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestBackpressureWhenBufferFull(t *testing.T) {
+	c := &fakeCommitter{gate: make(chan struct{})}
+	cfg := DefaultConfig()
+	cfg.Linger = 0
+	cfg.MaxSegmentBytes = 1024
+	cfg.MaxBufferBytes = 4096
+	cfg.MaxInflightFlushes = 1
+	b, _ := setup(t, cfg, c)
+	// Commits are held, so nothing leaves the buffer; keep producing until refused.
+	refused := false
+	for i := 0; i < 100 && !refused; i++ {
+		_, err := b.Produce(ctxDone(), []Part{{TopicID: 1, Records: recs(4, "x")}})
+		switch {
+		case errors.Is(err, ErrBackpressure):
+			refused = true
+		case errors.Is(err, context.Canceled):
+			// accepted and buffered; its outcome is not waited for
+		default:
+			t.Fatalf("produce %d: %v", i, err)
+		}
+	}
+	if !refused {
+		t.Fatal("a full buffer never refused a produce")
+	}
+	close(c.gate) // release commits so Close can finish
+}
+
+// ctxDone returns an already-cancelled context: Produce buffers and returns at once.
+func ctxDone() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// A slow first PUT does not let a later flush commit before it.
+func TestCommitsFollowFlushOrder(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = 0
+	b, bucket := setup(t, cfg, c)
+	gate := make(chan struct{})
+	bucket.gates[0] = gate
+	first := make(chan []Result, 1)
+	go func() {
+		res, err := b.Produce(context.Background(), []Part{{TopicID: 1, Records: recs(2, "first")}})
+		if err != nil {
+			t.Error(err)
+		}
+		first <- res
+	}()
+	waitFor(t, func() bool { bucket.mu.Lock(); defer bucket.mu.Unlock(); return bucket.puts == 1 })
+	second := make(chan []Result, 1)
+	go func() {
+		res, err := b.Produce(context.Background(), []Part{{TopicID: 1, Records: recs(3, "second")}})
+		if err != nil {
+			t.Error(err)
+		}
+		second <- res
+	}()
+	waitFor(t, func() bool { bucket.mu.Lock(); defer bucket.mu.Unlock(); return bucket.puts == 2 })
+	select {
+	case <-second:
+		t.Fatal("second flush was acknowledged before the first one's PUT finished")
+	default:
+	}
+	if c.count() != 0 {
+		t.Fatal("second flush committed before the first")
+	}
+	close(gate)
+	r1, r2 := <-first, <-second
+	if r1[0].BaseOffset != 0 || r2[0].BaseOffset != 2 {
+		t.Fatalf("offsets first=%d second=%d, want 0 and 2", r1[0].BaseOffset, r2[0].BaseOffset)
+	}
+}
+
+func TestCloseFlushesPendingAndRefusesNew(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Hour // only Close can flush
+	b, _ := setup(t, cfg, c)
+	got := make(chan error, 1)
+	go func() {
+		_, err := b.Produce(context.Background(), []Part{{TopicID: 1, Records: recs(1, "x")}})
+		got <- err
+	}()
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pending) == 1 })
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("pending produce failed on close: %v", err)
+	}
+	if c.count() != 1 {
+		t.Fatalf("%d commits after close, want 1", c.count())
+	}
+	if _, err := b.Produce(context.Background(), []Part{{TopicID: 1, Records: recs(1, "y")}}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("produce after close: %v", err)
+	}
+}
+
+func TestIdempotentPartsGetOwnChunks(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Hour
+	b, _ := setup(t, cfg, c)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = b.Produce(context.Background(), []Part{
+			{TopicID: 1, Records: recs(2, "a")},
+			{TopicID: 1, Records: recs(2, "b"), ProducerID: 7, BaseSequence: 0},
+			{TopicID: 1, Records: recs(2, "c")},
+		})
+	}()
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pending) == 1 })
+	_ = b.Close(context.Background())
+	<-done
+	chunks := c.flushes[0].Chunks
+	if len(chunks) != 3 || chunks[1].ProducerID != 7 || chunks[0].ProducerID != 0 || chunks[2].ProducerID != 0 {
+		t.Fatalf("chunks %+v", chunks)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatal("condition not met within 10s")
+		case <-tick.C:
+		}
+	}
+}

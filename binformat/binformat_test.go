@@ -1,0 +1,79 @@
+package binformat
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"testing"
+)
+
+func sample() *Request {
+	return &Request{
+		ProducerID: 42,
+		Sequences:  []Sequence{{Partition: 1, BaseSequence: 7}},
+		Records: []Record{
+			{Partition: -1, Timestamp: -1, Key: nil, Value: []byte("v"), Headers: []Header{{Key: "h", Value: nil}, {Key: "", Value: []byte{}}}},
+			{Partition: 3, Timestamp: 1700000000000, Key: []byte{}, Value: nil},
+			{Partition: 0, Timestamp: 5, Key: []byte("k"), Value: bytes.Repeat([]byte{0xff}, 1000)},
+		},
+	}
+}
+
+func TestRequestRoundTrip(t *testing.T) {
+	in := sample()
+	got, err := DecodeRequest(AppendRequest(nil, in), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, got) {
+		t.Fatalf("round trip:\n in %+v\ngot %+v", in, got)
+	}
+	// nil and empty stay distinct.
+	if got.Records[0].Key != nil || got.Records[1].Key == nil || got.Records[1].Value != nil {
+		t.Fatal("null/empty distinction lost")
+	}
+}
+
+func TestFetchRoundTrip(t *testing.T) {
+	recs := []Record{{Offset: 10, Partition: -1, Timestamp: 3, Key: []byte("a"), Value: nil, Headers: []Header{{Key: "x", Value: []byte("y")}}}}
+	b := AppendFetchHeader(nil, 11, 20, 0, len(recs))
+	for i := range recs {
+		b = AppendFetchRecord(b, &recs[i])
+	}
+	got, err := DecodeFetch(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.NextOffset != 11 || got.HighWatermark != 20 || !reflect.DeepEqual(got.Records, recs) {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestDecodeRejectsBadInput(t *testing.T) {
+	full := AppendRequest(nil, sample())
+	for i := 0; i < len(full); i++ {
+		if _, err := DecodeRequest(full[:i], Limits{}); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("truncated at %d: err = %v", i, err)
+		}
+	}
+	if _, err := DecodeRequest(append(full, 0), Limits{}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("trailing byte: %v", err)
+	}
+	if _, err := DecodeRequest(full, Limits{MaxRecords: 2}); !errors.Is(err, ErrTooMany) {
+		t.Fatalf("limit: %v", err)
+	}
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add(AppendRequest(nil, sample()))
+	f.Add([]byte(Magic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := DecodeRequest(b, Limits{MaxRecords: 1000})
+		if err != nil {
+			return
+		}
+		if again := AppendRequest(nil, req); !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs")
+		}
+	})
+}

@@ -1,0 +1,131 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// TopicConfig is a topic's settings, named as in Kafka.
+type TopicConfig struct {
+	RetentionMs       int64  `json:"retention.ms"`        // -1 keeps forever
+	RetentionBytes    int64  `json:"retention.bytes"`     // per partition; -1 is unlimited
+	CleanupPolicy     string `json:"cleanup.policy"`      // delete, compact or compact,delete
+	MaxMessageBytes   int32  `json:"max.message.bytes"`   // largest record accepted
+	DeleteRetentionMs int64  `json:"delete.retention.ms"` // how long compaction keeps tombstones
+}
+
+// ConfigPatch sets some of a topic's settings; nil fields are left as they
+// are (on create: the agent's defaults).
+type ConfigPatch struct {
+	RetentionMs       *int64  `json:"retention.ms,omitempty"`
+	RetentionBytes    *int64  `json:"retention.bytes,omitempty"`
+	CleanupPolicy     *string `json:"cleanup.policy,omitempty"`
+	MaxMessageBytes   *int32  `json:"max.message.bytes,omitempty"`
+	DeleteRetentionMs *int64  `json:"delete.retention.ms,omitempty"`
+}
+
+// IsZero reports whether the patch sets nothing.
+func (p ConfigPatch) IsZero() bool { return p == ConfigPatch{} }
+
+// Topic is a topic as the agent describes it.
+type Topic struct {
+	Name       string      `json:"name"`
+	ID         int64       `json:"id"`
+	Partitions int32       `json:"partitions"`
+	Config     TopicConfig `json:"config"`
+	CreatedAt  time.Time   `json:"created_at"`
+	UpdatedAt  time.Time   `json:"updated_at"`
+	// PartitionStates is filled by DescribeTopic only.
+	PartitionStates []PartitionState `json:"partition_states,omitempty"`
+}
+
+// PartitionState is one partition's state.
+type PartitionState struct {
+	Partition      int32  `json:"partition"`
+	LogStartOffset int64  `json:"log_start_offset"`
+	HighWatermark  int64  `json:"high_watermark"`
+	Bytes          int64  `json:"bytes"`
+	Owner          string `json:"owner"` // empty when unowned
+	LeaseEpoch     int64  `json:"lease_epoch"`
+}
+
+// NewTopic is what CreateTopic creates.
+type NewTopic struct {
+	Name string `json:"name"`
+	// Partitions is the partition count; 0 takes the agent's default (1).
+	Partitions int32       `json:"partitions,omitempty"`
+	Config     ConfigPatch `json:"config,omitzero"`
+}
+
+// TopicUpdate is what AlterTopic changes.
+type TopicUpdate struct {
+	// Partitions, when positive, is the new partition count; counts only
+	// grow.
+	Partitions int32       `json:"partitions,omitempty"`
+	Config     ConfigPatch `json:"config,omitzero"`
+}
+
+// CreateTopic creates a topic. An existing name fails with topic_exists.
+func (c *Client) CreateTopic(ctx context.Context, t NewTopic) (Topic, error) {
+	var out Topic
+	err := c.callJSON(ctx, request{method: http.MethodPost, path: []string{"v1", "topics"}}, t, &out)
+	if err != nil {
+		return Topic{}, fmt.Errorf("create topic %s: %w", t.Name, err)
+	}
+	return out, nil
+}
+
+// ListTopics returns every topic, without partition states.
+func (c *Client) ListTopics(ctx context.Context) ([]Topic, error) {
+	var out struct {
+		Topics []Topic `json:"topics"`
+	}
+	if err := c.callJSON(ctx, request{method: http.MethodGet, path: []string{"v1", "topics"}}, nil, &out); err != nil {
+		return nil, fmt.Errorf("list topics: %w", err)
+	}
+	return out.Topics, nil
+}
+
+// DescribeTopic returns a topic with its partition states.
+func (c *Client) DescribeTopic(ctx context.Context, name string) (Topic, error) {
+	var out Topic
+	if err := c.callJSON(ctx, request{method: http.MethodGet, path: []string{"v1", "topics", name}}, nil, &out); err != nil {
+		return Topic{}, fmt.Errorf("describe topic %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// AlterTopic adds partitions and changes settings of a topic.
+func (c *Client) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Topic, error) {
+	var out Topic
+	err := c.callJSON(ctx, request{method: http.MethodPatch, path: []string{"v1", "topics", name}}, u, &out)
+	if err != nil {
+		return Topic{}, fmt.Errorf("alter topic %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// DeleteTopic deletes a topic and, eventually, its records.
+func (c *Client) DeleteTopic(ctx context.Context, name string) error {
+	if err := c.callJSON(ctx, request{method: http.MethodDelete, path: []string{"v1", "topics", name}}, nil, nil); err != nil {
+		return fmt.Errorf("delete topic %s: %w", name, err)
+	}
+	return nil
+}
+
+// NewProducerID asks the agent for a fresh producer id for idempotent
+// produce requests.
+func (c *Client) NewProducerID(ctx context.Context) (int64, error) {
+	var out struct {
+		ProducerID int64 `json:"producer_id"`
+	}
+	if err := c.callJSON(ctx, request{method: http.MethodPost, path: []string{"v1", "producers"}, safe: true}, nil, &out); err != nil {
+		return 0, fmt.Errorf("new producer id: %w", err)
+	}
+	if out.ProducerID <= 0 {
+		return 0, fmt.Errorf("new producer id: agent returned %d", out.ProducerID)
+	}
+	return out.ProducerID, nil
+}

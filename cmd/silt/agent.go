@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"silt/internal/agentd"
+)
+
+// agentConfig is everything `silt agent` is configured with.
+// The size flags are int64 here and copied into the component configs.
+type agentConfig struct {
+	Agent           agentd.Config
+	LogLevel        string
+	LogFormat       string
+	MaxSegmentBytes int64
+	MaxBufferBytes  int64
+	MaxRecordBytes  int64
+	MaxRequestBytes int64
+}
+
+func defaultAgentConfig() agentConfig {
+	c := agentConfig{Agent: agentd.DefaultConfig(), LogLevel: "info", LogFormat: "json"}
+	c.MaxSegmentBytes = int64(c.Agent.Batcher.MaxSegmentBytes)
+	c.MaxBufferBytes = c.Agent.Batcher.MaxBufferBytes
+	c.MaxRecordBytes = int64(c.Agent.HTTP.MaxRecordBytes)
+	c.MaxRequestBytes = c.Agent.HTTP.MaxRequestBytes
+	return c
+}
+
+// agentFlags registers the agent's flags; dev adds its own around them.
+func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
+	c := &ac.Agent
+	fs.StringVar(&c.HTTP.Listen, "listen", c.HTTP.Listen, "HTTP listen address")
+	if withStores {
+		fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (postgres://user:pass@host:5432/db)")
+		fs.StringVar(&c.ObjectStore, "objectstore", "", "object store URL: s3://bucket/prefix?endpoint=&region=, minio://bucket/prefix?endpoint=, file:///path or mem://")
+	}
+	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "Postgres connection pool size")
+	fs.StringVar(&c.AgentID, "agent-id", "", "this agent's id (default: host name plus a random suffix)")
+	fs.StringVar(&c.Advertise, "advertise-address", "", "address other agents and tools reach this agent at (default: derived from --listen)")
+	fs.DurationVar(&c.Batcher.Linger, "linger", c.Batcher.Linger, "how long a produced record may wait for a flush")
+	fs.BytesVar(&ac.MaxSegmentBytes, "max-segment-bytes", ac.MaxSegmentBytes, "flush once this many record bytes are buffered")
+	fs.BytesVar(&ac.MaxBufferBytes, "max-buffer-bytes", ac.MaxBufferBytes, "bound on buffered plus in-flight record bytes; past it produce gets 429")
+	fs.IntVar(&c.Batcher.MaxInflightFlushes, "max-inflight-flushes", c.Batcher.MaxInflightFlushes, "flushes writing or committing at once")
+	fs.DurationVar(&c.Batcher.FlushTimeout, "flush-timeout", c.Batcher.FlushTimeout, "bound on one flush's PUT and commit")
+	fs.BytesVar(&c.Fetch.CacheBytes, "cache-bytes", c.Fetch.CacheBytes, "bound on the decoded-chunk read cache")
+	fs.BytesVar(&ac.MaxRecordBytes, "max-record-bytes", ac.MaxRecordBytes, "largest record accepted (key + value + headers)")
+	fs.BytesVar(&ac.MaxRequestBytes, "max-request-bytes", ac.MaxRequestBytes, "largest produce request body")
+	fs.IntVar(&c.HTTP.MaxRecordsPerRequest, "max-records-per-request", c.HTTP.MaxRecordsPerRequest, "most records in one produce request")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests and the final flush")
+	fs.StringVar(&ac.LogLevel, "log-level", ac.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&ac.LogFormat, "log-format", ac.LogFormat, "json or text")
+}
+
+// finish copies the flag values into the component configs and validates.
+func (ac *agentConfig) finish() error {
+	c := &ac.Agent
+	c.Batcher.MaxSegmentBytes = int(ac.MaxSegmentBytes)
+	c.Batcher.MaxBufferBytes = ac.MaxBufferBytes
+	c.HTTP.MaxRecordBytes = int(ac.MaxRecordBytes)
+	c.HTTP.MaxRequestBytes = ac.MaxRequestBytes
+	c.HTTP.Version = Version()
+	if c.DatabaseURL == "" {
+		return errors.New("--database-url (SILT_DATABASE_URL) is required")
+	}
+	if c.ObjectStore == "" {
+		return errors.New("--objectstore (SILT_OBJECTSTORE) is required")
+	}
+	if c.AgentID == "" {
+		host, _ := os.Hostname()
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		c.AgentID = host + "-" + hex.EncodeToString(b[:])
+	}
+	if c.Advertise == "" {
+		host, port, err := net.SplitHostPort(c.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen %q: %w", c.HTTP.Listen, err)
+		}
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host, _ = os.Hostname()
+		}
+		c.Advertise = net.JoinHostPort(host, port)
+	}
+	return c.Validate()
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+func runAgentCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg := defaultAgentConfig()
+	fs := newFlagSet("agent")
+	agentFlags(fs, &cfg, true)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.finish(); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	return runAgent(ctx, cfg, logger, nil)
+}
+
+// runAgent runs one agent until ctx ends, then stops it. ready, when set,
+// receives the bound listen address once the agent serves.
+func runAgent(ctx context.Context, cfg agentConfig, logger *slog.Logger, ready func(addr string)) error {
+	a, err := agentd.Start(ctx, cfg.Agent, agentd.Overrides{}, logger)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(a.Addr())
+	}
+	waitErr := a.Wait(ctx)
+	return errors.Join(waitErr, a.Stop(ctx))
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/jackc/pgx/v5"
+
+	"silt/internal/pgcluster"
+)
+
+// runDevCmd starts a private Postgres under --data-dir/pg, a file object
+// store under --data-dir/objects and one agent, and stops them all on
+// Ctrl-C. A second run reuses the data.
+func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := defaultAgentConfig()
+	cfg.LogFormat = "text"
+	fs := newFlagSet("dev")
+	var dataDir string
+	fs.StringVar(&dataDir, "data-dir", ".silt", "where the private Postgres and the objects live")
+	agentFlags(fs, &cfg, false)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(abs, "objects"), 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if os.Geteuid() == 0 {
+		// The private Postgres runs as the postgres user; it must reach pg/.
+		_ = os.Chmod(abs, 0o755)
+	}
+	pc := pgcluster.DefaultConfig()
+	pc.DataDir = filepath.Join(abs, "pg")
+	pc.Logger = logger
+	pg, err := pgcluster.Start(ctx, pc)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := pg.Stop(context.WithoutCancel(ctx)); err != nil {
+			logger.Error("stop postgres", "err", err)
+		}
+	}()
+	if err := ensureDatabase(ctx, pg.URL("postgres"), "silt"); err != nil {
+		return err
+	}
+	cfg.Agent.DatabaseURL = pg.URL("silt")
+	cfg.Agent.ObjectStore = "file://" + filepath.Join(abs, "objects")
+	if cfg.Agent.AgentID == "" {
+		cfg.Agent.AgentID = "dev"
+	}
+	if err := cfg.finish(); err != nil {
+		return err
+	}
+	return runAgent(ctx, cfg, logger, func(addr string) {
+		fmt.Fprintf(stdout, "Silt is running: http://%s (Postgres %s, objects in %s). Ctrl-C stops it.\n",
+			displayAddr(addr), cfg.Agent.DatabaseURL, filepath.Join(abs, "objects"))
+	})
+}
+
+// ensureDatabase creates database name if it is missing.
+func ensureDatabase(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("connect to private postgres: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("check database: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// displayAddr turns a wildcard listen address into one a browser can open.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "::" || host == "0.0.0.0" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,20 @@
+// Package fetch serves reads: it looks up the batch index in Postgres (one
+// indexed query per fetch), range-reads segment objects (adjacent ranges
+// coalesced; small recent objects fetched whole, once, for all the readers
+// that want them), keeps decoded chunks in a byte-bounded LRU cache, and
+// parks long-polls until a commit's NOTIFY says the partition grew.
+//
+// Contract:
+//   - Fetch never returns a record at or past the high watermark read in
+//     the same query as the index, and returns at least one whole record
+//     when one is available, even if it alone exceeds MaxBytes.
+//   - An offset below the log start offset fails with ErrOffsetOutOfRange
+//     (the error carries the partition's offsets); above the high
+//     watermark, Fetch waits up to Wait and returns no records.
+//   - Objects that retention removed between lookup and read surface as
+//     ErrOffsetOutOfRange after a second lookup, never as a raw storage
+//     error.
+//   - The Notifier holds one LISTEN connection per agent and fans commits
+//     out in memory; when that connection drops, every waiter is woken to
+//     re-check, so no commit is missed.
+package fetch

@@ -1,0 +1,485 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+
+	"silt/metadata"
+	"silt/objectstore"
+	"silt/segment"
+)
+
+// ErrOffsetOutOfRange: the offset is below the partition's log start.
+var ErrOffsetOutOfRange = errors.New("fetch: offset out of range")
+
+// OutOfRangeError carries the partition's offsets with ErrOffsetOutOfRange.
+type OutOfRangeError struct {
+	Offset         int64
+	LogStartOffset int64
+	HighWatermark  int64
+}
+
+func (e *OutOfRangeError) Error() string {
+	return fmt.Sprintf("fetch: offset %d is out of range [%d, %d]", e.Offset, e.LogStartOffset, e.HighWatermark)
+}
+
+// Unwrap makes errors.Is(err, ErrOffsetOutOfRange) hold.
+func (e *OutOfRangeError) Unwrap() error { return ErrOffsetOutOfRange }
+
+// Index is what the fetcher needs of the metadata store.
+type Index interface {
+	LookupBatches(ctx context.Context, topicID int64, partition int32, offset, maxBytes int64, limit int) (metadata.PartitionState, []metadata.BatchRef, error)
+	PartitionOffsets(ctx context.Context, topicID int64, partition int32) (metadata.PartitionState, error)
+	FirstBatchAtOrAfter(ctx context.Context, topicID int64, partition int32, ts int64) (metadata.BatchRef, bool, error)
+}
+
+// Reader reads objects.
+type Reader interface {
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+}
+
+// Watcher wakes long-polls; the Notifier implements it.
+type Watcher interface {
+	Watch(k PartitionKey) <-chan struct{}
+}
+
+// Config tunes the fetcher.
+type Config struct {
+	// CacheBytes bounds the decoded-chunk cache.
+	CacheBytes int64
+	// ObjectCacheBytes bounds the cache of whole small objects.
+	ObjectCacheBytes int64
+	// WholeObjectBytes: objects up to this size, committed within
+	// RecentWindow, are fetched whole once and shared by all readers.
+	WholeObjectBytes int64
+	RecentWindow     time.Duration
+	// CoalesceGap: ranges of one object closer than this are read together.
+	CoalesceGap int64
+	// MaxChunksPerFetch bounds the index rows one fetch reads.
+	MaxChunksPerFetch int
+	// ReadConcurrency bounds parallel object reads of one fetch.
+	ReadConcurrency int
+	// MaxDecompressedBytes bounds one chunk's decoded size.
+	MaxDecompressedBytes int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		CacheBytes:           256 << 20,
+		ObjectCacheBytes:     64 << 20,
+		WholeObjectBytes:     16 << 20,
+		RecentWindow:         2 * time.Minute,
+		CoalesceGap:          256 << 10,
+		MaxChunksPerFetch:    256,
+		ReadConcurrency:      8,
+		MaxDecompressedBytes: segment.DefaultMaxDecompressedSize,
+	}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	switch {
+	case c.CacheBytes < 0 || c.ObjectCacheBytes < 0 || c.WholeObjectBytes < 0 || c.CoalesceGap < 0:
+		return errors.New("fetch: sizes must not be negative")
+	case c.MaxChunksPerFetch < 1:
+		return errors.New("fetch: max chunks per fetch must be positive")
+	case c.ReadConcurrency < 1:
+		return errors.New("fetch: read concurrency must be positive")
+	case c.MaxDecompressedBytes < 1:
+		return errors.New("fetch: max decompressed bytes must be positive")
+	}
+	return nil
+}
+
+// Request is one partition read.
+type Request struct {
+	TopicID    int64
+	Partition  int32
+	Offset     int64
+	MaxRecords int
+	MaxBytes   int64
+	// Wait is how long to wait for records when none are available.
+	Wait time.Duration
+}
+
+// Record is a fetched record with its offset.
+type Record struct {
+	Offset int64
+	segment.Record
+}
+
+// Response is the outcome of a fetch.
+type Response struct {
+	Records        []Record
+	NextOffset     int64
+	HighWatermark  int64
+	LogStartOffset int64
+}
+
+// chunkKey names a chunk in the decoded-chunk cache.
+type chunkKey struct {
+	object string
+	offset int64
+}
+
+// Fetcher reads partitions.
+type Fetcher struct {
+	cfg     Config
+	index   Index
+	objects Reader
+	watch   Watcher
+	logger  *slog.Logger
+	metrics *metrics
+	chunks  *lru[chunkKey, *segment.Batch]
+	whole   *lru[string, []byte]
+	flight  singleflight.Group
+	decode  segment.DecodeOptions
+	done    <-chan struct{}
+}
+
+// Deps are the fetcher's collaborators.
+type Deps struct {
+	Index      Index
+	Objects    Reader
+	Watcher    Watcher
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Done, when closed, ends long-polls early (agent shutdown).
+	Done <-chan struct{}
+}
+
+// New returns a Fetcher.
+func New(cfg Config, deps Deps) (*Fetcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Index == nil || deps.Objects == nil || deps.Watcher == nil {
+		return nil, errors.New("fetch: index, objects and watcher are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registerer == nil {
+		deps.Registerer = prometheus.NewRegistry()
+	}
+	f := &Fetcher{cfg: cfg, index: deps.Index, objects: deps.Objects, watch: deps.Watcher, logger: deps.Logger,
+		decode: segment.DecodeOptions{MaxDecompressedSize: cfg.MaxDecompressedBytes}, done: deps.Done}
+	m, err := newMetrics(deps.Registerer, f)
+	if err != nil {
+		return nil, err
+	}
+	f.metrics = m
+	f.chunks = newLRU[chunkKey, *segment.Batch](cfg.CacheBytes, func(n int64) { m.evictions.Add(float64(n)) })
+	f.whole = newLRU[string, []byte](cfg.ObjectCacheBytes, nil)
+	return f, nil
+}
+
+// Fetch reads records from req.Offset; see the package contract.
+func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Response, error) {
+	if req.MaxRecords < 1 {
+		req.MaxRecords = 1
+	}
+	if req.MaxBytes < 1 {
+		req.MaxBytes = 1
+	}
+	var deadline <-chan time.Time
+	if req.Wait > 0 {
+		t := time.NewTimer(req.Wait)
+		defer t.Stop()
+		deadline = t.C
+	}
+	k := PartitionKey{req.TopicID, req.Partition}
+	for attempt := 0; ; attempt++ {
+		var wake <-chan struct{}
+		if req.Wait > 0 {
+			wake = f.watch.Watch(k) // before the lookup: no lost wake-ups
+		}
+		resp, err := f.fetchOnce(ctx, req)
+		if errors.Is(err, objectstore.ErrNotExist) && attempt < 2 {
+			continue // retention or a merge swapped the object: look up again
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(resp.Records) > 0 || req.Wait <= 0 || req.Offset > resp.HighWatermark {
+			return resp, nil
+		}
+		f.metrics.waits.Inc()
+		select {
+		case <-wake:
+		case <-deadline:
+			return resp, nil
+		case <-f.done:
+			return resp, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error) {
+	st, refs, err := f.index.LookupBatches(ctx, req.TopicID, req.Partition, req.Offset, req.MaxBytes, f.cfg.MaxChunksPerFetch)
+	if err != nil {
+		return nil, err
+	}
+	resp := &Response{NextOffset: req.Offset, HighWatermark: st.HighWatermark, LogStartOffset: st.LogStartOffset}
+	if req.Offset < st.LogStartOffset {
+		return nil, &OutOfRangeError{Offset: req.Offset, LogStartOffset: st.LogStartOffset, HighWatermark: st.HighWatermark}
+	}
+	if len(refs) == 0 {
+		return resp, nil
+	}
+	batches, err := f.batches(ctx, refs)
+	if errors.Is(err, objectstore.ErrNotExist) {
+		// Gone under us: if retention moved the log start past the
+		// offset, say so; otherwise let Fetch look up again.
+		if now, lerr := f.index.PartitionOffsets(ctx, req.TopicID, req.Partition); lerr == nil && req.Offset < now.LogStartOffset {
+			return nil, &OutOfRangeError{Offset: req.Offset, LogStartOffset: now.LogStartOffset, HighWatermark: now.HighWatermark}
+		}
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	var size int64
+	for i, b := range batches {
+		base := refs[i].BaseOffset
+		full := true // every record of the chunk was returned or skipped
+		for j := range b.Records {
+			r := &b.Records[j]
+			off := base + int64(r.OffsetDelta)
+			if off < req.Offset {
+				continue
+			}
+			rs := recordSize(r)
+			if off >= st.HighWatermark || len(resp.Records) > 0 && (size+rs > req.MaxBytes || len(resp.Records) >= req.MaxRecords) {
+				full = false
+				break
+			}
+			size += rs
+			resp.Records = append(resp.Records, Record{Offset: off, Record: *r})
+			resp.NextOffset = off + 1
+		}
+		if !full {
+			break
+		}
+		// Offsets a compaction left empty at the chunk's end are passed too.
+		resp.NextOffset = max(resp.NextOffset, refs[i].LastOffset+1)
+	}
+	f.metrics.records.Add(float64(len(resp.Records)))
+	f.metrics.bytes.Add(float64(size))
+	return resp, nil
+}
+
+func recordSize(r *segment.Record) int64 {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
+}
+
+// Offsets returns a partition's log start offset and high watermark.
+func (f *Fetcher) Offsets(ctx context.Context, topicID int64, partition int32) (metadata.PartitionState, error) {
+	return f.index.PartitionOffsets(ctx, topicID, partition)
+}
+
+// OffsetForTimestamp returns the first offset whose record timestamp is at
+// least ts (Kafka's ListOffsets); found is false when there is none.
+func (f *Fetcher) OffsetForTimestamp(ctx context.Context, topicID int64, partition int32, ts int64) (offset int64, found bool, err error) {
+	for attempt := 0; ; attempt++ {
+		ref, ok, err := f.index.FirstBatchAtOrAfter(ctx, topicID, partition, ts)
+		if err != nil || !ok {
+			return 0, false, err
+		}
+		bs, err := f.batches(ctx, []metadata.BatchRef{ref})
+		if errors.Is(err, objectstore.ErrNotExist) && attempt < 2 {
+			continue
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		for _, r := range bs[0].Records {
+			if r.Timestamp >= ts {
+				return ref.BaseOffset + int64(r.OffsetDelta), true, nil
+			}
+		}
+		return 0, false, fmt.Errorf("fetch: chunk at %d has max timestamp %d but no record at or after %d", ref.BaseOffset, ref.MaxTimestamp, ts)
+	}
+}
+
+// batches returns the decoded chunks of refs, in order, from the cache or
+// the object store.
+func (f *Fetcher) batches(ctx context.Context, refs []metadata.BatchRef) ([]*segment.Batch, error) {
+	out := make([]*segment.Batch, len(refs))
+	var missing []int
+	for i, r := range refs {
+		if b, ok := f.chunks.get(chunkKey{r.SegmentKey, r.ByteOffset}); ok {
+			f.metrics.hits.Inc()
+			out[i] = b
+			continue
+		}
+		f.metrics.misses.Inc()
+		missing = append(missing, i)
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(f.cfg.ReadConcurrency)
+	for _, run := range f.plan(refs, missing) {
+		g.Go(func() error { return f.read(gctx, refs, run, out) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readPlan is one object read serving the refs at idx.
+type readPlan struct {
+	key        string
+	whole      bool
+	start, end int64 // byte range when not whole
+	idx        []int
+}
+
+// plan groups the missing chunks into object reads: whole small recent
+// objects, or coalesced ranges.
+func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int) []*readPlan {
+	byKey := map[string][]int{}
+	var keys []string
+	for _, i := range missing {
+		k := refs[i].SegmentKey
+		if _, ok := byKey[k]; !ok {
+			keys = append(keys, k)
+		}
+		byKey[k] = append(byKey[k], i)
+	}
+	var plans []*readPlan
+	for _, k := range keys {
+		idx := byKey[k]
+		r0 := refs[idx[0]]
+		if r0.SegmentSize <= f.cfg.WholeObjectBytes && time.Since(r0.SegmentAt) <= f.cfg.RecentWindow {
+			plans = append(plans, &readPlan{key: k, whole: true, idx: idx})
+			continue
+		}
+		sort.Slice(idx, func(a, b int) bool { return refs[idx[a]].ByteOffset < refs[idx[b]].ByteOffset })
+		var cur *readPlan
+		for _, i := range idx {
+			r := refs[i]
+			end := r.ByteOffset + int64(r.ByteLength)
+			if cur != nil && r.ByteOffset-cur.end <= f.cfg.CoalesceGap {
+				cur.end = max(cur.end, end)
+				cur.idx = append(cur.idx, i)
+				continue
+			}
+			cur = &readPlan{key: k, start: r.ByteOffset, end: end, idx: []int{i}}
+			plans = append(plans, cur)
+		}
+	}
+	return plans
+}
+
+// read performs one plan and decodes its chunks into out.
+func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPlan, out []*segment.Batch) error {
+	var data []byte
+	base := p.start
+	if p.whole {
+		obj, err := f.wholeObject(ctx, p.key)
+		if err != nil {
+			return err
+		}
+		data, base = obj, 0
+	} else {
+		f.metrics.gets.WithLabelValues("range").Inc()
+		rc, err := f.objects.GetRange(ctx, p.key, p.start, p.end-p.start)
+		if err != nil {
+			return fmt.Errorf("read %s [%d,%d): %w", p.key, p.start, p.end, err)
+		}
+		data, err = readAll(rc, p.end-p.start)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p.key, err)
+		}
+	}
+	for _, i := range p.idx {
+		r := refs[i]
+		lo, hi := r.ByteOffset-base, r.ByteOffset-base+int64(r.ByteLength)
+		if lo < 0 || hi > int64(len(data)) {
+			return fmt.Errorf("read %s: chunk [%d,%d) outside the %d bytes read: %w", p.key, r.ByteOffset, r.ByteOffset+int64(r.ByteLength), len(data), segment.ErrCorrupt)
+		}
+		b, err := segment.DecodeBatch(data[lo:hi:hi], f.decode)
+		if err != nil {
+			return fmt.Errorf("decode %s@%d: %w", p.key, r.ByteOffset, err)
+		}
+		if n := b.LastOffsetDelta; int64(n) != r.LastOffset-r.BaseOffset {
+			return fmt.Errorf("decode %s@%d: chunk spans %d offsets, index says %d: %w", p.key, r.ByteOffset, n+1, r.LastOffset-r.BaseOffset+1, segment.ErrCorrupt)
+		}
+		out[i] = b
+		f.chunks.add(chunkKey{p.key, r.ByteOffset}, b, decodedSize(b, hi-lo))
+	}
+	return nil
+}
+
+// wholeObject returns a whole object, reading it once for all concurrent
+// callers and keeping it in the object cache.
+func (f *Fetcher) wholeObject(ctx context.Context, key string) ([]byte, error) {
+	if b, ok := f.whole.get(key); ok {
+		return b, nil
+	}
+	v, err, _ := f.flight.Do(key, func() (any, error) {
+		if b, ok := f.whole.get(key); ok {
+			return b, nil
+		}
+		f.metrics.gets.WithLabelValues("whole").Inc()
+		// Detached from one caller's cancellation: others share the read.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		rc, err := f.objects.Get(rctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", key, err)
+		}
+		b, err := readAll(rc, -1)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", key, err)
+		}
+		f.whole.add(key, b, int64(len(b)))
+		return b, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]byte), nil
+}
+
+func readAll(rc io.ReadCloser, size int64) ([]byte, error) {
+	defer rc.Close()
+	if size < 0 {
+		return io.ReadAll(rc)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	_, err := io.Copy(buf, rc)
+	return buf.Bytes(), err
+}
+
+// decodedSize estimates a decoded chunk's memory: its records' bytes plus
+// per-record overhead, or the chunk size if larger.
+func decodedSize(b *segment.Batch, chunk int64) int64 {
+	n := int64(len(b.Records)) * 64
+	for i := range b.Records {
+		n += recordSize(&b.Records[i])
+	}
+	return max(n, chunk)
+}

@@ -1,0 +1,38 @@
+package fetch
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	hits, misses, evictions prometheus.Counter
+	gets                    *prometheus.CounterVec
+	records, bytes          prometheus.Counter
+	waits                   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
+	m := &metrics{
+		hits:      prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_cache_hits_total", Help: "Decoded-chunk cache hits."}),
+		misses:    prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_cache_misses_total", Help: "Decoded-chunk cache misses."}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_cache_evictions_total", Help: "Decoded chunks evicted from the cache."}),
+		gets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "silt_fetch_object_reads_total", Help: "Object reads by kind: a coalesced range or a whole small object.",
+		}, []string{"kind"}),
+		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_records_total", Help: "Records returned by fetches."}),
+		bytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_record_bytes_total", Help: "Record bytes returned by fetches."}),
+		waits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_waits_total", Help: "Times a long-poll parked waiting for a commit."}),
+	}
+	cacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_cache_bytes", Help: "Bytes held by the decoded-chunk cache."},
+		func() float64 { return float64(f.chunks.bytes()) })
+	objectBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_object_cache_bytes", Help: "Bytes held by the whole-object cache."},
+		func() float64 { return float64(f.whole.bytes()) })
+	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits, cacheBytes, objectBytes} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("fetch metrics: %w", err)
+		}
+	}
+	return m, nil
+}

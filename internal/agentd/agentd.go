@@ -1,0 +1,256 @@
+package agentd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"silt/agent"
+	"silt/batcher"
+	"silt/fetch"
+	"silt/metadata"
+	"silt/migrations"
+	"silt/objectstore"
+	"silt/objectstore/bucketurl"
+)
+
+// Config is an agent's whole configuration.
+type Config struct {
+	AgentID         string
+	Advertise       string
+	DatabaseURL     string
+	DBMaxConns      int
+	ObjectStore     string // URL; ignored when Overrides.Bucket is set
+	ShutdownTimeout time.Duration
+	HTTP            agent.Config
+	Batcher         batcher.Config
+	Fetch           fetch.Config
+}
+
+// DefaultConfig returns the defaults; AgentID, DatabaseURL and
+// ObjectStore must be filled in.
+func DefaultConfig() Config {
+	return Config{
+		DBMaxConns:      16,
+		ShutdownTimeout: 30 * time.Second,
+		HTTP:            agent.DefaultConfig(),
+		Batcher:         batcher.DefaultConfig(),
+		Fetch:           fetch.DefaultConfig(),
+	}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	switch {
+	case c.AgentID == "":
+		return errors.New("agent id is required")
+	case c.DatabaseURL == "":
+		return errors.New("database URL is required")
+	case c.ShutdownTimeout <= 0:
+		return errors.New("shutdown timeout must be positive")
+	case c.DBMaxConns < 2:
+		return errors.New("database pool needs at least 2 connections")
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return err
+	}
+	if err := c.Fetch.Validate(); err != nil {
+		return err
+	}
+	return c.Batcher.Validate()
+}
+
+// Overrides replace parts for tests.
+type Overrides struct {
+	// Bucket replaces the object store named by Config.ObjectStore.
+	Bucket objectstore.Bucket
+	// Listener replaces listening on Config.HTTP.Listen.
+	Listener net.Listener
+}
+
+// Agent is a running agent.
+type Agent struct {
+	cfg     Config
+	logger  *slog.Logger
+	store   *metadata.Store
+	bucket  objectstore.Bucket
+	batcher *batcher.Batcher
+	fetcher *fetch.Fetcher
+	notify  *fetch.Notifier
+	stopBG  context.CancelFunc // stops background loops (the notifier)
+	drain   chan struct{}      // closed when Stop begins: ends long-polls
+	http    *agent.Server
+	ln      net.Listener
+	served  chan error
+	reg     *prometheus.Registry
+}
+
+// Start builds and starts an agent. Stop shuts it down.
+func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (a *Agent, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.ObjectStore == "" && ov.Bucket == nil {
+		return nil, errors.New("object store URL is required")
+	}
+	logger = logger.With("agent_id", cfg.AgentID)
+	a = &Agent{cfg: cfg, logger: logger, served: make(chan error, 1), reg: prometheus.NewRegistry(), drain: make(chan struct{})}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
+	mcfg := metadata.DefaultConfig()
+	mcfg.URL = cfg.DatabaseURL
+	mcfg.MaxConns = int32(cfg.DBMaxConns)
+	mcfg.Logger = logger
+	if a.store, err = metadata.Open(ctx, mcfg); err != nil {
+		return nil, err
+	}
+	closers = append(closers, a.store.Close)
+	if err := migrateWithRetry(ctx, a.store, logger); err != nil {
+		return nil, err
+	}
+
+	raw, backend := ov.Bucket, "custom"
+	if raw == nil {
+		if raw, err = bucketurl.Open(ctx, cfg.ObjectStore); err != nil {
+			return nil, err
+		}
+		backend = strings.SplitN(cfg.ObjectStore, ":", 2)[0]
+	}
+	a.bucket = objectstore.Instrument(raw, a.reg, backend)
+
+	if a.batcher, err = batcher.New(ctx, cfg.Batcher, batcher.Deps{Bucket: a.bucket, Committer: a.store, Logger: logger, Registerer: a.reg}); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = a.batcher.Close(context.WithoutCancel(ctx)) })
+
+	if a.notify, err = fetch.NewNotifier(cfg.DatabaseURL, metadata.NotifyChannel, logger, a.reg); err != nil {
+		return nil, err
+	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopBG = stopBG
+	go a.notify.Run(bg)
+	closers = append(closers, func() { stopBG(); <-a.notify.Stopped() })
+	if a.fetcher, err = fetch.New(cfg.Fetch, fetch.Deps{
+		Index: a.store, Objects: a.bucket, Watcher: a.notify, Logger: logger, Registerer: a.reg, Done: a.drain,
+	}); err != nil {
+		return nil, err
+	}
+
+	a.http, err = agent.New(cfg.HTTP, agent.Deps{
+		Topics:   a.store,
+		Producer: a.batcher,
+		Fetcher:  a.fetcher,
+		Ready: []agent.ReadyCheck{
+			{Name: "postgres", Check: a.store.Ping},
+			{Name: "objectstore", Check: a.probeBucket},
+		},
+		Gatherer:   a.reg,
+		Registerer: a.reg,
+		Logger:     logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.ln = ov.Listener
+	if a.ln == nil {
+		if a.ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return nil, fmt.Errorf("listen %s: %w", cfg.HTTP.Listen, err)
+		}
+	}
+	go func() { a.served <- a.http.Serve(a.ln) }()
+	logger.Info("agent started", "listen", a.ln.Addr().String(), "objectstore", a.bucket.Name(), "version", cfg.HTTP.Version)
+	return a, nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (a *Agent) Addr() string { return a.ln.Addr().String() }
+
+// Store is the agent's metadata store.
+func (a *Agent) Store() *metadata.Store { return a.store }
+
+// Bucket is the agent's (instrumented) object store.
+func (a *Agent) Bucket() objectstore.Bucket { return a.bucket }
+
+// Notifier is the agent's commit listener.
+func (a *Agent) Notifier() *fetch.Notifier { return a.notify }
+
+// Metrics is the agent's Prometheus registry.
+func (a *Agent) Metrics() *prometheus.Registry { return a.reg }
+
+// Wait blocks until ctx ends or the HTTP server fails.
+func (a *Agent) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-a.served:
+		return err
+	}
+}
+
+// Stop shuts down in the reverse order of construction, within the
+// configured shutdown timeout: HTTP, batcher final flush, pools.
+func (a *Agent) Stop(ctx context.Context) error {
+	a.logger.Info("shutting down")
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	close(a.drain)
+	if err := a.http.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.batcher.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	a.stopBG()
+	<-a.notify.Stopped()
+	a.store.Close()
+	a.logger.Info("agent stopped")
+	return errors.Join(errs...)
+}
+
+// probeBucket checks that the bucket answers: a missing probe key is fine.
+func (a *Agent) probeBucket(ctx context.Context) error {
+	_, err := a.bucket.Stat(ctx, "silt-readyz-probe")
+	if err == nil || errors.Is(err, objectstore.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// migrateWithRetry applies migrations, waiting up to a minute for Postgres.
+func migrateWithRetry(ctx context.Context, store *metadata.Store, logger *slog.Logger) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		applied, err := migrations.Apply(ctx, store.Pool())
+		if err == nil {
+			if len(applied) > 0 {
+				logger.Info("migrations applied", "migrations", applied)
+			}
+			return nil
+		}
+		if errors.Is(err, migrations.ErrNewerSchema) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		logger.Warn("waiting for postgres", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}

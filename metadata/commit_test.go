@@ -1,0 +1,171 @@
+package metadata_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"testing"
+
+	"silt/metadata"
+)
+
+func newTopic(t *testing.T, s *metadata.Store, name string, parts int32) metadata.Topic {
+	t.Helper()
+	top, err := s.CreateTopic(context.Background(), name, parts, metadata.DefaultTopicConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+func chunk(topic int64, part int32, n int32) metadata.Chunk {
+	return metadata.Chunk{TopicID: topic, Partition: part, ByteLength: 100 * n, Records: n, LastOffsetDelta: n - 1, MaxTimestamp: 1}
+}
+
+func TestCommitFlushAssignsContiguousOffsets(t *testing.T) {
+	s, ctx := setup(t)
+	top := newTopic(t, s, "t", 2)
+	res, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: "seg/1", SegmentSize: 1000, Chunks: []metadata.Chunk{
+		chunk(top.ID, 0, 3), chunk(top.ID, 1, 2), chunk(top.ID, 0, 4),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{0, 0, 3}
+	for i, r := range res {
+		if r.Err != nil || r.BaseOffset != want[i] {
+			t.Fatalf("chunk %d: %+v, want base %d", i, r, want[i])
+		}
+	}
+	parts, _ := s.Partitions(ctx, top.ID)
+	if parts[0].HighWatermark != 7 || parts[1].HighWatermark != 2 || parts[0].TotalBytes != 700 {
+		t.Fatalf("partitions after commit: %+v", parts)
+	}
+	// A chunk for a partition that does not exist fails alone.
+	res, err = s.CommitFlush(ctx, metadata.Flush{SegmentKey: "seg/2", SegmentSize: 10, Chunks: []metadata.Chunk{
+		chunk(top.ID, 9, 1), chunk(top.ID, 1, 1),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, metadata.ErrPartitionNotFound) || res[1].Err != nil || res[1].BaseOffset != 2 {
+		t.Fatalf("mixed flush: %+v", res)
+	}
+	// Reusing a segment key is a transaction error and writes nothing.
+	if _, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: "seg/2", SegmentSize: 10, Chunks: []metadata.Chunk{chunk(top.ID, 0, 1)}}); err == nil {
+		t.Fatal("duplicate segment key committed")
+	}
+	parts, _ = s.Partitions(ctx, top.ID)
+	if parts[0].HighWatermark != 7 {
+		t.Fatalf("failed commit moved the watermark: %+v", parts[0])
+	}
+}
+
+func TestCommitFlushIdempotence(t *testing.T) {
+	s, ctx := setup(t)
+	top := newTopic(t, s, "t", 1)
+	pid, err := s.NewProducerID(ctx)
+	if err != nil || pid <= 0 {
+		t.Fatalf("producer id %d, %v", pid, err)
+	}
+	idem := func(seq, n int32) metadata.Chunk {
+		c := chunk(top.ID, 0, n)
+		c.ProducerID, c.BaseSequence = pid, seq
+		return c
+	}
+	commit := func(key string, cs ...metadata.Chunk) []metadata.ChunkResult {
+		t.Helper()
+		res, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: key, SegmentSize: 1, Chunks: cs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if r := commit("a", idem(1, 2)); !errors.Is(r[0].Err, metadata.ErrOutOfOrderSequence) {
+		t.Fatalf("first sequence 1: %+v", r)
+	}
+	r := commit("b", idem(0, 2), chunk(top.ID, 0, 5), idem(2, 3))
+	if r[0].BaseOffset != 0 || r[1].BaseOffset != 2 || r[2].BaseOffset != 7 {
+		t.Fatalf("accepted: %+v", r)
+	}
+	// Retries of both recent batches return their original offsets.
+	r = commit("c", idem(0, 2), idem(2, 3))
+	if !r[0].Duplicate || r[0].BaseOffset != 0 || !r[1].Duplicate || r[1].BaseOffset != 7 {
+		t.Fatalf("retries: %+v", r)
+	}
+	// A gap is rejected; the next in sequence is accepted.
+	if r := commit("d", idem(6, 1)); !errors.Is(r[0].Err, metadata.ErrOutOfOrderSequence) {
+		t.Fatalf("gap: %+v", r)
+	}
+	if r := commit("e", idem(5, 1)); r[0].Err != nil || r[0].Duplicate || r[0].BaseOffset != 10 {
+		t.Fatalf("next: %+v", r)
+	}
+	parts, _ := s.Partitions(ctx, top.ID)
+	if parts[0].HighWatermark != 11 {
+		t.Fatalf("high watermark %d, want 11", parts[0].HighWatermark)
+	}
+	// Only five recent batches are remembered.
+	for i := int32(0); i < 5; i++ {
+		commit(fmt.Sprint("f", i), idem(6+i, 1))
+	}
+	if r := commit("g", idem(0, 2)); r[0].Duplicate || !errors.Is(r[0].Err, metadata.ErrOutOfOrderSequence) {
+		t.Fatalf("old retry beyond the window: %+v", r)
+	}
+}
+
+// Concurrent flushes over overlapping partitions neither deadlock nor
+// overlap: every partition's batches tile its offsets without gaps.
+func TestCommitFlushConcurrent(t *testing.T) {
+	s, ctx := setup(t)
+	top := newTopic(t, s, "t", 8)
+	const workers, flushes = 8, 25
+	var mu sync.Mutex
+	got := map[int32][][2]int64{}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for f := 0; f < flushes; f++ {
+				var cs []metadata.Chunk
+				for _, p := range rng.Perm(8)[:1+rng.IntN(8)] {
+					cs = append(cs, chunk(top.ID, int32(p), int32(1+rng.IntN(5))))
+				}
+				res, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: fmt.Sprintf("w%d/f%d", w, f), SegmentSize: 1, Chunks: cs})
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				for i, r := range res {
+					got[cs[i].Partition] = append(got[cs[i].Partition], [2]int64{r.BaseOffset, r.BaseOffset + int64(cs[i].Records)})
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	parts, _ := s.Partitions(ctx, top.ID)
+	for p, ranges := range got {
+		sort.Slice(ranges, func(i, j int) bool { return ranges[i][0] < ranges[j][0] })
+		next := int64(0)
+		for _, r := range ranges {
+			if r[0] != next {
+				t.Fatalf("partition %d: range %v after %d", p, r, next)
+			}
+			next = r[1]
+		}
+		if parts[p].HighWatermark != next {
+			t.Fatalf("partition %d: watermark %d, ranges end at %d", p, parts[p].HighWatermark, next)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package metadata
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// BatchRef locates one indexed chunk.
+type BatchRef struct {
+	BaseOffset   int64
+	LastOffset   int64
+	Records      int32
+	MaxTimestamp int64
+	SegmentKey   string
+	SegmentSize  int64
+	SegmentAt    time.Time // when the segment object was committed
+	ByteOffset   int64
+	ByteLength   int32
+}
+
+// PartitionState is a partition's offsets at the time of a lookup.
+type PartitionState struct {
+	LogStartOffset int64
+	HighWatermark  int64
+}
+
+// LookupBatches returns the partition's offsets and, in offset order, the
+// chunks from the one containing offset onwards, stopping once maxBytes is
+// reached (the first chunk is always included) or after limit chunks. It is
+// one indexed query.
+func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int32, offset, maxBytes int64, limit int) (PartitionState, []BatchRef, error) {
+	rows, err := s.pool.Query(ctx, `
+		WITH p AS (
+			SELECT next_offset, log_start_offset FROM partitions WHERE topic_id = $1 AND partition = $2
+		), b AS (
+			SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.key, s.size, s.created_at,
+			       b.byte_offset, b.byte_length,
+			       sum(b.byte_length) OVER (ORDER BY b.last_offset) - b.byte_length AS before
+			FROM batches b JOIN segments s ON s.id = b.segment_id
+			WHERE b.topic_id = $1 AND b.partition = $2 AND b.last_offset >= $3
+			ORDER BY b.last_offset
+			LIMIT $5
+		)
+		SELECT p.next_offset, p.log_start_offset,
+		       b.base_offset, b.last_offset, b.record_count, b.max_timestamp, b.key, b.size, b.created_at, b.byte_offset, b.byte_length
+		FROM p LEFT JOIN b ON b.before < $4 OR b.before = 0
+		ORDER BY b.last_offset`, topicID, partition, offset, maxBytes, limit)
+	if err != nil {
+		return PartitionState{}, nil, classify("lookup batches", err)
+	}
+	defer rows.Close()
+	var st PartitionState
+	var refs []BatchRef
+	found := false
+	for rows.Next() {
+		found = true
+		var (
+			base, last, maxTS, segSize, byteOff *int64
+			count, length                       *int32
+			key                                 *string
+			at                                  *time.Time
+		)
+		if err := rows.Scan(&st.HighWatermark, &st.LogStartOffset, &base, &last, &count, &maxTS, &key, &segSize, &at, &byteOff, &length); err != nil {
+			return PartitionState{}, nil, classify("lookup batches", err)
+		}
+		if base == nil {
+			continue
+		}
+		refs = append(refs, BatchRef{
+			BaseOffset: *base, LastOffset: *last, Records: *count, MaxTimestamp: *maxTS,
+			SegmentKey: *key, SegmentSize: *segSize, SegmentAt: *at, ByteOffset: *byteOff, ByteLength: *length,
+		})
+	}
+	if err := rows.Err(); err != nil {
+		return PartitionState{}, nil, classify("lookup batches", err)
+	}
+	if !found {
+		return PartitionState{}, nil, fmt.Errorf("topic %d partition %d: %w", topicID, partition, ErrPartitionNotFound)
+	}
+	return st, refs, nil
+}
+
+// PartitionOffsets returns a partition's log start offset and high watermark.
+func (s *Store) PartitionOffsets(ctx context.Context, topicID int64, partition int32) (PartitionState, error) {
+	var st PartitionState
+	err := s.pool.QueryRow(ctx, `SELECT log_start_offset, next_offset FROM partitions WHERE topic_id = $1 AND partition = $2`,
+		topicID, partition).Scan(&st.LogStartOffset, &st.HighWatermark)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return st, fmt.Errorf("topic %d partition %d: %w", topicID, partition, ErrPartitionNotFound)
+	}
+	return st, classify("partition offsets", err)
+}
+
+// FirstBatchAtOrAfter returns the first indexed chunk whose max timestamp
+// is at least ts, for Kafka's ListOffsets by timestamp; found is false when
+// no record is that recent.
+func (s *Store) FirstBatchAtOrAfter(ctx context.Context, topicID int64, partition int32, ts int64) (ref BatchRef, found bool, err error) {
+	err = s.pool.QueryRow(ctx, `
+		SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.key, s.size, s.created_at, b.byte_offset, b.byte_length
+		FROM batches b JOIN segments s ON s.id = b.segment_id
+		WHERE b.topic_id = $1 AND b.partition = $2 AND b.max_timestamp >= $3
+		ORDER BY b.last_offset LIMIT 1`, topicID, partition, ts).
+		Scan(&ref.BaseOffset, &ref.LastOffset, &ref.Records, &ref.MaxTimestamp, &ref.SegmentKey, &ref.SegmentSize, &ref.SegmentAt, &ref.ByteOffset, &ref.ByteLength)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return BatchRef{}, false, nil
+	}
+	if err != nil {
+		return BatchRef{}, false, classify("first batch at or after", err)
+	}
+	return ref, true, nil
+}

@@ -1,0 +1,247 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Cleanup policies.
+const (
+	CleanupDelete        = "delete"
+	CleanupCompact       = "compact"
+	CleanupCompactDelete = "compact,delete"
+)
+
+// TopicConfig holds a topic's settings, named and defaulted as in Kafka.
+type TopicConfig struct {
+	RetentionMs       int64  `json:"retention.ms"`        // -1 keeps forever
+	RetentionBytes    int64  `json:"retention.bytes"`     // per partition; -1 is unlimited
+	CleanupPolicy     string `json:"cleanup.policy"`      // delete, compact, or compact,delete
+	MaxMessageBytes   int32  `json:"max.message.bytes"`   // largest record accepted
+	DeleteRetentionMs int64  `json:"delete.retention.ms"` // how long compaction keeps tombstones
+}
+
+// DefaultTopicConfig returns Kafka's defaults, but for max.message.bytes
+// which is 1 MiB.
+func DefaultTopicConfig() TopicConfig {
+	return TopicConfig{
+		RetentionMs:       7 * 24 * time.Hour.Milliseconds(),
+		RetentionBytes:    -1,
+		CleanupPolicy:     CleanupDelete,
+		MaxMessageBytes:   1 << 20,
+		DeleteRetentionMs: 24 * time.Hour.Milliseconds(),
+	}
+}
+
+// Validate checks the values.
+func (c TopicConfig) Validate() error {
+	switch {
+	case c.RetentionMs < -1 || c.RetentionMs == 0:
+		return fmt.Errorf("%w: retention.ms must be positive or -1", ErrInvalidArgument)
+	case c.RetentionBytes < -1 || c.RetentionBytes == 0:
+		return fmt.Errorf("%w: retention.bytes must be positive or -1", ErrInvalidArgument)
+	case c.CleanupPolicy != CleanupDelete && c.CleanupPolicy != CleanupCompact && c.CleanupPolicy != CleanupCompactDelete:
+		return fmt.Errorf("%w: cleanup.policy must be delete, compact or compact,delete", ErrInvalidArgument)
+	case c.MaxMessageBytes < 1:
+		return fmt.Errorf("%w: max.message.bytes must be positive", ErrInvalidArgument)
+	case c.DeleteRetentionMs < 0:
+		return fmt.Errorf("%w: delete.retention.ms must not be negative", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Compacted reports whether key compaction applies.
+func (c TopicConfig) Compacted() bool {
+	return c.CleanupPolicy == CleanupCompact || c.CleanupPolicy == CleanupCompactDelete
+}
+
+// Deletes reports whether retention deletes old data.
+func (c TopicConfig) Deletes() bool {
+	return c.CleanupPolicy == CleanupDelete || c.CleanupPolicy == CleanupCompactDelete
+}
+
+// Topic is a topic's row.
+type Topic struct {
+	ID         int64
+	Name       string
+	Partitions int32
+	Config     TopicConfig
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// PartitionInfo is a partition's state.
+type PartitionInfo struct {
+	Partition      int32
+	LogStartOffset int64
+	HighWatermark  int64
+	TotalBytes     int64
+	Owner          string // empty when unowned or the lease expired
+	LeaseEpoch     int64
+}
+
+// CreateTopic creates a topic and its partitions.
+func (s *Store) CreateTopic(ctx context.Context, name string, partitions int32, cfg TopicConfig) (Topic, error) {
+	if partitions < 1 {
+		return Topic{}, fmt.Errorf("%w: partitions must be at least 1", ErrInvalidArgument)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Topic{}, err
+	}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return Topic{}, fmt.Errorf("create topic: %w", err)
+	}
+	var t Topic
+	err = s.inTx(ctx, "create topic", func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `
+			INSERT INTO topics (name, partitions, config) VALUES ($1, $2, $3)
+			RETURNING id, name, partitions, config, created_at, updated_at`,
+			name, partitions, raw).Scan(&t.ID, &t.Name, &t.Partitions, &t.Config, &t.CreatedAt, &t.UpdatedAt)
+		if pgCode(err) == sqlUniqueViolation {
+			return fmt.Errorf("create topic %q: %w", name, ErrTopicExists)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO partitions (topic_id, partition)
+			SELECT $1, p FROM generate_series(0, $2 - 1) AS p`, t.ID, partitions)
+		return err
+	})
+	return t, err
+}
+
+const topicColumns = `id, name, partitions, config, created_at, updated_at`
+
+func scanTopic(row pgx.Row) (Topic, error) {
+	var t Topic
+	t.Config = DefaultTopicConfig()
+	err := row.Scan(&t.ID, &t.Name, &t.Partitions, &t.Config, &t.CreatedAt, &t.UpdatedAt)
+	return t, err
+}
+
+// GetTopic returns a topic by name.
+func (s *Store) GetTopic(ctx context.Context, name string) (Topic, error) {
+	t, err := scanTopic(s.pool.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE name = $1`, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Topic{}, fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+	}
+	return t, classify("get topic", err)
+}
+
+// GetTopicByID returns a topic by id.
+func (s *Store) GetTopicByID(ctx context.Context, id int64) (Topic, error) {
+	t, err := scanTopic(s.pool.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Topic{}, fmt.Errorf("topic id %d: %w", id, ErrTopicNotFound)
+	}
+	return t, classify("get topic", err)
+}
+
+// ListTopics returns all topics ordered by name.
+func (s *Store) ListTopics(ctx context.Context) ([]Topic, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+topicColumns+` FROM topics ORDER BY name`)
+	if err != nil {
+		return nil, classify("list topics", err)
+	}
+	topics, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Topic, error) { return scanTopic(r) })
+	return topics, classify("list topics", err)
+}
+
+// Partitions returns the state of a topic's partitions in order. Owner is
+// set only while the owner's lease is unexpired.
+func (s *Store) Partitions(ctx context.Context, topicID int64) ([]PartitionInfo, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT partition, log_start_offset, next_offset, total_bytes,
+		       CASE WHEN lease_expires_at > now() THEN coalesce(owner_agent, '') ELSE '' END,
+		       lease_epoch
+		FROM partitions WHERE topic_id = $1 ORDER BY partition`, topicID)
+	if err != nil {
+		return nil, classify("partitions", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (PartitionInfo, error) {
+		var p PartitionInfo
+		err := r.Scan(&p.Partition, &p.LogStartOffset, &p.HighWatermark, &p.TotalBytes, &p.Owner, &p.LeaseEpoch)
+		return p, err
+	})
+	return out, classify("partitions", err)
+}
+
+// TopicUpdate changes a topic; nil fields stay as they are.
+type TopicUpdate struct {
+	Partitions *int32
+	// Config replaces the whole config.
+	Config *TopicConfig
+	// ConfigPatch edits the current config inside the update's
+	// transaction, after Config; its error aborts the update unchanged.
+	ConfigPatch func(*TopicConfig) error
+}
+
+// AlterTopic grows partitions and/or replaces the config.
+func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Topic, error) {
+	if u.Config != nil {
+		if err := u.Config.Validate(); err != nil {
+			return Topic{}, err
+		}
+	}
+	var t Topic
+	err := s.inTx(ctx, "alter topic", func(tx pgx.Tx) error {
+		var err error
+		t, err = scanTopic(tx.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE name = $1 FOR UPDATE`, name))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if u.Partitions != nil && *u.Partitions != t.Partitions {
+			if *u.Partitions < t.Partitions {
+				return fmt.Errorf("%w: topic %q has %d, asked for %d", ErrPartitionCount, name, t.Partitions, *u.Partitions)
+			}
+			if _, err := tx.Exec(ctx, `
+				INSERT INTO partitions (topic_id, partition)
+				SELECT $1, p FROM generate_series($2::int, $3::int - 1) AS p`, t.ID, t.Partitions, *u.Partitions); err != nil {
+				return err
+			}
+			t.Partitions = *u.Partitions
+		}
+		if u.Config != nil {
+			t.Config = *u.Config
+		}
+		if u.ConfigPatch != nil {
+			if err := u.ConfigPatch(&t.Config); err != nil {
+				return err
+			}
+			if err := t.Config.Validate(); err != nil {
+				return err
+			}
+		}
+		raw, err := json.Marshal(t.Config)
+		if err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `
+			UPDATE topics SET partitions = $2, config = $3, updated_at = now() WHERE id = $1
+			RETURNING updated_at`, t.ID, t.Partitions, raw).Scan(&t.UpdatedAt)
+	})
+	return t, err
+}
+
+// DeleteTopic removes a topic, its partitions and its index rows. Its
+// objects become unreferenced and the janitor removes them later.
+func (s *Store) DeleteTopic(ctx context.Context, name string) error {
+	return s.inTx(ctx, "delete topic", func(tx pgx.Tx) error {
+		var id int64
+		err := tx.QueryRow(ctx, `DELETE FROM topics WHERE name = $1 RETURNING id`, name).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+		}
+		return err
+	})
+}
