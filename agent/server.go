@@ -93,6 +93,7 @@ type Deps struct {
 	Topics   TopicStore
 	Producer Producer
 	Fetcher  Fetcher
+	Cluster  Cluster
 	Ready    []ReadyCheck
 	// Gatherer serves /metrics; Registerer receives the agent's own metrics.
 	Gatherer   prometheus.Gatherer
@@ -160,6 +161,7 @@ func (s *Server) routes() {
 	s.topicRoutes(v1)
 	s.produceRoutes(v1)
 	s.fetchRoutes(v1)
+	v1.GET("/cluster", s.cluster)
 }
 
 // Handler exposes the HTTP handler (for in-process tests).

@@ -15,7 +15,9 @@ type BatchRef struct {
 	LastOffset   int64
 	Records      int32
 	MaxTimestamp int64
+	SegmentID    int64
 	SegmentKey   string
+	SegmentKind  string // flush, merged or compacted
 	SegmentSize  int64
 	SegmentAt    time.Time // when the segment object was committed
 	ByteOffset   int64

@@ -33,6 +33,9 @@ CREATE TABLE segments (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     key           text        NOT NULL UNIQUE,
     size          bigint      NOT NULL,
+    -- flush: written by a batcher, chunks of many partitions;
+    -- merged/compacted: rewritten by a partition's owner, one partition
+    kind          text        NOT NULL DEFAULT 'flush',
     created_at    timestamptz NOT NULL DEFAULT now(),
     -- set when no batch references the object any more; deleted after a grace period
     unreferenced_at timestamptz
@@ -56,6 +59,7 @@ CREATE TABLE batches (
     CHECK (last_offset >= base_offset)
 );
 CREATE INDEX batches_segment ON batches (segment_id);
+CREATE INDEX segments_unreferenced ON segments (unreferenced_at) WHERE unreferenced_at IS NOT NULL;
 
 -- Idempotent producers: ids are issued by Postgres; per partition the last
 -- committed batches' sequence ranges and offsets are kept to answer retries.

@@ -19,6 +19,7 @@ import (
 	"silt/migrations"
 	"silt/objectstore"
 	"silt/objectstore/bucketurl"
+	"silt/ownership"
 )
 
 // Config is an agent's whole configuration.
@@ -32,6 +33,7 @@ type Config struct {
 	HTTP            agent.Config
 	Batcher         batcher.Config
 	Fetch           fetch.Config
+	Ownership       ownership.Config // AgentID, Address and Version are filled in from above
 }
 
 // DefaultConfig returns the defaults; AgentID, DatabaseURL and
@@ -43,6 +45,7 @@ func DefaultConfig() Config {
 		HTTP:            agent.DefaultConfig(),
 		Batcher:         batcher.DefaultConfig(),
 		Fetch:           fetch.DefaultConfig(),
+		Ownership:       ownership.DefaultConfig(),
 	}
 }
 
@@ -64,7 +67,16 @@ func (c Config) Validate() error {
 	if err := c.Fetch.Validate(); err != nil {
 		return err
 	}
+	if err := c.ownershipConfig().Validate(); err != nil {
+		return err
+	}
 	return c.Batcher.Validate()
+}
+
+func (c Config) ownershipConfig() ownership.Config {
+	o := c.Ownership
+	o.AgentID, o.Address, o.Version = c.AgentID, c.Advertise, c.HTTP.Version
+	return o
 }
 
 // Overrides replace parts for tests.
@@ -84,6 +96,7 @@ type Agent struct {
 	batcher *batcher.Batcher
 	fetcher *fetch.Fetcher
 	notify  *fetch.Notifier
+	owner   *ownership.Owner
 	stopBG  context.CancelFunc // stops background loops (the notifier)
 	drain   chan struct{}      // closed when Stop begins: ends long-polls
 	http    *agent.Server
@@ -151,10 +164,21 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		return nil, err
 	}
 
+	if a.owner, err = ownership.New(cfg.ownershipConfig(), ownership.Deps{
+		Store: a.store, Bucket: a.bucket, Logger: logger, Registerer: a.reg,
+	}); err != nil {
+		return nil, err
+	}
+	if err := a.owner.Start(ctx); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = a.owner.Stop(context.WithoutCancel(ctx)) })
+
 	a.http, err = agent.New(cfg.HTTP, agent.Deps{
 		Topics:   a.store,
 		Producer: a.batcher,
 		Fetcher:  a.fetcher,
+		Cluster:  a.owner,
 		Ready: []agent.ReadyCheck{
 			{Name: "postgres", Check: a.store.Ping},
 			{Name: "objectstore", Check: a.probeBucket},
@@ -186,6 +210,9 @@ func (a *Agent) Store() *metadata.Store { return a.store }
 // Bucket is the agent's (instrumented) object store.
 func (a *Agent) Bucket() objectstore.Bucket { return a.bucket }
 
+// Owner is the agent's leader election and janitor.
+func (a *Agent) Owner() *ownership.Owner { return a.owner }
+
 // Notifier is the agent's commit listener.
 func (a *Agent) Notifier() *fetch.Notifier { return a.notify }
 
@@ -211,6 +238,9 @@ func (a *Agent) Stop(ctx context.Context) error {
 	var errs []error
 	close(a.drain)
 	if err := a.http.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.owner.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := a.batcher.Close(ctx); err != nil {

@@ -62,12 +62,19 @@ func Start(t testing.TB, opts Options) *Agent {
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Batcher.Linger = 5 * time.Millisecond
 	cfg.ShutdownTimeout = 20 * time.Second
+	cfg.Ownership.HeartbeatInterval = 100 * time.Millisecond
+	cfg.Ownership.AgentTTL = 2 * time.Second
+	cfg.Ownership.LeaseTTL = 2 * time.Second
+	cfg.Ownership.LeaseInterval = 200 * time.Millisecond
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = ln.Addr().String()
 	}
 	level := slog.LevelWarn
 	if os.Getenv("SILT_TEST_LOG") != "" {

@@ -42,7 +42,8 @@ type Config struct {
 	// PartSize is the multipart part size and the largest body sent in one
 	// PUT. At least 5 MiB.
 	PartSize int
-	// Concurrency is how many parts one Put uploads (and buffers) at once.
+	// Concurrency is how many parts one Put uploads at once; a Put buffers
+	// at most max(Concurrency, 2) parts.
 	Concurrency int
 }
 

@@ -39,9 +39,9 @@ type Multipart[P any] interface {
 }
 
 // Uploader streams bodies through Multipart with bounded memory: at most
-// Concurrency part buffers of PartSize bytes per Upload. Bodies up to
-// PartSize go in one request. The zero value is not usable; use
-// NewUploader.
+// max(concurrency, 2) part buffers per Upload, of partSize bytes (more
+// only for bodies over MaxParts*partSize). Bodies up to one part go in one
+// request. The zero value is not usable; use NewUploader.
 type Uploader struct {
 	partSize    int
 	concurrency int
@@ -207,13 +207,21 @@ func multipart[P any](ctx context.Context, u *Uploader, m Multipart[P], pending 
 		})
 	}
 
-	for _, b := range pending {
-		slots <- struct{}{}
-		send(b)
-	}
 	var readErr error
+	for _, b := range pending {
+		select {
+		case slots <- struct{}{}:
+			send(b)
+		case <-uctx.Done():
+			u.putBuf(b)
+		}
+	}
 	for !done && uctx.Err() == nil {
-		slots <- struct{}{}
+		select {
+		case slots <- struct{}{}:
+		case <-uctx.Done():
+			continue // the loop condition ends it
+		}
 		var buf []byte
 		buf, done, readErr = read()
 		if readErr != nil || len(buf) == 0 {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"sync"
 	"testing"
+
+	"silt/objectstore/objectstoretest"
 )
 
 // fake is an in-memory Multipart that checks the Uploader's memory bound:
@@ -131,17 +133,25 @@ func (f *fake) Abort(ctx context.Context, id string) error {
 	return nil
 }
 
+// testPartSize keeps the tests quick; only NewUploader enforces the S3
+// minimum.
+const testPartSize = 64 << 10
+
+func newUploader(concurrency int) *Uploader {
+	return &Uploader{partSize: testPartSize, concurrency: concurrency}
+}
+
 func data(n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(i*13 + i/1000)
+	b, err := io.ReadAll(objectstoretest.NewGenerator(uint64(n), int64(n)))
+	if err != nil {
+		panic(err)
 	}
 	return b
 }
 
 func TestUploadPaths(t *testing.T) {
 	t.Parallel()
-	const ps = MinPartSize
+	const ps = testPartSize
 	for _, c := range []struct {
 		n     int
 		multi bool
@@ -152,10 +162,7 @@ func TestUploadPaths(t *testing.T) {
 		for _, known := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%d-known=%v", c.n, known), func(t *testing.T) {
 				t.Parallel()
-				u, err := NewUploader(ps, 2)
-				if err != nil {
-					t.Fatal(err)
-				}
+				u := newUploader(2)
 				f := newFake(t, ps, 2)
 				want := data(c.n)
 				size := int64(c.n)
@@ -185,8 +192,8 @@ func TestUploadPaths(t *testing.T) {
 
 func TestUploadBodyLength(t *testing.T) {
 	t.Parallel()
-	const ps = MinPartSize
-	u, _ := NewUploader(ps, 2)
+	const ps = testPartSize
+	u := newUploader(2)
 	for _, n := range []int{10, 3 * ps} {
 		// Short body: fails, nothing stored, multipart aborted.
 		f := newFake(t, ps, 2)
@@ -217,8 +224,8 @@ func TestUploadBodyLength(t *testing.T) {
 
 func TestUploadPartFailureAborts(t *testing.T) {
 	t.Parallel()
-	const ps = MinPartSize
-	u, _ := NewUploader(ps, 3)
+	const ps = testPartSize
+	u := newUploader(3)
 	f := newFake(t, ps, 3)
 	errPart := errors.New("part failed")
 	f.failPart, f.failErr = 2, errPart
@@ -233,12 +240,13 @@ func TestUploadPartFailureAborts(t *testing.T) {
 
 func TestUploadCancelAborts(t *testing.T) {
 	t.Parallel()
-	const ps = MinPartSize
-	u, _ := NewUploader(ps, 2)
-	f := newFake(t, ps, 2)
+	const ps = testPartSize
+	u := newUploader(3)
+	f := newFake(t, ps, 3)
 	f.hold = make(chan struct{}) // parts wait until cancelled
 	ctx, cancel := context.WithCancel(t.Context())
-	r := &cancelAt{r: f.body(bytes.NewReader(data(8 * ps))), n: 3 * ps, cancel: cancel}
+	// Cancelled while reading the third part, with two parts in flight.
+	r := &cancelAt{r: f.body(bytes.NewReader(data(8 * ps))), n: 2*ps + 1, cancel: cancel}
 	err := Upload(ctx, u, f, r, 8*ps)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Upload: %v, want context.Canceled", err)

@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"silt/ownership"
+)
+
+// Cluster reports live agents and their partitions; ownership.Owner
+// implements it.
+type Cluster interface {
+	Cluster(ctx context.Context) ([]ownership.AgentView, error)
+}
+
+// ClusterJSON is the body of GET /v1/cluster.
+type ClusterJSON struct {
+	Agents []AgentJSON `json:"agents"`
+}
+
+// AgentJSON is one live agent.
+type AgentJSON struct {
+	ID          string           `json:"id"`
+	Address     string           `json:"address"`
+	Version     string           `json:"version"`
+	StartedAt   time.Time        `json:"started_at"`
+	HeartbeatAt time.Time        `json:"heartbeat_at"`
+	Partitions  []OwnedPartition `json:"partitions"`
+}
+
+// OwnedPartition is a partition an agent owns, with its lease epoch.
+type OwnedPartition struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Epoch     int64  `json:"epoch"`
+}
+
+func (s *Server) cluster(c echo.Context) error {
+	views, err := s.deps.Cluster.Cluster(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	out := ClusterJSON{Agents: make([]AgentJSON, len(views))}
+	for i, v := range views {
+		a := AgentJSON{ID: v.ID, Address: v.Address, Version: v.Version, StartedAt: v.StartedAt, HeartbeatAt: v.HeartbeatAt,
+			Partitions: make([]OwnedPartition, len(v.Partitions))}
+		for j, p := range v.Partitions {
+			a.Partitions[j] = OwnedPartition{Topic: p.Topic, Partition: p.Partition, Epoch: p.Epoch}
+		}
+		out.Agents[i] = a
+	}
+	return c.JSON(http.StatusOK, out)
+}

@@ -1,0 +1,165 @@
+package metadata_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"silt/metadata"
+)
+
+var leaseCfg = metadata.LeaseConfig{AgentTTL: 10 * time.Second, LeaseTTL: 10 * time.Second}
+
+func heartbeat(t *testing.T, s *metadata.Store, id string) {
+	t.Helper()
+	if err := s.Heartbeat(context.Background(), metadata.AgentInfo{ID: id, StartedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLeasesFairShareAndEpochs(t *testing.T) {
+	s, ctx := setup(t)
+	newTopic(t, s, "a", 7)
+	newTopic(t, s, "b", 3)
+	heartbeat(t, s, "x")
+	heldX, err := s.SyncLeases(ctx, "x", leaseCfg)
+	if err != nil || len(heldX) != 10 {
+		t.Fatalf("alone, x holds %d (%v), want all 10", len(heldX), err)
+	}
+	for _, l := range heldX {
+		if l.Epoch != 1 {
+			t.Fatalf("first claim epoch %d, want 1", l.Epoch)
+		}
+	}
+	heartbeat(t, s, "y")
+	// y's share is 5 but nothing is free until x releases above its share.
+	if held, _ := s.SyncLeases(ctx, "y", leaseCfg); len(held) != 0 {
+		t.Fatalf("y claimed %d owned partitions", len(held))
+	}
+	if heldX, _ = s.SyncLeases(ctx, "x", leaseCfg); len(heldX) != 5 {
+		t.Fatalf("x kept %d, want its share 5", len(heldX))
+	}
+	heldY, _ := s.SyncLeases(ctx, "y", leaseCfg)
+	if len(heldY) != 5 {
+		t.Fatalf("y holds %d, want 5", len(heldY))
+	}
+	seen := map[[2]int64]bool{}
+	for _, l := range append(heldX, heldY...) {
+		k := [2]int64{l.TopicID, int64(l.Partition)}
+		if seen[k] {
+			t.Fatalf("partition %v held twice", k)
+		}
+		seen[k] = true
+	}
+	for _, l := range heldY {
+		if l.Epoch != 2 {
+			t.Fatalf("moved partition has epoch %d, want 2", l.Epoch)
+		}
+	}
+	owners, _ := s.Owners(ctx)
+	if len(owners) != 10 {
+		t.Fatalf("%d owned partitions, want 10", len(owners))
+	}
+	// A clean release hands everything to the survivor.
+	if err := s.ReleaseLeases(ctx, "y"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveAgent(ctx, "y"); err != nil {
+		t.Fatal(err)
+	}
+	if heldX, _ = s.SyncLeases(ctx, "x", leaseCfg); len(heldX) != 10 {
+		t.Fatalf("after y left, x holds %d", len(heldX))
+	}
+}
+
+// A stale owner's writes are rejected: after its lease expired and another
+// agent claimed the partition, its fenced writes fail with ErrFenced.
+func TestStaleOwnerIsFenced(t *testing.T) {
+	s, ctx := setup(t)
+	top := newTopic(t, s, "t", 1)
+	if _, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: "k1", SegmentSize: 1, Chunks: []metadata.Chunk{chunk(top.ID, 0, 5)}}); err != nil {
+		t.Fatal(err)
+	}
+	short := metadata.LeaseConfig{AgentTTL: time.Hour, LeaseTTL: 50 * time.Millisecond}
+	heartbeat(t, s, "old")
+	old, err := s.SyncLeases(ctx, "old", short)
+	if err != nil || len(old) != 1 {
+		t.Fatalf("old: %v %v", old, err)
+	}
+	// The old owner pauses past its lease; a new owner claims.
+	waitFor(t, func() bool {
+		heartbeat(t, s, "new")
+		held, err := s.SyncLeases(ctx, "new", leaseCfg)
+		return err == nil && len(held) == 1
+	})
+	if _, err := s.AdvanceLogStart(ctx, "old", old[0], 3); !errors.Is(err, metadata.ErrFenced) {
+		t.Fatalf("stale owner's retention: %v, want ErrFenced", err)
+	}
+	refs, _ := s.ListBatches(ctx, top.ID, 0, 0, 10)
+	if err := s.SwapBatches(ctx, "old", old[0], refs, metadata.NewSegment{Key: "m", Size: 1, Kind: "merged"}, nil); !errors.Is(err, metadata.ErrFenced) {
+		t.Fatalf("stale owner's swap: %v, want ErrFenced", err)
+	}
+	// The same write with the new owner's lease goes through.
+	held, _ := s.SyncLeases(ctx, "new", leaseCfg)
+	if held[0].Epoch != old[0].Epoch+1 {
+		t.Fatalf("epoch %d after a claim from %d", held[0].Epoch, old[0].Epoch)
+	}
+	freed, err := s.AdvanceLogStart(ctx, "new", held[0], 5)
+	if err != nil || freed != 500 {
+		t.Fatalf("new owner's retention: freed %d, %v", freed, err)
+	}
+	st, _ := s.PartitionOffsets(ctx, top.ID, 0)
+	if st.LogStartOffset != 5 || st.HighWatermark != 5 {
+		t.Fatalf("offsets %+v", st)
+	}
+}
+
+func TestSwapBatchesDetectsConcurrentChange(t *testing.T) {
+	s, ctx := setup(t)
+	top := newTopic(t, s, "t", 1)
+	for _, k := range []string{"k1", "k2"} {
+		if _, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: k, SegmentSize: 1, Chunks: []metadata.Chunk{chunk(top.ID, 0, 2)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heartbeat(t, s, "me")
+	held, _ := s.SyncLeases(ctx, "me", leaseCfg)
+	refs, _ := s.ListBatches(ctx, top.ID, 0, 0, 10)
+	// Retention removes the first chunk before the swap lands.
+	if _, err := s.AdvanceLogStart(ctx, "me", held[0], 2); err != nil {
+		t.Fatal(err)
+	}
+	news := []metadata.NewChunk{{BaseOffset: 0, LastOffset: 1, Records: 2, ByteLength: 200}, {BaseOffset: 2, LastOffset: 3, Records: 2, ByteOffset: 200, ByteLength: 200}}
+	if err := s.SwapBatches(ctx, "me", held[0], refs, metadata.NewSegment{Key: "m", Size: 400, Kind: "merged"}, news); !errors.Is(err, metadata.ErrFenced) {
+		t.Fatalf("swap over a changed index: %v", err)
+	}
+	// Unreferenced segments are found, then deleted after the grace period.
+	n, err := s.MarkUnreferenced(ctx, 0, 100)
+	if err != nil || n != 1 {
+		t.Fatalf("marked %d, %v; want 1 (k1)", n, err)
+	}
+	var deleted []string
+	keys, err := s.DeleteUnreferenced(ctx, 0, 100, func(_ context.Context, k string) error { deleted = append(deleted, k); return nil })
+	if err != nil || len(keys) != 1 || keys[0] != "k1" || len(deleted) != 1 {
+		t.Fatalf("deleted %v (%v)", keys, err)
+	}
+	known, _ := s.KnownSegments(ctx, []string{"k1", "k2", "zz"})
+	if known["k1"] || !known["k2"] || known["zz"] {
+		t.Fatalf("known %v", known)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatal("condition not met within 30s")
+		case <-tick.C:
+		}
+	}
+}

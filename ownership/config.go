@@ -1,0 +1,107 @@
+package ownership
+
+import (
+	"errors"
+	"time"
+)
+
+// Config tunes leader election and the janitor.
+type Config struct {
+	AgentID string
+	Address string
+	Version string
+
+	HeartbeatInterval time.Duration // agent registry heartbeat
+	AgentTTL          time.Duration // heartbeat age past which an agent is dead
+	LeaseTTL          time.Duration // lease lifetime; renewed every LeaseInterval
+	LeaseInterval     time.Duration
+
+	Janitor JanitorConfig
+}
+
+// JanitorConfig tunes the owner's duties.
+type JanitorConfig struct {
+	// RetentionInterval is how often each owned partition's retention runs.
+	RetentionInterval time.Duration
+
+	// MergeInterval is how often each owned partition is considered for
+	// merging; chunks of flush segments older than MergeMinAge and smaller
+	// than MergeSmallChunkBytes are merged in runs of at least
+	// MergeMinChunks, into segments of up to MergeTargetBytes.
+	MergeInterval        time.Duration
+	MergeMinAge          time.Duration
+	MergeSmallChunkBytes int64
+	MergeMinChunks       int
+	MergeTargetBytes     int64
+
+	// CompactInterval is how often compacted topics' partitions are
+	// cleaned; partitions larger than CompactMaxBytes are skipped.
+	CompactInterval time.Duration
+	CompactMaxBytes int64
+
+	// GCInterval is how often unreferenced objects are swept; they are
+	// deleted GCGrace after they became unreferenced.
+	GCInterval time.Duration
+	GCGrace    time.Duration
+
+	// OrphanInterval is how often the bucket is scanned for objects with no
+	// segment row; those older than OrphanAge are deleted.
+	OrphanInterval time.Duration
+	OrphanAge      time.Duration
+
+	// RewriteBytesPerSecond paces merging and compaction.
+	RewriteBytesPerSecond int64
+
+	// KeyPrefix is where segment objects live ("segments/").
+	KeyPrefix string
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval: 2 * time.Second,
+		AgentTTL:          10 * time.Second,
+		LeaseTTL:          10 * time.Second,
+		LeaseInterval:     3 * time.Second,
+		Janitor: JanitorConfig{
+			RetentionInterval:     30 * time.Second,
+			MergeInterval:         time.Minute,
+			MergeMinAge:           2 * time.Minute,
+			MergeSmallChunkBytes:  1 << 20,
+			MergeMinChunks:        8,
+			MergeTargetBytes:      32 << 20,
+			CompactInterval:       5 * time.Minute,
+			CompactMaxBytes:       256 << 20,
+			GCInterval:            time.Minute,
+			GCGrace:               5 * time.Minute,
+			OrphanInterval:        15 * time.Minute,
+			OrphanAge:             time.Hour,
+			RewriteBytesPerSecond: 64 << 20,
+			KeyPrefix:             "segments/",
+		},
+	}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	j := c.Janitor
+	switch {
+	case c.AgentID == "":
+		return errors.New("ownership: agent id is required")
+	case c.HeartbeatInterval <= 0 || c.AgentTTL <= c.HeartbeatInterval:
+		return errors.New("ownership: agent TTL must exceed a positive heartbeat interval")
+	case c.LeaseInterval <= 0 || c.LeaseTTL <= c.LeaseInterval:
+		return errors.New("ownership: lease TTL must exceed a positive lease interval")
+	case j.RetentionInterval <= 0 || j.MergeInterval <= 0 || j.CompactInterval <= 0 || j.GCInterval <= 0 || j.OrphanInterval <= 0:
+		return errors.New("ownership: janitor intervals must be positive")
+	case j.MergeMinAge < 0 || j.GCGrace < 0 || j.OrphanAge < 0:
+		return errors.New("ownership: janitor ages must not be negative")
+	case j.MergeMinChunks < 2 || j.MergeTargetBytes < 1 || j.MergeSmallChunkBytes < 1:
+		return errors.New("ownership: merge needs at least 2 chunks and positive sizes")
+	case j.RewriteBytesPerSecond < 1 || j.CompactMaxBytes < 1:
+		return errors.New("ownership: rewrite rate and compaction bound must be positive")
+	case j.KeyPrefix == "":
+		return errors.New("ownership: key prefix is required")
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package ownership
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"silt/metadata"
+	"silt/objectstore"
+)
+
+// Registry is what leader election needs of the metadata store.
+type Registry interface {
+	Heartbeat(ctx context.Context, a metadata.AgentInfo) error
+	RemoveAgent(ctx context.Context, id string) error
+	LiveAgents(ctx context.Context, ttl time.Duration) ([]metadata.AgentInfo, error)
+	Owners(ctx context.Context) ([]metadata.OwnedPartition, error)
+	SyncLeases(ctx context.Context, agentID string, cfg metadata.LeaseConfig) ([]metadata.Lease, error)
+	ReleaseLeases(ctx context.Context, agentID string) error
+}
+
+// Store is what the owner needs of the metadata store.
+type Store interface {
+	Registry
+	JanitorStore
+}
+
+// Owner runs leader election and the janitor for one agent.
+type Owner struct {
+	cfg     Config
+	store   Store
+	bucket  objectstore.Bucket
+	logger  *slog.Logger
+	metrics *metrics
+	started time.Time
+
+	mu     sync.Mutex
+	leases []metadata.Lease
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	jan    *janitor
+}
+
+// Deps are the owner's collaborators.
+type Deps struct {
+	Store      Store
+	Bucket     objectstore.Bucket
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// New returns an Owner; Start runs it.
+func New(cfg Config, deps Deps) (*Owner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil || deps.Bucket == nil {
+		return nil, errors.New("ownership: store and bucket are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registerer == nil {
+		deps.Registerer = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	o := &Owner{cfg: cfg, store: deps.Store, bucket: deps.Bucket, logger: deps.Logger, metrics: m, started: time.Now()}
+	o.jan = newJanitor(o)
+	return o, nil
+}
+
+// Start registers the agent, takes its first leases and starts the loops.
+func (o *Owner) Start(ctx context.Context) error {
+	if err := o.heartbeat(ctx); err != nil {
+		return err
+	}
+	if err := o.syncLeases(ctx); err != nil {
+		return err
+	}
+	ctx, o.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	o.wg.Add(2)
+	go o.electionLoop(ctx)
+	go func() {
+		defer o.wg.Done()
+		o.jan.run(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the loops, releases every lease and removes the agent's row.
+func (o *Owner) Stop(ctx context.Context) error {
+	if o.cancel != nil {
+		o.cancel()
+	}
+	o.wg.Wait()
+	o.mu.Lock()
+	o.leases = nil
+	o.mu.Unlock()
+	o.metrics.leases.Set(0)
+	err := errors.Join(o.store.ReleaseLeases(ctx, o.cfg.AgentID), o.store.RemoveAgent(ctx, o.cfg.AgentID))
+	if err != nil {
+		return fmt.Errorf("ownership stop: %w", err)
+	}
+	o.logger.Info("released partition leases")
+	return nil
+}
+
+// Leases returns the leases held after the last election round.
+func (o *Owner) Leases() []metadata.Lease {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]metadata.Lease(nil), o.leases...)
+}
+
+// AgentView is one live agent and the partitions it owns.
+type AgentView struct {
+	metadata.AgentInfo
+	Partitions []metadata.OwnedPartition
+}
+
+// Cluster lists live agents and their partitions.
+func (o *Owner) Cluster(ctx context.Context) ([]AgentView, error) {
+	agents, err := o.store.LiveAgents(ctx, o.cfg.AgentTTL)
+	if err != nil {
+		return nil, err
+	}
+	owners, err := o.store.Owners(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byAgent := map[string]int{}
+	out := make([]AgentView, len(agents))
+	for i, a := range agents {
+		out[i].AgentInfo = a
+		byAgent[a.ID] = i
+	}
+	for _, p := range owners {
+		if i, ok := byAgent[p.Owner]; ok {
+			out[i].Partitions = append(out[i].Partitions, p)
+		}
+	}
+	return out, nil
+}
+
+func (o *Owner) electionLoop(ctx context.Context) {
+	defer o.wg.Done()
+	hb := time.NewTicker(o.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	ls := time.NewTicker(o.cfg.LeaseInterval)
+	defer ls.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hb.C:
+			if err := o.heartbeat(ctx); err != nil && ctx.Err() == nil {
+				o.logger.Warn("heartbeat failed", "err", err)
+			}
+		case <-ls.C:
+			if err := o.syncLeases(ctx); err != nil && ctx.Err() == nil {
+				o.logger.Warn("lease round failed", "err", err)
+			}
+		}
+	}
+}
+
+func (o *Owner) heartbeat(ctx context.Context) error {
+	return o.store.Heartbeat(ctx, metadata.AgentInfo{ID: o.cfg.AgentID, Address: o.cfg.Address, Version: o.cfg.Version, StartedAt: o.started})
+}
+
+func (o *Owner) syncLeases(ctx context.Context) error {
+	held, err := o.store.SyncLeases(ctx, o.cfg.AgentID, metadata.LeaseConfig{AgentTTL: o.cfg.AgentTTL, LeaseTTL: o.cfg.LeaseTTL})
+	if err != nil {
+		// Without a renewal our leases may lapse: stop acting on them.
+		o.mu.Lock()
+		o.leases = nil
+		o.mu.Unlock()
+		return err
+	}
+	o.mu.Lock()
+	before := map[metadata.Lease]bool{}
+	for _, l := range o.leases {
+		before[l] = true
+	}
+	o.leases = held
+	o.mu.Unlock()
+	claims := 0
+	for _, l := range held {
+		if !before[l] {
+			claims++
+		}
+	}
+	if claims > 0 {
+		o.metrics.claims.Add(float64(claims))
+		o.logger.Info("claimed partitions", "count", claims, "held", len(held))
+	}
+	o.metrics.leases.Set(float64(len(held)))
+	return nil
+}

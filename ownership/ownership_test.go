@@ -1,0 +1,437 @@
+package ownership_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"silt/internal/agentd"
+	"silt/internal/agenttest"
+	"silt/metadata"
+	"silt/objectstore"
+)
+
+// quiet keeps the background janitor idle so tests drive it with RunJanitor.
+func quiet(c *agentd.Config) {
+	j := &c.Ownership.Janitor
+	j.RetentionInterval, j.MergeInterval, j.CompactInterval, j.GCInterval, j.OrphanInterval = time.Hour, time.Hour, time.Hour, time.Hour, time.Hour
+	j.MergeMinAge, j.GCGrace, j.OrphanAge = 0, 0, time.Hour
+	j.MergeMinChunks = 8
+	j.RewriteBytesPerSecond = 1 << 40
+}
+
+func post(t *testing.T, url, body string) []byte {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, b)
+	}
+	return b
+}
+
+func get(t *testing.T, url string, out any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("GET %s: %v: %s", url, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(60 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatalf("%s: not within 60s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+type clusterJSON struct {
+	Agents []struct {
+		ID         string `json:"id"`
+		Partitions []struct {
+			Topic     string `json:"topic"`
+			Partition int32  `json:"partition"`
+			Epoch     int64  `json:"epoch"`
+		} `json:"partitions"`
+	} `json:"agents"`
+}
+
+// shares returns partitions owned per agent, failing on any partition
+// owned twice or any repeated (partition, epoch).
+func shares(t *testing.T, url string) map[string]int {
+	t.Helper()
+	var c clusterJSON
+	if get(t, url+"/v1/cluster", &c) != http.StatusOK {
+		return nil
+	}
+	out := map[string]int{}
+	seen := map[string]bool{}
+	for _, a := range c.Agents {
+		for _, p := range a.Partitions {
+			k := fmt.Sprintf("%s/%d", p.Topic, p.Partition)
+			if seen[k] {
+				t.Fatalf("partition %s owned twice", k)
+			}
+			seen[k] = true
+		}
+		out[a.ID] = len(a.Partitions)
+	}
+	return out
+}
+
+func balanced(got map[string]int, agents, each int) bool {
+	if len(got) != agents {
+		return false
+	}
+	for _, n := range got {
+		if n != each {
+			return false
+		}
+	}
+	return true
+}
+
+// Leases spread evenly, move to the survivors when an agent leaves, and
+// spread again when one joins.
+func TestLeasesConvergeAndRebalance(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Configure: quiet})
+	post(t, a.URL+"/v1/topics", `{"name":"t","partitions":12}`)
+	b := agenttest.Start(t, agenttest.Options{DatabaseURL: a.DatabaseURL, Bucket: a.Raw, Configure: quiet})
+	c := agenttest.Start(t, agenttest.Options{DatabaseURL: a.DatabaseURL, Bucket: a.Raw, Configure: quiet})
+	waitUntil(t, "4 partitions each", func() bool { return balanced(shares(t, a.URL), 3, 4) })
+	c.Stop(t) // a clean stop releases at once
+	waitUntil(t, "6 partitions each after one left", func() bool { return balanced(shares(t, a.URL), 2, 6) })
+	agenttest.Start(t, agenttest.Options{DatabaseURL: a.DatabaseURL, Bucket: a.Raw, Configure: quiet})
+	waitUntil(t, "4 each after one joined", func() bool { return balanced(shares(t, b.URL), 3, 4) })
+}
+
+func countObjects(t *testing.T, b objectstore.Bucket) (n int, size int64) {
+	t.Helper()
+	err := b.List(context.Background(), "", func(oi objectstore.ObjectInfo) error {
+		n++
+		size += oi.Size
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, size
+}
+
+func countRows(t *testing.T, s *metadata.Store, table string) int {
+	t.Helper()
+	var n int
+	if err := s.Pool().QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+type fetched struct {
+	Records []struct {
+		Offset    int64           `json:"offset"`
+		Key       json.RawMessage `json:"key"`
+		Value     json.RawMessage `json:"value"`
+		ValueB64  *string         `json:"value_b64"`
+		Timestamp int64           `json:"timestamp"`
+	} `json:"records"`
+	NextOffset     int64 `json:"next_offset"`
+	HighWatermark  int64 `json:"high_watermark"`
+	LogStartOffset int64 `json:"log_start_offset"`
+}
+
+// readAll fetches a partition from offset to its end; keys are offsets.
+func readAll(t *testing.T, url, topic string, from int64) map[int64]string {
+	t.Helper()
+	out := map[int64]string{}
+	for {
+		var f fetched
+		code := get(t, fmt.Sprintf("%s/v1/topics/%s/partitions/0/records?offset=%d&max_records=100000&max_bytes=67108864", url, topic, from), &f)
+		if code != http.StatusOK {
+			t.Fatalf("fetch %s from %d: %d", topic, from, code)
+		}
+		for _, r := range f.Records {
+			out[r.Offset] = string(r.Key) + "=" + string(r.Value)
+		}
+		if f.NextOffset >= f.HighWatermark {
+			return out
+		}
+		from = f.NextOffset
+	}
+}
+
+// owning waits until a holds n partition leases.
+func owning(t *testing.T, a *agenttest.Agent, n int) {
+	t.Helper()
+	waitUntil(t, fmt.Sprintf("%d leases held", n), func() bool { return len(a.Owner().Leases()) == n })
+}
+
+// noise returns n incompressible characters.
+func noise(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)[:n]
+}
+
+func produceOne(t *testing.T, url, topic, body string) {
+	t.Helper()
+	post(t, url+"/v1/topics/"+topic+"/records", `{"records":[`+body+`]}`)
+}
+
+// Retention by bytes and by time: the log start advances, index rows and
+// objects go, and reads from the new start stay correct.
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	bucket := agenttest.MinIOBucket(t)
+	a := agenttest.Start(t, agenttest.Options{Bucket: bucket, Configure: func(c *agentd.Config) {
+		quiet(c)
+		c.Ownership.Janitor.MergeMinChunks = 1 << 30 // retention alone
+	}})
+	post(t, a.URL+"/v1/topics", `{"name":"bytes","partitions":1,"config":{"retention.bytes":20000}}`)
+	post(t, a.URL+"/v1/topics", `{"name":"time","partitions":1,"config":{"retention.ms":60000}}`)
+	owning(t, a, 2)
+	val := noise(2000)
+	for i := 0; i < 40; i++ {
+		produceOne(t, a.URL, "bytes", fmt.Sprintf(`{"key":%d,"value":"%s%d"}`, i, val, i))
+	}
+	now := time.Now().UnixMilli()
+	for i := 0; i < 10; i++ { // five old, five new
+		ts := now - 3_600_000
+		if i >= 5 {
+			ts = now
+		}
+		produceOne(t, a.URL, "time", fmt.Sprintf(`{"value":%d,"timestamp":%d}`, i, ts))
+	}
+	objBefore, bytesBefore := countObjects(t, bucket)
+	rowsBefore := countRows(t, a.Store(), "batches")
+	a.Owner().RunJanitor(context.Background()) // retention, then GC with no grace
+	a.Owner().RunJanitor(context.Background())
+	objAfter, bytesAfter := countObjects(t, bucket)
+	rowsAfter := countRows(t, a.Store(), "batches")
+	t.Logf("retention: objects %d -> %d, bytes %d -> %d, index rows %d -> %d", objBefore, objAfter, bytesBefore, bytesAfter, rowsBefore, rowsAfter)
+	if objAfter >= objBefore || bytesAfter >= bytesBefore || rowsAfter >= rowsBefore {
+		t.Fatal("retention freed nothing")
+	}
+	var f fetched
+	get(t, a.URL+"/v1/topics/bytes/partitions/0/records?offset=earliest", &f)
+	if f.LogStartOffset == 0 || f.HighWatermark != 40 {
+		t.Fatalf("bytes topic: log start %d hwm %d", f.LogStartOffset, f.HighWatermark)
+	}
+	got := readAll(t, a.URL, "bytes", f.LogStartOffset)
+	if int64(len(got)) != 40-f.LogStartOffset || !strings.HasSuffix(got[39], `39"`) {
+		t.Fatalf("read %d records after retention", len(got))
+	}
+	if code := get(t, a.URL+"/v1/topics/bytes/partitions/0/records?offset=0", nil); code != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("offset 0 after retention: %d, want 416", code)
+	}
+	get(t, a.URL+"/v1/topics/time/partitions/0/records?offset=earliest", &f)
+	if f.LogStartOffset != 5 || len(f.Records) != 5 || f.Records[0].Offset != 5 {
+		t.Fatalf("time topic: log start %d, %d records", f.LogStartOffset, len(f.Records))
+	}
+}
+
+// Merging 1,000 small chunks of one partition: offsets and bytes stay the
+// same, the object count drops, and a read that looked up the old chunks
+// before the swap still succeeds.
+func TestMergeManySmallChunks(t *testing.T) {
+	t.Parallel()
+	bucket := agenttest.MinIOBucket(t)
+	a := agenttest.Start(t, agenttest.Options{Bucket: bucket, Configure: func(c *agentd.Config) {
+		quiet(c)
+		c.Batcher.Linger = 0
+		c.Ownership.Janitor.GCGrace = time.Hour // old objects stay for reads in flight
+	}})
+	post(t, a.URL+"/v1/topics", `{"name":"m","partitions":1}`)
+	owning(t, a, 1)
+	const n = 1000
+	for i := 0; i < n; i++ { // one request per flush: 1,000 chunks in 1,000 objects
+		produceOne(t, a.URL, "m", fmt.Sprintf(`{"key":"k%d","value":%d}`, i, i))
+	}
+	ctx := context.Background()
+	top, _ := a.Store().GetTopic(ctx, "m")
+	oldRefs, err := a.Store().ListBatches(ctx, top.ID, 0, 0, 100_000)
+	if err != nil || len(oldRefs) != n {
+		t.Fatalf("%d chunks before the merge (%v), want %d", len(oldRefs), err, n)
+	}
+	before := readAll(t, a.URL, "m", 0)
+	objBefore, _ := countObjects(t, bucket)
+	if len(before) != n {
+		t.Fatalf("read %d before merge", len(before))
+	}
+
+	// Readers keep fetching while the merge runs.
+	stop := make(chan struct{})
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(readErr)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if got := readAll(t, a.URL, "m", 0); len(got) != n {
+				readErr <- fmt.Errorf("read %d records during the merge, want %d", len(got), n)
+				return
+			}
+		}
+	}()
+	a.Owner().RunJanitor(ctx)
+	close(stop)
+	if err := <-readErr; err != nil {
+		t.Fatal(err)
+	}
+	newRefs, _ := a.Store().ListBatches(ctx, top.ID, 0, 0, 100_000)
+	if len(newRefs) != len(oldRefs) {
+		t.Fatalf("merge changed the chunk count %d -> %d", len(oldRefs), len(newRefs))
+	}
+	segs := map[string]bool{}
+	for i := range newRefs {
+		o, nw := oldRefs[i], newRefs[i]
+		segs[nw.SegmentKey] = true
+		if o.BaseOffset != nw.BaseOffset || o.LastOffset != nw.LastOffset || o.ByteLength != nw.ByteLength || nw.SegmentKind != "merged" {
+			t.Fatalf("chunk %d: %+v -> %+v", i, o, nw)
+		}
+		// Old bytes are still readable (a read that looked them up before
+		// the swap) and equal to the new ones.
+		ob, nb := readRange(t, bucket, o), readRange(t, bucket, nw)
+		if !bytes.Equal(ob, nb) {
+			t.Fatalf("chunk at %d changed bytes in the merge", o.BaseOffset)
+		}
+	}
+	after := readAll(t, a.URL, "m", 0)
+	for off, v := range before {
+		if after[off] != v {
+			t.Fatalf("offset %d: %q before, %q after", off, v, after[off])
+		}
+	}
+	// Once the grace period is over the old objects go.
+	a.Store().Pool().Exec(ctx, "UPDATE segments SET unreferenced_at = now() - interval '2 hours' WHERE unreferenced_at IS NOT NULL")
+	a.Owner().RunJanitor(ctx)
+	objAfter, _ := countObjects(t, bucket)
+	t.Logf("merge: %d chunks in %d objects -> %d merged objects; bucket objects %d -> %d", len(oldRefs), objBefore, len(segs), objBefore, objAfter)
+	if objAfter != len(segs) || objAfter >= objBefore/10 {
+		t.Fatalf("objects %d -> %d (merged into %d)", objBefore, objAfter, len(segs))
+	}
+	if got := readAll(t, a.URL, "m", 0); len(got) != n {
+		t.Fatalf("read %d after GC", len(got))
+	}
+}
+
+func readRange(t *testing.T, b objectstore.Bucket, r metadata.BatchRef) []byte {
+	t.Helper()
+	rc, err := b.GetRange(context.Background(), r.SegmentKey, r.ByteOffset, int64(r.ByteLength))
+	if err != nil {
+		t.Fatalf("read %s: %v", r.SegmentKey, err)
+	}
+	defer rc.Close()
+	out, _ := io.ReadAll(rc)
+	return out
+}
+
+// Key compaction keeps the latest record per key with offsets preserved,
+// drops old tombstones, and shrinks the bucket.
+func TestCompaction(t *testing.T) {
+	t.Parallel()
+	bucket := agenttest.MinIOBucket(t)
+	a := agenttest.Start(t, agenttest.Options{Bucket: bucket, Configure: quiet})
+	post(t, a.URL+"/v1/topics", `{"name":"c","partitions":1,"config":{"cleanup.policy":"compact","delete.retention.ms":60000}}`)
+	owning(t, a, 1)
+	old := time.Now().Add(-time.Hour).UnixMilli()
+	want := map[string]int64{} // key -> offset that must survive
+	off := int64(0)
+	for round := 0; round < 5; round++ {
+		var recs []string
+		for k := 0; k < 10; k++ {
+			recs = append(recs, fmt.Sprintf(`{"key":"k%d","value":"%s"}`, k, noise(500)))
+			want[fmt.Sprintf(`"k%d"`, k)] = off
+			off++
+		}
+		produceOne(t, a.URL, "c", strings.Join(recs, ","))
+	}
+	// k0 deleted long ago, k1 deleted just now: only k1's tombstone stays.
+	produceOne(t, a.URL, "c", fmt.Sprintf(`{"key":"k0","value":null,"timestamp":%d},{"key":"k1","value":null}`, old))
+	delete(want, `"k0"`)
+	want[`"k1"`] = off + 1
+	produceOne(t, a.URL, "c", `{"key":"tail","value":1}`) // the newest chunk is not cleaned
+	want[`"tail"`] = off + 2
+	objBefore, bytesBefore := countObjects(t, bucket)
+	rowsBefore := countRows(t, a.Store(), "batches")
+
+	a.Owner().RunJanitor(context.Background())
+	a.Owner().RunJanitor(context.Background())
+	got := readAll(t, a.URL, "c", 0)
+	if len(got) != len(want) {
+		t.Fatalf("%d records after compaction, want %d", len(got), len(want))
+	}
+	for key, o := range want {
+		v, ok := got[o]
+		if !ok || !strings.HasPrefix(v, key+"=") {
+			t.Fatalf("key %s: offset %d holds %.40q (present %v)", key, o, v, ok)
+		}
+	}
+	objAfter, bytesAfter := countObjects(t, bucket)
+	rowsAfter := countRows(t, a.Store(), "batches")
+	t.Logf("compaction: objects %d -> %d, bytes %d -> %d, index rows %d -> %d", objBefore, objAfter, bytesBefore, bytesAfter, rowsBefore, rowsAfter)
+	if bytesAfter >= bytesBefore || rowsAfter >= rowsBefore {
+		t.Fatal("compaction freed nothing")
+	}
+	// A second pass with nothing new changes nothing.
+	a.Owner().RunJanitor(context.Background())
+	if again := readAll(t, a.URL, "c", 0); len(again) != len(got) {
+		t.Fatalf("second pass changed %d -> %d records", len(got), len(again))
+	}
+}
+
+// Orphans of failed flushes (objects without a segment row) are deleted
+// once old enough; committed objects are not.
+func TestOrphanSweep(t *testing.T) {
+	t.Parallel()
+	bucket := agenttest.MinIOBucket(t)
+	a := agenttest.Start(t, agenttest.Options{Bucket: bucket, Configure: func(c *agentd.Config) {
+		quiet(c)
+		c.Ownership.Janitor.OrphanAge = 0
+	}})
+	post(t, a.URL+"/v1/topics", `{"name":"o","partitions":1}`)
+	owning(t, a, 1)
+	produceOne(t, a.URL, "o", `{"value":1}`)
+	ctx := context.Background()
+	if err := bucket.Put(ctx, "segments/2020/01/01/orphan.seg", strings.NewReader("junk"), 4, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a.Owner().RunJanitor(ctx)
+	if _, err := bucket.Stat(ctx, "segments/2020/01/01/orphan.seg"); err == nil {
+		t.Fatal("orphan still there")
+	}
+	if got := readAll(t, a.URL, "o", 0); len(got) != 1 {
+		t.Fatalf("committed record lost: %v", got)
+	}
+}
