@@ -103,8 +103,11 @@ func startMinIO(ctx context.Context, cfg MinIOConfig, port int) (*MinIO, error) 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("localstack: start minio: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	m := &MinIO{Endpoint: "http://127.0.0.1:" + strconv.Itoa(port), Port: port, pid: cmd.Process.Pid, proc: cmd.Process}
 	if err := waitHTTP(ctx, m.Endpoint+"/minio/health/ready", 60*time.Second, exited); err != nil {
 		_ = cmd.Process.Kill()
@@ -161,7 +164,7 @@ func alive(pid int) bool {
 }
 
 // waitHTTP polls url until it answers 200, the deadline passes, or exited fires.
-func waitHTTP(ctx context.Context, url string, limit time.Duration, exited <-chan error) error {
+func waitHTTP(ctx context.Context, url string, limit time.Duration, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -176,8 +179,8 @@ func waitHTTP(ctx context.Context, url string, limit time.Duration, exited <-cha
 			}
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("process exited before it was ready: %v", err)
+		case <-exited:
+			return errors.New("process exited before it was ready")
 		case <-ctx.Done():
 			return fmt.Errorf("not ready: %w", ctx.Err())
 		case <-tick.C:

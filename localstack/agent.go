@@ -1,0 +1,108 @@
+package localstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"silt/internal/pgcluster"
+)
+
+// AgentConfig starts one `silt agent` process.
+type AgentConfig struct {
+	Bin      string   // the silt binary
+	ID       string   // agent id (SILT_AGENT_ID)
+	Port     int      // listen port on 127.0.0.1; 0 picks a free one
+	Env      []string // extra KEY=VALUE settings (SILT_* flags, AWS_* credentials)
+	LogDir   string   // where <id>.log goes
+	Detached bool     // survive this process
+}
+
+// AgentProc is a running agent process.
+type AgentProc struct {
+	ID     string
+	Port   int
+	URL    string // http://127.0.0.1:port
+	Log    string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited
+	err    error         // its exit status, once exited is closed
+}
+
+// StartAgent starts an agent and waits until /readyz answers 200.
+func StartAgent(ctx context.Context, cfg AgentConfig) (*AgentProc, error) {
+	port := cfg.Port
+	if port == 0 {
+		var err error
+		if port, err = pgcluster.FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	logPath := filepath.Join(cfg.LogDir, cfg.ID+".log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("localstack: agent log: %w", err)
+	}
+	defer logFile.Close()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command(cfg.Bin, "agent")
+	cmd.Env = append(os.Environ(), "SILT_AGENT_ID="+cfg.ID, "SILT_LISTEN="+addr, "SILT_ADVERTISE_ADDRESS="+addr)
+	cmd.Env = append(cmd.Env, cfg.Env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if cfg.Detached {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("localstack: start agent %s: %w", cfg.ID, err)
+	}
+	p := &AgentProc{ID: cfg.ID, Port: port, URL: "http://" + addr, Log: logPath, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	if err := waitHTTP(ctx, p.URL+"/readyz", 60*time.Second, p.exited); err != nil {
+		_ = cmd.Process.Kill()
+		tail, _ := os.ReadFile(logPath)
+		if len(tail) > 3000 {
+			tail = tail[len(tail)-3000:]
+		}
+		return nil, fmt.Errorf("localstack: agent %s not ready: %w\n%s", cfg.ID, err, tail)
+	}
+	return p, nil
+}
+
+// PID is the agent's process id.
+func (p *AgentProc) PID() int { return p.cmd.Process.Pid }
+
+// Kill ends the agent with SIGKILL (a crash) and waits for it.
+func (p *AgentProc) Kill() error {
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	<-p.exited
+	return nil
+}
+
+// Terminate sends SIGTERM (a graceful stop) and waits up to grace before
+// killing it; it returns the process's exit error, if any.
+func (p *AgentProc) Terminate(grace time.Duration) error {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("localstack: agent %s ignored SIGTERM for %s", p.ID, grace)
+	}
+}
