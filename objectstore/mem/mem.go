@@ -1,7 +1,6 @@
 package mem
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -35,8 +34,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// chunkSize caps the pieces an object is stored in, so no single copy is
+// huge (large copies stall the race detector and the GC).
+const chunkSize = 1 << 20
+
 type object struct {
-	data    []byte // never modified once stored
+	chunks  [][]byte // never modified once stored
+	size    int64
 	modTime time.Time
 }
 
@@ -87,19 +91,13 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err := backend.CheckSize(size); err != nil {
 		return fmt.Errorf("mem put %s: %w", key, err)
 	}
-	var buf bytes.Buffer
-	if size > 0 {
-		buf.Grow(int(size))
-	}
-	n, err := buf.ReadFrom(backend.CtxReader{Ctx: ctx, R: backend.Body(r, size)})
+	chunks, n, err := readChunks(backend.CtxReader{Ctx: ctx, R: backend.Body(r, size)}, size)
 	if err != nil {
 		return fmt.Errorf("mem put %s: read body: %w", key, err)
 	}
 	if err := backend.CheckCopied(n, size); err != nil {
 		return fmt.Errorf("mem put %s: %w", key, err)
 	}
-	// buf.Bytes may have spare capacity; clip so the stored slice is exact.
-	data := slices.Clip(buf.Bytes())
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -110,8 +108,44 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if _, ok := b.objects[key]; ok && opts.IfNotExists {
 		return fmt.Errorf("mem put %s: %w", key, objectstore.ErrExists)
 	}
-	b.objects[key] = object{data: data, modTime: b.now()}
+	b.objects[key] = object{chunks: chunks, size: n, modTime: b.now()}
 	return nil
+}
+
+// readChunks reads r to EOF (or size bytes, when known) into fresh chunks
+// of at most chunkSize bytes; for an unknown size they grow from 4 KiB.
+func readChunks(r io.Reader, size int64) ([][]byte, int64, error) {
+	var (
+		chunks [][]byte
+		n      int64
+		next   = 4 << 10
+	)
+	for {
+		want := next
+		if size >= 0 {
+			want = int(min(size-n, chunkSize))
+			if want == 0 {
+				return chunks, n, nil
+			}
+		} else {
+			next = min(2*next, chunkSize)
+		}
+		buf := make([]byte, want)
+		k, err := io.ReadFull(r, buf)
+		if k > 0 {
+			if k < want/2 {
+				buf = slices.Clone(buf[:k]) // do not pin a mostly empty chunk
+			}
+			chunks = append(chunks, buf[:k:k])
+			n += int64(k)
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return chunks, n, nil
+		case err != nil:
+			return nil, n, err
+		}
+	}
 }
 
 func (b *Bucket) lookup(op, key string) (object, error) {
@@ -124,7 +158,7 @@ func (b *Bucket) lookup(op, key string) (object, error) {
 	return o, nil
 }
 
-// Get returns a copy of the object.
+// Get opens the object.
 func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err := check(ctx, "get", key); err != nil {
 		return nil, err
@@ -132,7 +166,7 @@ func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	return b.get(ctx, "get", key, 0, -1, false)
 }
 
-// GetRange returns a copy of part of the object.
+// GetRange opens part of the object.
 func (b *Bucket) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
 	if err := check(ctx, "get range", key); err != nil {
 		return nil, err
@@ -148,16 +182,61 @@ func (b *Bucket) get(ctx context.Context, op, key string, offset, length int64, 
 	if err != nil {
 		return nil, err
 	}
-	size := int64(len(o.data))
-	if ranged && offset >= size {
-		return nil, fmt.Errorf("mem %s %s: offset %d of %d-byte object: %w", op, key, offset, size, objectstore.ErrInvalidRange)
+	if ranged && offset >= o.size {
+		return nil, fmt.Errorf("mem %s %s: offset %d of %d-byte object: %w", op, key, offset, o.size, objectstore.ErrInvalidRange)
 	}
-	end := size
-	if length >= 0 && offset+length < size {
-		end = offset + length
+	if length < 0 || length > o.size-offset {
+		length = o.size - offset
 	}
-	data := bytes.Clone(o.data[offset:end])
-	return backend.CtxReadCloser{Ctx: ctx, R: io.NopCloser(bytes.NewReader(data))}, nil
+	// Views of the stored chunks; Read copies out of them.
+	var view [][]byte
+	for _, c := range o.chunks {
+		if length == 0 {
+			break
+		}
+		if offset >= int64(len(c)) {
+			offset -= int64(len(c))
+			continue
+		}
+		c = c[offset:]
+		offset = 0
+		if int64(len(c)) > length {
+			c = c[:length]
+		}
+		view = append(view, c)
+		length -= int64(len(c))
+	}
+	return &reader{ctx: ctx, chunks: view}, nil
+}
+
+// reader copies an object out of its immutable chunks. It has no WriteTo,
+// so stored memory never reaches a caller.
+type reader struct {
+	ctx    context.Context
+	chunks [][]byte
+}
+
+func (r *reader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && len(r.chunks) > 0 {
+		k := copy(p[n:], r.chunks[0])
+		n += k
+		if r.chunks[0] = r.chunks[0][k:]; len(r.chunks[0]) == 0 {
+			r.chunks = r.chunks[1:]
+		}
+	}
+	return n, nil
+}
+
+func (r *reader) Close() error {
+	r.chunks = nil
+	return nil
 }
 
 // Stat returns the object's metadata.
@@ -169,7 +248,7 @@ func (b *Bucket) Stat(ctx context.Context, key string) (objectstore.ObjectInfo, 
 	if err != nil {
 		return objectstore.ObjectInfo{}, err
 	}
-	return objectstore.ObjectInfo{Key: key, Size: int64(len(o.data)), LastModified: o.modTime}, nil
+	return objectstore.ObjectInfo{Key: key, Size: o.size, LastModified: o.modTime}, nil
 }
 
 // List calls fn for a snapshot of the keys under prefix, in order. fn may
@@ -182,7 +261,7 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(objectstore.Ob
 	infos := make([]objectstore.ObjectInfo, 0)
 	for k, o := range b.objects {
 		if strings.HasPrefix(k, prefix) {
-			infos = append(infos, objectstore.ObjectInfo{Key: k, Size: int64(len(o.data)), LastModified: o.modTime})
+			infos = append(infos, objectstore.ObjectInfo{Key: k, Size: o.size, LastModified: o.modTime})
 		}
 	}
 	b.mu.RUnlock()

@@ -53,6 +53,21 @@ func TestCopies(t *testing.T) {
 	if again := read(); string(again) != "hello" {
 		t.Fatalf("stored data changed with a reader's buffer: %q", again)
 	}
+	// An open reader keeps the version it opened.
+	rc, err := b.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if err := b.Put(ctx, "k", bytes.NewReader([]byte("world")), 5, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if old, err := io.ReadAll(rc); err != nil || string(old) != "hello" {
+		t.Fatalf("open reader read %q, %v after an overwrite", old, err)
+	}
+	if now := read(); string(now) != "world" {
+		t.Fatalf("after overwrite: %q", now)
+	}
 }
 
 func TestConfig(t *testing.T) {

@@ -136,8 +136,11 @@ func New(_ context.Context, cfg Config) (*Bucket, error) {
 	return &Bucket{core: core, bucket: cfg.Bucket, prefix: prefix, uploader: up}, nil
 }
 
-// Name returns "minio://bucket/prefix".
+// Name returns "minio://bucket" or "minio://bucket/prefix".
 func (b *Bucket) Name() string {
+	if b.prefix == "" {
+		return "minio://" + b.bucket
+	}
 	return "minio://" + b.bucket + "/" + strings.TrimSuffix(b.prefix, "/")
 }
 

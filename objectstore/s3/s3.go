@@ -125,6 +125,9 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 	}
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		o.UsePathStyle = cfg.PathStyle
+		// Ranged reads and multipart objects carry no checksum the SDK can
+		// verify; that is expected, not worth a log line per read.
+		o.DisableLogOutputChecksumValidationSkipped = true
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
@@ -136,8 +139,11 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 	return &Bucket{client: client, bucket: cfg.Bucket, prefix: prefix, uploader: up}, nil
 }
 
-// Name returns "s3://bucket/prefix".
+// Name returns "s3://bucket" or "s3://bucket/prefix".
 func (b *Bucket) Name() string {
+	if b.prefix == "" {
+		return "s3://" + b.bucket
+	}
 	return "s3://" + b.bucket + "/" + strings.TrimSuffix(b.prefix, "/")
 }
 

@@ -206,14 +206,15 @@ func TestUploadBodyLength(t *testing.T) {
 		}
 		// Long body: only size bytes are stored.
 		f = newFake(t, ps, 2)
-		if err := Upload(t.Context(), u, f, bytes.NewReader(data(n+100)), int64(n)); err != nil {
+		long := data(n + 100)
+		if err := Upload(t.Context(), u, f, bytes.NewReader(long), int64(n)); err != nil {
 			t.Fatal(err)
 		}
 		got := f.single
 		if f.created > 0 {
 			got = f.completed
 		}
-		if !bytes.Equal(got, data(n)) {
+		if !bytes.Equal(got, long[:n]) {
 			t.Fatalf("long body: stored %d bytes, want %d", len(got), n)
 		}
 	}

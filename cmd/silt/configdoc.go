@@ -1,0 +1,32 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// configReference renders docs/configuration.md from the flag definitions,
+// so the reference cannot drift from the binary.
+func configReference() []byte {
+	var b bytes.Buffer
+	b.WriteString("# Configuration reference\n\n")
+	b.WriteString("Generated from the flag definitions by `go test ./cmd/silt -run TestConfigReference -update`; do not edit by hand.\n")
+	b.WriteString("Every flag has an environment twin; a flag on the command line wins over the environment, which wins over the default.\n")
+	b.WriteString("Sizes accept units (`512KiB`, `8MiB`, `1GB`); durations use Go syntax (`100ms`, `30s`, `5m`).\n\n")
+	b.WriteString("## silt agent\n\n")
+	cfg := defaultAgentConfig()
+	fs := newFlagSet("agent")
+	agentFlags(fs, &cfg, true)
+	fs.markdown(&b)
+	b.WriteString("\n## silt dev\n\n`silt dev` takes the agent's flags except `--database-url` and `--objectstore`, which it provides, plus:\n\n")
+	dfs := newFlagSet("dev")
+	var dataDir string
+	dfs.StringVar(&dataDir, "data-dir", ".silt", "where the private Postgres and the objects live")
+	dfs.markdown(&b)
+	fmt.Fprintf(&b, "\n## silt migrate\n\n")
+	mfs := newFlagSet("migrate")
+	var url string
+	mfs.StringVar(&url, "database-url", "", "Postgres URL")
+	mfs.markdown(&b)
+	return b.Bytes()
+}
