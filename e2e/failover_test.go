@@ -177,6 +177,14 @@ func TestFailoverUnderLoad(t *testing.T) {
 			defer consWG.Done()
 			next := int64(0)
 			for {
+				// Once producers are done, a fetch issued from here on sees
+				// every acknowledged record; only such a fetch may end the loop.
+				final := false
+				select {
+				case <-done:
+					final = true
+				default:
+				}
 				urls := c.live()
 				var resp struct {
 					Records []struct {
@@ -200,12 +208,8 @@ func TestFailoverUnderLoad(t *testing.T) {
 					readMu.Unlock()
 					next++
 				}
-				select {
-				case <-done:
-					if next >= resp.HighWatermark {
-						return
-					}
-				default:
+				if final && next >= resp.HighWatermark {
+					return
 				}
 			}
 		}()
