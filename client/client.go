@@ -79,7 +79,6 @@ type request struct {
 
 // response is a complete 2xx response.
 type response struct {
-	status int
 	header http.Header
 	body   []byte
 }
@@ -131,11 +130,12 @@ func (c *Client) try(ctx context.Context, req request, timeout time.Duration) (*
 		return nil, err
 	}
 	defer resp.Body.Close()
+	defer context.AfterFunc(ctx, func() { resp.Body.Close() })()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, &transportError{fmt.Errorf("read response: %w", err)}
 	}
-	return &response{status: resp.StatusCode, header: resp.Header, body: b}, nil
+	return &response{header: resp.Header, body: b}, nil
 }
 
 // open sends req once and returns the response with its body unread when

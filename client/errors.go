@@ -64,7 +64,6 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString("silt: ")
 	b.WriteString(strconv.Itoa(e.Status))
 	if e.Code != "" {
 		b.WriteString(" ")

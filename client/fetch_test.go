@@ -347,9 +347,10 @@ func (ct *cuttingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	ct.lastID = append(ct.lastID, r.Header.Get("Last-Event-ID"))
 	ct.mu.Unlock()
 	pr, pw := io.Pipe()
+	body := resp.Body
 	go func() {
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
+		defer body.Close()
+		sc := bufio.NewScanner(body)
 		sc.Buffer(nil, 1<<20)
 		inRecord := false
 		for sc.Scan() {

@@ -122,6 +122,9 @@ func (s *stream) connect(ctx context.Context, off string, yield func(Record, err
 		return err
 	}
 	defer resp.Body.Close()
+	// Unblock reads when ctx ends (or the idle timer fires), whatever
+	// the transport does about a cancelled request.
+	defer context.AfterFunc(ctx, func() { resp.Body.Close() })()
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != mediaSSE {
 		return fmt.Errorf("unexpected content type %q", resp.Header.Get("Content-Type"))
 	}

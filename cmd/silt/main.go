@@ -25,6 +25,9 @@ func commands() []command {
 		{"dev", "run a private Postgres, a local file object store and one agent; no flags needed", runDevCmd},
 		{"migrate", "apply database migrations and exit", runMigrateCmd},
 		{"version", "print the version", runVersionCmd},
+		{"topic", "create, list, describe, alter and delete topics", runTopicCmd},
+		{"produce", "produce the lines of stdin to a topic", runProduceCmd},
+		{"consume", "print a topic's records, or follow them", runConsumeCmd},
 	}
 }
 

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"silt/client"
+)
+
+// stdin is what `silt produce` reads; tests replace it.
+var stdin io.Reader = os.Stdin
+
+// defaultURL is where the CLI finds an agent unless told otherwise.
+const defaultURL = "http://127.0.0.1:8080"
+
+// apiFlags are the flags of every command that talks to an agent.
+type apiFlags struct {
+	url string
+}
+
+func addAPIFlags(fs *flagSet) *apiFlags {
+	a := &apiFlags{}
+	fs.StringVar(&a.url, "url", defaultURL, "base URL of an agent")
+	return a
+}
+
+// client returns a client of the agent that retries what the agent marks
+// retriable (backpressure, unavailability), within a bounded time.
+func (a *apiFlags) client() (*client.Client, error) {
+	return client.New(a.url, client.WithRetry(client.DefaultRetryPolicy()))
+}
+
+// listValue is a repeatable string flag.
+type listValue struct{ p *[]string }
+
+func (l listValue) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listValue) Set(v string) error {
+	*l.p = append(*l.p, v)
+	return nil
+}
+
+// ListVar registers a repeatable flag. Its environment twin supplies one
+// value, used only when the flag is not given.
+func (fs *flagSet) ListVar(p *[]string, name, usage string) {
+	fs.FlagSet.Var(listValue{p}, name, usage)
+	fs.add(name, usage)
+}
+
+// parseArgs parses flags that may come before, between or after the
+// positional arguments (`silt topic create orders --partitions 3`) and
+// returns the positional ones. "--" ends the flags.
+func parseArgs(fs *flagSet, args []string) ([]string, error) {
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			positional = append(positional, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			positional = append(positional, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil || isBoolFlag(f) || i+1 >= len(args) {
+			continue // unknown flags and missing values: Parse reports them
+		}
+		i++
+		flags = append(flags, args[i])
+	}
+	if err := fs.Parse(flags); err != nil {
+		return nil, err
+	}
+	return positional, nil
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// usageError reports wrong arguments with the command's synopsis.
+func usageError(synopsis, format string, args ...any) error {
+	return fmt.Errorf("%s\nusage: %s", fmt.Sprintf(format, args...), synopsis)
+}
+
+// splitPair splits "key=value" at the first '='; the key must not be empty.
+func splitPair(s string) (key, value string, err error) {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return "", "", fmt.Errorf("%q: want key=value", s)
+	}
+	return k, v, nil
+}
+
+// unescape turns the escapes \t \n \r \0 \\ and \xHH of a separator given
+// on the command line into bytes.
+func unescape(s string) ([]byte, error) {
+	var out []byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		if i+1 >= len(s) {
+			return nil, fmt.Errorf("%q: trailing backslash", s)
+		}
+		i++
+		switch s[i] {
+		case 't':
+			out = append(out, '\t')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case '0':
+			out = append(out, 0)
+		case '\\':
+			out = append(out, '\\')
+		case 'x':
+			if i+2 >= len(s) {
+				return nil, fmt.Errorf("%q: \\x needs two hex digits", s)
+			}
+			n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			if err != nil {
+				return nil, fmt.Errorf("%q: \\x needs two hex digits", s)
+			}
+			out = append(out, byte(n))
+			i += 2
+		default:
+			return nil, fmt.Errorf("%q: unknown escape \\%c (use \\t \\n \\r \\0 \\\\ or \\xHH)", s, s[i])
+		}
+	}
+	return out, nil
+}
+
+// parseSeparator unescapes a separator and rejects an empty one.
+func parseSeparator(s string) ([]byte, error) {
+	b, err := unescape(s)
+	if err != nil {
+		return nil, fmt.Errorf("key separator %w", err)
+	}
+	if len(b) == 0 {
+		return nil, errors.New("key separator must not be empty")
+	}
+	return b, nil
+}

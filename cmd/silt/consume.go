@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"unicode/utf8"
+
+	"silt/client"
+)
+
+const synopsisConsume = "silt consume TOPIC [--partition P] [--offset earliest|latest|N] [--follow] [--max-records N] [--format value|kv|json]"
+
+// consumeConfig is what `silt consume` is configured with.
+type consumeConfig struct {
+	topic      string
+	partition  int32 // -1: all
+	offset     int64 // or client.Earliest, client.Latest
+	follow     bool
+	maxRecords int // 0: no limit
+	format     recordFormat
+}
+
+func parseConsumeArgs(args []string) (*apiFlags, consumeConfig, error) {
+	fs := newFlagSet("consume")
+	api := addAPIFlags(fs)
+	var (
+		cfg                   consumeConfig
+		partition             int
+		offset, format, kvSep string
+	)
+	fs.IntVar(&partition, "partition", -1, "read only this partition (default: all, one after the other; with --follow, interleaved)")
+	fs.StringVar(&offset, "offset", "earliest", "where to start in each partition: earliest, latest or an offset")
+	fs.BoolVar(&cfg.follow, "follow", false, "keep printing records as they are produced (a server-sent-events tail) until interrupted")
+	fs.IntVar(&cfg.maxRecords, "max-records", 0, "stop after this many records (0: no limit)")
+	fs.StringVar(&format, "format", "value", "value (the value and a newline), kv (key, separator, value) or json (one object per line)")
+	fs.StringVar(&kvSep, "key-separator", `\t`, `what separates key and value with --format kv (escapes \t \n \r \0 \\ \xHH)`)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, cfg, err
+	}
+	if len(pos) != 1 {
+		return nil, cfg, usageError(synopsisConsume, "expected a topic, got %d argument(s)", len(pos))
+	}
+	cfg.topic = pos[0]
+	if partition < -1 || partition > 1<<31-1 {
+		return nil, cfg, fmt.Errorf("--partition %d: want a partition number", partition)
+	}
+	cfg.partition = int32(partition)
+	if cfg.offset, err = parseOffset(offset); err != nil {
+		return nil, cfg, err
+	}
+	if cfg.maxRecords < 0 {
+		return nil, cfg, errors.New("--max-records must not be negative")
+	}
+	sep, err := parseSeparator(kvSep)
+	if err != nil {
+		return nil, cfg, err
+	}
+	if cfg.format, err = formatFor(format, sep); err != nil {
+		return nil, cfg, err
+	}
+	return api, cfg, nil
+}
+
+// parseOffset reads earliest, latest or a non-negative offset.
+func parseOffset(s string) (int64, error) {
+	switch s {
+	case "earliest":
+		return client.Earliest, nil
+	case "latest":
+		return client.Latest, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--offset %q: want earliest, latest or a non-negative offset", s)
+	}
+	return n, nil
+}
+
+// runConsumeCmd prints records. Without --follow it reads each partition
+// up to the high watermark it saw when it started; with --follow it tails
+// every partition over server-sent events.
+func runConsumeCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	api, cfg, err := parseConsumeArgs(args)
+	if err != nil {
+		return err
+	}
+	c, err := api.client()
+	if err != nil {
+		return err
+	}
+	parts, err := consumePartitions(ctx, c, cfg)
+	if err != nil {
+		return err
+	}
+	out := &recordWriter{w: bufio.NewWriter(stdout), format: cfg.format, left: cfg.maxRecords}
+	if cfg.follow {
+		err = follow(ctx, c, cfg, parts, out)
+	} else {
+		err = readToEnd(ctx, c, cfg, parts, out)
+	}
+	if ferr := out.w.Flush(); err == nil {
+		err = ferr
+	}
+	if errors.Is(err, errEnough) {
+		return nil
+	}
+	return err
+}
+
+// consumePartitions lists the partitions to read, checking the topic.
+func consumePartitions(ctx context.Context, c *client.Client, cfg consumeConfig) ([]int32, error) {
+	t, err := c.DescribeTopic(ctx, cfg.topic)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.partition >= 0 {
+		if cfg.partition >= t.Partitions {
+			return nil, fmt.Errorf("topic %s has %d partitions; there is no partition %d", cfg.topic, t.Partitions, cfg.partition)
+		}
+		return []int32{cfg.partition}, nil
+	}
+	parts := make([]int32, t.Partitions)
+	for i := range parts {
+		parts[i] = int32(i)
+	}
+	return parts, nil
+}
+
+// errEnough ends reading once --max-records were printed.
+var errEnough = errors.New("enough records")
+
+// recordWriter prints records in a format and counts them.
+type recordWriter struct {
+	w      *bufio.Writer
+	format recordFormat
+	left   int // records still to print when limited; 0 with no limit
+	n      int
+}
+
+// write prints r, returning errEnough after the last one wanted.
+func (rw *recordWriter) write(r client.Record) error {
+	if err := rw.format(rw.w, r); err != nil {
+		return err
+	}
+	rw.n++
+	if rw.left > 0 && rw.n >= rw.left {
+		return errEnough
+	}
+	return nil
+}
+
+// readToEnd reads each partition in turn, from the start offset up to
+// the high watermark it has when reading begins.
+func readToEnd(ctx context.Context, c *client.Client, cfg consumeConfig, parts []int32, out *recordWriter) error {
+	for _, p := range parts {
+		if err := readPartition(ctx, c, cfg, p, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readPartition(ctx context.Context, c *client.Client, cfg consumeConfig, p int32, out *recordWriter) error {
+	offs, err := c.ListOffsets(ctx, cfg.topic, p)
+	if err != nil {
+		return err
+	}
+	end := offs.HighWatermark
+	pos := cfg.offset
+	switch pos {
+	case client.Earliest:
+		pos = offs.LogStartOffset
+	case client.Latest:
+		pos = end
+	}
+	for pos < end {
+		res, err := c.Fetch(ctx, cfg.topic, p, pos, client.FetchOptions{MaxRecords: 1000})
+		var e *client.Error
+		if errors.As(err, &e) && e.Code == client.CodeOffsetOutOfRange && cfg.offset == client.Earliest && e.LogStartOffset > pos {
+			pos = e.LogStartOffset // retention removed records meanwhile
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, r := range res.Records {
+			if r.Offset >= end {
+				return nil
+			}
+			if err := out.write(r); err != nil {
+				return err
+			}
+		}
+		if res.NextOffset <= pos {
+			return fmt.Errorf("fetch %s/%d: no progress at offset %d below high watermark %d", cfg.topic, p, pos, end)
+		}
+		pos = res.NextOffset
+	}
+	return nil
+}
+
+// follow tails every partition at once and prints records as they come,
+// until ctx ends (a clean stop) or --max-records were printed.
+func follow(ctx context.Context, c *client.Client, cfg consumeConfig, parts []int32, out *recordWriter) error {
+	ctx, cancel := context.WithCancel(ctx)
+	records := make(chan client.Record)
+	errs := make(chan error, len(parts))
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	for _, p := range parts {
+		wg.Go(func() {
+			for r, err := range c.Stream(ctx, cfg.topic, p, cfg.offset, client.StreamOptions{}) {
+				if err != nil {
+					errs <- err
+					return
+				}
+				select {
+				case records <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	for {
+		select {
+		case r := <-records:
+			if err := out.write(r); err != nil {
+				return err
+			}
+			if err := out.w.Flush(); err != nil {
+				return err
+			}
+		case err := <-errs:
+			return err
+		case <-ctx.Done():
+			return nil // interrupted: a normal end of --follow
+		}
+	}
+}
+
+// recordFormat prints one record.
+type recordFormat func(w *bufio.Writer, r client.Record) error
+
+func formatFor(name string, kvSep []byte) (recordFormat, error) {
+	switch name {
+	case "value":
+		return formatValue, nil
+	case "kv":
+		return func(w *bufio.Writer, r client.Record) error { return formatKV(w, r, kvSep) }, nil
+	case "json":
+		return formatJSON, nil
+	}
+	return nil, fmt.Errorf("--format %q: want value, kv or json", name)
+}
+
+// formatValue prints the value as is and a newline; a null value prints
+// as an empty line.
+func formatValue(w *bufio.Writer, r client.Record) error {
+	w.Write(r.Value)
+	return w.WriteByte('\n')
+}
+
+// formatKV prints key, separator, value and a newline.
+func formatKV(w *bufio.Writer, r client.Record, sep []byte) error {
+	w.Write(r.Key)
+	w.Write(sep)
+	w.Write(r.Value)
+	return w.WriteByte('\n')
+}
+
+// formatJSON prints one JSON object per record: partition, offset,
+// timestamp (Unix ms), key, value and headers. Bytes that are UTF-8 are
+// JSON strings; other bytes are given base64 under key_b64, value_b64;
+// null stays null.
+func formatJSON(w *bufio.Writer, r client.Record) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `{"partition":%d,"offset":%d,"timestamp":%d,`, r.Partition, r.Offset, r.Timestamp.UnixMilli())
+	appendBytesField(&b, "key", r.Key)
+	b.WriteByte(',')
+	appendBytesField(&b, "value", r.Value)
+	b.WriteString(`,"headers":[`)
+	for i, h := range r.Headers {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"key":`)
+		appendString(&b, h.Key)
+		b.WriteByte(',')
+		appendBytesField(&b, "value", h.Value)
+		b.WriteByte('}')
+	}
+	b.WriteString("]}\n")
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// appendBytesField writes "name":"text", "name":null or
+// "name_b64":"base64".
+func appendBytesField(b *bytes.Buffer, name string, v []byte) {
+	switch {
+	case v == nil:
+		fmt.Fprintf(b, `"%s":null`, name)
+	case utf8.Valid(v):
+		fmt.Fprintf(b, `"%s":`, name)
+		appendString(b, string(v))
+	default:
+		fmt.Fprintf(b, `"%s_b64":"%s"`, name, base64.StdEncoding.EncodeToString(v))
+	}
+}
+
+// appendString writes s as a JSON string, without HTML escaping.
+func appendString(b *bytes.Buffer, s string) {
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	b.Truncate(b.Len() - 1)
+}

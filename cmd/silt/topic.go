@@ -1,0 +1,409 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"silt/client"
+)
+
+const (
+	synopsisCreate   = "silt topic create NAME [--partitions N] [--config key=value ...]"
+	synopsisList     = "silt topic list"
+	synopsisDescribe = "silt topic describe NAME"
+	synopsisAlter    = "silt topic alter NAME [--partitions N] [--config key=value ...]"
+	synopsisDelete   = "silt topic delete NAME"
+)
+
+// topicSubcommands are the verbs of `silt topic`.
+var topicSubcommands = []struct {
+	name, synopsis string
+	run            func(ctx context.Context, args []string, stdout io.Writer) error
+}{
+	{"create", synopsisCreate, runTopicCreate},
+	{"list", synopsisList, runTopicList},
+	{"describe", synopsisDescribe, runTopicDescribe},
+	{"alter", synopsisAlter, runTopicAlter},
+	{"delete", synopsisDelete, runTopicDelete},
+}
+
+func topicUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage:\n")
+	for _, s := range topicSubcommands {
+		fmt.Fprintf(w, "  %s\n", s.synopsis)
+	}
+	fmt.Fprintf(w, "\nEvery subcommand takes --url (SILT_URL, default %s) and --output table|json.\n", defaultURL)
+	fmt.Fprintf(w, "Config keys: %s.\n", strings.Join(configKeys(), ", "))
+}
+
+func runTopicCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) == 0 {
+		topicUsage(stdout)
+		return errors.New("a subcommand is required")
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		topicUsage(stdout)
+		return flag.ErrHelp
+	}
+	for _, s := range topicSubcommands {
+		if s.name == args[0] {
+			return s.run(ctx, args[1:], stdout)
+		}
+	}
+	topicUsage(stdout)
+	return fmt.Errorf("unknown subcommand %q", args[0])
+}
+
+// topicFlags are the flags every topic subcommand shares.
+type topicFlags struct {
+	api    *apiFlags
+	output string
+}
+
+func newTopicFlags(fs *flagSet) *topicFlags {
+	f := &topicFlags{api: addAPIFlags(fs)}
+	fs.StringVar(&f.output, "output", "table", "table or json")
+	return f
+}
+
+func (f *topicFlags) check() error {
+	if f.output != "table" && f.output != "json" {
+		return fmt.Errorf("--output %q: want table or json", f.output)
+	}
+	return nil
+}
+
+// parseTopicArgs parses the flags and returns the NAME argument when
+// withName, checking the count of positional arguments.
+func parseTopicArgs(fs *flagSet, f *topicFlags, args []string, synopsis string, withName bool) (string, *client.Client, error) {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return "", nil, err
+	}
+	want := 0
+	if withName {
+		want = 1
+	}
+	if len(pos) != want {
+		return "", nil, usageError(synopsis, "expected %d argument(s), got %d", want, len(pos))
+	}
+	if err := f.check(); err != nil {
+		return "", nil, err
+	}
+	c, err := f.api.client()
+	if err != nil {
+		return "", nil, err
+	}
+	name := ""
+	if withName {
+		name = pos[0]
+	}
+	return name, c, nil
+}
+
+// topicChangeFlags are --partitions and --config of create and alter.
+type topicChangeFlags struct {
+	partitions int
+	config     []string
+}
+
+func addTopicChangeFlags(fs *flagSet, partitionsUsage string) *topicChangeFlags {
+	f := &topicChangeFlags{}
+	fs.IntVar(&f.partitions, "partitions", 0, partitionsUsage)
+	fs.ListVar(&f.config, "config", "a topic setting as key=value; repeat for more ("+strings.Join(configKeys(), ", ")+")")
+	return f
+}
+
+func (f *topicChangeFlags) parse() (int32, client.ConfigPatch, error) {
+	if f.partitions < 0 || f.partitions > 1<<31-1 {
+		return 0, client.ConfigPatch{}, fmt.Errorf("--partitions %d: want a positive count", f.partitions)
+	}
+	patch, err := parseConfig(f.config)
+	return int32(f.partitions), patch, err
+}
+
+func runTopicCreate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("topic create")
+	tf := newTopicFlags(fs)
+	cf := addTopicChangeFlags(fs, "partition count (default 1)")
+	name, c, err := parseTopicArgs(fs, tf, args, synopsisCreate, true)
+	if err != nil {
+		return err
+	}
+	parts, patch, err := cf.parse()
+	if err != nil {
+		return err
+	}
+	t, err := c.CreateTopic(ctx, client.NewTopic{Name: name, Partitions: parts, Config: patch})
+	if err != nil {
+		return err
+	}
+	if tf.output == "json" {
+		return writeJSON(stdout, t)
+	}
+	fmt.Fprintf(stdout, "Created topic %s.\n", t.Name)
+	return writeTopic(stdout, t)
+}
+
+func runTopicList(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("topic list")
+	tf := newTopicFlags(fs)
+	_, c, err := parseTopicArgs(fs, tf, args, synopsisList, false)
+	if err != nil {
+		return err
+	}
+	topics, err := c.ListTopics(ctx)
+	if err != nil {
+		return err
+	}
+	if tf.output == "json" {
+		return writeJSON(stdout, struct {
+			Topics []client.Topic `json:"topics"`
+		}{Topics: append([]client.Topic{}, topics...)})
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPARTITIONS\tRETENTION.MS\tRETENTION.BYTES\tCLEANUP.POLICY\tCREATED")
+	for _, t := range topics {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", t.Name, t.Partitions, t.Config.RetentionMs, t.Config.RetentionBytes,
+			t.Config.CleanupPolicy, formatTime(t.CreatedAt))
+	}
+	return tw.Flush()
+}
+
+func runTopicDescribe(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("topic describe")
+	tf := newTopicFlags(fs)
+	name, c, err := parseTopicArgs(fs, tf, args, synopsisDescribe, true)
+	if err != nil {
+		return err
+	}
+	t, err := c.DescribeTopic(ctx, name)
+	if err != nil {
+		return err
+	}
+	if tf.output == "json" {
+		return writeJSON(stdout, t)
+	}
+	if err := writeTopic(stdout, t); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PARTITION\tLOG-START\tHIGH-WATERMARK\tBYTES\tOWNER\tLEASE-EPOCH")
+	for _, p := range t.PartitionStates {
+		owner := p.Owner
+		if owner == "" {
+			owner = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%d\n", p.Partition, p.LogStartOffset, p.HighWatermark, p.Bytes, owner, p.LeaseEpoch)
+	}
+	return tw.Flush()
+}
+
+func runTopicAlter(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("topic alter")
+	tf := newTopicFlags(fs)
+	cf := addTopicChangeFlags(fs, "new partition count (counts only grow)")
+	name, c, err := parseTopicArgs(fs, tf, args, synopsisAlter, true)
+	if err != nil {
+		return err
+	}
+	parts, patch, err := cf.parse()
+	if err != nil {
+		return err
+	}
+	if parts == 0 && patch.IsZero() {
+		return usageError(synopsisAlter, "nothing to change: give --partitions or --config")
+	}
+	t, err := c.AlterTopic(ctx, name, client.TopicUpdate{Partitions: parts, Config: patch})
+	if err != nil {
+		return err
+	}
+	if tf.output == "json" {
+		return writeJSON(stdout, t)
+	}
+	fmt.Fprintf(stdout, "Altered topic %s.\n", t.Name)
+	return writeTopic(stdout, t)
+}
+
+func runTopicDelete(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("topic delete")
+	tf := newTopicFlags(fs)
+	name, c, err := parseTopicArgs(fs, tf, args, synopsisDelete, true)
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteTopic(ctx, name); err != nil {
+		return err
+	}
+	if tf.output == "json" {
+		return writeJSON(stdout, map[string]any{"name": name, "deleted": true})
+	}
+	_, err = fmt.Fprintf(stdout, "Deleted topic %s.\n", name)
+	return err
+}
+
+// writeTopic prints a topic's fields and settings.
+func writeTopic(w io.Writer, t client.Topic) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Name:\t%s\n", t.Name)
+	fmt.Fprintf(tw, "ID:\t%d\n", t.ID)
+	fmt.Fprintf(tw, "Partitions:\t%d\n", t.Partitions)
+	fmt.Fprintf(tw, "Created:\t%s\n", formatTime(t.CreatedAt))
+	fmt.Fprintf(tw, "Updated:\t%s\n", formatTime(t.UpdatedAt))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "Config:\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, kv := range configEntries(t.Config) {
+		fmt.Fprintf(tw, "  %s\t%s\n", kv[0], kv[1])
+	}
+	return tw.Flush()
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// configKey describes one topic setting for --config.
+type configKey struct {
+	name string
+	// set parses value into the patch.
+	set func(p *client.ConfigPatch, value string) error
+	// get renders the setting of a config.
+	get func(c client.TopicConfig) string
+}
+
+var topicConfigKeys = []configKey{
+	{"cleanup.policy",
+		func(p *client.ConfigPatch, v string) error {
+			switch v {
+			case "delete", "compact", "compact,delete", "delete,compact":
+				if v == "delete,compact" {
+					v = "compact,delete"
+				}
+				p.CleanupPolicy = &v
+				return nil
+			}
+			return fmt.Errorf("want delete, compact or compact,delete")
+		},
+		func(c client.TopicConfig) string { return c.CleanupPolicy }},
+	{"delete.retention.ms",
+		func(p *client.ConfigPatch, v string) error { return setMillis(&p.DeleteRetentionMs, v, false) },
+		func(c client.TopicConfig) string { return strconv.FormatInt(c.DeleteRetentionMs, 10) }},
+	{"max.message.bytes",
+		func(p *client.ConfigPatch, v string) error {
+			n, err := parseBytes(v)
+			if err != nil || n < 1 || n > 1<<31-1 {
+				return fmt.Errorf("want a positive size such as 1048576 or 1MiB")
+			}
+			n32 := int32(n)
+			p.MaxMessageBytes = &n32
+			return nil
+		},
+		func(c client.TopicConfig) string { return strconv.FormatInt(int64(c.MaxMessageBytes), 10) }},
+	{"retention.bytes",
+		func(p *client.ConfigPatch, v string) error {
+			n, err := parseBytes(v)
+			if v == "-1" {
+				n, err = -1, nil
+			}
+			if err != nil || n == 0 {
+				return fmt.Errorf("want -1 (unlimited) or a positive size such as 1073741824 or 1GiB")
+			}
+			p.RetentionBytes = &n
+			return nil
+		},
+		func(c client.TopicConfig) string { return strconv.FormatInt(c.RetentionBytes, 10) }},
+	{"retention.ms",
+		func(p *client.ConfigPatch, v string) error { return setMillis(&p.RetentionMs, v, true) },
+		func(c client.TopicConfig) string { return strconv.FormatInt(c.RetentionMs, 10) }},
+}
+
+func configKeys() []string {
+	out := make([]string, len(topicConfigKeys))
+	for i, k := range topicConfigKeys {
+		out[i] = k.name
+	}
+	return out
+}
+
+// configEntries lists a config's settings in key order.
+func configEntries(c client.TopicConfig) [][2]string {
+	out := make([][2]string, len(topicConfigKeys))
+	for i, k := range topicConfigKeys {
+		out[i] = [2]string{k.name, k.get(c)}
+	}
+	return out
+}
+
+// setMillis parses milliseconds, or a Go duration such as 168h; -1 means
+// forever when allowed.
+func setMillis(dst **int64, v string, allowForever bool) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		d, derr := time.ParseDuration(v)
+		if derr != nil {
+			return fmt.Errorf("want milliseconds or a duration such as 168h")
+		}
+		n = d.Milliseconds()
+	}
+	switch {
+	case n == -1 && allowForever:
+	case n < 0:
+		return fmt.Errorf("must not be negative")
+	}
+	*dst = &n
+	return nil
+}
+
+// parseConfig turns --config key=value flags into a patch.
+func parseConfig(pairs []string) (client.ConfigPatch, error) {
+	var p client.ConfigPatch
+	seen := map[string]bool{}
+	for _, pair := range pairs {
+		k, v, err := splitPair(pair)
+		if err != nil {
+			return client.ConfigPatch{}, fmt.Errorf("--config %w", err)
+		}
+		if seen[k] {
+			return client.ConfigPatch{}, fmt.Errorf("--config %s is given twice", k)
+		}
+		seen[k] = true
+		i := indexOfConfigKey(k)
+		if i < 0 {
+			return client.ConfigPatch{}, fmt.Errorf("--config %s: unknown key; known keys: %s", k, strings.Join(configKeys(), ", "))
+		}
+		if err := topicConfigKeys[i].set(&p, v); err != nil {
+			return client.ConfigPatch{}, fmt.Errorf("--config %s=%s: %w", k, v, err)
+		}
+	}
+	return p, nil
+}
+
+func indexOfConfigKey(k string) int {
+	for i, c := range topicConfigKeys {
+		if c.name == k {
+			return i
+		}
+	}
+	return -1
+}
