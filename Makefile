@@ -11,7 +11,7 @@ MINIO_BIN := $(CACHE_DIR)/minio-$(MINIO_VERSION)
 LOCALSTACK := $(GO) run ./localstack/cmd/localstack
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build run test test-short lint bench services-up services-down postgres minio
+.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio haproxy nats
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,8 +32,11 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: postgres minio ## run the benchmarks against real Postgres and MinIO (see docs/benchmarks.md)
+bench: postgres minio nats ## run the benchmark suite against real Postgres, MinIO and NATS (see docs/benchmarks.md)
 	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- $(GO) test -run '^$$' -bench . -benchmem ./...
+
+localstack: postgres minio haproxy ## run the local cluster natively: Postgres, MinIO, three agents and HAProxy on loopback
+	$(LOCALSTACK) cluster --minio-bin $(MINIO_BIN)
 
 services-up: postgres minio ## start Postgres and MinIO in the background (state in .silt-services/)
 	$(LOCALSTACK) up --minio-bin $(MINIO_BIN)
@@ -48,3 +51,9 @@ minio: $(MINIO_BIN) ## build the pinned MinIO server (cached)
 
 $(MINIO_BIN):
 	@scripts/ensure-minio.sh $(MINIO_BIN) $(MINIO_VERSION)
+
+haproxy: ## install HAProxy with apt-get when missing (for make localstack and the end-to-end tests)
+	@scripts/ensure-apt.sh haproxy haproxy
+
+nats: ## install the NATS server with apt-get when missing (benchmark baseline)
+	@scripts/ensure-apt.sh nats-server nats-server
