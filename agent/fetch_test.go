@@ -208,7 +208,6 @@ func TestFetchThroughAnotherAgentByteForByte(t *testing.T) {
 	}
 }
 
-
 // counter reads a counter's value from a registry.
 func counter(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 	t.Helper()

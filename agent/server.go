@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,8 @@ type Config struct {
 	MaxWait time.Duration
 	// SSEHeartbeat is the idle interval after which a stream sends a comment.
 	SSEHeartbeat time.Duration
+	// Pprof serves Go's profiler under /debug/pprof/.
+	Pprof bool
 	// Version is reported by /v1/cluster and the agent registry.
 	Version string
 }
@@ -99,6 +102,9 @@ type Deps struct {
 	Gatherer   prometheus.Gatherer
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+
+	// Groups serves /v1/groups; nil leaves those routes out.
+	Groups GroupCoordinator
 }
 
 // Server is the HTTP API.
@@ -157,11 +163,19 @@ func (s *Server) routes() {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})))
+	if s.cfg.Pprof {
+		e.GET("/debug/pprof/*", echo.WrapHandler(http.HandlerFunc(pprof.Index)))
+		e.GET("/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
+		e.GET("/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
+		e.GET("/debug/pprof/symbol", echo.WrapHandler(http.HandlerFunc(pprof.Symbol)))
+	}
 	v1 := e.Group("/v1")
 	s.topicRoutes(v1)
 	s.produceRoutes(v1)
 	s.fetchRoutes(v1)
+	s.groupRoutes(v1)
 	v1.GET("/cluster", s.cluster)
+	v1.GET("/openapi.json", s.openapi)
 }
 
 // Handler exposes the HTTP handler (for in-process tests).

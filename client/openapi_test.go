@@ -7,10 +7,13 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"silt/client"
 )
 
 // The agent serves agent/openapi.json; it must describe the API the
@@ -85,8 +88,17 @@ func TestOpenAPIDocument(t *testing.T) {
 		"/v1/topics/{topic}/partitions/{partition}/records": {"get", "post"},
 		"/v1/topics/{topic}/partitions/{partition}/stream":  {"get"},
 		"/v1/topics/{topic}/partitions/{partition}/offsets": {"get"},
+		"/v1/cluster":                                   {"get"},
+		"/v1/groups":                                    {"get"},
+		"/v1/groups/{group}":                            {"delete", "get"},
+		"/v1/groups/{group}/members":                    {"post"},
+		"/v1/groups/{group}/members/{member}":           {"delete"},
+		"/v1/groups/{group}/members/{member}/heartbeat": {"post"},
+		"/v1/groups/{group}/members/{member}/records":   {"get"},
+		"/v1/groups/{group}/offsets":                    {"get", "post"},
 	}
 	paths := doc["paths"].(map[string]any)
+	opIDs := map[string]string{}
 	if len(paths) != len(want) {
 		t.Errorf("%d paths, want %d", len(paths), len(want))
 	}
@@ -107,7 +119,15 @@ func TestOpenAPIDocument(t *testing.T) {
 			t.Errorf("%s: methods %v, want %v", path, got, methods)
 		}
 		for _, m := range methods {
-			checkOperation(t, doc, path, m, item[m].(map[string]any))
+			op := item[m].(map[string]any)
+			checkOperation(t, doc, path, m, op)
+			checkPathParams(t, doc, path, m, item, op)
+			if id, _ := op["operationId"].(string); id != "" {
+				if prev, dup := opIDs[id]; dup {
+					t.Errorf("operationId %s is used by %s and %s %s", id, prev, m, path)
+				}
+				opIDs[id] = m + " " + path
+			}
 		}
 	}
 
@@ -174,37 +194,82 @@ func checkOperation(t *testing.T, doc map[string]any, path, method string, op ma
 	}
 }
 
-// codeConstants returns the string values of the constants of type Code
-// declared in a Go file.
-func codeConstants(t *testing.T, file string) []string {
+// checkPathParams: every {name} of the path is declared as a required
+// path parameter, at the path or the operation.
+func checkPathParams(t *testing.T, doc map[string]any, path, method string, item, op map[string]any) {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+	declared := map[string]bool{}
+	for _, list := range []any{item["parameters"], op["parameters"]} {
+		params, _ := list.([]any)
+		for _, p := range params {
+			pm := resolve(doc, p)
+			if pm["in"] == "path" {
+				if req, _ := pm["required"].(bool); !req {
+					t.Errorf("%s %s: path parameter %v is not required", method, path, pm["name"])
+				}
+				declared[pm["name"].(string)] = true
+			}
+		}
+	}
+	for rest := path; strings.Contains(rest, "{"); {
+		i, j := strings.Index(rest, "{"), strings.Index(rest, "}")
+		if name := rest[i+1 : j]; !declared[name] {
+			t.Errorf("%s %s: path parameter {%s} is not declared", method, path, name)
+		}
+		rest = rest[j+1:]
+	}
+}
+
+// resolve follows a $ref, if v is one.
+func resolve(doc map[string]any, v any) map[string]any {
+	m, _ := v.(map[string]any)
+	if ref, ok := m["$ref"].(string); ok {
+		r, _ := lookup(doc, ref)
+		m, _ = r.(map[string]any)
+	}
+	return m
+}
+
+// codeConstants returns the string values of the constants of type Code
+// declared in the non-test Go files of a directory.
+func codeConstants(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
-	ast.Inspect(f, func(n ast.Node) bool {
-		vs, ok := n.(*ast.ValueSpec)
-		if !ok || vs.Type == nil || len(vs.Values) != 1 {
-			return true
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
 		}
-		if id, ok := vs.Type.(*ast.Ident); ok && id.Name == "Code" {
-			if lit, ok := vs.Values[0].(*ast.BasicLit); ok {
-				s, _ := strconv.Unquote(lit.Value)
-				out = append(out, s)
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			vs, ok := n.(*ast.ValueSpec)
+			if !ok || vs.Type == nil || len(vs.Values) != 1 {
+				return true
 			}
-		}
-		return true
-	})
+			if id, ok := vs.Type.(*ast.Ident); ok && id.Name == "Code" {
+				if lit, ok := vs.Values[0].(*ast.BasicLit); ok {
+					s, _ := strconv.Unquote(lit.Value)
+					out = append(out, s)
+				}
+			}
+			return true
+		})
+	}
 	slices.Sort(out)
 	return out
 }
 
-func TestErrorCodesAgree(t *testing.T) {
-	agentCodes := codeConstants(t, filepath.Join("..", "agent", "problem.go"))
-	clientCodes := codeConstants(t, "errors.go")
-	if len(agentCodes) < 20 {
-		t.Fatalf("found only %d codes in agent/problem.go", len(agentCodes))
+func TestOpenAPIErrorCodesAgree(t *testing.T) {
+	agentCodes := codeConstants(t, filepath.Join("..", "agent"))
+	clientCodes := codeConstants(t, ".")
+	if len(agentCodes) < 30 {
+		t.Fatalf("found only %d codes in agent", len(agentCodes))
 	}
 	if !slices.Equal(agentCodes, clientCodes) {
 		t.Errorf("client codes %v\nagent codes %v", clientCodes, agentCodes)
@@ -217,5 +282,219 @@ func TestErrorCodesAgree(t *testing.T) {
 	slices.Sort(doc)
 	if !slices.Equal(agentCodes, doc) {
 		t.Errorf("openapi codes %v\nagent codes %v", doc, agentCodes)
+	}
+}
+
+// listedCodes returns the codes a response description lists after
+// "Codes:".
+func listedCodes(desc string) []string {
+	_, list, ok := strings.Cut(desc, "Codes:")
+	if !ok {
+		return nil
+	}
+	var out []string
+	for {
+		_, rest, ok := strings.Cut(list, "`")
+		if !ok {
+			return out
+		}
+		code, rest, ok := strings.Cut(rest, "`")
+		if !ok {
+			return out
+		}
+		out = append(out, code)
+		list = rest
+	}
+}
+
+// operationCodes returns, per status, the codes an operation's error
+// responses list.
+func operationCodes(doc map[string]any, op map[string]any) map[string][]string {
+	out := map[string][]string{}
+	for status, r := range op["responses"].(map[string]any) {
+		desc, _ := resolve(doc, r)["description"].(string)
+		out[status] = listedCodes(desc)
+	}
+	return out
+}
+
+// Every code of the enum is documented on some response (or, for the
+// router's codes, in the API description), and every listed code exists.
+func TestOpenAPICodesDocumented(t *testing.T) {
+	doc := loadOpenAPI(t)
+	enum, _ := lookup(doc, "#/components/schemas/Problem/properties/code/enum")
+	known := map[string]bool{}
+	for _, c := range enum.([]any) {
+		known[c.(string)] = true
+	}
+	used := map[string]bool{}
+	for path, item := range doc["paths"].(map[string]any) {
+		for method, op := range item.(map[string]any) {
+			if method == "parameters" {
+				continue
+			}
+			for status, codes := range operationCodes(doc, op.(map[string]any)) {
+				if !strings.HasPrefix(status, "2") && len(codes) == 0 {
+					t.Errorf("%s %s: %s lists no codes", method, path, status)
+				}
+				for _, c := range codes {
+					if !known[c] {
+						t.Errorf("%s %s: %s lists unknown code %q", method, path, status, c)
+					}
+					used[c] = true
+				}
+			}
+		}
+	}
+	info, _ := lookup(doc, "#/info/description")
+	for c := range known {
+		if !used[c] && !strings.Contains(info.(string), "`"+c+"`") {
+			t.Errorf("code %s is documented nowhere", c)
+		}
+	}
+}
+
+// The consumer group and cluster routes answer with the codes of
+// agent/groups.go's groupError and the shared mappings.
+func TestOpenAPIGroupRoutes(t *testing.T) {
+	doc := loadOpenAPI(t)
+	body := map[string][]string{"413": {"request_too_large"}, "415": {"unsupported_media_type"}}
+	common := map[string][]string{"503": {"unavailable", "shutting_down"}, "500": {"internal"}}
+	want := map[string]map[string][]string{
+		"get /v1/cluster": {},
+		"get /v1/groups":  {},
+		"get /v1/groups/{group}": {
+			"400": {"invalid_group_name"}, "404": {"group_not_found"},
+		},
+		"delete /v1/groups/{group}": {
+			"400": {"invalid_group_name"}, "404": {"group_not_found"}, "409": {"group_not_empty"},
+		},
+		"post /v1/groups/{group}/members": {
+			"400": {"invalid_json", "invalid_group_name", "invalid_parameter"},
+			"404": {"topic_not_found", "member_not_found"},
+			"409": {"group_full"},
+			"413": nil, "415": nil,
+		},
+		"delete /v1/groups/{group}/members/{member}": {
+			"400": {"invalid_group_name"}, "404": {"member_not_found"},
+		},
+		"post /v1/groups/{group}/members/{member}/heartbeat": {
+			"400": {"invalid_json", "invalid_parameter", "invalid_group_name"},
+			"404": {"member_not_found"},
+			"413": nil, "415": nil,
+		},
+		"get /v1/groups/{group}/members/{member}/records": {
+			"400": {"invalid_parameter", "invalid_group_name"},
+			"404": {"member_not_found", "partition_not_found"},
+			"409": {"stale_generation"},
+		},
+		"post /v1/groups/{group}/offsets": {
+			"400": {"invalid_json", "invalid_group_name", "invalid_topic_name", "invalid_parameter", "invalid_offset"},
+			"404": {"member_not_found", "topic_not_found", "partition_not_found"},
+			"409": {"stale_generation", "not_assigned", "group_not_empty"},
+			"413": nil, "415": nil,
+		},
+		"get /v1/groups/{group}/offsets": {
+			"400": {"invalid_group_name"}, "404": {"group_not_found"},
+		},
+	}
+	for key, statuses := range want {
+		method, path, _ := strings.Cut(key, " ")
+		op, ok := lookup(doc, "#/paths/"+strings.ReplaceAll(path, "/", "~1")+"/"+method)
+		if !ok {
+			t.Errorf("%s is not documented", key)
+			continue
+		}
+		expect := map[string][]string{}
+		for status, codes := range common {
+			expect[status] = codes
+		}
+		for status, codes := range statuses {
+			if codes == nil {
+				codes = body[status]
+			}
+			expect[status] = codes
+		}
+		got := operationCodes(doc, op.(map[string]any))
+		for status := range got {
+			if _, ok := expect[status]; !ok && !strings.HasPrefix(status, "2") {
+				t.Errorf("%s: unexpected %s response", key, status)
+			}
+		}
+		for status, codes := range expect {
+			g, ok := got[status]
+			if !ok {
+				t.Errorf("%s: no %s response", key, status)
+				continue
+			}
+			slices.Sort(g)
+			w := slices.Sorted(slices.Values(codes))
+			if !slices.Equal(g, w) {
+				t.Errorf("%s: %s codes %v, want %v", key, status, g, w)
+			}
+		}
+	}
+}
+
+// The JSON fields of the client's group and cluster types are in the
+// document's schemas.
+func TestOpenAPIClientFields(t *testing.T) {
+	doc := loadOpenAPI(t)
+	props := func(name string) map[string]bool {
+		out := map[string]bool{}
+		s := resolve(doc, map[string]any{"$ref": "#/components/schemas/" + name})
+		parts := []any{s}
+		if all, ok := s["allOf"].([]any); ok {
+			parts = all
+		}
+		for _, p := range parts {
+			pm, _ := resolve(doc, p)["properties"].(map[string]any)
+			for k := range pm {
+				out[k] = true
+			}
+		}
+		if len(out) == 0 {
+			t.Errorf("schema %s has no properties", name)
+		}
+		return out
+	}
+	for schema, v := range map[string]any{
+		"Assignment":        client.GroupAssignment{},
+		"HeartbeatResponse": client.HeartbeatResult{},
+		"OffsetCommit":      client.OffsetCommit{},
+		"GroupOffset":       client.GroupOffset{},
+		"GroupSummary":      client.GroupSummary{},
+		"GroupPartition":    client.TopicPartition{},
+	} {
+		have := props(schema)
+		rt := reflect.TypeOf(v)
+		for i := range rt.NumField() {
+			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+			if name != "" && name != "-" && !have[name] {
+				t.Errorf("client %s field %s is not in schema %s", rt.Name(), name, schema)
+			}
+		}
+	}
+	for schema, fields := range map[string][]string{
+		"JoinGroupRequest":     {"topics", "session_timeout_ms", "member_id", "auto_offset_reset"},
+		"JoinGroupResponse":    {"member_id", "generation", "assignments", "heartbeat_interval_ms", "session_timeout_ms"},
+		"HeartbeatRequest":     {"generation"},
+		"CommitOffsetsRequest": {"member_id", "generation", "offsets"},
+		"GroupOffsets":         {"group", "offsets"},
+		"GroupList":            {"groups"},
+		"Group":                {"name", "state", "generation", "members"},
+		"GroupMember":          {"member_id", "generation", "topics", "session_timeout_ms", "auto_offset_reset", "assignments", "joined_at", "last_heartbeat"},
+		"GroupFetchResponse":   {"generation", "records", "positions"},
+		"GroupRecord":          {"topic", "partition", "offset", "timestamp", "key", "key_b64", "value", "value_b64", "headers"},
+		"Cluster":              {"agents"},
+		"Agent":                {"id", "address", "version", "started_at", "heartbeat_at", "partitions"},
+		"OwnedPartition":       {"topic", "partition", "epoch"},
+	} {
+		have := props(schema)
+		for _, f := range fields {
+			if !have[f] {
+				t.Errorf("schema %s lacks %s", schema, f)
+			}
+		}
 	}
 }

@@ -71,7 +71,13 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&j.OrphanInterval, "orphan-interval", j.OrphanInterval, "how often the bucket is scanned for orphans of failed flushes")
 	fs.DurationVar(&j.OrphanAge, "orphan-age", j.OrphanAge, "objects without an index entry older than this are deleted")
 	fs.BytesVar(&j.RewriteBytesPerSecond, "rewrite-bytes-per-second", j.RewriteBytesPerSecond, "pace of merging and compaction")
+	g := &c.Groups
+	fs.DurationVar(&g.DefaultSessionTimeout, "group-session-timeout", g.DefaultSessionTimeout, "consumer group session timeout when a join names none")
+	fs.DurationVar(&g.MinSessionTimeout, "group-min-session-timeout", g.MinSessionTimeout, "shortest session timeout a group member may ask for")
+	fs.DurationVar(&g.MaxSessionTimeout, "group-max-session-timeout", g.MaxSessionTimeout, "longest session timeout a group member may ask for")
+	fs.IntVar(&g.MaxMembers, "group-max-members", g.MaxMembers, "most members in one consumer group")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests and the final flush")
+	fs.BoolVar(&c.HTTP.Pprof, "pprof", c.HTTP.Pprof, "serve Go's profiler under /debug/pprof/")
 	fs.StringVar(&ac.LogLevel, "log-level", ac.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&ac.LogFormat, "log-format", ac.LogFormat, "json or text")
 }

@@ -11,12 +11,13 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"silt/client"
 )
 
-const synopsisConsume = "silt consume TOPIC [--partition P] [--offset earliest|latest|N] [--follow] [--max-records N] [--format value|kv|json]"
+const synopsisConsume = "silt consume TOPIC [--partition P] [--offset earliest|latest|N] [--follow] [--group G [--session-timeout D]] [--max-records N] [--format value|kv|json]"
 
 // consumeConfig is what `silt consume` is configured with.
 type consumeConfig struct {
@@ -26,6 +27,10 @@ type consumeConfig struct {
 	follow     bool
 	maxRecords int // 0: no limit
 	format     recordFormat
+	// group, when set, consumes as a member of this consumer group from
+	// its committed offsets (the group's assignment replaces --partition).
+	group          string
+	sessionTimeout time.Duration
 }
 
 func parseConsumeArgs(args []string) (*apiFlags, consumeConfig, error) {
@@ -42,6 +47,8 @@ func parseConsumeArgs(args []string) (*apiFlags, consumeConfig, error) {
 	fs.IntVar(&cfg.maxRecords, "max-records", 0, "stop after this many records (0: no limit)")
 	fs.StringVar(&format, "format", "value", "value (the value and a newline), kv (key, separator, value) or json (one object per line)")
 	fs.StringVar(&kvSep, "key-separator", `\t`, `what separates key and value with --format kv (escapes \t \n \r \0 \\ \xHH)`)
+	fs.StringVar(&cfg.group, "group", "", "consume as a member of this consumer group, from its committed offsets, committing as records are printed")
+	fs.DurationVar(&cfg.sessionTimeout, "session-timeout", 10*time.Second, "with --group: how long the group waits for this member's heartbeat")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return nil, cfg, err
@@ -88,7 +95,7 @@ func parseOffset(s string) (int64, error) {
 // runConsumeCmd prints records. Without --follow it reads each partition
 // up to the high watermark it saw when it started; with --follow it tails
 // every partition over server-sent events.
-func runConsumeCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
+func runConsumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	api, cfg, err := parseConsumeArgs(args)
 	if err != nil {
 		return err
@@ -96,6 +103,20 @@ func runConsumeCmd(ctx context.Context, args []string, stdout, _ io.Writer) erro
 	c, err := api.client()
 	if err != nil {
 		return err
+	}
+	if cfg.group != "" {
+		if cfg.partition >= 0 {
+			return errors.New("--partition does not combine with --group: the group assigns partitions")
+		}
+		reset := client.ResetLatest
+		if cfg.offset == client.Earliest {
+			reset = client.ResetEarliest
+		} else if cfg.offset != client.Latest {
+			return errors.New("with --group, --offset is earliest or latest: where to start without a committed offset")
+		}
+		return consumeGroup(ctx, c, cfg.group, []string{cfg.topic}, groupConsumeOptions{
+			SessionTimeout: cfg.sessionTimeout, AutoOffsetReset: reset, MaxRecords: cfg.maxRecords, Format: cfg.format, Log: stderr,
+		}, stdout)
 	}
 	parts, err := consumePartitions(ctx, c, cfg)
 	if err != nil {

@@ -28,6 +28,8 @@ func commands() []command {
 		{"topic", "create, list, describe, alter and delete topics", runTopicCmd},
 		{"produce", "produce the lines of stdin to a topic", runProduceCmd},
 		{"consume", "print a topic's records, or follow them", runConsumeCmd},
+		{"group", "list, describe, reset the offsets of and delete consumer groups", runGroupCmd},
+		{"bench", "benchmark Silt, with the raw object store and NATS JetStream as baselines", runBenchCmd},
 	}
 }
 

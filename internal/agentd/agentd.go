@@ -15,6 +15,7 @@ import (
 	"silt/agent"
 	"silt/batcher"
 	"silt/fetch"
+	"silt/groups"
 	"silt/metadata"
 	"silt/migrations"
 	"silt/objectstore"
@@ -34,6 +35,9 @@ type Config struct {
 	Batcher         batcher.Config
 	Fetch           fetch.Config
 	Ownership       ownership.Config // AgentID, Address and Version are filled in from above
+
+	// Groups bounds consumer groups and their lag metrics.
+	Groups groups.Config
 }
 
 // DefaultConfig returns the defaults; AgentID, DatabaseURL and
@@ -46,6 +50,7 @@ func DefaultConfig() Config {
 		Batcher:         batcher.DefaultConfig(),
 		Fetch:           fetch.DefaultConfig(),
 		Ownership:       ownership.DefaultConfig(),
+		Groups:          groups.DefaultConfig(),
 	}
 }
 
@@ -68,6 +73,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.ownershipConfig().Validate(); err != nil {
+		return err
+	}
+	if err := c.Groups.Validate(); err != nil {
 		return err
 	}
 	return c.Batcher.Validate()
@@ -174,6 +182,18 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}
 	closers = append(closers, func() { _ = a.owner.Stop(context.WithoutCancel(ctx)) })
 
+	coordinator, err := groups.New(cfg.Groups, groups.Deps{Store: a.store, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	lag, err := groups.NewLagCollector(cfg.Groups, a.store, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.reg.Register(lag); err != nil {
+		return nil, fmt.Errorf("group lag metrics: %w", err)
+	}
+
 	a.http, err = agent.New(cfg.HTTP, agent.Deps{
 		Topics:   a.store,
 		Producer: a.batcher,
@@ -186,6 +206,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		Gatherer:   a.reg,
 		Registerer: a.reg,
 		Logger:     logger,
+		Groups:     coordinator,
 	})
 	if err != nil {
 		return nil, err

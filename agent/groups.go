@@ -1,0 +1,572 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"silt/fetch"
+	"silt/groups"
+)
+
+// GroupCoordinator runs consumer groups; groups.Coordinator implements it.
+type GroupCoordinator interface {
+	Join(ctx context.Context, group string, req groups.JoinRequest) (groups.JoinResult, error)
+	Heartbeat(ctx context.Context, group, member string, generation int64) (groups.HeartbeatResult, error)
+	Leave(ctx context.Context, group, member string) error
+	Commit(ctx context.Context, group string, req groups.CommitRequest) error
+	Offsets(ctx context.Context, group string) ([]groups.PartitionLag, error)
+	List(ctx context.Context) ([]groups.Summary, error)
+	Describe(ctx context.Context, group string) (groups.Description, error)
+	Delete(ctx context.Context, group string) error
+	StartFetch(ctx context.Context, group, member string, generation int64, autoCommit bool) (groups.FetchStart, error)
+	FinishFetch(ctx context.Context, group, member string, generation int64, positions []groups.Position) error
+}
+
+// Error codes of the consumer group routes.
+const (
+	CodeInvalidGroupName Code = "invalid_group_name"
+	CodeInvalidOffset    Code = "invalid_offset"
+	CodeGroupNotFound    Code = "group_not_found"
+	CodeMemberNotFound   Code = "member_not_found"
+	CodeStaleGeneration  Code = "stale_generation"
+	CodeNotAssigned      Code = "not_assigned"
+	CodeGroupNotEmpty    Code = "group_not_empty"
+	CodeGroupFull        Code = "group_full"
+)
+
+// JoinGroupRequest is the body of POST /v1/groups/{group}/members.
+type JoinGroupRequest struct {
+	Topics           []string `json:"topics"`
+	SessionTimeoutMs *int64   `json:"session_timeout_ms,omitempty"`
+	// MemberID rejoins as that member (after a rebalance).
+	MemberID string `json:"member_id,omitempty"`
+	// AutoOffsetReset is earliest or latest (the default, as in Kafka).
+	AutoOffsetReset string `json:"auto_offset_reset,omitempty"`
+}
+
+// AssignmentJSON is an assigned partition and where the member starts.
+type AssignmentJSON struct {
+	Topic           string `json:"topic"`
+	Partition       int32  `json:"partition"`
+	CommittedOffset *int64 `json:"committed_offset"`
+	Offset          int64  `json:"offset"`
+}
+
+// JoinGroupResponse is the answer to a join.
+type JoinGroupResponse struct {
+	MemberID            string           `json:"member_id"`
+	Generation          int64            `json:"generation"`
+	Assignments         []AssignmentJSON `json:"assignments"`
+	HeartbeatIntervalMs int64            `json:"heartbeat_interval_ms"`
+	SessionTimeoutMs    int64            `json:"session_timeout_ms"`
+}
+
+// HeartbeatRequest is the body of a heartbeat.
+type HeartbeatRequest struct {
+	Generation *int64 `json:"generation"`
+}
+
+// HeartbeatResponse tells the member whether to rejoin.
+type HeartbeatResponse struct {
+	Generation int64 `json:"generation"`
+	Rejoin     bool  `json:"rejoin"`
+}
+
+// CommitOffsetsRequest is the body of POST /v1/groups/{group}/offsets.
+// Without MemberID it is a standalone commit, allowed only while the group
+// has no members.
+type CommitOffsetsRequest struct {
+	MemberID   string             `json:"member_id,omitempty"`
+	Generation *int64             `json:"generation,omitempty"`
+	Offsets    []OffsetCommitJSON `json:"offsets"`
+}
+
+// OffsetCommitJSON is one offset to commit: the offset of the next record
+// to read.
+type OffsetCommitJSON struct {
+	Topic     string `json:"topic"`
+	Partition *int32 `json:"partition"`
+	Offset    *int64 `json:"offset"`
+	Metadata  string `json:"metadata,omitempty"`
+}
+
+// GroupOffsetJSON is one partition of GET /v1/groups/{group}/offsets.
+type GroupOffsetJSON struct {
+	Topic           string     `json:"topic"`
+	Partition       int32      `json:"partition"`
+	CommittedOffset *int64     `json:"committed_offset"`
+	Metadata        string     `json:"metadata"`
+	CommittedAt     *time.Time `json:"committed_at,omitempty"`
+	LogStartOffset  int64      `json:"log_start_offset"`
+	HighWatermark   int64      `json:"high_watermark"`
+	Lag             int64      `json:"lag"`
+}
+
+// GroupOffsetsResponse is the body of GET /v1/groups/{group}/offsets.
+type GroupOffsetsResponse struct {
+	Group   string            `json:"group"`
+	Offsets []GroupOffsetJSON `json:"offsets"`
+}
+
+// GroupSummaryJSON is a group in GET /v1/groups.
+type GroupSummaryJSON struct {
+	Name       string `json:"name"`
+	State      string `json:"state"`
+	Generation int64  `json:"generation"`
+	Members    int    `json:"members"`
+}
+
+// GroupPartitionJSON is a partition of a member's assignment.
+type GroupPartitionJSON struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+}
+
+// GroupMemberJSON is a member in GET /v1/groups/{group}.
+type GroupMemberJSON struct {
+	MemberID         string               `json:"member_id"`
+	Generation       int64                `json:"generation"`
+	Topics           []string             `json:"topics"`
+	SessionTimeoutMs int64                `json:"session_timeout_ms"`
+	AutoOffsetReset  string               `json:"auto_offset_reset"`
+	Assignments      []GroupPartitionJSON `json:"assignments"`
+	JoinedAt         time.Time            `json:"joined_at"`
+	LastHeartbeat    time.Time            `json:"last_heartbeat"`
+}
+
+// GroupJSON is the body of GET /v1/groups/{group}.
+type GroupJSON struct {
+	Name       string            `json:"name"`
+	State      string            `json:"state"`
+	Generation int64             `json:"generation"`
+	Members    []GroupMemberJSON `json:"members"`
+}
+
+func (s *Server) groupRoutes(g *echo.Group) {
+	if s.deps.Groups == nil {
+		return
+	}
+	g.GET("/groups", s.listGroups)
+	g.GET("/groups/:group", s.describeGroup)
+	g.DELETE("/groups/:group", s.deleteGroup)
+	g.POST("/groups/:group/members", s.joinGroup)
+	g.POST("/groups/:group/members/:member/heartbeat", s.heartbeat)
+	g.DELETE("/groups/:group/members/:member", s.leaveGroup)
+	g.GET("/groups/:group/members/:member/records", s.groupFetch)
+	g.POST("/groups/:group/offsets", s.commitOffsets)
+	g.GET("/groups/:group/offsets", s.groupOffsets)
+}
+
+// groupError maps the coordinator's sentinels to problems; other errors
+// go on to the shared mapping.
+func groupError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, groups.ErrInvalidName):
+		return badRequest(CodeInvalidGroupName, "%v", err)
+	case errors.Is(err, groups.ErrInvalidArgument):
+		return badRequest(CodeInvalidParameter, "%v", err)
+	case errors.Is(err, groups.ErrInvalidOffset):
+		return badRequest(CodeInvalidOffset, "%v", err)
+	case errors.Is(err, groups.ErrGroupNotFound):
+		return notFound(CodeGroupNotFound, "%v", err)
+	case errors.Is(err, groups.ErrMemberNotFound):
+		return notFound(CodeMemberNotFound, "%v; join again without a member id", err)
+	case errors.Is(err, groups.ErrTopicNotFound):
+		return notFound(CodeTopicNotFound, "%v", err)
+	case errors.Is(err, groups.ErrPartitionNotFound):
+		return notFound(CodePartitionNotFound, "%v", err)
+	case errors.Is(err, groups.ErrStaleGeneration):
+		return problem(http.StatusConflict, CodeStaleGeneration, "%v", err)
+	case errors.Is(err, groups.ErrNotAssigned):
+		return problem(http.StatusConflict, CodeNotAssigned, "%v", err)
+	case errors.Is(err, groups.ErrGroupNotEmpty):
+		return problem(http.StatusConflict, CodeGroupNotEmpty, "%v", err)
+	case errors.Is(err, groups.ErrGroupFull):
+		return problem(http.StatusConflict, CodeGroupFull, "%v", err)
+	}
+	return err
+}
+
+func (s *Server) joinGroup(c echo.Context) error {
+	var req JoinGroupRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	jr := groups.JoinRequest{MemberID: req.MemberID, Topics: req.Topics, AutoOffsetReset: req.AutoOffsetReset}
+	if req.SessionTimeoutMs != nil {
+		if *req.SessionTimeoutMs <= 0 || *req.SessionTimeoutMs > math.MaxInt32 {
+			return badRequest(CodeInvalidParameter, "session_timeout_ms must be a positive number of milliseconds")
+		}
+		jr.SessionTimeout = time.Duration(*req.SessionTimeoutMs) * time.Millisecond
+	}
+	res, err := s.deps.Groups.Join(c.Request().Context(), c.Param("group"), jr)
+	if err != nil {
+		return groupError(err)
+	}
+	out := JoinGroupResponse{MemberID: res.MemberID, Generation: res.Generation,
+		Assignments:         make([]AssignmentJSON, len(res.Assignments)),
+		HeartbeatIntervalMs: res.HeartbeatInterval.Milliseconds(), SessionTimeoutMs: res.SessionTimeout.Milliseconds()}
+	for i, a := range res.Assignments {
+		out.Assignments[i] = AssignmentJSON{Topic: a.Topic, Partition: a.Partition, CommittedOffset: a.Committed, Offset: a.Offset}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) heartbeat(c echo.Context) error {
+	var req HeartbeatRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.Generation == nil {
+		return badRequest(CodeInvalidParameter, "generation is required")
+	}
+	res, err := s.deps.Groups.Heartbeat(c.Request().Context(), c.Param("group"), c.Param("member"), *req.Generation)
+	if err != nil {
+		return groupError(err)
+	}
+	return c.JSON(http.StatusOK, HeartbeatResponse{Generation: res.Generation, Rejoin: res.Rejoin})
+}
+
+func (s *Server) leaveGroup(c echo.Context) error {
+	if err := s.deps.Groups.Leave(c.Request().Context(), c.Param("group"), c.Param("member")); err != nil {
+		return groupError(err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) commitOffsets(c echo.Context) error {
+	var req CommitOffsetsRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	cr := groups.CommitRequest{MemberID: req.MemberID, Offsets: make([]groups.OffsetCommit, len(req.Offsets))}
+	if req.MemberID != "" {
+		if req.Generation == nil {
+			return badRequest(CodeInvalidParameter, "generation is required with member_id")
+		}
+		cr.Generation = *req.Generation
+	}
+	for i, o := range req.Offsets {
+		if o.Partition == nil || o.Offset == nil {
+			return badRequest(CodeInvalidParameter, "offsets[%d]: topic, partition and offset are required", i)
+		}
+		if err := ValidTopicName(o.Topic); err != nil {
+			return badRequest(CodeInvalidTopicName, "offsets[%d]: %v", i, err)
+		}
+		cr.Offsets[i] = groups.OffsetCommit{Topic: o.Topic, Partition: *o.Partition, Offset: *o.Offset, Metadata: o.Metadata}
+	}
+	if err := s.deps.Groups.Commit(c.Request().Context(), c.Param("group"), cr); err != nil {
+		return groupError(err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) groupOffsets(c echo.Context) error {
+	group := c.Param("group")
+	lags, err := s.deps.Groups.Offsets(c.Request().Context(), group)
+	if err != nil {
+		return groupError(err)
+	}
+	out := GroupOffsetsResponse{Group: group, Offsets: make([]GroupOffsetJSON, len(lags))}
+	for i, l := range lags {
+		out.Offsets[i] = GroupOffsetJSON{Topic: l.Topic, Partition: l.Partition, CommittedOffset: l.Committed, Metadata: l.Metadata,
+			CommittedAt: l.CommittedAt, LogStartOffset: l.LogStartOffset, HighWatermark: l.HighWatermark, Lag: l.Lag}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) listGroups(c echo.Context) error {
+	list, err := s.deps.Groups.List(c.Request().Context())
+	if err != nil {
+		return groupError(err)
+	}
+	out := struct {
+		Groups []GroupSummaryJSON `json:"groups"`
+	}{Groups: make([]GroupSummaryJSON, len(list))}
+	for i, g := range list {
+		out.Groups[i] = GroupSummaryJSON{Name: g.Name, State: g.State, Generation: g.Generation, Members: g.Members}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) describeGroup(c echo.Context) error {
+	d, err := s.deps.Groups.Describe(c.Request().Context(), c.Param("group"))
+	if err != nil {
+		return groupError(err)
+	}
+	out := GroupJSON{Name: d.Name, State: d.State, Generation: d.Generation, Members: make([]GroupMemberJSON, len(d.Members))}
+	for i, m := range d.Members {
+		mj := GroupMemberJSON{MemberID: m.ID, Generation: m.Generation, Topics: m.Topics, SessionTimeoutMs: m.SessionTimeout.Milliseconds(),
+			AutoOffsetReset: m.AutoOffsetReset, Assignments: make([]GroupPartitionJSON, len(m.Assignment)),
+			JoinedAt: m.JoinedAt, LastHeartbeat: m.LastHeartbeat}
+		for j, a := range m.Assignment {
+			mj.Assignments[j] = GroupPartitionJSON{Topic: a.Topic, Partition: a.Partition}
+		}
+		out.Members[i] = mj
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) deleteGroup(c echo.Context) error {
+	if err := s.deps.Groups.Delete(c.Request().Context(), c.Param("group")); err != nil {
+		return groupError(err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// maxWaitPartitions bounds the partitions one group long-poll waits on at
+// once; a member assigned more is woken by the first ones only.
+const maxWaitPartitions = 256
+
+// groupFetch returns records across the member's assigned partitions from
+// its stored positions and stores the positions reached. See
+// docs/groups.md.
+func (s *Server) groupFetch(c echo.Context) error {
+	maxRecords, err := intParam(c, "max_records", defaultMaxRecords, 1, maxMaxRecords)
+	if err != nil {
+		return err
+	}
+	maxBytes, err := intParam(c, "max_bytes", defaultMaxBytes, 1, maxMaxBytes)
+	if err != nil {
+		return err
+	}
+	waitMs, err := intParam(c, "wait_ms", 0, 0, s.cfg.MaxWait.Milliseconds())
+	if err != nil {
+		return err
+	}
+	generation, err := intParam(c, "generation", groups.AnyGeneration, 0, math.MaxInt64)
+	if err != nil {
+		return err
+	}
+	autoCommit := false
+	if raw := c.QueryParam("auto_commit"); raw != "" {
+		if autoCommit, err = strconv.ParseBool(raw); err != nil {
+			return badRequest(CodeInvalidParameter, "auto_commit=%q must be true or false", raw)
+		}
+	}
+	enc, err := encodingParam(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	group, member := c.Param("group"), c.Param("member")
+	start, err := s.deps.Groups.StartFetch(ctx, group, member, generation, autoCommit)
+	if err != nil {
+		return groupError(err)
+	}
+	gf := &groupFetchState{
+		positions:  append([]groups.Position(nil), start.Positions...),
+		records:    make([][]fetch.Record, len(start.Positions)),
+		maxRecords: int(maxRecords), maxBytes: maxBytes, reset: start.AutoOffsetReset,
+	}
+	if err := s.fetchAssigned(ctx, gf, time.Duration(waitMs)*time.Millisecond); err != nil {
+		return err
+	}
+	if gf.moved(start.Positions) {
+		if err := s.deps.Groups.FinishFetch(ctx, group, member, start.Generation, gf.positions); err != nil {
+			return groupError(err)
+		}
+	}
+	buf := append(make([]byte, 0, 256), `{"generation":`...)
+	buf = strconv.AppendInt(buf, start.Generation, 10)
+	buf = append(buf, `,"records":[`...)
+	n := 0
+	for _, i := range gf.order {
+		p := gf.positions[i]
+		for j := range gf.records[i] {
+			if n > 0 {
+				buf = append(buf, ',')
+			}
+			n++
+			// The partition fetch's record object, with topic and partition added.
+			buf = appendRecordJSON(buf, &gf.records[i][j], enc)
+			buf = append(buf[:len(buf)-1], `,"topic":`...)
+			buf = appendJSONString(buf, p.Topic)
+			buf = append(buf, `,"partition":`...)
+			buf = strconv.AppendInt(buf, int64(p.Partition), 10)
+			buf = append(buf, '}')
+		}
+	}
+	buf = append(buf, `],"positions":[`...)
+	for i, p := range gf.positions {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"topic":`...)
+		buf = appendJSONString(buf, p.Topic)
+		buf = append(buf, `,"partition":`...)
+		buf = strconv.AppendInt(buf, int64(p.Partition), 10)
+		buf = append(buf, `,"offset":`...)
+		buf = strconv.AppendInt(buf, p.Offset, 10)
+		buf = append(buf, '}')
+	}
+	buf = append(buf, "]}\n"...)
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, buf)
+}
+
+// groupFetchState is one group fetch in progress.
+type groupFetchState struct {
+	positions  []groups.Position
+	records    [][]fetch.Record // per position
+	order      []int            // positions in the order they are read and returned
+	maxRecords int
+	maxBytes   int64
+	reset      string
+	count      int
+	bytes      int64
+}
+
+func (gf *groupFetchState) full() bool { return gf.count >= gf.maxRecords || gf.bytes >= gf.maxBytes }
+
+func (gf *groupFetchState) moved(from []groups.Position) bool {
+	for i := range from {
+		if gf.positions[i].Offset != from[i].Offset {
+			return true
+		}
+	}
+	return false
+}
+
+// take keeps what fits of a fetched page of position i and advances it.
+// The first record of the whole fetch is kept even when larger than
+// max_bytes, as in a partition fetch.
+func (gf *groupFetchState) take(i int, resp *fetch.Response) {
+	kept := 0
+	for j := range resp.Records {
+		r := &resp.Records[j]
+		size := int64(len(r.Key) + len(r.Value))
+		for _, h := range r.Headers {
+			size += int64(len(h.Key) + len(h.Value))
+		}
+		if gf.count > 0 && (gf.count >= gf.maxRecords || gf.bytes+size > gf.maxBytes) {
+			break
+		}
+		gf.count++
+		gf.bytes += size
+		kept++
+	}
+	gf.records[i] = append(gf.records[i], resp.Records[:kept]...)
+	switch {
+	case kept == len(resp.Records):
+		gf.positions[i].Offset = max(gf.positions[i].Offset, resp.NextOffset)
+	case kept > 0:
+		gf.positions[i].Offset = resp.Records[kept-1].Offset + 1
+	}
+}
+
+// fetchAssigned reads the positions in a random rotation (fair across
+// fetches) without waiting; if nothing came and wait > 0, it long-polls
+// every position at once and returns what the first wake-up brought.
+func (s *Server) fetchAssigned(ctx context.Context, gf *groupFetchState, wait time.Duration) error {
+	n := len(gf.positions)
+	if n == 0 {
+		return s.idle(ctx, wait)
+	}
+	first := rand.IntN(n)
+	for k := range n {
+		gf.order = append(gf.order, (first+k)%n)
+	}
+	for _, i := range gf.order {
+		if gf.full() {
+			break
+		}
+		resp, err := s.fetchPosition(ctx, gf, i, 0)
+		if err != nil {
+			return err
+		}
+		gf.take(i, resp)
+	}
+	if gf.count > 0 || wait <= 0 {
+		return nil
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		i    int
+		resp *fetch.Response
+		err  error
+	}
+	waiting := gf.order[:min(n, maxWaitPartitions)]
+	results := make(chan result, len(waiting))
+	for _, i := range waiting {
+		go func() {
+			p := gf.positions[i]
+			resp, err := s.deps.Fetcher.Fetch(wctx, fetch.Request{TopicID: p.TopicID, Partition: p.Partition, Offset: p.Offset,
+				MaxRecords: gf.maxRecords, MaxBytes: gf.maxBytes, Wait: wait})
+			results <- result{i, resp, err}
+		}()
+	}
+	got := make([]*fetch.Response, n)
+	var firstErr error
+	for range waiting {
+		r := <-results
+		switch {
+		case r.err == nil && len(r.resp.Records) > 0:
+			got[r.i] = r.resp
+			cancel() // the first records end the wait of the others
+		case r.err != nil && wctx.Err() == nil && !errors.Is(r.err, fetch.ErrOffsetOutOfRange):
+			// Out of range here means retention raced the first pass;
+			// the next fetch resets the position.
+			firstErr = r.err
+			cancel()
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, i := range gf.order {
+		if got[i] != nil {
+			gf.take(i, got[i])
+		}
+	}
+	if gf.count == 0 && firstErr != nil {
+		return firstErr
+	}
+	return nil
+}
+
+// fetchPosition reads position i, moving it by the member's
+// auto_offset_reset when it fell below the log start.
+func (s *Server) fetchPosition(ctx context.Context, gf *groupFetchState, i int, wait time.Duration) (*fetch.Response, error) {
+	for attempt := 0; ; attempt++ {
+		p := &gf.positions[i]
+		budget := gf.maxBytes - gf.bytes
+		resp, err := s.deps.Fetcher.Fetch(ctx, fetch.Request{TopicID: p.TopicID, Partition: p.Partition, Offset: p.Offset,
+			MaxRecords: gf.maxRecords - gf.count, MaxBytes: max(budget, 1), Wait: wait})
+		var oor *fetch.OutOfRangeError
+		if errors.As(err, &oor) && attempt == 0 {
+			if gf.reset == groups.ResetEarliest {
+				p.Offset = oor.LogStartOffset
+			} else {
+				p.Offset = oor.HighWatermark
+			}
+			continue
+		}
+		return resp, err
+	}
+}
+
+// idle waits out a long-poll of a member without partitions.
+func (s *Server) idle(ctx context.Context, wait time.Duration) error {
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.stopping:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}

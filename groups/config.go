@@ -1,0 +1,91 @@
+package groups
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Config bounds the coordinator.
+type Config struct {
+	// DefaultSessionTimeout applies when a join names none (Kafka's
+	// session.timeout.ms default).
+	DefaultSessionTimeout time.Duration
+	// MinSessionTimeout and MaxSessionTimeout bound the session timeout a
+	// member may ask for (Kafka's group.min/max.session.timeout.ms).
+	MinSessionTimeout time.Duration
+	MaxSessionTimeout time.Duration
+	// MaxHeartbeatInterval caps the heartbeat interval joins suggest,
+	// which is otherwise a third of the session timeout.
+	MaxHeartbeatInterval time.Duration
+	// MaxMembers bounds the members of one group.
+	MaxMembers int
+	// MaxTopics bounds the topics one member subscribes to.
+	MaxTopics int
+	// LagCacheTTL is how long the lag collector reuses one read of
+	// Postgres across scrapes.
+	LagCacheTTL time.Duration
+	// LagMaxSeries bounds the lag series one scrape exports.
+	LagMaxSeries int
+	// LagQueryTimeout bounds the collector's query.
+	LagQueryTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		DefaultSessionTimeout: 45 * time.Second,
+		MinSessionTimeout:     time.Second,
+		MaxSessionTimeout:     30 * time.Minute,
+		MaxHeartbeatInterval:  3 * time.Second,
+		MaxMembers:            1000,
+		MaxTopics:             1000,
+		LagCacheTTL:           15 * time.Second,
+		LagMaxSeries:          10_000,
+		LagQueryTimeout:       5 * time.Second,
+	}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	switch {
+	case c.MinSessionTimeout <= 0:
+		return errors.New("groups: min session timeout must be positive")
+	case c.MaxSessionTimeout < c.MinSessionTimeout:
+		return errors.New("groups: max session timeout must be at least the min")
+	case c.DefaultSessionTimeout < c.MinSessionTimeout || c.DefaultSessionTimeout > c.MaxSessionTimeout:
+		return fmt.Errorf("groups: default session timeout %v must be within [%v, %v]", c.DefaultSessionTimeout, c.MinSessionTimeout, c.MaxSessionTimeout)
+	case c.MaxSessionTimeout > 24*time.Hour:
+		return errors.New("groups: max session timeout must be at most 24h")
+	case c.MaxHeartbeatInterval <= 0:
+		return errors.New("groups: max heartbeat interval must be positive")
+	case c.MaxMembers < 1:
+		return errors.New("groups: max members must be positive")
+	case c.MaxTopics < 1:
+		return errors.New("groups: max topics must be positive")
+	case c.LagCacheTTL < 0:
+		return errors.New("groups: lag cache TTL must not be negative")
+	case c.LagMaxSeries < 1:
+		return errors.New("groups: lag max series must be positive")
+	case c.LagQueryTimeout <= 0:
+		return errors.New("groups: lag query timeout must be positive")
+	}
+	return nil
+}
+
+// heartbeatInterval is what a join suggests for a session timeout.
+func (c Config) heartbeatInterval(session time.Duration) time.Duration {
+	return max(min(session/3, c.MaxHeartbeatInterval), time.Millisecond)
+}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// ValidName applies the topic-name rules to group names: 1 to 249
+// characters of [a-zA-Z0-9._-], and neither "." nor "..".
+func ValidName(name string) error {
+	if name == "." || name == ".." || !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: %q must be 1 to 249 characters of [a-zA-Z0-9._-], and not . or ..", ErrInvalidName, name)
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package groups
+
+import (
+	"errors"
+	"fmt"
+
+	"silt/metadata"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrInvalidName: a group name breaks the topic-name rules.
+	ErrInvalidName = errors.New("groups: invalid group name")
+	// ErrInvalidArgument: a malformed request (session timeout out of
+	// bounds, no topics, unknown auto_offset_reset, duplicate partitions).
+	ErrInvalidArgument = errors.New("groups: invalid argument")
+	// ErrInvalidOffset: a committed offset is negative or past the
+	// partition's high watermark.
+	ErrInvalidOffset = errors.New("groups: offset outside the partition")
+	// ErrGroupNotFound: no group has that name.
+	ErrGroupNotFound = errors.New("groups: group not found")
+	// ErrMemberNotFound: the member left, expired or never joined; join
+	// again without a member id.
+	ErrMemberNotFound = errors.New("groups: member not found")
+	// ErrTopicNotFound and ErrPartitionNotFound: a subscription or commit
+	// names a topic or partition that does not exist.
+	ErrTopicNotFound     = errors.New("groups: topic not found")
+	ErrPartitionNotFound = errors.New("groups: partition not found")
+	// ErrStaleGeneration: the group rebalanced since the member joined;
+	// rejoin with the member id.
+	ErrStaleGeneration = errors.New("groups: stale generation")
+	// ErrNotAssigned: a member committed a partition it is not assigned.
+	ErrNotAssigned = errors.New("groups: partition not assigned to the member")
+	// ErrGroupNotEmpty: the operation needs a group without members
+	// (commits without a member id, deletion).
+	ErrGroupNotEmpty = errors.New("groups: group has members")
+	// ErrGroupFull: the group has Config.MaxMembers members.
+	ErrGroupFull = errors.New("groups: group is full")
+)
+
+// rejection marks an error of an operation that decided to refuse the
+// request after the group's maintenance (expiry, rebalance) was done: the
+// maintenance is committed and the error returned.
+type rejection struct{ err error }
+
+func (r *rejection) Error() string { return r.err.Error() }
+func (r *rejection) Unwrap() error { return r.err }
+
+func reject(format string, args ...any) error {
+	return &rejection{fmt.Errorf(format, args...)}
+}
+
+// translate maps metadata's sentinels to this package's.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, metadata.ErrGroupNotFound):
+		return fmt.Errorf("%w: %v", ErrGroupNotFound, err)
+	case errors.Is(err, metadata.ErrPartitionNotFound):
+		return fmt.Errorf("%w: %v", ErrPartitionNotFound, err)
+	case errors.Is(err, metadata.ErrTopicNotFound):
+		return fmt.Errorf("%w: %v", ErrTopicNotFound, err)
+	}
+	return err
+}

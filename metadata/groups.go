@@ -1,0 +1,539 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrGroupNotFound: no consumer group has that name.
+var ErrGroupNotFound = errors.New("metadata: group not found")
+
+func init() { sentinels = append(sentinels, ErrGroupNotFound) }
+
+// GroupTopic is a topic as a group's subscription sees it: its id (a
+// deleted and re-created topic gets a new one) and partition count.
+type GroupTopic struct {
+	ID         int64
+	Partitions int32
+}
+
+// Group is a consumer group's row.
+type Group struct {
+	ID         int64
+	Name       string
+	Generation int64
+	// Topics is the subscription snapshot the current assignment was
+	// computed from: the topics the members subscribed to that existed.
+	Topics    map[string]GroupTopic
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// GroupPartition is a partition assigned to a member.
+type GroupPartition struct {
+	Topic     string `json:"topic"`
+	TopicID   int64  `json:"topic_id"`
+	Partition int32  `json:"partition"`
+}
+
+// GroupPosition is where a member's server-side fetch continues in one
+// partition.
+type GroupPosition struct {
+	TopicID   int64 `json:"topic_id"`
+	Partition int32 `json:"partition"`
+	Offset    int64 `json:"offset"`
+}
+
+// GroupMember is a member's row.
+type GroupMember struct {
+	ID              string
+	Topics          []string
+	SessionTimeout  time.Duration
+	AutoOffsetReset string
+	// Generation is the generation the member last joined at.
+	Generation int64
+	// Assignment was computed at AssignmentGeneration.
+	Assignment           []GroupPartition
+	AssignmentGeneration int64
+	Positions            []GroupPosition
+	JoinedAt             time.Time
+	HeartbeatAt          time.Time
+}
+
+// TopicPartition names a partition by topic id.
+type TopicPartition struct {
+	TopicID   int64
+	Partition int32
+}
+
+// GroupPartitionOffsets are a partition's offsets as a group sees them.
+type GroupPartitionOffsets struct {
+	LogStartOffset int64
+	HighWatermark  int64
+	// Committed is nil when the group committed nothing there.
+	Committed *int64
+	Metadata  string
+}
+
+// GroupCommit is one offset to commit.
+type GroupCommit struct {
+	TopicID   int64
+	Partition int32
+	Offset    int64
+	Metadata  string
+}
+
+// GroupTx is a consumer group locked for the length of one transaction
+// (SELECT ... FOR UPDATE on its row): every decision taken through it is
+// serialized with those of other agents. The group, its members and the
+// state of the topics they subscribe to are read when the lock is taken;
+// the methods write through to the transaction but do not update that
+// snapshot.
+type GroupTx struct {
+	tx      pgx.Tx
+	group   Group
+	now     time.Time
+	members []GroupMember
+	topics  map[string]GroupTopic
+	created bool
+}
+
+// Group returns the locked group's row.
+func (g *GroupTx) Group() Group { return g.group }
+
+// Created reports whether this transaction created the group.
+func (g *GroupTx) Created() bool { return g.created }
+
+// Now is the database's clock, read once the lock was taken.
+func (g *GroupTx) Now() time.Time { return g.now }
+
+// Members returns the members, ordered by id, as read under the lock.
+func (g *GroupTx) Members() []GroupMember { return g.members }
+
+// SubscribedTopics returns the current state of every existing topic some
+// member subscribes to, as read under the lock.
+func (g *GroupTx) SubscribedTopics() map[string]GroupTopic { return g.topics }
+
+// InGroup runs fn in one transaction with the group's row locked. With
+// create, a missing group is created first (generation 0, no members);
+// without, a missing group fails with ErrGroupNotFound. An error returned
+// by fn rolls the transaction back and is returned as it is.
+func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(ctx context.Context, g *GroupTx) error) error {
+	var fnErr error
+	errFn := errors.New("group callback failed")
+	for attempt := 0; ; attempt++ {
+		fnErr = nil
+		err := s.inTx(ctx, "group", func(tx pgx.Tx) error {
+			g, err := lockGroup(ctx, tx, name, create)
+			if err != nil {
+				return err
+			}
+			if err := fn(ctx, g); err != nil {
+				fnErr = err
+				return errFn
+			}
+			return nil
+		})
+		switch {
+		case fnErr != nil:
+			return fnErr
+		case errors.Is(err, ErrGroupNotFound) && create && attempt < 3:
+			continue // deleted between the insert and the lock: create again
+		}
+		return err
+	}
+}
+
+func lockGroup(ctx context.Context, tx pgx.Tx, name string, create bool) (*GroupTx, error) {
+	g := &GroupTx{tx: tx, topics: map[string]GroupTopic{}}
+	batch := &pgx.Batch{}
+	if create {
+		batch.Queue(`INSERT INTO groups (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id`, name).
+			Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					g.created = true
+				}
+				return rows.Err()
+			})
+	}
+	found := false
+	batch.Queue(`SELECT id, name, generation, topics, created_at, updated_at FROM groups WHERE name = $1 FOR UPDATE`, name).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				found = true
+				var raw []byte
+				if err := rows.Scan(&g.group.ID, &g.group.Name, &g.group.Generation, &raw, &g.group.CreatedAt, &g.group.UpdatedAt); err != nil {
+					return err
+				}
+				topics, err := decodeGroupTopics(raw)
+				if err != nil {
+					return err
+				}
+				g.group.Topics = topics
+			}
+			return rows.Err()
+		})
+	// Statements after the lock see everything committed before it was granted.
+	batch.Queue(`SELECT clock_timestamp()`).QueryRow(func(r pgx.Row) error { return r.Scan(&g.now) })
+	batch.Queue(`
+		SELECT m.member_id, m.topics, m.session_timeout_ms, m.auto_offset_reset, m.generation,
+		       m.assignment, m.assignment_generation, m.positions, m.joined_at, m.heartbeat_at
+		FROM group_members m JOIN groups gr ON gr.id = m.group_id
+		WHERE gr.name = $1 ORDER BY m.member_id`, name).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var m GroupMember
+				var timeoutMs int32
+				if err := rows.Scan(&m.ID, &m.Topics, &timeoutMs, &m.AutoOffsetReset, &m.Generation,
+					&m.Assignment, &m.AssignmentGeneration, &m.Positions, &m.JoinedAt, &m.HeartbeatAt); err != nil {
+					return err
+				}
+				m.SessionTimeout = time.Duration(timeoutMs) * time.Millisecond
+				g.members = append(g.members, m)
+			}
+			return rows.Err()
+		})
+	batch.Queue(`
+		SELECT t.name, t.id, t.partitions FROM topics t
+		WHERE t.name IN (SELECT unnest(m.topics) FROM group_members m JOIN groups gr ON gr.id = m.group_id WHERE gr.name = $1)`, name).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var n string
+				var t GroupTopic
+				if err := rows.Scan(&n, &t.ID, &t.Partitions); err != nil {
+					return err
+				}
+				g.topics[n] = t
+			}
+			return rows.Err()
+		})
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("group %q: %w", name, ErrGroupNotFound)
+	}
+	return g, nil
+}
+
+// groupTopicsJSON is the stored form of a subscription snapshot:
+// {"name": [topic_id, partitions]}.
+type groupTopicsJSON map[string][2]int64
+
+func decodeGroupTopics(raw []byte) (map[string]GroupTopic, error) {
+	var j groupTopicsJSON
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return nil, fmt.Errorf("group topics: %w", err)
+		}
+	}
+	out := make(map[string]GroupTopic, len(j))
+	for n, v := range j {
+		out[n] = GroupTopic{ID: v[0], Partitions: int32(v[1])}
+	}
+	return out, nil
+}
+
+func encodeGroupTopics(m map[string]GroupTopic) ([]byte, error) {
+	j := make(groupTopicsJSON, len(m))
+	for n, t := range m {
+		j[n] = [2]int64{t.ID, int64(t.Partitions)}
+	}
+	return json.Marshal(j)
+}
+
+// Topics returns the existing topics among names.
+func (g *GroupTx) Topics(ctx context.Context, names []string) (map[string]GroupTopic, error) {
+	out := map[string]GroupTopic{}
+	if len(names) == 0 {
+		return out, nil
+	}
+	rows, err := g.tx.Query(ctx, `SELECT name, id, partitions FROM topics WHERE name = ANY($1)`, names)
+	if err != nil {
+		return nil, classify("group topics", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n string
+		var t GroupTopic
+		if err := rows.Scan(&n, &t.ID, &t.Partitions); err != nil {
+			return nil, classify("group topics", err)
+		}
+		out[n] = t
+	}
+	return out, classify("group topics", rows.Err())
+}
+
+// SetGeneration records a rebalance: the new generation and the
+// subscription snapshot its assignment was computed from.
+func (g *GroupTx) SetGeneration(ctx context.Context, generation int64, topics map[string]GroupTopic) error {
+	raw, err := encodeGroupTopics(topics)
+	if err != nil {
+		return err
+	}
+	_, err = g.tx.Exec(ctx, `UPDATE groups SET generation = $2, topics = $3, updated_at = $4 WHERE id = $1`,
+		g.group.ID, generation, raw, g.now)
+	return classify("set group generation", err)
+}
+
+// PutMember inserts or replaces a member; its heartbeat is now.
+func (g *GroupTx) PutMember(ctx context.Context, m GroupMember) error {
+	if m.Assignment == nil {
+		m.Assignment = []GroupPartition{}
+	}
+	if m.Positions == nil {
+		m.Positions = []GroupPosition{}
+	}
+	_, err := g.tx.Exec(ctx, `
+		INSERT INTO group_members (group_id, member_id, topics, session_timeout_ms, auto_offset_reset, generation,
+		                           assignment, assignment_generation, positions, joined_at, heartbeat_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+		ON CONFLICT (group_id, member_id) DO UPDATE SET
+		  topics = EXCLUDED.topics, session_timeout_ms = EXCLUDED.session_timeout_ms,
+		  auto_offset_reset = EXCLUDED.auto_offset_reset, generation = EXCLUDED.generation,
+		  assignment = EXCLUDED.assignment, assignment_generation = EXCLUDED.assignment_generation,
+		  positions = EXCLUDED.positions, heartbeat_at = EXCLUDED.heartbeat_at`,
+		g.group.ID, m.ID, m.Topics, m.SessionTimeout.Milliseconds(), m.AutoOffsetReset, m.Generation,
+		m.Assignment, m.AssignmentGeneration, m.Positions, g.now)
+	return classify("put group member", err)
+}
+
+// SetAssignments stores the assignments of a rebalance to generation, one
+// per member id; members not named keep theirs.
+func (g *GroupTx) SetAssignments(ctx context.Context, generation int64, assignments map[string][]GroupPartition) error {
+	if len(assignments) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(assignments))
+	raws := make([][]byte, 0, len(assignments))
+	for id, a := range assignments {
+		if a == nil {
+			a = []GroupPartition{}
+		}
+		raw, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+		raws = append(raws, raw)
+	}
+	_, err := g.tx.Exec(ctx, `
+		UPDATE group_members m SET assignment = r.assignment, assignment_generation = $2
+		FROM unnest($3::text[], $4::jsonb[]) AS r(member_id, assignment)
+		WHERE m.group_id = $1 AND m.member_id = r.member_id`, g.group.ID, generation, ids, raws)
+	return classify("set group assignments", err)
+}
+
+// Touch sets the members' heartbeat to now.
+func (g *GroupTx) Touch(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := g.tx.Exec(ctx, `UPDATE group_members SET heartbeat_at = $3 WHERE group_id = $1 AND member_id = ANY($2)`,
+		g.group.ID, ids, g.now)
+	return classify("touch group members", err)
+}
+
+// RemoveMembers deletes members.
+func (g *GroupTx) RemoveMembers(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := g.tx.Exec(ctx, `DELETE FROM group_members WHERE group_id = $1 AND member_id = ANY($2)`, g.group.ID, ids)
+	return classify("remove group members", err)
+}
+
+// Offsets returns, for each of parts that exists, its log start offset,
+// high watermark and the group's committed offset.
+func (g *GroupTx) Offsets(ctx context.Context, parts []TopicPartition) (map[TopicPartition]GroupPartitionOffsets, error) {
+	out := make(map[TopicPartition]GroupPartitionOffsets, len(parts))
+	if len(parts) == 0 {
+		return out, nil
+	}
+	topics := make([]int64, len(parts))
+	nums := make([]int32, len(parts))
+	for i, p := range parts {
+		topics[i], nums[i] = p.TopicID, p.Partition
+	}
+	rows, err := g.tx.Query(ctx, `
+		SELECT p.topic_id, p.partition, p.log_start_offset, p.next_offset, o.committed_offset, coalesce(o.metadata, '')
+		FROM unnest($2::bigint[], $3::int[]) AS r(topic_id, partition)
+		JOIN partitions p ON p.topic_id = r.topic_id AND p.partition = r.partition
+		LEFT JOIN group_offsets o ON o.group_id = $1 AND o.topic_id = p.topic_id AND o.partition = p.partition`,
+		g.group.ID, topics, nums)
+	if err != nil {
+		return nil, classify("group offsets", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k TopicPartition
+		var o GroupPartitionOffsets
+		if err := rows.Scan(&k.TopicID, &k.Partition, &o.LogStartOffset, &o.HighWatermark, &o.Committed, &o.Metadata); err != nil {
+			return nil, classify("group offsets", err)
+		}
+		out[k] = o
+	}
+	return out, classify("group offsets", rows.Err())
+}
+
+// Commit stores committed offsets. Each partition may appear once.
+func (g *GroupTx) Commit(ctx context.Context, commits []GroupCommit) error {
+	if len(commits) == 0 {
+		return nil
+	}
+	topics := make([]int64, len(commits))
+	parts := make([]int32, len(commits))
+	offs := make([]int64, len(commits))
+	metas := make([]string, len(commits))
+	for i, c := range commits {
+		if c.Offset < 0 {
+			return fmt.Errorf("%w: offset %d is negative", ErrInvalidArgument, c.Offset)
+		}
+		topics[i], parts[i], offs[i], metas[i] = c.TopicID, c.Partition, c.Offset, c.Metadata
+	}
+	_, err := g.tx.Exec(ctx, `
+		INSERT INTO group_offsets (group_id, topic_id, partition, committed_offset, metadata, committed_at)
+		SELECT $1, r.topic_id, r.partition, r.committed_offset, r.metadata, $6
+		FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[]) AS r(topic_id, partition, committed_offset, metadata)
+		ON CONFLICT (group_id, topic_id, partition) DO UPDATE SET
+		  committed_offset = EXCLUDED.committed_offset, metadata = EXCLUDED.metadata, committed_at = EXCLUDED.committed_at`,
+		g.group.ID, topics, parts, offs, metas, g.now)
+	if pgCode(err) == sqlForeignKeyViolation {
+		return fmt.Errorf("commit group offsets: %w", ErrPartitionNotFound)
+	}
+	return classify("commit group offsets", err)
+}
+
+// Delete removes the group, its members and its committed offsets.
+func (g *GroupTx) Delete(ctx context.Context) error {
+	_, err := g.tx.Exec(ctx, `DELETE FROM groups WHERE id = $1`, g.group.ID)
+	return classify("delete group", err)
+}
+
+// GroupSummary is a group in a listing. Members whose session expired
+// still count in Members until an operation on the group removes them.
+type GroupSummary struct {
+	Name       string
+	Generation int64
+	// Members is every member row; Live those within their session
+	// timeout; Behind the live ones that joined at an older generation.
+	Members int
+	Live    int
+	Behind  int
+}
+
+// ListGroups returns every group by name.
+func (s *Store) ListGroups(ctx context.Context) ([]GroupSummary, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT g.name, g.generation,
+		       count(m.member_id),
+		       count(m.member_id) FILTER (WHERE m.heartbeat_at + m.session_timeout_ms * interval '1 millisecond' >= clock_timestamp()),
+		       count(m.member_id) FILTER (WHERE m.heartbeat_at + m.session_timeout_ms * interval '1 millisecond' >= clock_timestamp()
+		                                    AND m.generation < g.generation)
+		FROM groups g LEFT JOIN group_members m ON m.group_id = g.id
+		GROUP BY g.id ORDER BY g.name`)
+	if err != nil {
+		return nil, classify("list groups", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupSummary, error) {
+		var g GroupSummary
+		err := r.Scan(&g.Name, &g.Generation, &g.Members, &g.Live, &g.Behind)
+		return g, err
+	})
+	return out, classify("list groups", err)
+}
+
+// GroupOffset is one partition in a group's offsets view.
+type GroupOffset struct {
+	Topic          string
+	TopicID        int64
+	Partition      int32
+	LogStartOffset int64
+	HighWatermark  int64
+	// Committed is nil when the group committed nothing there.
+	Committed   *int64
+	Metadata    string
+	CommittedAt *time.Time
+}
+
+// GroupOffsets returns, ordered by topic and partition, every partition
+// of the topics the group committed offsets in or its members subscribe
+// to, with the committed offset where there is one.
+func (s *Store) GroupOffsets(ctx context.Context, name string) ([]GroupOffset, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `SELECT id FROM groups WHERE name = $1`, name).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("group %q: %w", name, ErrGroupNotFound)
+	}
+	if err != nil {
+		return nil, classify("group offsets", err)
+	}
+	rows, err := s.pool.Query(ctx, `
+		WITH t AS (
+			SELECT topic_id FROM group_offsets WHERE group_id = $1
+			UNION
+			SELECT tp.id FROM group_members m CROSS JOIN unnest(m.topics) AS s(name) JOIN topics tp ON tp.name = s.name
+			WHERE m.group_id = $1
+		)
+		SELECT tp.name, p.topic_id, p.partition, p.log_start_offset, p.next_offset,
+		       o.committed_offset, coalesce(o.metadata, ''), o.committed_at
+		FROM t JOIN topics tp ON tp.id = t.topic_id
+		JOIN partitions p ON p.topic_id = t.topic_id
+		LEFT JOIN group_offsets o ON o.group_id = $1 AND o.topic_id = p.topic_id AND o.partition = p.partition
+		ORDER BY tp.name, p.partition`, id)
+	if err != nil {
+		return nil, classify("group offsets", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupOffset, error) {
+		var o GroupOffset
+		err := r.Scan(&o.Topic, &o.TopicID, &o.Partition, &o.LogStartOffset, &o.HighWatermark, &o.Committed, &o.Metadata, &o.CommittedAt)
+		return o, err
+	})
+	return out, classify("group offsets", err)
+}
+
+// GroupLag is one committed partition's lag.
+type GroupLag struct {
+	Group     string
+	Topic     string
+	Partition int32
+	// Lag is the high watermark minus the committed offset, at least 0.
+	Lag int64
+}
+
+// GroupLags returns the lag of every partition in which some group
+// committed an offset, ordered by group, topic and partition, at most
+// limit of them; truncated reports that there were more.
+func (s *Store) GroupLags(ctx context.Context, limit int) (lags []GroupLag, truncated bool, err error) {
+	if limit < 1 {
+		return nil, false, fmt.Errorf("%w: limit must be positive", ErrInvalidArgument)
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT g.name, t.name, o.partition, greatest(p.next_offset - o.committed_offset, 0)
+		FROM group_offsets o
+		JOIN groups g ON g.id = o.group_id
+		JOIN partitions p ON p.topic_id = o.topic_id AND p.partition = o.partition
+		JOIN topics t ON t.id = o.topic_id
+		ORDER BY g.name, t.name, o.partition
+		LIMIT $1`, limit+1)
+	if err != nil {
+		return nil, false, classify("group lags", err)
+	}
+	lags, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupLag, error) {
+		var l GroupLag
+		err := r.Scan(&l.Group, &l.Topic, &l.Partition, &l.Lag)
+		return l, err
+	})
+	if err != nil {
+		return nil, false, classify("group lags", err)
+	}
+	if len(lags) > limit {
+		return lags[:limit], true, nil
+	}
+	return lags, false, nil
+}

@@ -1,0 +1,329 @@
+package metadata_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"silt/metadata"
+)
+
+// groupTopic creates a topic and commits records to its partitions:
+// fill[p] records to partition p.
+func groupTopic(t *testing.T, s *metadata.Store, name string, parts int32, fill ...int32) metadata.Topic {
+	t.Helper()
+	ctx := context.Background()
+	top, err := s.CreateTopic(ctx, name, parts, metadata.DefaultTopicConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks []metadata.Chunk
+	for p, n := range fill {
+		if n > 0 {
+			chunks = append(chunks, metadata.Chunk{TopicID: top.ID, Partition: int32(p), ByteLength: 10 * n, Records: n, LastOffsetDelta: n - 1, MaxTimestamp: 1})
+		}
+	}
+	if len(chunks) > 0 {
+		if _, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: "seg/" + name, SegmentSize: 1000, Chunks: chunks}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return top
+}
+
+func TestInGroupCreatesLocksAndRollsBack(t *testing.T) {
+	s, ctx := setup(t)
+	// Without create, a missing group is not found.
+	err := s.InGroup(ctx, "g", false, func(context.Context, *metadata.GroupTx) error { return nil })
+	if !errors.Is(err, metadata.ErrGroupNotFound) {
+		t.Fatalf("missing group: %v, want ErrGroupNotFound", err)
+	}
+	top := groupTopic(t, s, "orders", 3)
+	var before time.Time
+	err = s.InGroup(ctx, "g", true, func(ctx context.Context, g *metadata.GroupTx) error {
+		if !g.Created() || g.Group().Name != "g" || g.Group().Generation != 0 || len(g.Members()) != 0 || len(g.Group().Topics) != 0 {
+			t.Errorf("new group: %+v, members %v", g.Group(), g.Members())
+		}
+		before = g.Now()
+		if err := g.SetGeneration(ctx, 1, map[string]metadata.GroupTopic{"orders": {ID: top.ID, Partitions: 3}}); err != nil {
+			return err
+		}
+		for _, id := range []string{"b", "a"} {
+			if err := g.PutMember(ctx, metadata.GroupMember{ID: id, Topics: []string{"orders"}, SessionTimeout: 10 * time.Second,
+				AutoOffsetReset: "earliest", Generation: 1, AssignmentGeneration: 1}); err != nil {
+				return err
+			}
+		}
+		return g.SetAssignments(ctx, 1, map[string][]metadata.GroupPartition{
+			"a": {{Topic: "orders", TopicID: top.ID, Partition: 0}},
+			"b": {{Topic: "orders", TopicID: top.ID, Partition: 1}, {Topic: "orders", TopicID: top.ID, Partition: 2}},
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A callback's error rolls everything back and comes out unchanged.
+	boom := errors.New("boom")
+	err = s.InGroup(ctx, "g", false, func(ctx context.Context, g *metadata.GroupTx) error {
+		if err := g.RemoveMembers(ctx, "a", "b"); err != nil {
+			return err
+		}
+		if err := g.SetGeneration(ctx, 99, nil); err != nil {
+			return err
+		}
+		return boom
+	})
+	if err != boom {
+		t.Fatalf("callback error came back as %v", err)
+	}
+
+	err = s.InGroup(ctx, "g", true, func(ctx context.Context, g *metadata.GroupTx) error {
+		gr := g.Group()
+		if g.Created() {
+			t.Error("an existing group reported as created")
+		}
+		if gr.Generation != 1 || gr.Topics["orders"] != (metadata.GroupTopic{ID: top.ID, Partitions: 3}) {
+			t.Errorf("group after rollback: %+v", gr)
+		}
+		if !g.Now().After(before) {
+			t.Errorf("now %v is not after %v", g.Now(), before)
+		}
+		ms := g.Members()
+		if len(ms) != 2 || ms[0].ID != "a" || ms[1].ID != "b" {
+			t.Fatalf("members %+v, want a and b in id order", ms)
+		}
+		if len(ms[1].Assignment) != 2 || ms[1].Assignment[1].Partition != 2 || ms[1].AssignmentGeneration != 1 ||
+			ms[0].SessionTimeout != 10*time.Second || ms[0].AutoOffsetReset != "earliest" || ms[0].Topics[0] != "orders" {
+			t.Errorf("member rows %+v", ms)
+		}
+		if got := g.SubscribedTopics(); len(got) != 1 || got["orders"].ID != top.ID {
+			t.Errorf("subscribed topics %+v", got)
+		}
+		return g.Touch(ctx, "a")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.InGroup(ctx, "g", false, func(ctx context.Context, g *metadata.GroupTx) error {
+		ms := g.Members()
+		if !ms[0].HeartbeatAt.After(ms[1].HeartbeatAt) {
+			t.Errorf("touched member's heartbeat %v is not after %v", ms[0].HeartbeatAt, ms[1].HeartbeatAt)
+		}
+		return g.RemoveMembers(ctx, "a")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.InGroup(ctx, "g", false, func(ctx context.Context, g *metadata.GroupTx) error {
+		if ms := g.Members(); len(ms) != 1 || ms[0].ID != "b" {
+			t.Errorf("after remove: %+v", ms)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The row lock serializes read-modify-write cycles across connections:
+// no increment is lost.
+func TestInGroupSerializes(t *testing.T) {
+	s, ctx := setup(t)
+	const workers, rounds = 6, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				err := s.InGroup(ctx, "counter", true, func(ctx context.Context, g *metadata.GroupTx) error {
+					return g.SetGeneration(ctx, g.Group().Generation+1, nil)
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	err := s.InGroup(ctx, "counter", false, func(ctx context.Context, g *metadata.GroupTx) error {
+		if g.Group().Generation != workers*rounds {
+			t.Errorf("generation %d, want %d", g.Group().Generation, workers*rounds)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGroupCommitAndOffsets(t *testing.T) {
+	s, ctx := setup(t)
+	top := groupTopic(t, s, "orders", 2, 10, 4)
+	other := groupTopic(t, s, "other", 1, 3)
+	err := s.InGroup(ctx, "g", true, func(ctx context.Context, g *metadata.GroupTx) error {
+		topics, err := g.Topics(ctx, []string{"orders", "nope"})
+		if err != nil {
+			return err
+		}
+		if len(topics) != 1 || topics["orders"] != (metadata.GroupTopic{ID: top.ID, Partitions: 2}) {
+			t.Errorf("topics %+v", topics)
+		}
+		if err := g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: 0, Offset: 7, Metadata: "m"}}); err != nil {
+			return err
+		}
+		// Upsert.
+		if err := g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: 0, Offset: 8, Metadata: "n"}}); err != nil {
+			return err
+		}
+		p0 := metadata.TopicPartition{TopicID: top.ID, Partition: 0}
+		p1 := metadata.TopicPartition{TopicID: top.ID, Partition: 1}
+		offs, err := g.Offsets(ctx, []metadata.TopicPartition{p0, p1, {TopicID: top.ID, Partition: 7}})
+		if err != nil {
+			return err
+		}
+		if len(offs) != 2 || offs[p0].Committed == nil || *offs[p0].Committed != 8 || offs[p0].Metadata != "n" ||
+			offs[p0].HighWatermark != 10 || offs[p1].Committed != nil || offs[p1].HighWatermark != 4 {
+			t.Errorf("offsets %+v", offs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.InGroup(ctx, "g", false, func(ctx context.Context, g *metadata.GroupTx) error {
+		return g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: 5, Offset: 1}})
+	})
+	if !errors.Is(err, metadata.ErrPartitionNotFound) {
+		t.Fatalf("commit to a missing partition: %v", err)
+	}
+	err = s.InGroup(ctx, "g", false, func(ctx context.Context, g *metadata.GroupTx) error {
+		return g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: 1, Offset: -1}})
+	})
+	if !errors.Is(err, metadata.ErrInvalidArgument) {
+		t.Fatalf("negative commit: %v", err)
+	}
+
+	// The offsets view covers committed topics and subscribed ones.
+	err = s.InGroup(ctx, "g", false, func(ctx context.Context, g *metadata.GroupTx) error {
+		return g.PutMember(ctx, metadata.GroupMember{ID: "m", Topics: []string{"other", "gone"}, SessionTimeout: time.Minute, AutoOffsetReset: "latest"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err := s.GroupOffsets(ctx, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"orders/0 c=8 hw=10", "orders/1 c=- hw=4", "other/0 c=- hw=3"}
+	if len(view) != len(want) {
+		t.Fatalf("view %+v", view)
+	}
+	for i, v := range view {
+		c := "-"
+		if v.Committed != nil {
+			c = fmt.Sprint(*v.Committed)
+		}
+		if got := fmt.Sprintf("%s/%d c=%s hw=%d", v.Topic, v.Partition, c, v.HighWatermark); got != want[i] {
+			t.Errorf("view[%d] = %s, want %s", i, got, want[i])
+		}
+	}
+	if _, err := s.GroupOffsets(ctx, "nope"); !errors.Is(err, metadata.ErrGroupNotFound) {
+		t.Fatalf("offsets of a missing group: %v", err)
+	}
+
+	// Lags, bounded.
+	err = s.InGroup(ctx, "h", true, func(ctx context.Context, g *metadata.GroupTx) error {
+		return g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: 1, Offset: 1}, {TopicID: other.ID, Partition: 0, Offset: 3}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lags, truncated, err := s.GroupLags(ctx, 10)
+	if err != nil || truncated {
+		t.Fatalf("lags: %v, truncated %v", err, truncated)
+	}
+	wantLags := []metadata.GroupLag{{Group: "g", Topic: "orders", Partition: 0, Lag: 2}, {Group: "h", Topic: "orders", Partition: 1, Lag: 3},
+		{Group: "h", Topic: "other", Partition: 0, Lag: 0}}
+	if fmt.Sprint(lags) != fmt.Sprint(wantLags) {
+		t.Fatalf("lags %+v, want %+v", lags, wantLags)
+	}
+	lags, truncated, err = s.GroupLags(ctx, 2)
+	if err != nil || !truncated || len(lags) != 2 {
+		t.Fatalf("bounded lags: %+v, truncated %v, %v", lags, truncated, err)
+	}
+
+	// Deleting the topic takes its offsets along.
+	if err := s.DeleteTopic(ctx, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if lags, _, _ := s.GroupLags(ctx, 10); len(lags) != 2 {
+		t.Fatalf("lags after topic deletion: %+v", lags)
+	}
+}
+
+func TestListAndDeleteGroups(t *testing.T) {
+	s, ctx := setup(t)
+	top := groupTopic(t, s, "t", 1, 5)
+	put := func(group string, gen int64, members ...metadata.GroupMember) {
+		t.Helper()
+		err := s.InGroup(ctx, group, true, func(ctx context.Context, g *metadata.GroupTx) error {
+			if err := g.SetGeneration(ctx, gen, nil); err != nil {
+				return err
+			}
+			for _, m := range members {
+				if err := g.PutMember(ctx, m); err != nil {
+					return err
+				}
+			}
+			return g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: 0, Offset: 1}})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	live := func(id string, gen int64) metadata.GroupMember {
+		return metadata.GroupMember{ID: id, Topics: []string{"t"}, SessionTimeout: time.Hour, AutoOffsetReset: "latest", Generation: gen}
+	}
+	expired := metadata.GroupMember{ID: "x", Topics: []string{"t"}, SessionTimeout: time.Millisecond, AutoOffsetReset: "latest", Generation: 3}
+	put("b-empty", 0)
+	put("a-stable", 2, live("m1", 2), live("m2", 2))
+	put("c-behind", 3, live("m1", 3), live("m2", 2), expired)
+	// Wait for the expired member's session to pass on the database clock.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		list, err := s.ListGroups(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := fmt.Sprintf("%+v", list)
+		want := "[{Name:a-stable Generation:2 Members:2 Live:2 Behind:0} {Name:b-empty Generation:0 Members:0 Live:0 Behind:0} {Name:c-behind Generation:3 Members:3 Live:2 Behind:1}]"
+		if got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("list %s\nwant %s", got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err := s.InGroup(ctx, "c-behind", false, func(ctx context.Context, g *metadata.GroupTx) error { return g.Delete(ctx) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GroupOffsets(ctx, "c-behind"); !errors.Is(err, metadata.ErrGroupNotFound) {
+		t.Fatalf("deleted group's offsets: %v", err)
+	}
+	if lags, _, _ := s.GroupLags(ctx, 10); len(lags) != 2 {
+		t.Fatalf("lags after group deletion: %+v", lags)
+	}
+}
