@@ -213,7 +213,7 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(resp.Records) > 0 || req.Wait <= 0 || req.Offset > resp.HighWatermark {
+		if len(resp.Records) > 0 || req.Wait <= 0 {
 			return resp, nil
 		}
 		f.metrics.waits.Inc()
