@@ -178,7 +178,9 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 			return fmt.Errorf("file put %s: rename: %w", key, err)
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(dir); err != nil && !isNotExist(err) {
+		// Not existing means a concurrent Delete of this key already
+		// removed the object and its directory: the Put itself completed.
 		return fmt.Errorf("file put %s: %w", key, err)
 	}
 	return nil
@@ -232,6 +234,11 @@ func (b *Bucket) mkdirs(key, dir string) error {
 		switch {
 		case err == nil:
 			if err := syncDir(parent); err != nil {
+				if isNotExist(err) {
+					// A concurrent Delete removed the empty directories
+					// just made; the caller retries.
+					return nil
+				}
 				return fmt.Errorf("file put %s: %w", key, err)
 			}
 		case errors.Is(err, fs.ErrExist):

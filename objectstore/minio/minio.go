@@ -59,51 +59,38 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	if c.Bucket == "" {
-		return errors.New("minio config: bucket is required")
-	}
-	if strings.ContainsAny(c.Bucket, "/ ") {
-		return fmt.Errorf("minio config: invalid bucket name %q", c.Bucket)
-	}
-	if _, err := backend.CleanPrefix(c.Prefix); err != nil {
-		return fmt.Errorf("minio config: %w", err)
-	}
+	return c.shared().Validate(c.checkEndpoint)
+}
+
+// shared returns the settings every S3-protocol backend has.
+func (c Config) shared() backend.Config {
+	return backend.Config{Scheme: "minio", Bucket: c.Bucket, Prefix: c.Prefix,
+		AccessKey: c.AccessKey, SecretKey: c.SecretKey, SessionToken: c.SessionToken,
+		PartSize: c.PartSize, Concurrency: c.Concurrency}
+}
+
+// checkEndpoint requires Endpoint as host:port, without a scheme or path.
+func (c Config) checkEndpoint() error {
 	if c.Endpoint == "" {
-		return errors.New("minio config: endpoint (host:port) is required")
+		return errors.New("endpoint (host:port) is required")
 	}
 	if strings.Contains(c.Endpoint, "://") || strings.Contains(c.Endpoint, "/") {
-		return fmt.Errorf("minio config: endpoint %q must be host:port without a scheme or path (use Secure for https)", c.Endpoint)
+		return fmt.Errorf("endpoint %q must be host:port without a scheme or path (use Secure for https)", c.Endpoint)
 	}
 	if host, port, err := net.SplitHostPort(c.Endpoint); err == nil {
 		if host == "" {
-			return fmt.Errorf("minio config: endpoint %q has no host", c.Endpoint)
+			return fmt.Errorf("endpoint %q has no host", c.Endpoint)
 		}
 		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			return fmt.Errorf("minio config: endpoint %q has a bad port", c.Endpoint)
+			return fmt.Errorf("endpoint %q has a bad port", c.Endpoint)
 		}
-	}
-	if (c.AccessKey == "") != (c.SecretKey == "") {
-		return errors.New("minio config: set both access key and secret key, or neither")
-	}
-	if c.SessionToken != "" && c.AccessKey == "" {
-		return errors.New("minio config: session token without access key")
-	}
-	if c.PartSize < backend.MinPartSize || c.PartSize > 5<<30 {
-		return fmt.Errorf("minio config: part size %d outside [5 MiB, 5 GiB]", c.PartSize)
-	}
-	if c.Concurrency < 1 {
-		return fmt.Errorf("minio config: concurrency %d must be at least 1", c.Concurrency)
 	}
 	return nil
 }
 
-// Bucket is a MinIO bucket, or a prefix of one.
-type Bucket struct {
-	core     *minio.Core
-	bucket   string
-	prefix   string // "" or ends in "/"
-	uploader *backend.Uploader
-}
+// Bucket is a MinIO bucket, or a prefix of one: the S3-protocol
+// backend.Bucket over minio-go.
+type Bucket = backend.Bucket[minio.CompletePart]
 
 // New returns a Bucket for cfg. It makes no request: a missing bucket shows
 // as ErrBucketNotExist on the first call.
@@ -111,7 +98,6 @@ func New(_ context.Context, cfg Config) (*Bucket, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	prefix, _ := backend.CleanPrefix(cfg.Prefix)
 	var creds *credentials.Credentials
 	if cfg.AccessKey != "" {
 		creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, cfg.SessionToken)
@@ -129,102 +115,68 @@ func New(_ context.Context, cfg Config) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("minio: client: %w", err)
 	}
-	up, err := backend.NewUploader(cfg.PartSize, cfg.Concurrency)
-	if err != nil {
-		return nil, fmt.Errorf("minio: %w", err)
-	}
-	return &Bucket{core: core, bucket: cfg.Bucket, prefix: prefix, uploader: up}, nil
+	return backend.New(cfg.shared(), &client{core: core, bucket: cfg.Bucket})
 }
 
-// Name returns "minio://bucket" or "minio://bucket/prefix".
-func (b *Bucket) Name() string {
-	if b.prefix == "" {
-		return "minio://" + b.bucket
-	}
-	return "minio://" + b.bucket + "/" + strings.TrimSuffix(b.prefix, "/")
+// client implements backend.Client with minio-go's Core API.
+type client struct {
+	core   *minio.Core
+	bucket string
 }
 
-// Capabilities reports conditional put support.
-func (b *Bucket) Capabilities() objectstore.Capabilities {
-	return objectstore.Capabilities{ConditionalPut: true}
-}
-
-func (b *Bucket) start(ctx context.Context, op, key string) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("minio %s %s: %w", op, key, err)
-	}
-	if err := objectstore.ValidateKey(key); err != nil {
-		return "", fmt.Errorf("minio %s: %w", op, err)
-	}
-	return b.prefix + key, nil
-}
-
-func errorCode(err error) (string, int) {
+// ErrorCode reads a minio-go ErrorResponse. Code NotFound (S3's name for a
+// HEAD's 404) counts as NoSuchKey.
+func (c *client) ErrorCode(err error) (string, int) {
 	var resp minio.ErrorResponse
-	if errors.As(err, &resp) {
-		return resp.Code, resp.StatusCode
+	if !errors.As(err, &resp) {
+		return "", 0
 	}
-	return "", 0
+	if resp.Code == "NotFound" {
+		return minio.NoSuchKey, resp.StatusCode
+	}
+	return resp.Code, resp.StatusCode
 }
 
-// mapErr wraps err with the operation, key and the objectstore sentinel it
-// stands for, keeping err in the chain.
-func mapErr(op, key string, err error) error {
-	code, status := errorCode(err)
-	var sentinel error
-	switch {
-	case code == minio.NoSuchBucket:
-		sentinel = objectstore.ErrBucketNotExist
-	case code == minio.NoSuchKey || code == "NotFound":
-		sentinel = objectstore.ErrNotExist
-	case code == "PreconditionFailed" || status == 412:
-		sentinel = objectstore.ErrExists
-	case code == minio.InvalidRange || status == 416:
-		sentinel = objectstore.ErrInvalidRange
-	}
-	if sentinel != nil {
-		return fmt.Errorf("minio %s %s: %w: %w", op, key, sentinel, err)
-	}
-	return fmt.Errorf("minio %s %s: %w", op, key, err)
+// HeadNotFound reports NoSuchKey or NotFound (a HEAD has no body: the code
+// is minio-go's guess) or a 404.
+func (c *client) HeadNotFound(err error) bool {
+	code, status := c.ErrorCode(err)
+	return code == minio.NoSuchKey || status == 404
 }
 
-// Put uploads r: one PUT when it fits in a part, else multipart.
-func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) error {
-	full, err := b.start(ctx, "put", key)
-	if err != nil {
-		return err
-	}
-	if err := backend.CheckSize(size); err != nil {
-		return fmt.Errorf("minio put %s: %w", key, err)
-	}
-	up := &upload{b: b, key: full}
-	if opts.IfNotExists {
+// BucketMissing asks BucketExists.
+func (c *client) BucketMissing(ctx context.Context) bool {
+	ok, err := c.core.BucketExists(ctx, c.bucket)
+	return err == nil && !ok
+}
+
+// Upload uses one PUT for one part, else a multipart upload.
+func (c *client) Upload(key string, ifNotExists bool) backend.Multipart[minio.CompletePart] {
+	up := &upload{c: c, key: key}
+	if ifNotExists {
 		up.opts.SetMatchETagExcept("*")
 	}
-	if err := backend.Upload(ctx, b.uploader, up, r, size); err != nil {
-		return mapErr("put", key, err)
-	}
-	return nil
+	return up
 }
 
 // upload implements backend.Multipart for one key.
 type upload struct {
-	b    *Bucket
+	c    *client
 	key  string
 	opts minio.PutObjectOptions // carries If-None-Match for conditional puts
 }
 
 func (u *upload) PutSingle(ctx context.Context, body []byte) error {
-	_, err := u.b.core.PutObject(ctx, u.b.bucket, u.key, bytes.NewReader(body), int64(len(body)), "", "", u.opts)
+	_, err := u.c.core.PutObject(ctx, u.c.bucket, u.key, bytes.NewReader(body), int64(len(body)), "", "", u.opts)
 	return err
 }
 
 func (u *upload) Create(ctx context.Context) (string, error) {
-	return u.b.core.NewMultipartUpload(ctx, u.b.bucket, u.key, minio.PutObjectOptions{})
+	return u.c.core.NewMultipartUpload(ctx, u.c.bucket, u.key, minio.PutObjectOptions{})
 }
 
 func (u *upload) UploadPart(ctx context.Context, uploadID string, n int, body []byte) (minio.CompletePart, error) {
-	p, err := u.b.core.PutObjectPart(ctx, u.b.bucket, u.key, uploadID, n, bytes.NewReader(body), int64(len(body)), minio.PutObjectPartOptions{})
+	p, err := u.c.core.PutObjectPart(ctx, u.c.bucket, u.key, uploadID, n, bytes.NewReader(body), int64(len(body)), minio.PutObjectPartOptions{})
 	if err != nil {
 		return minio.CompletePart{}, err
 	}
@@ -232,108 +184,54 @@ func (u *upload) UploadPart(ctx context.Context, uploadID string, n int, body []
 }
 
 func (u *upload) Complete(ctx context.Context, uploadID string, parts []minio.CompletePart) error {
-	_, err := u.b.core.CompleteMultipartUpload(ctx, u.b.bucket, u.key, uploadID, parts, u.opts)
+	_, err := u.c.core.CompleteMultipartUpload(ctx, u.c.bucket, u.key, uploadID, parts, u.opts)
 	return err
 }
 
 func (u *upload) Abort(ctx context.Context, uploadID string) error {
-	return u.b.core.AbortMultipartUpload(ctx, u.b.bucket, u.key, uploadID)
+	return u.c.core.AbortMultipartUpload(ctx, u.c.bucket, u.key, uploadID)
 }
 
-// Get opens the whole object.
-func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	full, err := b.start(ctx, "get", key)
-	if err != nil {
-		return nil, err
-	}
-	return b.get(ctx, "get", key, full, minio.GetObjectOptions{})
-}
-
-// GetRange opens part of the object with a Range header.
-func (b *Bucket) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	full, err := b.start(ctx, "get range", key)
-	if err != nil {
-		return nil, err
-	}
-	if err := backend.CheckRange(offset, length); err != nil {
-		return nil, fmt.Errorf("minio get range %s: %w", key, err)
-	}
-	rng := "bytes=" + strconv.FormatInt(offset, 10) + "-"
-	if length > 0 {
-		rng += strconv.FormatInt(offset+length-1, 10)
-	}
+// Get sends the GET now: Core.GetObject does, where Client.GetObject would
+// defer it to the first Read.
+func (c *client) Get(ctx context.Context, key, rng string) (io.ReadCloser, error) {
 	var opts minio.GetObjectOptions
-	opts.Set("Range", rng)
-	return b.get(ctx, "get range", key, full, opts)
-}
-
-func (b *Bucket) get(ctx context.Context, op, key, full string, opts minio.GetObjectOptions) (io.ReadCloser, error) {
-	// Core.GetObject sends the request now (Client.GetObject would defer it
-	// to the first Read), so errors surface here.
-	body, _, _, err := b.core.GetObject(ctx, b.bucket, full, opts)
-	if err != nil {
-		return nil, mapErr(op, key, err)
+	if rng != "" {
+		opts.Set("Range", rng)
 	}
-	return backend.CtxReadCloser{Ctx: ctx, R: body}, nil
+	body, _, _, err := c.core.GetObject(ctx, c.bucket, key, opts)
+	return body, err
 }
 
-// Stat heads the object.
-func (b *Bucket) Stat(ctx context.Context, key string) (objectstore.ObjectInfo, error) {
-	full, err := b.start(ctx, "stat", key)
+// Head sends a StatObject.
+func (c *client) Head(ctx context.Context, key string) (objectstore.ObjectInfo, error) {
+	info, err := c.core.StatObject(ctx, c.bucket, key, minio.StatObjectOptions{})
 	if err != nil {
 		return objectstore.ObjectInfo{}, err
 	}
-	info, err := b.core.StatObject(ctx, b.bucket, full, minio.StatObjectOptions{})
-	if err != nil {
-		if code, status := errorCode(err); (code == minio.NoSuchKey || code == "NotFound" || status == 404) && ctx.Err() == nil {
-			// A HEAD has no body: the code may be minio-go's guess.
-			if ok, berr := b.core.BucketExists(ctx, b.bucket); berr == nil && !ok {
-				return objectstore.ObjectInfo{}, fmt.Errorf("minio stat %s: bucket %s: %w: %w", key, b.bucket, objectstore.ErrBucketNotExist, err)
-			}
-			return objectstore.ObjectInfo{}, fmt.Errorf("minio stat %s: %w: %w", key, objectstore.ErrNotExist, err)
-		}
-		return objectstore.ObjectInfo{}, mapErr("stat", key, err)
-	}
-	return objectstore.ObjectInfo{Key: key, Size: info.Size, LastModified: info.LastModified}, nil
+	return objectstore.ObjectInfo{Size: info.Size, LastModified: info.LastModified}, nil
 }
 
 // List walks ListObjectsV2 pages through minio-go's iterator.
-func (b *Bucket) List(ctx context.Context, prefix string, fn func(objectstore.ObjectInfo) error) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("minio list %s: %w", prefix, err)
-	}
+func (c *client) List(ctx context.Context, prefix string, fn func(objectstore.ObjectInfo) error) error {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops minio-go's lister when fn ends the walk early
-	for o := range b.core.ListObjectsIter(lctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix + prefix, Recursive: true}) {
+	for o := range c.core.ListObjectsIter(lctx, c.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if o.Err != nil {
 			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("minio list %s: %w", prefix, err)
+				return err
 			}
-			return mapErr("list", prefix, o.Err)
+			return o.Err
 		}
-		if !strings.HasPrefix(o.Key, b.prefix) {
-			continue
-		}
-		err := fn(objectstore.ObjectInfo{Key: strings.TrimPrefix(o.Key, b.prefix), Size: o.Size, LastModified: o.LastModified})
-		if err != nil {
+		if err := fn(objectstore.ObjectInfo{Key: o.Key, Size: o.Size, LastModified: o.LastModified}); err != nil {
 			return err
 		}
 	}
 	// The iterator ends quietly when ctx is cancelled.
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("minio list %s: %w", prefix, err)
-	}
-	return nil
+	return ctx.Err()
 }
 
-// Delete removes the object; a missing key is not an error.
-func (b *Bucket) Delete(ctx context.Context, key string) error {
-	full, err := b.start(ctx, "delete", key)
-	if err != nil {
-		return err
-	}
-	if err := b.core.RemoveObject(ctx, b.bucket, full, minio.RemoveObjectOptions{}); err != nil {
-		return mapErr("delete", key, err)
-	}
-	return nil
+// Delete sends a RemoveObject; a missing key is not an error.
+func (c *client) Delete(ctx context.Context, key string) error {
+	return c.core.RemoveObject(ctx, c.bucket, key, minio.RemoveObjectOptions{})
 }

@@ -24,10 +24,7 @@ const LargeSize = 64 << 20
 // several goroutines.
 func Run(t *testing.T, newBucket func(t *testing.T) objectstore.Bucket) {
 	t.Helper()
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, b objectstore.Bucket)
-	}{
+	runParallel(t, newBucket, []subtest[objectstore.Bucket]{
 		{"Name", testName},
 		{"MissingKey", testMissingKey},
 		{"InvalidKey", testInvalidKey},
@@ -44,11 +41,23 @@ func Run(t *testing.T, newBucket func(t *testing.T) objectstore.Bucket) {
 		{"List", testList},
 		{"ContextCanceled", testContextCanceled},
 		{"CancelDuringPut", testCancelDuringPut},
-	}
+	})
+}
+
+// subtest is a named test of an A.
+type subtest[A any] struct {
+	name string
+	fn   func(t *testing.T, a A)
+}
+
+// runParallel runs each of tests as a parallel subtest of t, on an A from
+// newA.
+func runParallel[A any](t *testing.T, newA func(t *testing.T) A, tests []subtest[A]) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.fn(t, newBucket(t))
+			tc.fn(t, newA(t))
 		})
 	}
 }
@@ -706,8 +715,13 @@ func testContextCanceled(t *testing.T, b objectstore.Bucket) {
 	}
 }
 
-// cancelingReader cancels ctx once n bytes have been read from it and
-// keeps yielding data, so only the store's ctx handling can stop the Put.
+// CancelAfter returns a reader of r that calls cancel once n bytes have
+// been read from it and keeps yielding data, so that only the ctx handling
+// of what reads it can stop it.
+func CancelAfter(r io.Reader, n int64, cancel context.CancelFunc) io.Reader {
+	return &cancelingReader{r: r, n: n, cancel: cancel}
+}
+
 type cancelingReader struct {
 	r      io.Reader
 	n      int64
@@ -735,7 +749,7 @@ func testCancelDuringPut(t *testing.T, b objectstore.Bucket) {
 		{"cancel/existing", 24 << 20},
 	} {
 		ctx, cancel := context.WithCancel(t.Context())
-		r := &cancelingReader{r: NewGenerator(4, 24<<20), n: 12 << 20, cancel: cancel}
+		r := CancelAfter(NewGenerator(4, 24<<20), 12<<20, cancel)
 		err := b.Put(ctx, c.key, r, c.size, objectstore.PutOptions{})
 		cancel()
 		if !errors.Is(err, context.Canceled) {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"strconv"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -60,46 +58,34 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	if c.Bucket == "" {
-		return errors.New("s3 config: bucket is required")
+	return c.shared().Validate(c.checkEndpoint)
+}
+
+// shared returns the settings every S3-protocol backend has.
+func (c Config) shared() backend.Config {
+	return backend.Config{Scheme: "s3", Bucket: c.Bucket, Prefix: c.Prefix,
+		AccessKey: c.AccessKey, SecretKey: c.SecretKey, SessionToken: c.SessionToken,
+		PartSize: c.PartSize, Concurrency: c.Concurrency}
+}
+
+// checkEndpoint accepts an empty Endpoint or an http(s) URL with a host.
+func (c Config) checkEndpoint() error {
+	if c.Endpoint == "" {
+		return nil
 	}
-	if strings.ContainsAny(c.Bucket, "/ ") {
-		return fmt.Errorf("s3 config: invalid bucket name %q", c.Bucket)
+	u, err := url.Parse(c.Endpoint)
+	if err != nil {
+		return fmt.Errorf("endpoint: %w", err)
 	}
-	if _, err := backend.CleanPrefix(c.Prefix); err != nil {
-		return fmt.Errorf("s3 config: %w", err)
-	}
-	if c.Endpoint != "" {
-		u, err := url.Parse(c.Endpoint)
-		if err != nil {
-			return fmt.Errorf("s3 config: endpoint: %w", err)
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("s3 config: endpoint %q must be an http or https URL with a host", c.Endpoint)
-		}
-	}
-	if (c.AccessKey == "") != (c.SecretKey == "") {
-		return errors.New("s3 config: set both access key and secret key, or neither")
-	}
-	if c.SessionToken != "" && c.AccessKey == "" {
-		return errors.New("s3 config: session token without access key")
-	}
-	if c.PartSize < backend.MinPartSize || c.PartSize > 5<<30 {
-		return fmt.Errorf("s3 config: part size %d outside [5 MiB, 5 GiB]", c.PartSize)
-	}
-	if c.Concurrency < 1 {
-		return fmt.Errorf("s3 config: concurrency %d must be at least 1", c.Concurrency)
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("endpoint %q must be an http or https URL with a host", c.Endpoint)
 	}
 	return nil
 }
 
-// Bucket is an S3 bucket, or a prefix of one.
-type Bucket struct {
-	client   *s3.Client
-	bucket   string
-	prefix   string // "" or ends in "/"
-	uploader *backend.Uploader
-}
+// Bucket is an S3 bucket, or a prefix of one: the S3-protocol
+// backend.Bucket over aws-sdk-go-v2.
+type Bucket = backend.Bucket[types.CompletedPart]
 
 // New returns a Bucket for cfg. It makes no request: a missing bucket shows
 // as ErrBucketNotExist on the first call.
@@ -107,7 +93,6 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	prefix, _ := backend.CleanPrefix(cfg.Prefix)
 	var opts []func(*awsconfig.LoadOptions) error
 	if cfg.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(cfg.Region))
@@ -123,7 +108,7 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1"
 	}
-	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+	c := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		o.UsePathStyle = cfg.PathStyle
 		// Ranged reads and multipart objects carry no checksum the SDK can
 		// verify; that is expected, not worth a log line per read.
@@ -132,41 +117,17 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 	})
-	up, err := backend.NewUploader(cfg.PartSize, cfg.Concurrency)
-	if err != nil {
-		return nil, fmt.Errorf("s3: %w", err)
-	}
-	return &Bucket{client: client, bucket: cfg.Bucket, prefix: prefix, uploader: up}, nil
+	return backend.New(cfg.shared(), &client{s3: c, bucket: cfg.Bucket})
 }
 
-// Name returns "s3://bucket" or "s3://bucket/prefix".
-func (b *Bucket) Name() string {
-	if b.prefix == "" {
-		return "s3://" + b.bucket
-	}
-	return "s3://" + b.bucket + "/" + strings.TrimSuffix(b.prefix, "/")
+// client implements backend.Client with aws-sdk-go-v2.
+type client struct {
+	s3     *s3.Client
+	bucket string
 }
 
-// Capabilities reports conditional put support (If-None-Match).
-func (b *Bucket) Capabilities() objectstore.Capabilities {
-	return objectstore.Capabilities{ConditionalPut: true}
-}
-
-// start checks ctx and key, and returns the full object key.
-func (b *Bucket) start(ctx context.Context, op, key string) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("s3 %s %s: %w", op, key, err)
-	}
-	if err := objectstore.ValidateKey(key); err != nil {
-		return "", fmt.Errorf("s3 %s: %w", op, err)
-	}
-	return b.prefix + key, nil
-}
-
-// mapErr wraps err with the operation, key and the objectstore sentinel it
-// stands for, keeping err in the chain.
-func mapErr(op, key string, err error) error {
-	var sentinel error
+// ErrorCode reads the API error code and the HTTP status of err.
+func (c *client) ErrorCode(err error) (string, int) {
 	code := ""
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
@@ -177,23 +138,11 @@ func mapErr(op, key string, err error) error {
 	if errors.As(err, &re) {
 		status = re.HTTPStatusCode()
 	}
-	switch {
-	case code == "NoSuchBucket":
-		sentinel = objectstore.ErrBucketNotExist
-	case code == "NoSuchKey":
-		sentinel = objectstore.ErrNotExist
-	case code == "PreconditionFailed" || status == 412:
-		sentinel = objectstore.ErrExists
-	case code == "InvalidRange" || status == 416:
-		sentinel = objectstore.ErrInvalidRange
-	}
-	if sentinel != nil {
-		return fmt.Errorf("s3 %s %s: %w: %w", op, key, sentinel, err)
-	}
-	return fmt.Errorf("s3 %s %s: %w", op, key, err)
+	return code, status
 }
 
-func isNotFound(err error) bool {
+// HeadNotFound reports a NotFound error or a 404.
+func (c *client) HeadNotFound(err error) bool {
 	var nf *types.NotFound
 	if errors.As(err, &nf) {
 		return true
@@ -202,45 +151,31 @@ func isNotFound(err error) bool {
 	return errors.As(err, &re) && re.HTTPStatusCode() == 404
 }
 
-// headMissing maps a 404 from HeadObject, which has no body and so no error
-// code, to ErrNotExist or, after a HeadBucket, ErrBucketNotExist.
-func (b *Bucket) headMissing(ctx context.Context, op, key string, err error) error {
-	if _, berr := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.bucket}); berr != nil && isNotFound(berr) {
-		return fmt.Errorf("s3 %s %s: bucket %s: %w: %w", op, key, b.bucket, objectstore.ErrBucketNotExist, err)
-	}
-	return fmt.Errorf("s3 %s %s: %w: %w", op, key, objectstore.ErrNotExist, err)
+// BucketMissing sends a HeadBucket.
+func (c *client) BucketMissing(ctx context.Context) bool {
+	_, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &c.bucket})
+	return err != nil && c.HeadNotFound(err)
 }
 
-// Put uploads r: one PutObject when it fits in a part, else multipart.
-func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) error {
-	full, err := b.start(ctx, "put", key)
-	if err != nil {
-		return err
+// Upload uses PutObject for one part, else a multipart upload.
+func (c *client) Upload(key string, ifNotExists bool) backend.Multipart[types.CompletedPart] {
+	up := &upload{c: c, key: key}
+	if ifNotExists {
+		up.ifNoneMatch = aws.String("*")
 	}
-	if err := backend.CheckSize(size); err != nil {
-		return fmt.Errorf("s3 put %s: %w", key, err)
-	}
-	var ifNoneMatch *string
-	if opts.IfNotExists {
-		ifNoneMatch = aws.String("*")
-	}
-	up := &upload{b: b, key: full, ifNoneMatch: ifNoneMatch}
-	if err := backend.Upload(ctx, b.uploader, up, r, size); err != nil {
-		return mapErr("put", key, err)
-	}
-	return nil
+	return up
 }
 
 // upload implements backend.Multipart for one key.
 type upload struct {
-	b           *Bucket
+	c           *client
 	key         string
 	ifNoneMatch *string
 }
 
 func (u *upload) PutSingle(ctx context.Context, body []byte) error {
-	_, err := u.b.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        &u.b.bucket,
+	_, err := u.c.s3.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        &u.c.bucket,
 		Key:           &u.key,
 		Body:          bytes.NewReader(body),
 		ContentLength: aws.Int64(int64(len(body))),
@@ -250,8 +185,8 @@ func (u *upload) PutSingle(ctx context.Context, body []byte) error {
 }
 
 func (u *upload) Create(ctx context.Context) (string, error) {
-	out, err := u.b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
-		Bucket:            &u.b.bucket,
+	out, err := u.c.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket:            &u.c.bucket,
 		Key:               &u.key,
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
 	})
@@ -262,8 +197,8 @@ func (u *upload) Create(ctx context.Context) (string, error) {
 }
 
 func (u *upload) UploadPart(ctx context.Context, uploadID string, n int, body []byte) (types.CompletedPart, error) {
-	out, err := u.b.client.UploadPart(ctx, &s3.UploadPartInput{
-		Bucket:            &u.b.bucket,
+	out, err := u.c.s3.UploadPart(ctx, &s3.UploadPartInput{
+		Bucket:            &u.c.bucket,
 		Key:               &u.key,
 		UploadId:          &uploadID,
 		PartNumber:        aws.Int32(int32(n)),
@@ -282,8 +217,8 @@ func (u *upload) UploadPart(ctx context.Context, uploadID string, n int, body []
 }
 
 func (u *upload) Complete(ctx context.Context, uploadID string, parts []types.CompletedPart) error {
-	_, err := u.b.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
-		Bucket:          &u.b.bucket,
+	_, err := u.c.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket:          &u.c.bucket,
 		Key:             &u.key,
 		UploadId:        &uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
@@ -293,86 +228,47 @@ func (u *upload) Complete(ctx context.Context, uploadID string, parts []types.Co
 }
 
 func (u *upload) Abort(ctx context.Context, uploadID string) error {
-	_, err := u.b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-		Bucket:   &u.b.bucket,
+	_, err := u.c.s3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+		Bucket:   &u.c.bucket,
 		Key:      &u.key,
 		UploadId: &uploadID,
 	})
 	return err
 }
 
-// Get opens the whole object.
-func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	full, err := b.start(ctx, "get", key)
+// Get sends a GetObject.
+func (c *client) Get(ctx context.Context, key, rng string) (io.ReadCloser, error) {
+	in := &s3.GetObjectInput{Bucket: &c.bucket, Key: &key}
+	if rng != "" {
+		in.Range = &rng
+	}
+	out, err := c.s3.GetObject(ctx, in)
 	if err != nil {
 		return nil, err
 	}
-	return b.get(ctx, "get", key, full, nil)
+	return out.Body, nil
 }
 
-// GetRange opens part of the object with a Range header.
-func (b *Bucket) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	full, err := b.start(ctx, "get range", key)
-	if err != nil {
-		return nil, err
-	}
-	if err := backend.CheckRange(offset, length); err != nil {
-		return nil, fmt.Errorf("s3 get range %s: %w", key, err)
-	}
-	rng := "bytes=" + strconv.FormatInt(offset, 10) + "-"
-	if length > 0 {
-		rng += strconv.FormatInt(offset+length-1, 10)
-	}
-	return b.get(ctx, "get range", key, full, &rng)
-}
-
-func (b *Bucket) get(ctx context.Context, op, key, full string, rng *string) (io.ReadCloser, error) {
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: &full, Range: rng})
-	if err != nil {
-		return nil, mapErr(op, key, err)
-	}
-	return backend.CtxReadCloser{Ctx: ctx, R: out.Body}, nil
-}
-
-// Stat heads the object.
-func (b *Bucket) Stat(ctx context.Context, key string) (objectstore.ObjectInfo, error) {
-	full, err := b.start(ctx, "stat", key)
+// Head sends a HeadObject.
+func (c *client) Head(ctx context.Context, key string) (objectstore.ObjectInfo, error) {
+	out, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &c.bucket, Key: &key})
 	if err != nil {
 		return objectstore.ObjectInfo{}, err
 	}
-	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.bucket, Key: &full})
-	if err != nil {
-		if isNotFound(err) && ctx.Err() == nil {
-			return objectstore.ObjectInfo{}, b.headMissing(ctx, "stat", key, err)
-		}
-		return objectstore.ObjectInfo{}, mapErr("stat", key, err)
-	}
-	return objectstore.ObjectInfo{
-		Key:          key,
-		Size:         aws.ToInt64(out.ContentLength),
-		LastModified: aws.ToTime(out.LastModified),
-	}, nil
+	return objectstore.ObjectInfo{Size: aws.ToInt64(out.ContentLength), LastModified: aws.ToTime(out.LastModified)}, nil
 }
 
 // List pages through ListObjectsV2.
-func (b *Bucket) List(ctx context.Context, prefix string, fn func(objectstore.ObjectInfo) error) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("s3 list %s: %w", prefix, err)
-	}
-	full := b.prefix + prefix
-	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.bucket, Prefix: &full})
+func (c *client) List(ctx context.Context, prefix string, fn func(objectstore.ObjectInfo) error) error {
+	p := s3.NewListObjectsV2Paginator(c.s3, &s3.ListObjectsV2Input{Bucket: &c.bucket, Prefix: &prefix})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return mapErr("list", prefix, err)
+			return err
 		}
 		for _, o := range page.Contents {
-			k := aws.ToString(o.Key)
-			if !strings.HasPrefix(k, b.prefix) {
-				continue
-			}
 			err := fn(objectstore.ObjectInfo{
-				Key:          strings.TrimPrefix(k, b.prefix),
+				Key:          aws.ToString(o.Key),
 				Size:         aws.ToInt64(o.Size),
 				LastModified: aws.ToTime(o.LastModified),
 			})
@@ -384,14 +280,8 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(objectstore.Ob
 	return nil
 }
 
-// Delete removes the object; S3 reports success for a missing key.
-func (b *Bucket) Delete(ctx context.Context, key string) error {
-	full, err := b.start(ctx, "delete", key)
-	if err != nil {
-		return err
-	}
-	if _, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.bucket, Key: &full}); err != nil {
-		return mapErr("delete", key, err)
-	}
-	return nil
+// Delete sends a DeleteObject; S3 reports success for a missing key.
+func (c *client) Delete(ctx context.Context, key string) error {
+	_, err := c.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &c.bucket, Key: &key})
+	return err
 }

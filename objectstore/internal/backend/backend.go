@@ -1,5 +1,9 @@
 // Package backend holds argument checks and small helpers shared by the
-// objectstore backends, so that they agree on what is valid.
+// objectstore backends, so that they agree on what is valid, and the half
+// of the S3-protocol backends (s3, minio) that does not depend on their
+// SDK: Config validation, Bucket (keys under a prefix, error mapping,
+// listing, the missing-bucket check) over a Client, and the multipart
+// Uploader.
 package backend
 
 import (
@@ -84,10 +88,7 @@ type CtxReadCloser struct {
 }
 
 func (c CtxReadCloser) Read(p []byte) (int, error) {
-	if err := c.Ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.R.Read(p)
+	return CtxReader{Ctx: c.Ctx, R: c.R}.Read(p)
 }
 
 // Close closes the underlying reader.

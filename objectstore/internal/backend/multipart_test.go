@@ -247,7 +247,7 @@ func TestUploadCancelAborts(t *testing.T) {
 	f.hold = make(chan struct{}) // parts wait until cancelled
 	ctx, cancel := context.WithCancel(t.Context())
 	// Cancelled while reading the third part, with two parts in flight.
-	r := &cancelAt{r: f.body(bytes.NewReader(data(8 * ps))), n: 2*ps + 1, cancel: cancel}
+	r := objectstoretest.CancelAfter(f.body(bytes.NewReader(data(8*ps))), 2*ps+1, cancel)
 	err := Upload(ctx, u, f, r, 8*ps)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Upload: %v, want context.Canceled", err)
@@ -255,20 +255,6 @@ func TestUploadCancelAborts(t *testing.T) {
 	if f.aborted != 1 || f.abortCtx != nil || f.completed != nil {
 		t.Fatalf("aborted %d (ctx err %v), completed %v; want one abort with a live ctx", f.aborted, f.abortCtx, f.completed != nil)
 	}
-}
-
-type cancelAt struct {
-	r      io.Reader
-	n      int
-	cancel context.CancelFunc
-}
-
-func (c *cancelAt) Read(p []byte) (int, error) {
-	k, err := c.r.Read(p)
-	if c.n -= k; c.n <= 0 {
-		c.cancel()
-	}
-	return k, err
 }
 
 func TestPartSizeFor(t *testing.T) {
