@@ -22,7 +22,7 @@ build: ## build bin/silt
 run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), on :8080
 	./$(BIN) dev
 
-test: postgres minio ## start Postgres and MinIO, run every test with -race, stop them
+test: postgres minio haproxy ## start Postgres and MinIO (HAProxy for the load-balanced tests), run every test with -race, stop them
 	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short: ## unit tests only (no services; integration tests skip)
@@ -32,11 +32,16 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: postgres minio nats ## run the benchmark suite against real Postgres, MinIO and NATS (see docs/benchmarks.md)
-	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- $(GO) test -run '^$$' -bench . -benchmem ./...
+bench: postgres minio nats build ## run the benchmark suite against real Postgres, MinIO and NATS; results in docs/bench (see docs/benchmarks.md)
+	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- sh -c 'AWS_ACCESS_KEY_ID="$$SILT_TEST_MINIO_ACCESS_KEY" \
+	  AWS_SECRET_ACCESS_KEY="$$SILT_TEST_MINIO_SECRET_KEY" ./$(BIN) bench --suite --out docs/bench \
+	  --database-url "$$SILT_TEST_POSTGRES_URL" \
+	  --objectstore "s3://silt-bench?endpoint=$$SILT_TEST_MINIO_ENDPOINT&region=us-east-1"'
 
 localstack: postgres minio haproxy ## run the local cluster natively: Postgres, MinIO, three agents and HAProxy on loopback
-	$(LOCALSTACK) cluster --minio-bin $(MINIO_BIN)
+	@# Built, not `go run`: go run reports an interrupted program as failed, and Ctrl-C is how this one stops.
+	$(GO) build -o bin/localstack ./localstack/cmd/localstack
+	./bin/localstack cluster --minio-bin $(MINIO_BIN)
 
 services-up: postgres minio ## start Postgres and MinIO in the background (state in .silt-services/)
 	$(LOCALSTACK) up --minio-bin $(MINIO_BIN)

@@ -141,7 +141,7 @@ func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error)
 			JOIN unnest($1::bigint[], $2::int[]) AS r(topic_id, partition)
 			  ON p.topic_id = r.topic_id AND p.partition = r.partition
 			ORDER BY p.topic_id, p.partition
-			FOR UPDATE OF p`, topicIDs, partNums).
+			FOR NO KEY UPDATE OF p`, topicIDs, partNums).
 			Query(func(rows pgx.Rows) error {
 				for rows.Next() {
 					var k partKey

@@ -81,17 +81,23 @@ func (s *Store) SyncLeases(ctx context.Context, agentID string, cfg LeaseConfig)
 		var live, total int
 		if err := tx.QueryRow(ctx, `
 			SELECT (SELECT count(*) FROM agents WHERE heartbeat_at > now() - $1::interval OR id = $2),
-			       (SELECT count(*) FROM partitions)`, cfg.AgentTTL, agentID).Scan(&live, &total); err != nil {
+			       (SELECT count(*) FROM leases)`, cfg.AgentTTL, agentID).Scan(&live, &total); err != nil {
 			return err
 		}
 		share := 0
 		if live > 0 {
 			share = (total + live - 1) / live
 		}
+		// Rows are locked in key order, as everywhere leases are locked.
 		rows, err := tx.Query(ctx, `
-			UPDATE partitions SET lease_expires_at = now() + $2::interval
-			WHERE owner_agent = $1 AND lease_expires_at > now()
-			RETURNING topic_id, partition, lease_epoch`, agentID, cfg.LeaseTTL)
+			WITH mine AS (
+				SELECT topic_id, partition FROM leases
+				WHERE owner_agent = $1 AND expires_at > now()
+				ORDER BY topic_id, partition FOR UPDATE
+			)
+			UPDATE leases l SET expires_at = now() + $2::interval
+			FROM mine WHERE l.topic_id = mine.topic_id AND l.partition = mine.partition
+			RETURNING l.topic_id, l.partition, l.epoch`, agentID, cfg.LeaseTTL)
 		if err != nil {
 			return err
 		}
@@ -102,16 +108,15 @@ func (s *Store) SyncLeases(ctx context.Context, agentID string, cfg LeaseConfig)
 		case len(held) < share:
 			rows, err := tx.Query(ctx, `
 				WITH c AS (
-					SELECT topic_id, partition FROM partitions
-					WHERE owner_agent IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= now()
+					SELECT topic_id, partition FROM leases
+					WHERE owner_agent IS NULL OR expires_at IS NULL OR expires_at <= now()
 					ORDER BY topic_id, partition
 					FOR UPDATE SKIP LOCKED
 					LIMIT $3
 				)
-				UPDATE partitions p SET owner_agent = $1, lease_epoch = p.lease_epoch + 1,
-				       lease_expires_at = now() + $2::interval
-				FROM c WHERE p.topic_id = c.topic_id AND p.partition = c.partition
-				RETURNING p.topic_id, p.partition, p.lease_epoch`, agentID, cfg.LeaseTTL, share-len(held))
+				UPDATE leases l SET owner_agent = $1, epoch = l.epoch + 1, expires_at = now() + $2::interval
+				FROM c WHERE l.topic_id = c.topic_id AND l.partition = c.partition
+				RETURNING l.topic_id, l.partition, l.epoch`, agentID, cfg.LeaseTTL, share-len(held))
 			if err != nil {
 				return err
 			}
@@ -127,9 +132,9 @@ func (s *Store) SyncLeases(ctx context.Context, agentID string, cfg LeaseConfig)
 				tops[i], parts[i] = l.TopicID, l.Partition
 			}
 			if _, err := tx.Exec(ctx, `
-				UPDATE partitions p SET owner_agent = NULL, lease_expires_at = NULL
+				UPDATE leases l SET owner_agent = NULL, expires_at = NULL
 				FROM unnest($2::bigint[], $3::int[]) AS r(topic_id, partition)
-				WHERE p.topic_id = r.topic_id AND p.partition = r.partition AND p.owner_agent = $1`,
+				WHERE l.topic_id = r.topic_id AND l.partition = r.partition AND l.owner_agent = $1`,
 				agentID, tops, parts); err != nil {
 				return err
 			}
@@ -150,7 +155,13 @@ func scanLease(r pgx.CollectableRow) (Lease, error) {
 
 // ReleaseLeases gives up every lease agentID holds (on shutdown).
 func (s *Store) ReleaseLeases(ctx context.Context, agentID string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE partitions SET owner_agent = NULL, lease_expires_at = NULL WHERE owner_agent = $1`, agentID)
+	_, err := s.pool.Exec(ctx, `
+		WITH mine AS (
+			SELECT topic_id, partition FROM leases WHERE owner_agent = $1
+			ORDER BY topic_id, partition FOR UPDATE
+		)
+		UPDATE leases l SET owner_agent = NULL, expires_at = NULL
+		FROM mine WHERE l.topic_id = mine.topic_id AND l.partition = mine.partition`, agentID)
 	return classify("release leases", err)
 }
 
@@ -166,10 +177,10 @@ type OwnedPartition struct {
 // Owners lists every partition with an unexpired lease, by topic and partition.
 func (s *Store) Owners(ctx context.Context) ([]OwnedPartition, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT t.name, p.topic_id, p.partition, p.owner_agent, p.lease_epoch
-		FROM partitions p JOIN topics t ON t.id = p.topic_id
-		WHERE p.owner_agent IS NOT NULL AND p.lease_expires_at > now()
-		ORDER BY t.name, p.partition`)
+		SELECT t.name, l.topic_id, l.partition, l.owner_agent, l.epoch
+		FROM leases l JOIN topics t ON t.id = l.topic_id
+		WHERE l.owner_agent IS NOT NULL AND l.expires_at > now()
+		ORDER BY t.name, l.partition`)
 	if err != nil {
 		return nil, classify("owners", err)
 	}
@@ -182,16 +193,25 @@ func (s *Store) Owners(ctx context.Context) ([]OwnedPartition, error) {
 }
 
 // fence checks, inside tx, that agentID still holds lease at its epoch,
-// locking the partition row for the rest of the transaction.
+// keeping the lease row share-locked (no claim or renewal can change it)
+// and the partition row locked for the rest of the transaction. Locks are
+// taken lease first, then partition.
 func fence(ctx context.Context, tx pgx.Tx, agentID string, l Lease) (PartitionState, error) {
 	var st PartitionState
 	err := tx.QueryRow(ctx, `
-		SELECT log_start_offset, next_offset FROM partitions
-		WHERE topic_id = $1 AND partition = $2 AND owner_agent = $3 AND lease_epoch = $4 AND lease_expires_at > now()
-		FOR UPDATE`, l.TopicID, l.Partition, agentID, l.Epoch).Scan(&st.LogStartOffset, &st.HighWatermark)
+		SELECT p.log_start_offset, p.next_offset
+		FROM leases l JOIN partitions p ON p.topic_id = l.topic_id AND p.partition = l.partition
+		WHERE l.topic_id = $1 AND l.partition = $2 AND l.owner_agent = $3 AND l.epoch = $4 AND l.expires_at > now()
+		FOR SHARE OF l`, l.TopicID, l.Partition, agentID, l.Epoch).Scan(&st.LogStartOffset, &st.HighWatermark)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, fmt.Errorf("topic %d partition %d epoch %d: %w", l.TopicID, l.Partition, l.Epoch, ErrFenced)
 	}
+	if err != nil {
+		return st, err
+	}
+	err = tx.QueryRow(ctx, `
+		SELECT log_start_offset, next_offset FROM partitions WHERE topic_id = $1 AND partition = $2
+		FOR NO KEY UPDATE`, l.TopicID, l.Partition).Scan(&st.LogStartOffset, &st.HighWatermark)
 	return st, err
 }
 

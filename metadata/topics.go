@@ -109,10 +109,7 @@ func (s *Store) CreateTopic(ctx context.Context, name string, partitions int32, 
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO partitions (topic_id, partition)
-			SELECT $1, p FROM generate_series(0, $2 - 1) AS p`, t.ID, partitions)
-		return err
+		return addPartitions(ctx, tx, t.ID, 0, partitions)
 	})
 	return t, err
 }
@@ -158,10 +155,11 @@ func (s *Store) ListTopics(ctx context.Context) ([]Topic, error) {
 // set only while the owner's lease is unexpired.
 func (s *Store) Partitions(ctx context.Context, topicID int64) ([]PartitionInfo, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT partition, log_start_offset, next_offset, total_bytes,
-		       CASE WHEN lease_expires_at > now() THEN coalesce(owner_agent, '') ELSE '' END,
-		       lease_epoch
-		FROM partitions WHERE topic_id = $1 ORDER BY partition`, topicID)
+		SELECT p.partition, p.log_start_offset, p.next_offset, p.total_bytes,
+		       CASE WHEN l.expires_at > now() THEN coalesce(l.owner_agent, '') ELSE '' END,
+		       coalesce(l.epoch, 0)
+		FROM partitions p LEFT JOIN leases l ON l.topic_id = p.topic_id AND l.partition = p.partition
+		WHERE p.topic_id = $1 ORDER BY p.partition`, topicID)
 	if err != nil {
 		return nil, classify("partitions", err)
 	}
@@ -171,6 +169,17 @@ func (s *Store) Partitions(ctx context.Context, topicID int64) ([]PartitionInfo,
 		return p, err
 	})
 	return out, classify("partitions", err)
+}
+
+// addPartitions creates partitions [from, to) of a topic and their leases.
+func addPartitions(ctx context.Context, tx pgx.Tx, topicID int64, from, to int32) error {
+	_, err := tx.Exec(ctx, `
+		WITH p AS (
+			INSERT INTO partitions (topic_id, partition)
+			SELECT $1, n FROM generate_series($2::int, $3::int - 1) AS n
+			RETURNING topic_id, partition
+		) INSERT INTO leases (topic_id, partition) SELECT topic_id, partition FROM p`, topicID, from, to)
+	return err
 }
 
 // TopicUpdate changes a topic; nil fields stay as they are.
@@ -204,9 +213,7 @@ func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Top
 			if *u.Partitions < t.Partitions {
 				return fmt.Errorf("%w: topic %q has %d, asked for %d", ErrPartitionCount, name, t.Partitions, *u.Partitions)
 			}
-			if _, err := tx.Exec(ctx, `
-				INSERT INTO partitions (topic_id, partition)
-				SELECT $1, p FROM generate_series($2::int, $3::int - 1) AS p`, t.ID, t.Partitions, *u.Partitions); err != nil {
+			if err := addPartitions(ctx, tx, t.ID, t.Partitions, *u.Partitions); err != nil {
 				return err
 			}
 			t.Partitions = *u.Partitions

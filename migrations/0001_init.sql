@@ -11,19 +11,28 @@ CREATE TABLE topics (
 );
 
 -- One row per partition. next_offset is the high watermark: the offset the
--- next committed record gets. The owner columns are the partition's lease
--- (row locks in Postgres elect one owner agent per partition); lease_epoch
--- grows by one on every claim and fences owner-only writes.
+-- next committed record gets. Commits lock these rows.
 CREATE TABLE partitions (
     topic_id          bigint      NOT NULL REFERENCES topics (id) ON DELETE CASCADE,
     partition         integer     NOT NULL CHECK (partition >= 0),
     next_offset       bigint      NOT NULL DEFAULT 0,
     log_start_offset  bigint      NOT NULL DEFAULT 0,
     total_bytes       bigint      NOT NULL DEFAULT 0,
-    owner_agent       text,
-    lease_epoch       bigint      NOT NULL DEFAULT 0,
-    lease_expires_at  timestamptz,
     PRIMARY KEY (topic_id, partition)
+);
+
+-- One lease per partition: row locks in Postgres elect one owner agent per
+-- partition; epoch grows by one on every claim and fences owner-only
+-- writes. Leases live apart from the partitions rows so that renewing
+-- them never waits on, or blocks, a commit.
+CREATE TABLE leases (
+    topic_id     bigint      NOT NULL,
+    partition    integer     NOT NULL,
+    owner_agent  text,
+    epoch        bigint      NOT NULL DEFAULT 0,
+    expires_at   timestamptz,
+    PRIMARY KEY (topic_id, partition),
+    FOREIGN KEY (topic_id, partition) REFERENCES partitions (topic_id, partition) ON DELETE CASCADE
 );
 
 -- One row per segment object in the bucket. A row is written in the same

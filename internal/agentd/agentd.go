@@ -25,10 +25,13 @@ import (
 
 // Config is an agent's whole configuration.
 type Config struct {
-	AgentID         string
-	Advertise       string
-	DatabaseURL     string
-	DBMaxConns      int
+	AgentID     string
+	Advertise   string
+	DatabaseURL string
+	DBMaxConns  int
+	// DrainDelay: on shutdown, /readyz fails this long before the listener
+	// closes, for load balancers that cannot retry elsewhere.
+	DrainDelay      time.Duration
 	ObjectStore     string // URL; ignored when Overrides.Bucket is set
 	ShutdownTimeout time.Duration
 	HTTP            agent.Config
@@ -63,6 +66,8 @@ func (c Config) Validate() error {
 		return errors.New("database URL is required")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("shutdown timeout must be positive")
+	case c.DrainDelay < 0 || c.DrainDelay >= c.ShutdownTimeout:
+		return errors.New("drain delay must be at least 0 and shorter than the shutdown timeout")
 	case c.DBMaxConns < 2:
 		return errors.New("database pool needs at least 2 connections")
 	}
@@ -257,6 +262,18 @@ func (a *Agent) Stop(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error
+	if a.cfg.DrainDelay > 0 {
+		// Readiness fails first, so load balancers stop sending new work
+		// while requests in flight are still served.
+		a.http.Drain()
+		a.logger.Info("draining", "for", a.cfg.DrainDelay)
+		t := time.NewTimer(a.cfg.DrainDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	close(a.drain)
 	if err := a.http.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
