@@ -58,7 +58,9 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*AgentProc, error) {
 	if cfg.Detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	} else {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		// Own process group: a Ctrl-C at the terminal reaches only us, and we
+		// stop children in order; Pdeathsig ends them if we die.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("localstack: start agent %s: %w", cfg.ID, err)
@@ -81,6 +83,9 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*AgentProc, error) {
 
 // PID is the agent's process id.
 func (p *AgentProc) PID() int { return p.cmd.Process.Pid }
+
+// Exited is closed once the process has exited.
+func (p *AgentProc) Exited() <-chan struct{} { return p.exited }
 
 // Kill ends the agent with SIGKILL (a crash) and waits for it.
 func (p *AgentProc) Kill() error {

@@ -98,7 +98,9 @@ func startMinIO(ctx context.Context, cfg MinIOConfig, port int) (*MinIO, error) 
 	if cfg.Detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	} else {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		// Own process group: a Ctrl-C at the terminal reaches only us, and we
+		// stop children in order; Pdeathsig ends them if we die.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("localstack: start minio: %w", err)

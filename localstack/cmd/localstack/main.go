@@ -1,9 +1,11 @@
-// Command localstack starts Silt's backing services (and later the whole
-// local cluster) as real processes on loopback ports.
+// Command localstack starts Silt's backing services, or the whole local
+// cluster, as real processes on loopback ports.
 //
 //	localstack exec [flags] -- CMD ARGS...   start, run CMD with the services' env, stop (always)
 //	localstack up [flags]                    start and leave running; prints the env file path
 //	localstack down [flags]                  stop what `up` started
+//	localstack cluster [flags]               Postgres, MinIO, three agents and HAProxy in the
+//	                                         foreground (make localstack); Ctrl-C stops them all
 package main
 
 import (
@@ -28,10 +30,15 @@ func main() {
 func run(args []string) int {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: localstack exec|up|down [flags] [-- CMD ARGS...]")
+		fmt.Fprintln(os.Stderr, "usage: localstack exec|up|down|cluster [flags] [-- CMD ARGS...]")
 		return 2
 	}
 	verb := args[0]
+	if verb == "cluster" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runCluster(ctx, args[1:], os.Stdout, logger)
+	}
 	fs := flag.NewFlagSet(verb, flag.ContinueOnError)
 	state := fs.String("state", "", "state directory (default: a temporary one for exec, .silt-services for up/down)")
 	minioBin := fs.String("minio-bin", os.Getenv("SILT_MINIO_BIN"), "path to the minio binary")

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestRun(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	var stderr strings.Builder
+	if code := run([]string{srv.URL + "/readyz"}, &stderr); code != 0 {
+		t.Fatalf("ready endpoint: exit %d: %s", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{srv.URL + "/other"}, &stderr); code != 1 || !strings.Contains(stderr.String(), "503") {
+		t.Fatalf("503 endpoint: exit %d: %s", code, stderr.String())
+	}
+	srv.Close()
+	if code := run([]string{"-timeout", "1s", srv.URL + "/readyz"}, io.Discard); code != 1 {
+		t.Fatalf("closed server: exit %d", code)
+	}
+	if code := run([]string{"a", "b"}, io.Discard); code != 2 {
+		t.Fatalf("two URLs: exit %d", code)
+	}
+}
