@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -24,7 +25,10 @@ import (
 	"silt/segment"
 )
 
-// Producer commits records; the batcher implements it.
+// Producer commits records; the batcher implements it. The records' bytes
+// may alias the request body, which is recycled once Produce returns: a
+// Producer must not keep them past its return, except after returning
+// because ctx ended (the body is then left to the garbage collector).
 type Producer interface {
 	Produce(ctx context.Context, parts []batcher.Part) ([]batcher.Result, error)
 }
@@ -134,11 +138,29 @@ func (s *Server) produce(c echo.Context) error {
 	var in *produceInput
 	switch ct {
 	case MediaJSON, "":
-		in, err = s.parseJSON(body, fixed >= 0)
+		in, err = s.parseJSON(body, req.ContentLength, fixed >= 0)
 	case MediaNDJSON:
 		in, err = s.parseNDJSON(body, c.QueryParams())
 	case binformat.MediaType:
-		in, err = s.parseBinary(body)
+		// The records alias the body buffer until Produce returns.
+		var buf *[]byte
+		buf, err = readBody(body, req.ContentLength, s.cfg.MaxRequestBytes)
+		if err == nil {
+			in, err = s.parseBinary(*buf)
+			defer func() {
+				if buf != nil {
+					putBody(buf)
+				}
+			}()
+			// A Produce that returns because the request's context
+			// ended leaves the records with the batcher: keep the
+			// buffer out of the pool then.
+			defer func() {
+				if ctxErr := req.Context().Err(); ctxErr != nil {
+					buf = nil
+				}
+			}()
+		}
 	default:
 		return problem(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType,
 			"content type %q is not supported; send %s, %s or %s", ct, MediaJSON, MediaNDJSON, binformat.MediaType)
@@ -221,7 +243,10 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 	sticky := int32(-1)
 	partIdx := map[int32]int{}
 	var parts []batcher.Part
+	var counts []int
 	where := make([]position, len(in.records))
+	// Pass 1: validate, pick each record's partition and count per part,
+	// so that pass 2 fills slices of the right size.
 	for i := range in.records {
 		r := &in.records[i]
 		if size := recordBytes(&r.rec); size > maxRecord {
@@ -249,9 +274,18 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 			idx = len(parts)
 			partIdx[p] = idx
 			parts = append(parts, batcher.Part{TopicID: topic.ID, Partition: p})
+			counts = append(counts, 0)
 		}
-		where[i] = position{part: idx, index: len(parts[idx].Records)}
-		parts[idx].Records = append(parts[idx].Records, r.rec)
+		where[i].part = idx
+		counts[idx]++
+	}
+	for i := range parts {
+		parts[i].Records = make([]segment.Record, 0, counts[i])
+	}
+	for i := range in.records {
+		idx := where[i].part
+		where[i].index = len(parts[idx].Records)
+		parts[idx].Records = append(parts[idx].Records, in.records[i].rec)
 	}
 	if in.producerID > 0 {
 		for i := range parts {
@@ -277,13 +311,17 @@ func recordBytes(r *segment.Record) int {
 	return n
 }
 
-func (s *Server) parseJSON(body io.Reader, singlePartition bool) (*produceInput, error) {
-	raw, err := io.ReadAll(body)
+func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition bool) (*produceInput, error) {
+	buf, err := readBody(body, contentLength, s.cfg.MaxRequestBytes)
 	if err != nil {
 		return nil, err
 	}
+	// Decoding copies what it keeps (json.RawMessage copies its bytes), so
+	// the body can go back to the pool right away.
 	var req ProduceRequest
-	if err := strictUnmarshal(raw, &req); err != nil {
+	err = strictUnmarshal(*buf, &req)
+	putBody(buf)
+	if err != nil {
 		return nil, err
 	}
 	if len(req.Records) > s.cfg.MaxRecordsPerRequest {
@@ -382,6 +420,11 @@ func bytesOf(what string, raw json.RawMessage, b64 *string) ([]byte, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
+	if !hasJSONSpace(raw) {
+		// Already compact, and a private copy: json.RawMessage copies
+		// what it decodes.
+		return raw, nil
+	}
 	var buf bytes.Buffer
 	buf.Grow(len(raw))
 	if err := json.Compact(&buf, raw); err != nil {
@@ -467,11 +510,9 @@ func first(q map[string][]string, k string) string {
 	return ""
 }
 
-func (s *Server) parseBinary(body io.Reader) (*produceInput, error) {
-	raw, err := io.ReadAll(body)
-	if err != nil {
-		return nil, err
-	}
+// parseBinary decodes a binary body; the records' keys, values and
+// headers alias raw.
+func (s *Server) parseBinary(raw []byte) (*produceInput, error) {
 	req, err := binformat.DecodeRequest(raw, binformat.Limits{MaxRecords: s.cfg.MaxRecordsPerRequest})
 	if err != nil {
 		return nil, err
@@ -505,4 +546,79 @@ func (s *Server) parseBinary(body io.Reader) (*produceInput, error) {
 		}
 	}
 	return in, nil
+}
+
+// bodyPool recycles produce request bodies (*[]byte), which at hundreds of
+// MB/s would otherwise be allocated, zeroed and grown for every request.
+var bodyPool sync.Pool
+
+// maxPooledBody keeps rare huge bodies out of the pool.
+const maxPooledBody = 64 << 20
+
+// readBody reads r to its end into a pooled buffer sized from the
+// request's Content-Length (when it is within limit; r enforces the limit
+// itself). Give the buffer back with putBody once nothing refers to it.
+func readBody(r io.Reader, contentLength, limit int64) (*[]byte, error) {
+	bp, _ := bodyPool.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	buf := (*bp)[:0]
+	if contentLength > 0 && contentLength <= limit && int64(cap(buf)) < contentLength {
+		buf = make([]byte, 0, contentLength)
+	}
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, 4096)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			// Full: an exact Content-Length ends here, at EOF.
+			var probe [1]byte
+			n, err := r.Read(probe[:])
+			if n > 0 {
+				buf = append(buf, probe[0])
+				continue
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				*bp = buf
+				putBody(bp)
+				return nil, err
+			}
+			continue
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = buf
+			putBody(bp)
+			return nil, err
+		}
+	}
+	*bp = buf
+	return bp, nil
+}
+
+func putBody(bp *[]byte) {
+	if cap(*bp) > maxPooledBody {
+		return
+	}
+	*bp = (*bp)[:0]
+	bodyPool.Put(bp)
+}
+
+// hasJSONSpace reports whether raw has a byte that json.Compact could
+// remove. Without one, valid JSON is already compact.
+func hasJSONSpace(raw []byte) bool {
+	for _, c := range raw {
+		if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+			return true
+		}
+	}
+	return false
 }

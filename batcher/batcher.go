@@ -137,7 +137,11 @@ type Batcher struct {
 	slots    chan struct{}
 	lastDone chan struct{}
 	stopped  chan struct{}
-	builders sync.Pool // *segment.Builder, each with its own encoder
+	// builders keeps one segment.Builder (with its zstd encoder and its
+	// segment-sized buffers) per flush slot. A sync.Pool would drop them at
+	// every garbage collection, and rebuilding them costs more than keeping
+	// MaxInflightFlushes of them.
+	builders chan *segment.Builder
 	entropy  io.Reader
 	entMu    sync.Mutex
 	runCtx   context.Context
@@ -184,8 +188,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Batcher, error) {
 		stopped:   make(chan struct{}),
 		entropy:   ulid.Monotonic(rand.Reader, 0),
 		runCtx:    context.WithoutCancel(ctx),
+		builders:  make(chan *segment.Builder, cfg.MaxInflightFlushes),
 	}
-	b.builders.New = func() any { return segment.NewBuilder(segment.NewEncoder()) }
 	go b.run()
 	return b, nil
 }
@@ -310,6 +314,7 @@ func (b *Batcher) run() {
 // chunkPlan is one chunk of a flush and the parts it carries.
 type chunkPlan struct {
 	key     segment.ChunkKey
+	count   int // records of the members
 	records []segment.Record
 	opts    segment.BatchOptions
 	members []member
@@ -358,8 +363,8 @@ func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
 				}
 				byPart[k] = append(list, c)
 			}
-			c.members = append(c.members, member{w: w, part: i, delta: int64(len(c.records))})
-			c.records = append(c.records, p.Records...)
+			c.members = append(c.members, member{w: w, part: i, delta: int64(c.count)})
+			c.count += len(p.Records)
 		}
 	}
 	sort.Slice(keys, func(i, j int) bool {
@@ -371,6 +376,11 @@ func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
 	var out []*chunkPlan
 	for _, k := range keys {
 		for _, c := range byPart[k] {
+			// One allocation per chunk, of the right size.
+			c.records = make([]segment.Record, 0, c.count)
+			for _, m := range c.members {
+				c.records = append(c.records, m.w.parts[m.part].Records...)
+			}
 			for i := range c.records {
 				c.records[i].OffsetDelta = int32(i)
 			}
@@ -426,9 +436,8 @@ func (b *Batcher) writeAndCommit(ws []*waiter, prev <-chan struct{}, done chan<-
 	defer cancel()
 
 	plans := b.plan(ws)
-	builder := b.builders.Get().(*segment.Builder)
-	builder.Reset()
-	defer b.builders.Put(builder)
+	builder := b.getBuilder()
+	defer b.putBuilder(builder)
 	var records int
 	for _, c := range plans {
 		if _, err := builder.Add(c.key, c.records, c.opts); err != nil {
@@ -486,6 +495,23 @@ func (b *Batcher) writeAndCommit(ws []*waiter, prev <-chan struct{}, done chan<-
 		}
 	}
 	return nil
+}
+
+func (b *Batcher) getBuilder() *segment.Builder {
+	select {
+	case sb := <-b.builders:
+		sb.Reset()
+		return sb
+	default:
+		return segment.NewBuilder(segment.NewEncoder())
+	}
+}
+
+func (b *Batcher) putBuilder(sb *segment.Builder) {
+	select {
+	case b.builders <- sb:
+	default:
+	}
 }
 
 // segmentKey returns a fresh key: <prefix><yyyy>/<mm>/<dd>/<ulid>.seg.

@@ -40,6 +40,14 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 	return zero, false
 }
 
+// has reports whether k is cached, without touching its recency.
+func (c *lru[K, V]) has(k K) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.items[k]
+	return ok
+}
+
 // add stores v at cost bytes; values larger than the whole cache are not kept.
 func (c *lru[K, V]) add(k K, v V, cost int64) {
 	if cost > c.max {

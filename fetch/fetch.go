@@ -1,7 +1,6 @@
 package fetch
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -241,7 +240,11 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 	if len(refs) == 0 {
 		return resp, nil
 	}
-	batches, err := f.batches(ctx, refs)
+	// A fetch that reaches the high watermark is a tail read: it may share
+	// whole fresh objects with the other partitions' tails. One that stops
+	// short of it is reading history and reads its own ranges.
+	head := refs[len(refs)-1].LastOffset+1 >= st.HighWatermark
+	batches, err := f.batches(ctx, refs, head)
 	if errors.Is(err, objectstore.ErrNotExist) {
 		// Gone under us: if retention moved the log start past the
 		// offset, say so; otherwise let Fetch look up again.
@@ -304,7 +307,7 @@ func (f *Fetcher) OffsetForTimestamp(ctx context.Context, topicID int64, partiti
 		if err != nil || !ok {
 			return 0, false, err
 		}
-		bs, err := f.batches(ctx, []metadata.BatchRef{ref})
+		bs, err := f.batches(ctx, []metadata.BatchRef{ref}, true)
 		if errors.Is(err, objectstore.ErrNotExist) && attempt < 2 {
 			continue
 		}
@@ -321,8 +324,8 @@ func (f *Fetcher) OffsetForTimestamp(ctx context.Context, topicID int64, partiti
 }
 
 // batches returns the decoded chunks of refs, in order, from the cache or
-// the object store.
-func (f *Fetcher) batches(ctx context.Context, refs []metadata.BatchRef) ([]*segment.Batch, error) {
+// the object store; head says the read reaches the high watermark (see plan).
+func (f *Fetcher) batches(ctx context.Context, refs []metadata.BatchRef, head bool) ([]*segment.Batch, error) {
 	out := make([]*segment.Batch, len(refs))
 	var missing []int
 	for i, r := range refs {
@@ -339,7 +342,7 @@ func (f *Fetcher) batches(ctx context.Context, refs []metadata.BatchRef) ([]*seg
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.cfg.ReadConcurrency)
-	for _, run := range f.plan(refs, missing) {
+	for _, run := range f.plan(refs, missing, head) {
 		g.Go(func() error { return f.read(gctx, refs, run, out) })
 	}
 	if err := g.Wait(); err != nil {
@@ -352,13 +355,23 @@ func (f *Fetcher) batches(ctx context.Context, refs []metadata.BatchRef) ([]*seg
 type readPlan struct {
 	key        string
 	whole      bool
+	size       int64 // the object's size
 	start, end int64 // byte range when not whole
 	idx        []int
 }
 
-// plan groups the missing chunks into object reads: whole small recent
-// objects, or coalesced ranges.
-func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int) []*readPlan {
+// maxWholeObjectsPerFetch: a fetch spanning more objects than this is not
+// at the tail, even if it ends there (a catch-up's last page).
+const maxWholeObjectsPerFetch = 4
+
+// plan groups the missing chunks into object reads: whole objects, or
+// coalesced ranges. An object is read whole when it is in the object cache
+// already, or when it is small and recent and the fetch is a tail read
+// (head: it reaches the high watermark, spanning a few objects): the
+// tails of many partitions want the same fresh object, and one GET serves
+// them all. A reader that is behind wants a sliver of each of many objects;
+// reading them whole would multiply the bytes read by the partition count.
+func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int, head bool) []*readPlan {
 	byKey := map[string][]int{}
 	var keys []string
 	for _, i := range missing {
@@ -369,11 +382,13 @@ func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int) []*readPlan {
 		byKey[k] = append(byKey[k], i)
 	}
 	var plans []*readPlan
+	tail := head && len(keys) <= maxWholeObjectsPerFetch
 	for _, k := range keys {
 		idx := byKey[k]
 		r0 := refs[idx[0]]
-		if r0.SegmentSize <= f.cfg.WholeObjectBytes && time.Since(r0.SegmentAt) <= f.cfg.RecentWindow {
-			plans = append(plans, &readPlan{key: k, whole: true, idx: idx})
+		fresh := r0.SegmentSize <= f.cfg.WholeObjectBytes && time.Since(r0.SegmentAt) <= f.cfg.RecentWindow
+		if f.whole.has(k) || (tail && fresh) {
+			plans = append(plans, &readPlan{key: k, whole: true, size: r0.SegmentSize, idx: idx})
 			continue
 		}
 		sort.Slice(idx, func(a, b int) bool { return refs[idx[a]].ByteOffset < refs[idx[b]].ByteOffset })
@@ -398,7 +413,7 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 	var data []byte
 	base := p.start
 	if p.whole {
-		obj, err := f.wholeObject(ctx, p.key)
+		obj, err := f.wholeObject(ctx, p.key, p.size)
 		if err != nil {
 			return err
 		}
@@ -435,7 +450,7 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 
 // wholeObject returns a whole object, reading it once for all concurrent
 // callers and keeping it in the object cache.
-func (f *Fetcher) wholeObject(ctx context.Context, key string) ([]byte, error) {
+func (f *Fetcher) wholeObject(ctx context.Context, key string, size int64) ([]byte, error) {
 	if b, ok := f.whole.get(key); ok {
 		return b, nil
 	}
@@ -451,7 +466,7 @@ func (f *Fetcher) wholeObject(ctx context.Context, key string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", key, err)
 		}
-		b, err := readAll(rc, -1)
+		b, err := readAll(rc, size)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", key, err)
 		}
@@ -464,14 +479,27 @@ func (f *Fetcher) wholeObject(ctx context.Context, key string) ([]byte, error) {
 	return v.([]byte), nil
 }
 
+// readAll reads rc to its end into a buffer of the expected size (a
+// bytes.Buffer would double itself when the last byte fills it); size < 0
+// means unknown.
 func readAll(rc io.ReadCloser, size int64) ([]byte, error) {
 	defer rc.Close()
 	if size < 0 {
 		return io.ReadAll(rc)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	_, err := io.Copy(buf, rc)
-	return buf.Bytes(), err
+	buf := make([]byte, size)
+	n, err := io.ReadFull(rc, buf)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF: // shorter than expected
+		return buf[:n], nil
+	case err != nil:
+		return buf[:n], err
+	}
+	rest, err := io.ReadAll(rc) // longer than expected: keep it all
+	if len(rest) > 0 {
+		buf = append(buf, rest...)
+	}
+	return buf, err
 }
 
 // decodedSize estimates a decoded chunk's memory: its records' bytes plus

@@ -147,7 +147,10 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record, opts BatchOptions) ([]b
 			return dst, info, err
 		}
 		e.scratch = appendRecords(slices.Grow(e.scratch[:0], total), recs, sizes, base)
-		dst = slices.Grow(dst, BatchHeaderSize+total/2)
+		// Room for the worst case (incompressible records), so that
+		// EncodeAll never reallocates dst, which holds the whole segment
+		// object built so far when called by Builder.Add.
+		dst = slices.Grow(dst, BatchHeaderSize+zstdBound(total))
 		dst = z.EncodeAll(e.scratch, dst[:start+BatchHeaderSize])
 	}
 	size := len(dst) - start
@@ -246,3 +249,9 @@ func appendRecords(dst []byte, recs []Record, sizes []int, base int64) []byte {
 	}
 	return dst
 }
+
+// zstdBound is an upper bound of the zstd frame of n bytes: incompressible
+// input is stored in raw blocks of at most 128 KiB with 3-byte headers,
+// after a frame header and before a checksum (zstd's ZSTD_compressBound is
+// n + n/256 + a little).
+func zstdBound(n int) int { return n + n>>8 + 64 }

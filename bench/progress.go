@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Progress prints what a run is doing: a line rewritten in place twice a
+// second on a terminal, a plain line every five seconds otherwise. A nil
+// *Progress prints nothing.
+type Progress struct {
+	w        io.Writer
+	terminal bool
+	mu       sync.Mutex
+	liveLen  int // length of the live line on screen
+}
+
+// NewProgress writes to w; terminal selects the live line.
+func NewProgress(w io.Writer, terminal bool) *Progress {
+	return &Progress{w: w, terminal: terminal}
+}
+
+// IsTerminal reports whether f is a character device (a terminal).
+func IsTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// Logf prints a line.
+func (p *Progress) Logf(format string, args ...any) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clear()
+	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+func (p *Progress) clear() {
+	if p.liveLen > 0 {
+		fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.liveLen))
+		p.liveLen = 0
+	}
+}
+
+// Track calls status periodically and shows its line until the returned
+// function is called.
+func (p *Progress) Track(status func() string) (stop func()) {
+	if p == nil {
+		return func() {}
+	}
+	every := 5 * time.Second
+	if p.terminal {
+		every = 500 * time.Millisecond
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				line := status()
+				p.mu.Lock()
+				if p.terminal {
+					pad := max(p.liveLen-len(line), 0)
+					fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
+					p.liveLen = len(line)
+				} else {
+					fmt.Fprintln(p.w, line)
+				}
+				p.mu.Unlock()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-finished
+			p.mu.Lock()
+			p.clear()
+			p.mu.Unlock()
+		})
+	}
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"silt/bench"
+	"silt/internal/agenttest"
+	"silt/internal/testenv"
+)
+
+// TestBenchSmoke runs `silt bench` for about a second with an agent in this
+// process on real Postgres and MinIO, plus the raw object store baseline,
+// so that the command cannot rot. The figures themselves are not checked:
+// performance is measured by `make bench`, never asserted in a test.
+func TestBenchSmoke(t *testing.T) {
+	db := testenv.PostgresURL(t)
+	srv, bucket := testenv.MinIOBucket(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	out := filepath.Join(t.TempDir(), "bench.json")
+	r := silt(t, nil, "bench", "--database-url", db, "--objectstore", srv.URL("s3", bucket, "bench"),
+		"--producers", "2", "--consumers", "2", "--partitions", "4", "--batch", "50", "--record-size", "512",
+		"--duration", "1s", "--warmup", "200ms", "--linger", "20ms", "--keys", "uniform:10",
+		"--baselines", "raw", "--raw-duration", "300ms", "--json", out).ok(t)
+	for _, want := range []string{"Produce", "records/s", "End-to-end latency", "Catch-up read", "transactions per flush", "Targets"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Fatalf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	s := rep.Silt
+	switch {
+	case s == nil || s.Produce.Records == 0 || s.Produce.Errors != 0:
+		t.Fatalf("produce: %+v", s)
+	case s.Agent == nil || s.Agent.Flushes == 0 || s.Agent.Commits != s.Agent.Flushes:
+		t.Fatalf("agent figures: %+v", s.Agent)
+	case s.EndToEnd == nil || s.EndToEnd.Records == 0:
+		t.Fatalf("end to end: %+v", s.EndToEnd)
+	case s.CatchUp == nil || !s.CatchUp.Complete || s.CatchUp.Records < s.Produce.Records:
+		t.Fatalf("catch-up: %+v (produced %d in the window)", s.CatchUp, s.Produce.Records)
+	case rep.Raw == nil || rep.Raw.Puts == 0 || rep.Raw.Gets == 0:
+		t.Fatalf("raw baseline: %+v", rep.Raw)
+	case rep.Comparison == nil || len(rep.Comparison.Targets) != 4:
+		t.Fatalf("comparison: %+v", rep.Comparison)
+	}
+}
+
+// TestBenchExternalAgent benchmarks an agent reached by --url, reading its
+// metrics from /metrics, with idempotent producers.
+func TestBenchExternalAgent(t *testing.T) {
+	a := agenttest.Start(t, agenttest.Options{})
+	r := silt(t, nil, "bench", "--url", a.URL, "--producers", "2", "--consumers", "0", "--partitions", "2",
+		"--batch", "20", "--record-size", "100", "--duration", "500ms", "--warmup", "0s", "--idempotent",
+		"--rate", "2000", "--baselines", "none").ok(t)
+	for _, want := range []string{"idempotent", "records/s", "transactions per flush"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Fatalf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestBenchFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench"}, // neither --url nor stores
+		{"bench", "--url", "http://127.0.0.1:1", "--keys", "zipf"},
+		{"bench", "--url", "http://127.0.0.1:1", "--record-size", "4"},
+		{"bench", "--url", "http://127.0.0.1:1", "--baselines", "kafka"},
+		{"bench", "--url", "http://127.0.0.1:1", "--suite"},
+	} {
+		if r := silt(t, nil, args...); r.code == 0 {
+			t.Fatalf("%q: exit 0", args)
+		}
+	}
+}
