@@ -177,8 +177,13 @@ func (s *Server) fetchRecords(c echo.Context) error {
 	h := c.Response().Header()
 	switch {
 	case accepts(c, binformat.MediaType):
-		buf := binformat.AppendFetchHeader(nil, resp.NextOffset, resp.HighWatermark, resp.LogStartOffset, len(resp.Records))
 		var r binformat.Record
+		size := binformat.FetchHeaderSize
+		for i := range resp.Records {
+			toBinRecord(&resp.Records[i], &r)
+			size += binformat.FetchRecordSize(&r)
+		}
+		buf := binformat.AppendFetchHeader(make([]byte, 0, size), resp.NextOffset, resp.HighWatermark, resp.LogStartOffset, len(resp.Records))
 		for i := range resp.Records {
 			toBinRecord(&resp.Records[i], &r)
 			buf = binformat.AppendFetchRecord(buf, &r)

@@ -213,6 +213,19 @@ func DecodeRequest(body []byte, lim Limits) (*Request, error) {
 	return req, nil
 }
 
+// FetchHeaderSize is the size of a fetch response's header.
+const FetchHeaderSize = 4 + 8 + 8 + 8 + 4
+
+// FetchRecordSize is the encoded size of rec in a fetch response, so that
+// a response can be allocated once.
+func FetchRecordSize(rec *Record) int {
+	n := 8 + 8 + 4 + len(rec.Key) + 4 + len(rec.Value) + 4
+	for _, h := range rec.Headers {
+		n += 4 + len(h.Key) + 4 + len(h.Value)
+	}
+	return n
+}
+
 // AppendFetchHeader starts a fetch response: magic, next offset, high
 // watermark, log start offset and the record count.
 func AppendFetchHeader(dst []byte, next, hwm, logStart int64, count int) []byte {

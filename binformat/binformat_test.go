@@ -40,6 +40,9 @@ func TestFetchRoundTrip(t *testing.T) {
 	for i := range recs {
 		b = AppendFetchRecord(b, &recs[i])
 	}
+	if want := FetchHeaderSize + FetchRecordSize(&recs[0]); len(b) != want {
+		t.Fatalf("encoded %d bytes, sizes say %d", len(b), want)
+	}
 	got, err := DecodeFetch(b)
 	if err != nil {
 		t.Fatal(err)

@@ -119,7 +119,7 @@ type Agent struct {
 }
 
 // Start builds and starts an agent. Stop shuts it down.
-func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (a *Agent, err error) {
+func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (_ *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -127,7 +127,9 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		return nil, errors.New("object store URL is required")
 	}
 	logger = logger.With("agent_id", cfg.AgentID)
-	a = &Agent{cfg: cfg, logger: logger, served: make(chan error, 1), reg: prometheus.NewRegistry(), drain: make(chan struct{})}
+	// a is local, not the named result: the cleanup below must still see
+	// it after an error return sets the result to nil.
+	a := &Agent{cfg: cfg, logger: logger, served: make(chan error, 1), reg: prometheus.NewRegistry(), drain: make(chan struct{})}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var closers []func()
 	defer func() {

@@ -1,0 +1,30 @@
+package agentd
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"silt/metadata/metadatatest"
+	"silt/objectstore/objectstoretest"
+	"silt/objectstore/mem"
+)
+
+// A start that fails after some parts are running stops them again
+// rather than panicking.
+func TestStartFailureCleansUp(t *testing.T) {
+	url := metadatatest.URL(t)
+	b, err := mem.New(context.Background(), mem.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.AgentID = "cleanup"
+	cfg.DatabaseURL = url
+	cfg.HTTP.Listen = "256.0.0.1:1" // fails after the store, batcher, notifier and owner started
+	_, err = Start(context.Background(), cfg, Overrides{Bucket: objectstoretest.NewFaulty(b)}, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("Start with a bad listen address: %v", err)
+	}
+}
