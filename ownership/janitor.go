@@ -43,7 +43,7 @@ type janitor struct {
 	cfg    JanitorConfig
 	passMu sync.Mutex // one pass at a time (the loop, or a test driving it)
 
-	due       map[dutyKey]time.Time   // next visit per partition and duty
+	due       map[dutyKey]time.Time    // next visit per partition and duty
 	compacted map[metadata.Lease]int64 // high watermark at the last clean compaction
 	lastGC    time.Time
 	lastScan  time.Time
