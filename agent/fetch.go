@@ -17,6 +17,7 @@ import (
 	"silt/binformat"
 	"silt/fetch"
 	"silt/metadata"
+	"silt/problem"
 )
 
 // Fetcher reads partitions; fetch.Fetcher implements it.
@@ -56,14 +57,14 @@ func (s *Server) partitionParams(c echo.Context) (metadata.Topic, int32, error) 
 	raw := c.Param("partition")
 	p, err := strconv.ParseInt(raw, 10, 32)
 	if err != nil || p < 0 {
-		return metadata.Topic{}, 0, badRequest(CodeInvalidParameter, "partition %q must be a non-negative integer", raw)
+		return metadata.Topic{}, 0, badRequest(problem.CodeInvalidParameter, "partition %q must be a non-negative integer", raw)
 	}
 	t, err := s.topics.get(c.Request().Context(), name)
 	if err != nil {
 		return metadata.Topic{}, 0, err
 	}
 	if int32(p) >= t.Partitions {
-		return metadata.Topic{}, 0, notFound(CodePartitionNotFound, "topic %q has %d partitions; there is no partition %d", name, t.Partitions, p)
+		return metadata.Topic{}, 0, notFound(problem.CodePartitionNotFound, "topic %q has %d partitions; there is no partition %d", name, t.Partitions, p)
 	}
 	return t, int32(p), nil
 }
@@ -76,7 +77,7 @@ func intParam(c echo.Context, name string, def, lo, hi int64) (int64, error) {
 	}
 	n, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || n < lo || n > hi {
-		return 0, badRequest(CodeInvalidParameter, "%s=%q must be an integer from %d to %d", name, raw, lo, hi)
+		return 0, badRequest(problem.CodeInvalidParameter, "%s=%q must be an integer from %d to %d", name, raw, lo, hi)
 	}
 	return n, nil
 }
@@ -99,7 +100,7 @@ func (s *Server) resolveOffset(ctx context.Context, raw, def string, topicID int
 	}
 	n, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || n < 0 {
-		return 0, badRequest(CodeInvalidParameter, "offset=%q must be a non-negative integer, earliest or latest", raw)
+		return 0, badRequest(problem.CodeInvalidParameter, "offset=%q must be a non-negative integer, earliest or latest", raw)
 	}
 	return n, nil
 }
@@ -119,7 +120,7 @@ func encodingParam(c echo.Context) (encoding, error) {
 	case "base64":
 		return encodingBase64, nil
 	}
-	return 0, badRequest(CodeInvalidParameter, "encoding=%q must be auto or base64", c.QueryParam("encoding"))
+	return 0, badRequest(problem.CodeInvalidParameter, "encoding=%q must be auto or base64", c.QueryParam("encoding"))
 }
 
 type fetchParams struct {
@@ -305,7 +306,7 @@ func (s *Server) offsets(c echo.Context) error {
 	if raw := c.QueryParam("timestamp"); raw != "" {
 		ts, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || ts < 0 {
-			return badRequest(CodeInvalidParameter, "timestamp=%q must be milliseconds since the epoch", raw)
+			return badRequest(problem.CodeInvalidParameter, "timestamp=%q must be milliseconds since the epoch", raw)
 		}
 		off, found, err := s.deps.Fetcher.OffsetForTimestamp(ctx, t.ID, part, ts)
 		if err != nil {
@@ -339,7 +340,7 @@ func (s *Server) stream(c echo.Context) error {
 	if last := c.Request().Header.Get("Last-Event-ID"); last != "" {
 		n, err := strconv.ParseInt(last, 10, 64)
 		if err != nil || n < -1 {
-			return badRequest(CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
+			return badRequest(problem.CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
 		}
 		fp.req.Offset = n + 1
 	}

@@ -20,6 +20,7 @@ import (
 	"silt/binformat"
 	"silt/internal/agentd"
 	"silt/internal/agenttest"
+	"silt/problem"
 	"silt/segment"
 )
 
@@ -460,25 +461,25 @@ func TestFetchBadParametersAndRange(t *testing.T) {
 	for _, c := range []struct {
 		path   string
 		status int
-		code   agent.Code
+		code   problem.Code
 	}{
-		{"/records?offset=-1", 400, agent.CodeInvalidParameter},
-		{"/records?offset=abc", 400, agent.CodeInvalidParameter},
-		{"/records?max_records=0", 400, agent.CodeInvalidParameter},
-		{"/records?max_bytes=0", 400, agent.CodeInvalidParameter},
-		{"/records?max_bytes=x", 400, agent.CodeInvalidParameter},
-		{"/records?wait_ms=99999999", 400, agent.CodeInvalidParameter},
-		{"/records?encoding=hex", 400, agent.CodeInvalidParameter},
-		{"/offsets?timestamp=yesterday", 400, agent.CodeInvalidParameter},
-		{"/stream?offset=-4", 400, agent.CodeInvalidParameter},
+		{"/records?offset=-1", 400, problem.CodeInvalidParameter},
+		{"/records?offset=abc", 400, problem.CodeInvalidParameter},
+		{"/records?max_records=0", 400, problem.CodeInvalidParameter},
+		{"/records?max_bytes=0", 400, problem.CodeInvalidParameter},
+		{"/records?max_bytes=x", 400, problem.CodeInvalidParameter},
+		{"/records?wait_ms=99999999", 400, problem.CodeInvalidParameter},
+		{"/records?encoding=hex", 400, problem.CodeInvalidParameter},
+		{"/offsets?timestamp=yesterday", 400, problem.CodeInvalidParameter},
+		{"/stream?offset=-4", 400, problem.CodeInvalidParameter},
 	} {
 		status, hdr, b := call(t, "GET", base+c.path, "", nil)
 		wantProblem(t, status, hdr, b, c.status, c.code)
 	}
 	status, hdr, b := call(t, "GET", a.URL+"/v1/topics/t/partitions/1/records", "", nil)
-	wantProblem(t, status, hdr, b, 404, agent.CodePartitionNotFound)
+	wantProblem(t, status, hdr, b, 404, problem.CodePartitionNotFound)
 	status, hdr, b = call(t, "GET", a.URL+"/v1/topics/none/partitions/0/records", "", nil)
-	wantProblem(t, status, hdr, b, 404, agent.CodeTopicNotFound)
+	wantProblem(t, status, hdr, b, 404, problem.CodeTopicNotFound)
 
 	// Below the log start (as after retention): 416 with the offsets.
 	ctx := context.Background()
@@ -491,12 +492,12 @@ func TestFetchBadParametersAndRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	status, hdr, b = call(t, "GET", base+"/records?offset=0", "", nil)
-	p := wantProblem(t, status, hdr, b, http.StatusRequestedRangeNotSatisfiable, agent.CodeOffsetOutOfRange)
+	p := wantProblem(t, status, hdr, b, http.StatusRequestedRangeNotSatisfiable, problem.CodeOffsetOutOfRange)
 	if p.LogStartOffset == nil || *p.LogStartOffset != 1 || p.HighWatermark == nil || *p.HighWatermark != 2 {
 		t.Fatalf("416 problem without offsets: %s", b)
 	}
 	status, hdr, b = call(t, "GET", base+"/stream?offset=0", "", nil, "Accept", "text/event-stream")
-	wantProblem(t, status, hdr, b, http.StatusRequestedRangeNotSatisfiable, agent.CodeOffsetOutOfRange)
+	wantProblem(t, status, hdr, b, http.StatusRequestedRangeNotSatisfiable, problem.CodeOffsetOutOfRange)
 	var resp fetchResponse
 	getJSON(t, base+"/records?offset=earliest", &resp)
 	if len(resp.Records) != 1 || resp.Records[0].Offset != 1 {

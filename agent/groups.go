@@ -13,6 +13,7 @@ import (
 
 	"silt/fetch"
 	"silt/groups"
+	"silt/problem"
 )
 
 // GroupCoordinator runs consumer groups; groups.Coordinator implements it.
@@ -28,18 +29,6 @@ type GroupCoordinator interface {
 	StartFetch(ctx context.Context, group, member string, generation int64, autoCommit bool) (groups.FetchStart, error)
 	FinishFetch(ctx context.Context, group, member string, generation int64, positions []groups.Position) error
 }
-
-// Error codes of the consumer group routes.
-const (
-	CodeInvalidGroupName Code = "invalid_group_name"
-	CodeInvalidOffset    Code = "invalid_offset"
-	CodeGroupNotFound    Code = "group_not_found"
-	CodeMemberNotFound   Code = "member_not_found"
-	CodeStaleGeneration  Code = "stale_generation"
-	CodeNotAssigned      Code = "not_assigned"
-	CodeGroupNotEmpty    Code = "group_not_empty"
-	CodeGroupFull        Code = "group_full"
-)
 
 // JoinGroupRequest is the body of POST /v1/groups/{group}/members.
 type JoinGroupRequest struct {
@@ -171,27 +160,27 @@ func groupError(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, groups.ErrInvalidName):
-		return badRequest(CodeInvalidGroupName, "%v", err)
+		return badRequest(problem.CodeInvalidGroupName, "%v", err)
 	case errors.Is(err, groups.ErrInvalidArgument):
-		return badRequest(CodeInvalidParameter, "%v", err)
+		return badRequest(problem.CodeInvalidParameter, "%v", err)
 	case errors.Is(err, groups.ErrInvalidOffset):
-		return badRequest(CodeInvalidOffset, "%v", err)
+		return badRequest(problem.CodeInvalidOffset, "%v", err)
 	case errors.Is(err, groups.ErrGroupNotFound):
-		return notFound(CodeGroupNotFound, "%v", err)
+		return notFound(problem.CodeGroupNotFound, "%v", err)
 	case errors.Is(err, groups.ErrMemberNotFound):
-		return notFound(CodeMemberNotFound, "%v; join again without a member id", err)
+		return notFound(problem.CodeMemberNotFound, "%v; join again without a member id", err)
 	case errors.Is(err, groups.ErrTopicNotFound):
-		return notFound(CodeTopicNotFound, "%v", err)
+		return notFound(problem.CodeTopicNotFound, "%v", err)
 	case errors.Is(err, groups.ErrPartitionNotFound):
-		return notFound(CodePartitionNotFound, "%v", err)
+		return notFound(problem.CodePartitionNotFound, "%v", err)
 	case errors.Is(err, groups.ErrStaleGeneration):
-		return problem(http.StatusConflict, CodeStaleGeneration, "%v", err)
+		return newProblem(http.StatusConflict, problem.CodeStaleGeneration, "%v", err)
 	case errors.Is(err, groups.ErrNotAssigned):
-		return problem(http.StatusConflict, CodeNotAssigned, "%v", err)
+		return newProblem(http.StatusConflict, problem.CodeNotAssigned, "%v", err)
 	case errors.Is(err, groups.ErrGroupNotEmpty):
-		return problem(http.StatusConflict, CodeGroupNotEmpty, "%v", err)
+		return newProblem(http.StatusConflict, problem.CodeGroupNotEmpty, "%v", err)
 	case errors.Is(err, groups.ErrGroupFull):
-		return problem(http.StatusConflict, CodeGroupFull, "%v", err)
+		return newProblem(http.StatusConflict, problem.CodeGroupFull, "%v", err)
 	}
 	return err
 }
@@ -204,7 +193,7 @@ func (s *Server) joinGroup(c echo.Context) error {
 	jr := groups.JoinRequest{MemberID: req.MemberID, Topics: req.Topics, AutoOffsetReset: req.AutoOffsetReset}
 	if req.SessionTimeoutMs != nil {
 		if *req.SessionTimeoutMs <= 0 || *req.SessionTimeoutMs > math.MaxInt32 {
-			return badRequest(CodeInvalidParameter, "session_timeout_ms must be a positive number of milliseconds")
+			return badRequest(problem.CodeInvalidParameter, "session_timeout_ms must be a positive number of milliseconds")
 		}
 		jr.SessionTimeout = time.Duration(*req.SessionTimeoutMs) * time.Millisecond
 	}
@@ -227,7 +216,7 @@ func (s *Server) heartbeat(c echo.Context) error {
 		return err
 	}
 	if req.Generation == nil {
-		return badRequest(CodeInvalidParameter, "generation is required")
+		return badRequest(problem.CodeInvalidParameter, "generation is required")
 	}
 	res, err := s.deps.Groups.Heartbeat(c.Request().Context(), c.Param("group"), c.Param("member"), *req.Generation)
 	if err != nil {
@@ -251,16 +240,16 @@ func (s *Server) commitOffsets(c echo.Context) error {
 	cr := groups.CommitRequest{MemberID: req.MemberID, Offsets: make([]groups.OffsetCommit, len(req.Offsets))}
 	if req.MemberID != "" {
 		if req.Generation == nil {
-			return badRequest(CodeInvalidParameter, "generation is required with member_id")
+			return badRequest(problem.CodeInvalidParameter, "generation is required with member_id")
 		}
 		cr.Generation = *req.Generation
 	}
 	for i, o := range req.Offsets {
 		if o.Partition == nil || o.Offset == nil {
-			return badRequest(CodeInvalidParameter, "offsets[%d]: topic, partition and offset are required", i)
+			return badRequest(problem.CodeInvalidParameter, "offsets[%d]: topic, partition and offset are required", i)
 		}
 		if err := ValidTopicName(o.Topic); err != nil {
-			return badRequest(CodeInvalidTopicName, "offsets[%d]: %v", i, err)
+			return badRequest(problem.CodeInvalidTopicName, "offsets[%d]: %v", i, err)
 		}
 		cr.Offsets[i] = groups.OffsetCommit{Topic: o.Topic, Partition: *o.Partition, Offset: *o.Offset, Metadata: o.Metadata}
 	}
@@ -350,7 +339,7 @@ func (s *Server) groupFetch(c echo.Context) error {
 	autoCommit := false
 	if raw := c.QueryParam("auto_commit"); raw != "" {
 		if autoCommit, err = strconv.ParseBool(raw); err != nil {
-			return badRequest(CodeInvalidParameter, "auto_commit=%q must be true or false", raw)
+			return badRequest(problem.CodeInvalidParameter, "auto_commit=%q must be true or false", raw)
 		}
 	}
 	enc, err := encodingParam(c)

@@ -15,6 +15,7 @@ import (
 
 	"silt/agent"
 	"silt/internal/agenttest"
+	"silt/problem"
 )
 
 // groupAgents starts two agents sharing one database and one MinIO bucket.
@@ -199,14 +200,14 @@ func TestGroupMembershipAcrossAgents(t *testing.T) {
 	settle(t, "g", topics, long, agents, m1, m2)
 	checkCover(t, "events", 7, m1, m2)
 	status, hdr, body := call(t, "POST", b.URL+"/v1/groups/g/members/"+m3.id+"/heartbeat", "application/json", jsonBody(t, agent.HeartbeatRequest{Generation: &m3.gen}))
-	wantProblem(t, status, hdr, body, http.StatusNotFound, agent.CodeMemberNotFound)
+	wantProblem(t, status, hdr, body, http.StatusNotFound, problem.CodeMemberNotFound)
 	if d := describeGroup(t, a, "g"); len(d.Members) != 2 || d.Generation != 4 || d.State != "stable" {
 		t.Fatalf("describe after expiry %+v", d)
 	}
 
 	// Leaving rebalances the rest; an empty group can be deleted.
 	status, _, body = call(t, "DELETE", a.URL+"/v1/groups/g", "", nil)
-	wantProblem(t, status, hdr, body, http.StatusConflict, agent.CodeGroupNotEmpty)
+	wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeGroupNotEmpty)
 	for _, m := range []*member{m1, m2} {
 		if status, _, body := call(t, "DELETE", b.URL+"/v1/groups/g/members/"+m.id, "", nil); status != http.StatusNoContent {
 			t.Fatalf("leave: %d %s", status, body)
@@ -223,7 +224,7 @@ func TestGroupMembershipAcrossAgents(t *testing.T) {
 		t.Fatalf("delete: %d %s", status, body)
 	}
 	status, hdr, body = call(t, "GET", a.URL+"/v1/groups/g", "", nil)
-	wantProblem(t, status, hdr, body, http.StatusNotFound, agent.CodeGroupNotFound)
+	wantProblem(t, status, hdr, body, http.StatusNotFound, problem.CodeGroupNotFound)
 }
 
 func TestGroupErrors(t *testing.T) {
@@ -246,36 +247,36 @@ func TestGroupErrors(t *testing.T) {
 		method, path string
 		body         string
 		status       int
-		code         agent.Code
+		code         problem.Code
 	}{
-		{"bad group name", "POST", "/v1/groups/bad%20name/members", `{"topics":["t"]}`, 400, agent.CodeInvalidGroupName},
-		{"long group name", "GET", "/v1/groups/" + strings.Repeat("x", 250), ``, 400, agent.CodeInvalidGroupName},
-		{"malformed join", "POST", "/v1/groups/g/members", `{"topics":`, 400, agent.CodeInvalidJSON},
-		{"unknown field", "POST", "/v1/groups/g/members", `{"topics":["t"],"nope":1}`, 400, agent.CodeInvalidJSON},
-		{"no topics", "POST", "/v1/groups/g/members", `{"topics":[]}`, 400, agent.CodeInvalidParameter},
-		{"bad reset", "POST", "/v1/groups/g/members", `{"topics":["t"],"auto_offset_reset":"none"}`, 400, agent.CodeInvalidParameter},
-		{"session too short", "POST", "/v1/groups/g/members", `{"topics":["t"],"session_timeout_ms":5}`, 400, agent.CodeInvalidParameter},
-		{"session negative", "POST", "/v1/groups/g/members", `{"topics":["t"],"session_timeout_ms":-5}`, 400, agent.CodeInvalidParameter},
-		{"missing topic", "POST", "/v1/groups/g/members", `{"topics":["missing"]}`, 404, agent.CodeTopicNotFound},
-		{"unknown member rejoin", "POST", "/v1/groups/g/members", `{"topics":["t"],"member_id":"m-ghost"}`, 404, agent.CodeMemberNotFound},
-		{"heartbeat without generation", "POST", "/v1/groups/g/members/" + m1.id + "/heartbeat", `{}`, 400, agent.CodeInvalidParameter},
-		{"heartbeat unknown member", "POST", "/v1/groups/g/members/m-ghost/heartbeat", `{"generation":2}`, 404, agent.CodeMemberNotFound},
-		{"heartbeat unknown group", "POST", "/v1/groups/nope/members/m-ghost/heartbeat", `{"generation":2}`, 404, agent.CodeMemberNotFound},
-		{"leave unknown member", "DELETE", "/v1/groups/g/members/m-ghost", ``, 404, agent.CodeMemberNotFound},
-		{"describe unknown group", "GET", "/v1/groups/nope", ``, 404, agent.CodeGroupNotFound},
-		{"offsets unknown group", "GET", "/v1/groups/nope/offsets", ``, 404, agent.CodeGroupNotFound},
-		{"commit without generation", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","offsets":[{"topic":"t","partition":0,"offset":1}]}`, 400, agent.CodeInvalidParameter},
-		{"commit without offset", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":2,"offsets":[{"topic":"t","partition":0}]}`, 400, agent.CodeInvalidParameter},
-		{"commit nothing", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":2,"offsets":[]}`, 400, agent.CodeInvalidParameter},
-		{"commit bad topic", "POST", "/v1/groups/g/offsets", `{"offsets":[{"topic":"a b","partition":0,"offset":0}]}`, 400, agent.CodeInvalidTopicName},
-		{"fetch bad wait", "GET", "/v1/groups/g/members/" + m1.id + "/records?wait_ms=-1", ``, 400, agent.CodeInvalidParameter},
-		{"fetch bad auto_commit", "GET", "/v1/groups/g/members/" + m1.id + "/records?auto_commit=maybe", ``, 400, agent.CodeInvalidParameter},
-		{"fetch unknown member", "GET", "/v1/groups/g/members/m-ghost/records", ``, 404, agent.CodeMemberNotFound},
-		{"fetch other generation", "GET", "/v1/groups/g/members/" + m1.id + "/records?generation=1", ``, 409, agent.CodeStaleGeneration},
-		{"join wrong media type", "POST", "/v1/groups/g/members", `topics=t`, 415, agent.CodeUnsupportedMediaType},
+		{"bad group name", "POST", "/v1/groups/bad%20name/members", `{"topics":["t"]}`, 400, problem.CodeInvalidGroupName},
+		{"long group name", "GET", "/v1/groups/" + strings.Repeat("x", 250), ``, 400, problem.CodeInvalidGroupName},
+		{"malformed join", "POST", "/v1/groups/g/members", `{"topics":`, 400, problem.CodeInvalidJSON},
+		{"unknown field", "POST", "/v1/groups/g/members", `{"topics":["t"],"nope":1}`, 400, problem.CodeInvalidJSON},
+		{"no topics", "POST", "/v1/groups/g/members", `{"topics":[]}`, 400, problem.CodeInvalidParameter},
+		{"bad reset", "POST", "/v1/groups/g/members", `{"topics":["t"],"auto_offset_reset":"none"}`, 400, problem.CodeInvalidParameter},
+		{"session too short", "POST", "/v1/groups/g/members", `{"topics":["t"],"session_timeout_ms":5}`, 400, problem.CodeInvalidParameter},
+		{"session negative", "POST", "/v1/groups/g/members", `{"topics":["t"],"session_timeout_ms":-5}`, 400, problem.CodeInvalidParameter},
+		{"missing topic", "POST", "/v1/groups/g/members", `{"topics":["missing"]}`, 404, problem.CodeTopicNotFound},
+		{"unknown member rejoin", "POST", "/v1/groups/g/members", `{"topics":["t"],"member_id":"m-ghost"}`, 404, problem.CodeMemberNotFound},
+		{"heartbeat without generation", "POST", "/v1/groups/g/members/" + m1.id + "/heartbeat", `{}`, 400, problem.CodeInvalidParameter},
+		{"heartbeat unknown member", "POST", "/v1/groups/g/members/m-ghost/heartbeat", `{"generation":2}`, 404, problem.CodeMemberNotFound},
+		{"heartbeat unknown group", "POST", "/v1/groups/nope/members/m-ghost/heartbeat", `{"generation":2}`, 404, problem.CodeMemberNotFound},
+		{"leave unknown member", "DELETE", "/v1/groups/g/members/m-ghost", ``, 404, problem.CodeMemberNotFound},
+		{"describe unknown group", "GET", "/v1/groups/nope", ``, 404, problem.CodeGroupNotFound},
+		{"offsets unknown group", "GET", "/v1/groups/nope/offsets", ``, 404, problem.CodeGroupNotFound},
+		{"commit without generation", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","offsets":[{"topic":"t","partition":0,"offset":1}]}`, 400, problem.CodeInvalidParameter},
+		{"commit without offset", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":2,"offsets":[{"topic":"t","partition":0}]}`, 400, problem.CodeInvalidParameter},
+		{"commit nothing", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":2,"offsets":[]}`, 400, problem.CodeInvalidParameter},
+		{"commit bad topic", "POST", "/v1/groups/g/offsets", `{"offsets":[{"topic":"a b","partition":0,"offset":0}]}`, 400, problem.CodeInvalidTopicName},
+		{"fetch bad wait", "GET", "/v1/groups/g/members/" + m1.id + "/records?wait_ms=-1", ``, 400, problem.CodeInvalidParameter},
+		{"fetch bad auto_commit", "GET", "/v1/groups/g/members/" + m1.id + "/records?auto_commit=maybe", ``, 400, problem.CodeInvalidParameter},
+		{"fetch unknown member", "GET", "/v1/groups/g/members/m-ghost/records", ``, 404, problem.CodeMemberNotFound},
+		{"fetch other generation", "GET", "/v1/groups/g/members/" + m1.id + "/records?generation=1", ``, 409, problem.CodeStaleGeneration},
+		{"join wrong media type", "POST", "/v1/groups/g/members", `topics=t`, 415, problem.CodeUnsupportedMediaType},
 	} {
 		ct := "application/json"
-		if tc.code == agent.CodeUnsupportedMediaType {
+		if tc.code == problem.CodeUnsupportedMediaType {
 			ct = "text/plain"
 		}
 		var body []byte
@@ -292,33 +293,33 @@ func TestGroupErrors(t *testing.T) {
 
 	gen1, gen2 := int64(1), int64(2)
 	status, hdr, body := commit(m1.id, &gen1, "t", 0, 1)
-	wantProblem(t, status, hdr, body, http.StatusConflict, agent.CodeStaleGeneration)
+	wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeStaleGeneration)
 	status, hdr, body = commit(m1.id, &gen2, "t", 1, 0)
-	wantProblem(t, status, hdr, body, http.StatusConflict, agent.CodeNotAssigned)
+	wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeNotAssigned)
 	status, hdr, body = commit("m-ghost", &gen2, "t", 0, 1)
-	wantProblem(t, status, hdr, body, http.StatusNotFound, agent.CodeMemberNotFound)
+	wantProblem(t, status, hdr, body, http.StatusNotFound, problem.CodeMemberNotFound)
 	status, hdr, body = commit(m1.id, &gen2, "t", 0, 2) // the high watermark is 1
-	wantProblem(t, status, hdr, body, http.StatusBadRequest, agent.CodeInvalidOffset)
+	wantProblem(t, status, hdr, body, http.StatusBadRequest, problem.CodeInvalidOffset)
 	status, hdr, body = commit(m1.id, &gen2, "t", 0, -1)
-	wantProblem(t, status, hdr, body, http.StatusBadRequest, agent.CodeInvalidOffset)
+	wantProblem(t, status, hdr, body, http.StatusBadRequest, problem.CodeInvalidOffset)
 	status, hdr, body = commit("", nil, "t", 0, 0)
-	wantProblem(t, status, hdr, body, http.StatusConflict, agent.CodeGroupNotEmpty)
+	wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeGroupNotEmpty)
 	status, hdr, body = commit("", nil, "t", 5, 0)
-	wantProblem(t, status, hdr, body, http.StatusConflict, agent.CodeGroupNotEmpty)
+	wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeGroupNotEmpty)
 	if status, _, body := commit(m1.id, &gen2, "t", 0, 1); status != http.StatusNoContent {
 		t.Fatalf("valid commit: %d %s", status, body)
 	}
 	status, hdr, body = commit("", nil, "t", 0, 0)
-	wantProblem(t, status, hdr, body, http.StatusConflict, agent.CodeGroupNotEmpty)
+	wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeGroupNotEmpty)
 	status, hdr, body = call(t, "POST", a.URL+"/v1/groups/other/offsets", "application/json", []byte(`{"offsets":[{"topic":"t","partition":9,"offset":0}]}`))
-	wantProblem(t, status, hdr, body, http.StatusNotFound, agent.CodePartitionNotFound)
+	wantProblem(t, status, hdr, body, http.StatusNotFound, problem.CodePartitionNotFound)
 	status, hdr, body = call(t, "POST", a.URL+"/v1/groups/other/offsets", "application/json", []byte(`{"offsets":[{"topic":"nope","partition":0,"offset":0}]}`))
-	wantProblem(t, status, hdr, body, http.StatusNotFound, agent.CodeTopicNotFound)
+	wantProblem(t, status, hdr, body, http.StatusNotFound, problem.CodeTopicNotFound)
 
 	// A third member makes m1's fetches stale.
 	joinGroup(t, a, "g", agent.JoinGroupRequest{Topics: []string{"t"}})
 	status, hdr, body = call(t, "GET", b.URL+"/v1/groups/g/members/"+m1.id+"/records", "", nil)
-	wantProblem(t, status, hdr, body, http.StatusConflict, agent.CodeStaleGeneration)
+	wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeStaleGeneration)
 }
 
 // fetchGroup does one group fetch.

@@ -12,6 +12,7 @@ import (
 
 	"silt/agent"
 	"silt/internal/agenttest"
+	"silt/problem"
 )
 
 // call does one HTTP request and returns status, headers and body.
@@ -51,15 +52,15 @@ func jsonBody(t *testing.T, v any) []byte {
 }
 
 // wantProblem checks a problem+json response's status and code.
-func wantProblem(t *testing.T, status int, hdr http.Header, body []byte, wantStatus int, wantCode agent.Code) agent.Problem {
+func wantProblem(t *testing.T, status int, hdr http.Header, body []byte, wantStatus int, wantCode problem.Code) problem.Details {
 	t.Helper()
 	if status != wantStatus {
 		t.Fatalf("status %d, want %d; body %s", status, wantStatus, body)
 	}
-	if ct := hdr.Get("Content-Type"); ct != agent.ContentTypeProblem {
-		t.Fatalf("content type %q, want %s; body %s", ct, agent.ContentTypeProblem, body)
+	if ct := hdr.Get("Content-Type"); ct != problem.MediaType {
+		t.Fatalf("content type %q, want %s; body %s", ct, problem.MediaType, body)
 	}
-	var p agent.Problem
+	var p problem.Details
 	if err := json.Unmarshal(body, &p); err != nil {
 		t.Fatalf("problem body %s: %v", body, err)
 	}

@@ -135,9 +135,9 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 }
 
-// The document's list of stable codes is the package's Code constants.
+// The document's list of stable codes is package problem's Code constants.
 func TestOpenAPICodes(t *testing.T) {
-	files, err := filepath.Glob("*.go")
+	files, err := filepath.Glob(filepath.Join("..", "problem", "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestOpenAPICodes(t *testing.T) {
 			for _, v := range vs.Values {
 				lit, ok := v.(*ast.BasicLit)
 				if !ok || lit.Kind != token.STRING {
-					t.Errorf("%s: a Code constant that is not a string literal", file)
+					t.Errorf("%s: a problem.Code constant that is not a string literal", file)
 					continue
 				}
 				c, _ := strconv.Unquote(lit.Value)

@@ -22,6 +22,7 @@ import (
 	"silt/binformat"
 	"silt/metadata"
 	"silt/partitioner"
+	"silt/problem"
 	"silt/segment"
 )
 
@@ -125,13 +126,13 @@ func (s *Server) produce(c echo.Context) error {
 	if p := c.Param("partition"); p != "" {
 		n, err := strconv.ParseInt(p, 10, 32)
 		if err != nil || n < 0 {
-			return badRequest(CodeInvalidParameter, "partition %q must be a non-negative integer", p)
+			return badRequest(problem.CodeInvalidParameter, "partition %q must be a non-negative integer", p)
 		}
 		fixed = int32(n)
 	}
 	req := c.Request()
 	if req.ContentLength > s.cfg.MaxRequestBytes {
-		return problem(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body of %d bytes exceeds %d", req.ContentLength, s.cfg.MaxRequestBytes)
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body of %d bytes exceeds %d", req.ContentLength, s.cfg.MaxRequestBytes)
 	}
 	ct := mediaType(req.Header.Get(echo.HeaderContentType))
 	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
@@ -162,19 +163,19 @@ func (s *Server) produce(c echo.Context) error {
 			}()
 		}
 	default:
-		return problem(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType,
+		return newProblem(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType,
 			"content type %q is not supported; send %s, %s or %s", ct, MediaJSON, MediaNDJSON, binformat.MediaType)
 	}
 	if err != nil {
 		return bodyError(err, s.cfg.MaxRequestBytes)
 	}
 	if len(in.records) == 0 {
-		return badRequest(CodeInvalidRecord, "the request has no records")
+		return badRequest(problem.CodeInvalidRecord, "the request has no records")
 	}
 	if fixed >= 0 {
 		for i := range in.records {
 			if p := in.records[i].partition; p >= 0 && p != fixed {
-				return badRequest(CodeInvalidRecord, "record %d names partition %d on the route of partition %d", i, p, fixed)
+				return badRequest(problem.CodeInvalidRecord, "record %d names partition %d on the route of partition %d", i, p, fixed)
 			}
 			in.records[i].partition = fixed
 		}
@@ -183,7 +184,7 @@ func (s *Server) produce(c echo.Context) error {
 			in.sequences[fixed] = seq
 		}
 	} else if _, ok := in.sequences[-1]; ok {
-		return badRequest(CodeInvalidParameter, "sequence is for the single-partition route; use sequences here")
+		return badRequest(problem.CodeInvalidParameter, "sequence is for the single-partition route; use sequences here")
 	}
 	ctx := req.Context()
 	topic, err := s.topics.get(ctx, name)
@@ -191,7 +192,7 @@ func (s *Server) produce(c echo.Context) error {
 		return err
 	}
 	if fixed >= topic.Partitions {
-		return notFound(CodePartitionNotFound, "topic %q has %d partitions; there is no partition %d", name, topic.Partitions, fixed)
+		return notFound(problem.CodePartitionNotFound, "topic %q has %d partitions; there is no partition %d", name, topic.Partitions, fixed)
 	}
 	parts, where, err := s.partition(topic, in)
 	if err != nil {
@@ -218,13 +219,13 @@ func (s *Server) produce(c echo.Context) error {
 func bodyError(err error, limit int64) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return problem(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body exceeds %d bytes", limit)
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", limit)
 	}
 	if errors.Is(err, binformat.ErrTooMany) {
-		return problem(http.StatusRequestEntityTooLarge, CodeTooManyRecords, "%v", err)
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%v", err)
 	}
 	if errors.Is(err, binformat.ErrMalformed) {
-		return badRequest(CodeInvalidRecord, "%v", err)
+		return badRequest(problem.CodeInvalidRecord, "%v", err)
 	}
 	return err
 }
@@ -250,13 +251,13 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 	for i := range in.records {
 		r := &in.records[i]
 		if size := recordBytes(&r.rec); size > maxRecord {
-			return nil, nil, problem(http.StatusRequestEntityTooLarge, CodeRecordTooLarge,
+			return nil, nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeRecordTooLarge,
 				"record %d is %d bytes; the limit for topic %q is %d", i, size, topic.Name, maxRecord)
 		}
 		p := r.partition
 		switch {
 		case p >= topic.Partitions:
-			return nil, nil, badRequest(CodeInvalidRecord, "record %d: topic %q has %d partitions; there is no partition %d", i, topic.Name, topic.Partitions, p)
+			return nil, nil, badRequest(problem.CodeInvalidRecord, "record %d: topic %q has %d partitions; there is no partition %d", i, topic.Name, topic.Partitions, p)
 		case p >= 0:
 		case len(r.rec.Key) > 0:
 			p = partitioner.ForKey(r.rec.Key, topic.Partitions)
@@ -291,13 +292,13 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 		for i := range parts {
 			seq, ok := in.sequences[parts[i].Partition]
 			if !ok {
-				return nil, nil, badRequest(CodeInvalidRecord, "producer %d sent records to partition %d without a sequence for it", in.producerID, parts[i].Partition)
+				return nil, nil, badRequest(problem.CodeInvalidRecord, "producer %d sent records to partition %d without a sequence for it", in.producerID, parts[i].Partition)
 			}
 			parts[i].ProducerID = in.producerID
 			parts[i].BaseSequence = seq
 		}
 	} else if len(in.sequences) > 0 {
-		return nil, nil, badRequest(CodeInvalidRecord, "sequences need a producer_id")
+		return nil, nil, badRequest(problem.CodeInvalidRecord, "sequences need a producer_id")
 	}
 	return parts, where, nil
 }
@@ -325,19 +326,19 @@ func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition 
 		return nil, err
 	}
 	if len(req.Records) > s.cfg.MaxRecordsPerRequest {
-		return nil, problem(http.StatusRequestEntityTooLarge, CodeTooManyRecords, "%d records in one request; the limit is %d", len(req.Records), s.cfg.MaxRecordsPerRequest)
+		return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%d records in one request; the limit is %d", len(req.Records), s.cfg.MaxRecordsPerRequest)
 	}
 	in := &produceInput{records: make([]inRecord, len(req.Records)), producerID: req.ProducerID}
 	for i := range req.Records {
 		if err := convertRecord(&req.Records[i], &in.records[i]); err != nil {
-			return nil, badRequest(CodeInvalidRecord, "record %d: %v", i, err)
+			return nil, badRequest(problem.CodeInvalidRecord, "record %d: %v", i, err)
 		}
 	}
 	if in.sequences, err = parseSequences(req.Sequences, req.Sequence, singlePartition); err != nil {
 		return nil, err
 	}
 	if req.ProducerID < 0 {
-		return nil, badRequest(CodeInvalidParameter, "producer_id must be positive")
+		return nil, badRequest(problem.CodeInvalidParameter, "producer_id must be positive")
 	}
 	return in, nil
 }
@@ -349,17 +350,17 @@ func parseSequences(m map[string]int32, single *int32, singlePartition bool) (ma
 	out := map[int32]int32{}
 	if single != nil {
 		if !singlePartition {
-			return nil, badRequest(CodeInvalidParameter, "sequence is for the single-partition route; use sequences here")
+			return nil, badRequest(problem.CodeInvalidParameter, "sequence is for the single-partition route; use sequences here")
 		}
 		out[-1] = *single
 	}
 	for k, v := range m {
 		p, err := strconv.ParseInt(k, 10, 32)
 		if err != nil || p < 0 {
-			return nil, badRequest(CodeInvalidParameter, "sequences key %q is not a partition number", k)
+			return nil, badRequest(problem.CodeInvalidParameter, "sequences key %q is not a partition number", k)
 		}
 		if v < 0 {
-			return nil, badRequest(CodeInvalidParameter, "sequence %d for partition %d is negative", v, p)
+			return nil, badRequest(problem.CodeInvalidParameter, "sequence %d for partition %d is negative", v, p)
 		}
 		out[int32(p)] = v
 	}
@@ -446,11 +447,11 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 			continue
 		}
 		if len(in.records) >= s.cfg.MaxRecordsPerRequest {
-			return nil, problem(http.StatusRequestEntityTooLarge, CodeTooManyRecords, "more than %d records in one request", s.cfg.MaxRecordsPerRequest)
+			return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "more than %d records in one request", s.cfg.MaxRecordsPerRequest)
 		}
 		var j RecordJSON
 		if err := strictUnmarshal(b, &j); err != nil {
-			var p *Problem
+			var p *problem.Details
 			if errors.As(err, &p) {
 				p.Detail = fmt.Sprintf("line %d: %s", line, p.Detail)
 			}
@@ -458,13 +459,13 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 		}
 		var r inRecord
 		if err := convertRecord(&j, &r); err != nil {
-			return nil, badRequest(CodeInvalidRecord, "line %d: %v", line, err)
+			return nil, badRequest(problem.CodeInvalidRecord, "line %d: %v", line, err)
 		}
 		in.records = append(in.records, r)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, problem(http.StatusRequestEntityTooLarge, CodeRecordTooLarge, "line %d is longer than a record may be", line+1)
+			return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeRecordTooLarge, "line %d is longer than a record may be", line+1)
 		}
 		return nil, err
 	}
@@ -473,7 +474,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 	var err error
 	if v := first(q, "producer_id"); v != "" {
 		if in.producerID, err = strconv.ParseInt(v, 10, 64); err != nil || in.producerID <= 0 {
-			return nil, badRequest(CodeInvalidParameter, "producer_id %q must be a positive integer", v)
+			return nil, badRequest(problem.CodeInvalidParameter, "producer_id %q must be a positive integer", v)
 		}
 	}
 	m := map[string]int32{}
@@ -484,7 +485,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 		p, seq, ok := strings.Cut(pair, ":")
 		n, err := strconv.ParseInt(seq, 10, 32)
 		if !ok || err != nil {
-			return nil, badRequest(CodeInvalidParameter, "sequences entry %q must be partition:sequence", pair)
+			return nil, badRequest(problem.CodeInvalidParameter, "sequences entry %q must be partition:sequence", pair)
 		}
 		m[p] = int32(n)
 	}
@@ -492,7 +493,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 	if v := first(q, "sequence"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 32)
 		if err != nil {
-			return nil, badRequest(CodeInvalidParameter, "sequence %q must be an integer", v)
+			return nil, badRequest(problem.CodeInvalidParameter, "sequence %q must be an integer", v)
 		}
 		n32 := int32(n)
 		single = &n32
@@ -519,16 +520,16 @@ func (s *Server) parseBinary(raw []byte) (*produceInput, error) {
 	}
 	in := &produceInput{records: make([]inRecord, len(req.Records)), producerID: req.ProducerID}
 	if req.ProducerID < 0 {
-		return nil, badRequest(CodeInvalidParameter, "producer id must be positive")
+		return nil, badRequest(problem.CodeInvalidParameter, "producer id must be positive")
 	}
 	for i := range req.Records {
 		r := &req.Records[i]
 		if r.Partition < -1 {
-			return nil, badRequest(CodeInvalidRecord, "record %d: partition %d is invalid", i, r.Partition)
+			return nil, badRequest(problem.CodeInvalidRecord, "record %d: partition %d is invalid", i, r.Partition)
 		}
 		ts := r.Timestamp
 		if ts < -1 {
-			return nil, badRequest(CodeInvalidRecord, "record %d: timestamp %d is negative", i, ts)
+			return nil, badRequest(problem.CodeInvalidRecord, "record %d: timestamp %d is negative", i, ts)
 		}
 		in.records[i] = inRecord{partition: r.Partition, rec: segment.Record{Key: r.Key, Value: r.Value, Timestamp: ts}}
 		if len(r.Headers) > 0 {

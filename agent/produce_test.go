@@ -25,6 +25,7 @@ import (
 	"silt/internal/agenttest"
 	"silt/objectstore"
 	"silt/objectstore/objectstoretest"
+	"silt/problem"
 	"silt/segment"
 )
 
@@ -346,7 +347,7 @@ func TestPutFailureIs503AndConsumesNoOffsets(t *testing.T) {
 	faulty.FailAlways(objectstoretest.OpPut, errors.New("injected put failure"))
 	body := []byte(`{"records":[{"value":1},{"value":2}]}`)
 	status, hdr, b := call(t, "POST", a.URL+"/v1/topics/t/records", "application/json", body)
-	wantProblem(t, status, hdr, b, http.StatusServiceUnavailable, agent.CodeUnavailable)
+	wantProblem(t, status, hdr, b, http.StatusServiceUnavailable, problem.CodeUnavailable)
 	if hw := highWatermarks(t, a, "t"); hw[0] != 0 {
 		t.Fatalf("high watermark %d after a failed PUT", hw[0])
 	}
@@ -388,7 +389,7 @@ func TestPostgresFailureIs503AndConsumesNoOffsets(t *testing.T) {
 	block(false)
 	status, hdr, b := call(t, "POST", a.URL+"/v1/topics/t/records", "application/json", []byte(`{"records":[{"value":1}]}`))
 	block(true)
-	wantProblem(t, status, hdr, b, http.StatusServiceUnavailable, agent.CodeUnavailable)
+	wantProblem(t, status, hdr, b, http.StatusServiceUnavailable, problem.CodeUnavailable)
 	waitUntil(t, func() bool {
 		status, _, _ := call(t, "GET", a.URL+"/readyz", "", nil)
 		return status == http.StatusOK
@@ -453,7 +454,7 @@ func TestIdempotentProduce(t *testing.T) {
 	// A gap is refused.
 	req.Sequences = map[string]int32{"0": 5, "1": 1}
 	status, hdr, b := call(t, "POST", a.URL+"/v1/topics/t/records", "application/json", jsonBody(t, req))
-	wantProblem(t, status, hdr, b, http.StatusConflict, agent.CodeSequenceGap)
+	wantProblem(t, status, hdr, b, http.StatusConflict, problem.CodeSequenceGap)
 	// The next sequence on the single-partition route, via NDJSON.
 	status, _, b = call(t, "POST", fmt.Sprintf("%s/v1/topics/t/partitions/0/records?producer_id=%d&sequence=2", a.URL, p.ProducerID),
 		"application/x-ndjson", []byte("{\"value\":\"d\"}\n"))
@@ -475,36 +476,36 @@ func TestBadRequestsAreProblems(t *testing.T) {
 	cases := []struct {
 		name, method, path, ct, body string
 		status                       int
-		code                         agent.Code
+		code                         problem.Code
 	}{
-		{"malformed json", "POST", "/v1/topics/t/records", "application/json", `{"records":[`, 400, agent.CodeInvalidJSON},
-		{"unknown field", "POST", "/v1/topics/t/records", "application/json", `{"records":[],"nope":1}`, 400, agent.CodeInvalidJSON},
-		{"bad base64", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value_b64":"!!"}]}`, 400, agent.CodeInvalidRecord},
-		{"key and key_b64", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"key":1,"key_b64":"AA=="}]}`, 400, agent.CodeInvalidRecord},
-		{"no records", "POST", "/v1/topics/t/records", "application/json", `{"records":[]}`, 400, agent.CodeInvalidRecord},
-		{"unknown topic", "POST", "/v1/topics/nope/records", "application/json", `{"records":[{"value":1}]}`, 404, agent.CodeTopicNotFound},
-		{"bad topic name", "POST", "/v1/topics/a%20b/records", "application/json", `{"records":[{"value":1}]}`, 400, agent.CodeInvalidTopicName},
-		{"partition out of range (path)", "POST", "/v1/topics/t/partitions/2/records", "application/json", `{"records":[{"value":1}]}`, 404, agent.CodePartitionNotFound},
-		{"partition not a number", "POST", "/v1/topics/t/partitions/x/records", "application/json", `{"records":[{"value":1}]}`, 400, agent.CodeInvalidParameter},
-		{"partition out of range (body)", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1,"partition":7}]}`, 400, agent.CodeInvalidRecord},
-		{"record too large", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":"` + big + `"}]}`, 413, agent.CodeRecordTooLarge},
-		{"request too large", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":"` + strings.Repeat("y", 70<<10) + `"}]}`, 413, agent.CodeRequestTooLarge},
-		{"too many records", "POST", "/v1/topics/t/records", "application/json", tenPlus, 413, agent.CodeTooManyRecords},
-		{"wrong content type", "POST", "/v1/topics/t/records", "text/plain", `hello`, 415, agent.CodeUnsupportedMediaType},
-		{"ndjson bad line", "POST", "/v1/topics/t/records", "application/x-ndjson", "{\"value\":1}\n{oops\n", 400, agent.CodeInvalidJSON},
-		{"binary truncated", "POST", "/v1/topics/t/records", binformat.MediaType, "SLP1\x00", 400, agent.CodeInvalidRecord},
-		{"sequences without producer", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1}],"sequences":{"0":0}}`, 400, agent.CodeInvalidRecord},
-		{"create bad name", "POST", "/v1/topics", "application/json", `{"name":"..","partitions":1}`, 400, agent.CodeInvalidTopicName},
-		{"create long name", "POST", "/v1/topics", "application/json", `{"name":"` + strings.Repeat("a", 250) + `"}`, 400, agent.CodeInvalidTopicName},
-		{"create exists", "POST", "/v1/topics", "application/json", `{"name":"t","partitions":1}`, 409, agent.CodeTopicExists},
-		{"create bad config", "POST", "/v1/topics", "application/json", `{"name":"u","config":{"cleanup.policy":"shred"}}`, 400, agent.CodeInvalidConfig},
-		{"create unknown config", "POST", "/v1/topics", "application/json", `{"name":"u","config":{"retention.forever":1}}`, 400, agent.CodeInvalidConfig},
-		{"create zero partitions", "POST", "/v1/topics", "application/json", `{"name":"u","partitions":0}`, 400, agent.CodeInvalidPartitions},
-		{"shrink", "PATCH", "/v1/topics/t", "application/json", `{"partitions":1}`, 400, agent.CodeInvalidPartitions},
-		{"alter missing", "PATCH", "/v1/topics/nope", "application/json", `{"partitions":3}`, 404, agent.CodeTopicNotFound},
-		{"delete missing", "DELETE", "/v1/topics/nope", "", ``, 404, agent.CodeTopicNotFound},
-		{"unknown route", "GET", "/v1/nothing", "", ``, 404, agent.CodeRouteNotFound},
-		{"wrong method", "PUT", "/v1/topics", "", ``, 405, agent.CodeMethodNotAllowed},
+		{"malformed json", "POST", "/v1/topics/t/records", "application/json", `{"records":[`, 400, problem.CodeInvalidJSON},
+		{"unknown field", "POST", "/v1/topics/t/records", "application/json", `{"records":[],"nope":1}`, 400, problem.CodeInvalidJSON},
+		{"bad base64", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value_b64":"!!"}]}`, 400, problem.CodeInvalidRecord},
+		{"key and key_b64", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"key":1,"key_b64":"AA=="}]}`, 400, problem.CodeInvalidRecord},
+		{"no records", "POST", "/v1/topics/t/records", "application/json", `{"records":[]}`, 400, problem.CodeInvalidRecord},
+		{"unknown topic", "POST", "/v1/topics/nope/records", "application/json", `{"records":[{"value":1}]}`, 404, problem.CodeTopicNotFound},
+		{"bad topic name", "POST", "/v1/topics/a%20b/records", "application/json", `{"records":[{"value":1}]}`, 400, problem.CodeInvalidTopicName},
+		{"partition out of range (path)", "POST", "/v1/topics/t/partitions/2/records", "application/json", `{"records":[{"value":1}]}`, 404, problem.CodePartitionNotFound},
+		{"partition not a number", "POST", "/v1/topics/t/partitions/x/records", "application/json", `{"records":[{"value":1}]}`, 400, problem.CodeInvalidParameter},
+		{"partition out of range (body)", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1,"partition":7}]}`, 400, problem.CodeInvalidRecord},
+		{"record too large", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":"` + big + `"}]}`, 413, problem.CodeRecordTooLarge},
+		{"request too large", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":"` + strings.Repeat("y", 70<<10) + `"}]}`, 413, problem.CodeRequestTooLarge},
+		{"too many records", "POST", "/v1/topics/t/records", "application/json", tenPlus, 413, problem.CodeTooManyRecords},
+		{"wrong content type", "POST", "/v1/topics/t/records", "text/plain", `hello`, 415, problem.CodeUnsupportedMediaType},
+		{"ndjson bad line", "POST", "/v1/topics/t/records", "application/x-ndjson", "{\"value\":1}\n{oops\n", 400, problem.CodeInvalidJSON},
+		{"binary truncated", "POST", "/v1/topics/t/records", binformat.MediaType, "SLP1\x00", 400, problem.CodeInvalidRecord},
+		{"sequences without producer", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1}],"sequences":{"0":0}}`, 400, problem.CodeInvalidRecord},
+		{"create bad name", "POST", "/v1/topics", "application/json", `{"name":"..","partitions":1}`, 400, problem.CodeInvalidTopicName},
+		{"create long name", "POST", "/v1/topics", "application/json", `{"name":"` + strings.Repeat("a", 250) + `"}`, 400, problem.CodeInvalidTopicName},
+		{"create exists", "POST", "/v1/topics", "application/json", `{"name":"t","partitions":1}`, 409, problem.CodeTopicExists},
+		{"create bad config", "POST", "/v1/topics", "application/json", `{"name":"u","config":{"cleanup.policy":"shred"}}`, 400, problem.CodeInvalidConfig},
+		{"create unknown config", "POST", "/v1/topics", "application/json", `{"name":"u","config":{"retention.forever":1}}`, 400, problem.CodeInvalidConfig},
+		{"create zero partitions", "POST", "/v1/topics", "application/json", `{"name":"u","partitions":0}`, 400, problem.CodeInvalidPartitions},
+		{"shrink", "PATCH", "/v1/topics/t", "application/json", `{"partitions":1}`, 400, problem.CodeInvalidPartitions},
+		{"alter missing", "PATCH", "/v1/topics/nope", "application/json", `{"partitions":3}`, 404, problem.CodeTopicNotFound},
+		{"delete missing", "DELETE", "/v1/topics/nope", "", ``, 404, problem.CodeTopicNotFound},
+		{"unknown route", "GET", "/v1/nothing", "", ``, 404, problem.CodeRouteNotFound},
+		{"wrong method", "PUT", "/v1/topics", "", ``, 405, problem.CodeMethodNotAllowed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -554,7 +555,7 @@ func TestFullBufferIs429(t *testing.T) {
 			defer wg.Done()
 			status, hdr, b := call(t, "POST", a.URL+"/v1/topics/t/records", "application/json", body)
 			if status == http.StatusTooManyRequests {
-				wantProblem(t, status, hdr, b, 429, agent.CodeBackpressure)
+				wantProblem(t, status, hdr, b, 429, problem.CodeBackpressure)
 			}
 			results <- status
 		}()

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"silt/partitioner"
+	"silt/problem"
 )
 
 // Config holds the HTTP server's settings and request limits.
@@ -220,7 +221,7 @@ type readyResponse struct {
 
 func (s *Server) readyz(c echo.Context) error {
 	if s.draining.Load() {
-		return problem(http.StatusServiceUnavailable, CodeShuttingDown, "agent is shutting down")
+		return newProblem(http.StatusServiceUnavailable, problem.CodeShuttingDown, "agent is shutting down")
 	}
 	resp := readyResponse{Status: "ok", Checks: map[string]string{}}
 	var failed []string
@@ -236,7 +237,7 @@ func (s *Server) readyz(c echo.Context) error {
 		resp.Checks[rc.Name] = "ok"
 	}
 	if len(failed) > 0 {
-		return problem(http.StatusServiceUnavailable, CodeUnavailable, "not ready: %v", failed)
+		return newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "not ready: %v", failed)
 	}
 	return c.JSON(http.StatusOK, resp)
 }

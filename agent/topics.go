@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"silt/metadata"
+	"silt/problem"
 )
 
 // TopicStore is what the agent needs of the metadata store for topics.
@@ -100,9 +101,9 @@ func decodeJSON(c echo.Context, v any) error {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return problem(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "body exceeds %d bytes", maxJSONBody)
+			return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "body exceeds %d bytes", maxJSONBody)
 		}
-		return badRequest(CodeBadRequest, "read body: %v", err)
+		return badRequest(problem.CodeBadRequest, "read body: %v", err)
 	}
 	return strictUnmarshal(body, v)
 }
@@ -112,10 +113,10 @@ func strictUnmarshal(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return badRequest(CodeInvalidJSON, "malformed JSON: %v", err)
+		return badRequest(problem.CodeInvalidJSON, "malformed JSON: %v", err)
 	}
 	if dec.More() {
-		return badRequest(CodeInvalidJSON, "malformed JSON: trailing data after the object")
+		return badRequest(problem.CodeInvalidJSON, "malformed JSON: trailing data after the object")
 	}
 	return nil
 }
@@ -124,7 +125,7 @@ func strictUnmarshal(body []byte, v any) error {
 func requireJSON(c echo.Context) error {
 	ct := mediaType(c.Request().Header.Get(echo.HeaderContentType))
 	if ct != "" && ct != "application/json" {
-		return problem(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "content type %q is not supported; send application/json", ct)
+		return newProblem(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType, "content type %q is not supported; send application/json", ct)
 	}
 	return nil
 }
@@ -135,14 +136,14 @@ func (s *Server) createTopic(c echo.Context) error {
 		return err
 	}
 	if err := ValidTopicName(req.Name); err != nil {
-		return badRequest(CodeInvalidTopicName, "%v", err)
+		return badRequest(problem.CodeInvalidTopicName, "%v", err)
 	}
 	parts := int32(1)
 	if req.Partitions != nil {
 		parts = *req.Partitions
 	}
 	if parts < 1 || parts > s.cfg.MaxPartitions {
-		return badRequest(CodeInvalidPartitions, "partitions must be between 1 and %d", s.cfg.MaxPartitions)
+		return badRequest(problem.CodeInvalidPartitions, "partitions must be between 1 and %d", s.cfg.MaxPartitions)
 	}
 	cfg := metadata.DefaultTopicConfig()
 	if err := mergeConfig(&cfg, req.Config); err != nil {
@@ -162,15 +163,15 @@ func mergeConfig(cfg *metadata.TopicConfig, raw json.RawMessage) error {
 		return nil
 	}
 	if err := strictUnmarshal(raw, cfg); err != nil {
-		var p *Problem
+		var p *problem.Details
 		if errors.As(err, &p) {
-			p.Code = CodeInvalidConfig
+			p.Code = problem.CodeInvalidConfig
 			p.Detail = "config: " + p.Detail
 		}
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
-		return badRequest(CodeInvalidConfig, "%v", err)
+		return badRequest(problem.CodeInvalidConfig, "%v", err)
 	}
 	return nil
 }
@@ -193,7 +194,7 @@ func (s *Server) listTopics(c echo.Context) error {
 func topicParam(c echo.Context) (string, error) {
 	name := c.Param("topic")
 	if err := ValidTopicName(name); err != nil {
-		return "", badRequest(CodeInvalidTopicName, "%v", err)
+		return "", badRequest(problem.CodeInvalidTopicName, "%v", err)
 	}
 	return name, nil
 }
@@ -234,7 +235,7 @@ func (s *Server) alterTopic(c echo.Context) error {
 	var u metadata.TopicUpdate
 	if req.Partitions != nil {
 		if *req.Partitions < 1 || *req.Partitions > s.cfg.MaxPartitions {
-			return badRequest(CodeInvalidPartitions, "partitions must be between 1 and %d", s.cfg.MaxPartitions)
+			return badRequest(problem.CodeInvalidPartitions, "partitions must be between 1 and %d", s.cfg.MaxPartitions)
 		}
 		u.Partitions = req.Partitions
 	}

@@ -8,40 +8,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"silt/problem"
 )
 
-// Code is a stable error code from the agent's problem responses.
-type Code string
-
-// The codes the agent sends. Codes never change meaning; new ones may be
-// added, so treat unknown codes by their Status.
-const (
-	CodeBadRequest           Code = "bad_request"
-	CodeInvalidJSON          Code = "invalid_json"
-	CodeInvalidParameter     Code = "invalid_parameter"
-	CodeInvalidTopicName     Code = "invalid_topic_name"
-	CodeInvalidConfig        Code = "invalid_config"
-	CodeInvalidRecord        Code = "invalid_record"
-	CodeInvalidPartitions    Code = "invalid_partition_count"
-	CodeRouteNotFound        Code = "route_not_found"
-	CodeMethodNotAllowed     Code = "method_not_allowed"
-	CodeTopicNotFound        Code = "topic_not_found"
-	CodePartitionNotFound    Code = "partition_not_found"
-	CodeTopicExists          Code = "topic_exists"
-	CodeRecordTooLarge       Code = "record_too_large"
-	CodeRequestTooLarge      Code = "request_too_large"
-	CodeTooManyRecords       Code = "too_many_records"
-	CodeUnsupportedMediaType Code = "unsupported_media_type"
-	CodeNotAcceptable        Code = "not_acceptable"
-	CodeBackpressure         Code = "backpressure"
-	CodeUnavailable          Code = "unavailable"
-	CodeShuttingDown         Code = "shutting_down"
-	CodeOffsetOutOfRange     Code = "offset_out_of_range"
-	CodeSequenceGap          Code = "out_of_order_sequence"
-	CodeUnknownProducer      Code = "unknown_producer"
-	CodeFenced               Code = "fenced"
-	CodeInternal             Code = "internal"
-)
+// Code is a stable error code from the agent's problem responses; the
+// codes are the constants of package problem.
+type Code = problem.Code
 
 // Error is an error response of the agent (an RFC 9457 problem), or a
 // non-2xx response without a problem body, in which case Code is empty and

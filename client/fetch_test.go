@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"silt/client"
+	"silt/problem"
 )
 
 // trickyMessages cover null versus empty, bytes that are not UTF-8, JSON
@@ -200,14 +201,14 @@ func TestFetchErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := c.Fetch(ctx, "nope", 0, client.Earliest, client.FetchOptions{})
-	if e := asError(t, err); e.Status != 404 || e.Code != client.CodeTopicNotFound {
+	if e := asError(t, err); e.Status != 404 || e.Code != problem.CodeTopicNotFound {
 		t.Fatalf("missing topic: %v", err)
 	}
 	_, err = c.Fetch(ctx, "t", 2, client.Earliest, client.FetchOptions{})
-	if e := asError(t, err); e.Status != 404 || e.Code != client.CodePartitionNotFound {
+	if e := asError(t, err); e.Status != 404 || e.Code != problem.CodePartitionNotFound {
 		t.Fatalf("missing partition: %v", err)
 	}
-	if _, err := c.ListOffsets(ctx, "nope", 0); !client.IsCode(err, client.CodeTopicNotFound) {
+	if _, err := c.ListOffsets(ctx, "nope", 0); !client.IsCode(err, problem.CodeTopicNotFound) {
 		t.Fatalf("offsets of a missing topic: %v", err)
 	}
 	if _, err := c.Fetch(ctx, "t", 0, -7, client.FetchOptions{}); err == nil {
@@ -325,7 +326,7 @@ func TestStreamStopsOnPermanentError(t *testing.T) {
 	for _, err := range c.Stream(ctx, "nope", 0, client.Earliest, client.StreamOptions{}) {
 		errs = append(errs, err)
 	}
-	if len(errs) != 1 || !client.IsCode(errs[0], client.CodeTopicNotFound) {
+	if len(errs) != 1 || !client.IsCode(errs[0], problem.CodeTopicNotFound) {
 		t.Fatalf("stream of a missing topic yielded %v", errs)
 	}
 }

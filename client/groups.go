@@ -9,22 +9,6 @@ import (
 	"time"
 )
 
-// Error codes of the consumer group API.
-const (
-	CodeInvalidGroupName Code = "invalid_group_name"
-	CodeInvalidOffset    Code = "invalid_offset"
-	CodeGroupNotFound    Code = "group_not_found"
-	// CodeMemberNotFound: the member expired or left; join again without
-	// a member id.
-	CodeMemberNotFound Code = "member_not_found"
-	// CodeStaleGeneration: the group rebalanced; join again with the
-	// member id.
-	CodeStaleGeneration Code = "stale_generation"
-	CodeNotAssigned     Code = "not_assigned"
-	CodeGroupNotEmpty   Code = "group_not_empty"
-	CodeGroupFull       Code = "group_full"
-)
-
 // Auto offset reset policies of JoinGroupRequest.
 const (
 	ResetEarliest = "earliest"

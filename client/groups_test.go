@@ -8,6 +8,7 @@ import (
 
 	"silt/client"
 	"silt/internal/agenttest"
+	"silt/problem"
 )
 
 // groupClients starts two agents on one database and bucket and returns a
@@ -72,9 +73,9 @@ func TestGroupClient(t *testing.T) {
 		t.Fatalf("heartbeat %+v, %v", hb, err)
 	}
 	_, err = ca.GroupFetch(ctx, "g", m1.MemberID, client.GroupFetchOptions{})
-	wantCode(t, err, client.CodeStaleGeneration)
+	wantCode(t, err, problem.CodeStaleGeneration)
 	err = ca.CommitOffsets(ctx, "g", m1.MemberID, m1.Generation, []client.OffsetCommit{{Topic: "orders", Partition: 0, Offset: 1}})
-	wantCode(t, err, client.CodeStaleGeneration)
+	wantCode(t, err, problem.CodeStaleGeneration)
 	if m1, err = ca.JoinGroup(ctx, "g", client.JoinGroupRequest{MemberID: m1.MemberID}); err != nil {
 		t.Fatal(err)
 	}
@@ -111,11 +112,11 @@ func TestGroupClient(t *testing.T) {
 		t.Fatalf("second fetch %+v, %v", res, err)
 	}
 	err = ca.CommitOffsets(ctx, "g", m1.MemberID, m1.Generation, []client.OffsetCommit{{Topic: "orders", Partition: 2, Offset: 1}})
-	wantCode(t, err, client.CodeNotAssigned)
+	wantCode(t, err, problem.CodeNotAssigned)
 	err = ca.CommitOffsets(ctx, "g", m1.MemberID, m1.Generation, []client.OffsetCommit{{Topic: "orders", Partition: 0, Offset: 99}})
-	wantCode(t, err, client.CodeInvalidOffset)
+	wantCode(t, err, problem.CodeInvalidOffset)
 	err = ca.CommitOffsets(ctx, "g", "", 0, []client.OffsetCommit{{Topic: "orders", Partition: 0, Offset: 0}})
-	wantCode(t, err, client.CodeGroupNotEmpty)
+	wantCode(t, err, problem.CodeGroupNotEmpty)
 
 	offs, err := cb.GroupOffsets(ctx, "g")
 	if err != nil {
@@ -134,15 +135,15 @@ func TestGroupClient(t *testing.T) {
 		t.Fatalf("describe %+v, %v", d, err)
 	}
 
-	wantCode(t, ca.DeleteGroup(ctx, "g"), client.CodeGroupNotEmpty)
+	wantCode(t, ca.DeleteGroup(ctx, "g"), problem.CodeGroupNotEmpty)
 	for _, m := range []client.GroupMembership{m1, m2} {
 		if err := cb.LeaveGroup(ctx, "g", m.MemberID); err != nil {
 			t.Fatal(err)
 		}
 	}
 	_, err = ca.Heartbeat(ctx, "g", m1.MemberID, 3)
-	wantCode(t, err, client.CodeMemberNotFound)
-	wantCode(t, ca.LeaveGroup(ctx, "g", m1.MemberID), client.CodeMemberNotFound)
+	wantCode(t, err, problem.CodeMemberNotFound)
+	wantCode(t, ca.LeaveGroup(ctx, "g", m1.MemberID), problem.CodeMemberNotFound)
 	if err := ca.CommitOffsets(ctx, "g", "", 0, []client.OffsetCommit{{Topic: "orders", Partition: 2, Offset: 3, Metadata: "reset"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -150,9 +151,9 @@ func TestGroupClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = cb.DescribeGroup(ctx, "g")
-	wantCode(t, err, client.CodeGroupNotFound)
+	wantCode(t, err, problem.CodeGroupNotFound)
 	_, err = cb.GroupOffsets(ctx, "g")
-	wantCode(t, err, client.CodeGroupNotFound)
+	wantCode(t, err, problem.CodeGroupNotFound)
 	_, err = cb.JoinGroup(ctx, "bad name", client.JoinGroupRequest{Topics: []string{"orders"}})
-	wantCode(t, err, client.CodeInvalidGroupName)
+	wantCode(t, err, problem.CodeInvalidGroupName)
 }

@@ -2,9 +2,6 @@ package client_test
 
 import (
 	"encoding/json"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -228,61 +225,6 @@ func resolve(doc map[string]any, v any) map[string]any {
 		m, _ = r.(map[string]any)
 	}
 	return m
-}
-
-// codeConstants returns the string values of the constants of type Code
-// declared in the non-test Go files of a directory.
-func codeConstants(t *testing.T, dir string) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, file := range files {
-		if strings.HasSuffix(file, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(f, func(n ast.Node) bool {
-			vs, ok := n.(*ast.ValueSpec)
-			if !ok || vs.Type == nil || len(vs.Values) != 1 {
-				return true
-			}
-			if id, ok := vs.Type.(*ast.Ident); ok && id.Name == "Code" {
-				if lit, ok := vs.Values[0].(*ast.BasicLit); ok {
-					s, _ := strconv.Unquote(lit.Value)
-					out = append(out, s)
-				}
-			}
-			return true
-		})
-	}
-	slices.Sort(out)
-	return out
-}
-
-func TestOpenAPIErrorCodesAgree(t *testing.T) {
-	agentCodes := codeConstants(t, filepath.Join("..", "agent"))
-	clientCodes := codeConstants(t, ".")
-	if len(agentCodes) < 30 {
-		t.Fatalf("found only %d codes in agent", len(agentCodes))
-	}
-	if !slices.Equal(agentCodes, clientCodes) {
-		t.Errorf("client codes %v\nagent codes %v", clientCodes, agentCodes)
-	}
-	enum, _ := lookup(loadOpenAPI(t), "#/components/schemas/Problem/properties/code/enum")
-	var doc []string
-	for _, c := range enum.([]any) {
-		doc = append(doc, c.(string))
-	}
-	slices.Sort(doc)
-	if !slices.Equal(agentCodes, doc) {
-		t.Errorf("openapi codes %v\nagent codes %v", doc, agentCodes)
-	}
 }
 
 // listedCodes returns the codes a response description lists after

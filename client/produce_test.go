@@ -8,6 +8,7 @@ import (
 
 	"silt/client"
 	"silt/partitioner"
+	"silt/problem"
 )
 
 // produceFunc is Produce or ProduceBinary.
@@ -142,7 +143,7 @@ func TestProduceWithSequencesDeduplicates(t *testing.T) {
 			}
 			// A gap in the sequence is refused.
 			_, err = f.fn(c)(ctx, "t", msgs[:1], client.WithSequences(pid, map[int32]int32{0: 5}))
-			if e := asError(t, err); e.Code != client.CodeSequenceGap {
+			if e := asError(t, err); e.Code != problem.CodeSequenceGap {
 				t.Fatalf("gap: %v", err)
 			}
 		})

@@ -9,6 +9,7 @@ import (
 
 	"silt/client"
 	"silt/internal/agenttest"
+	"silt/problem"
 )
 
 // start runs a real agent for the test and returns a client of it.
@@ -119,7 +120,7 @@ func TestTopicLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c.DescribeTopic(ctx, "orders")
-	if e := asError(t, err); e.Status != http.StatusNotFound || e.Code != client.CodeTopicNotFound {
+	if e := asError(t, err); e.Status != http.StatusNotFound || e.Code != problem.CodeTopicNotFound {
 		t.Fatalf("describe deleted topic: %v", err)
 	}
 }
@@ -136,23 +137,23 @@ func TestErrorMapping(t *testing.T) {
 		status int
 		code   client.Code
 	}{
-		{"describe missing", func() error { _, err := c.DescribeTopic(ctx, "nope"); return err }, 404, client.CodeTopicNotFound},
-		{"delete missing", func() error { return c.DeleteTopic(ctx, "nope") }, 404, client.CodeTopicNotFound},
+		{"describe missing", func() error { _, err := c.DescribeTopic(ctx, "nope"); return err }, 404, problem.CodeTopicNotFound},
+		{"delete missing", func() error { return c.DeleteTopic(ctx, "nope") }, 404, problem.CodeTopicNotFound},
 		{"produce missing", func() error {
 			_, err := c.Produce(ctx, "nope", []client.Message{{Value: []byte("x")}})
 			return err
-		}, 404, client.CodeTopicNotFound},
-		{"create existing", func() error { _, err := c.CreateTopic(ctx, client.NewTopic{Name: "t1"}); return err }, 409, client.CodeTopicExists},
-		{"bad name", func() error { _, err := c.CreateTopic(ctx, client.NewTopic{Name: "bad name!"}); return err }, 400, client.CodeInvalidTopicName},
+		}, 404, problem.CodeTopicNotFound},
+		{"create existing", func() error { _, err := c.CreateTopic(ctx, client.NewTopic{Name: "t1"}); return err }, 409, problem.CodeTopicExists},
+		{"bad name", func() error { _, err := c.CreateTopic(ctx, client.NewTopic{Name: "bad name!"}); return err }, 400, problem.CodeInvalidTopicName},
 		{"bad config", func() error {
 			_, err := c.CreateTopic(ctx, client.NewTopic{Name: "t2", Config: client.ConfigPatch{CleanupPolicy: ptr("sometimes")}})
 			return err
-		}, 400, client.CodeInvalidConfig},
-		{"shrink partitions", func() error { _, err := c.AlterTopic(ctx, "t1", client.TopicUpdate{Partitions: 1}); return err }, 400, client.CodeInvalidPartitions},
+		}, 400, problem.CodeInvalidConfig},
+		{"shrink partitions", func() error { _, err := c.AlterTopic(ctx, "t1", client.TopicUpdate{Partitions: 1}); return err }, 400, problem.CodeInvalidPartitions},
 		{"partition out of range", func() error {
 			_, err := c.Produce(ctx, "t1", []client.Message{{Partition: client.Partition(7), Value: []byte("x")}})
 			return err
-		}, 400, client.CodeInvalidRecord},
+		}, 400, problem.CodeInvalidRecord},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,7 +187,7 @@ func TestUnsupportedMediaType(t *testing.T) {
 	ctx := testContext(t)
 	_, err := c.CreateTopic(ctx, client.NewTopic{Name: "t"})
 	e := asError(t, err)
-	if e.Status != http.StatusUnsupportedMediaType || e.Code != client.CodeUnsupportedMediaType {
+	if e.Status != http.StatusUnsupportedMediaType || e.Code != problem.CodeUnsupportedMediaType {
 		t.Fatalf("got %v", err)
 	}
 	_, err = c.Produce(ctx, "t", []client.Message{{Value: []byte("x")}})

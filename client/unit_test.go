@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"silt/binformat"
+	"silt/problem"
 )
 
 func fakeClient(t *testing.T, h http.Handler, opts ...Option) *Client {
@@ -138,10 +139,10 @@ func TestErrorFromResponse(t *testing.T) {
 		}
 		return e
 	}
-	if e := get("416"); e.Status != 416 || e.Code != CodeOffsetOutOfRange || e.LogStartOffset != 100 || e.HighWatermark != 250 || e.Retriable {
+	if e := get("416"); e.Status != 416 || e.Code != problem.CodeOffsetOutOfRange || e.LogStartOffset != 100 || e.HighWatermark != 250 || e.Retriable {
 		t.Fatalf("416: %+v", e)
 	}
-	if e := get("429"); e.Code != CodeBackpressure || !e.Retriable || e.RetryAfter != 7*time.Second || e.Detail != "d" || e.Instance != "/x" {
+	if e := get("429"); e.Code != problem.CodeBackpressure || !e.Retriable || e.RetryAfter != 7*time.Second || e.Detail != "d" || e.Instance != "/x" {
 		t.Fatalf("429: %+v", e)
 	}
 	e := get("502")
@@ -179,12 +180,12 @@ func TestRetry(t *testing.T) {
 	}
 
 	f = &flaky{fail: 3}
-	if _, err := fakeClient(t, f, WithRetry(fast)).ListTopics(ctx); !IsCode(err, CodeUnavailable) || f.calls.Load() != 3 {
+	if _, err := fakeClient(t, f, WithRetry(fast)).ListTopics(ctx); !IsCode(err, problem.CodeUnavailable) || f.calls.Load() != 3 {
 		t.Fatalf("out of attempts: %v after %d calls", err, f.calls.Load())
 	}
 
 	f = &flaky{fail: 1}
-	if _, err := fakeClient(t, f).ListTopics(ctx); !IsCode(err, CodeUnavailable) || f.calls.Load() != 1 {
+	if _, err := fakeClient(t, f).ListTopics(ctx); !IsCode(err, problem.CodeUnavailable) || f.calls.Load() != 1 {
 		t.Fatalf("retries are off by default: %v after %d calls", err, f.calls.Load())
 	}
 }
@@ -198,7 +199,7 @@ func TestRetryGivesUpWhenRetryAfterExceedsBudget(t *testing.T) {
 	}), WithRetry(RetryPolicy{MaxAttempts: 5, MaxElapsed: time.Minute}))
 	start := time.Now()
 	_, err := c.ListTopics(ctxFor(t))
-	if !IsCode(err, CodeBackpressure) || calls.Load() != 1 {
+	if !IsCode(err, problem.CodeBackpressure) || calls.Load() != 1 {
 		t.Fatalf("%v after %d calls", err, calls.Load())
 	}
 	if time.Since(start) > 10*time.Second {

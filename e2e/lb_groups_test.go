@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"silt/client"
+	"silt/problem"
 )
 
 // groupMember consumes as one member of a group through the load
@@ -29,7 +30,7 @@ func (m *groupMember) run(ctx context.Context, group, topic string, consumed fun
 			req.MemberID = ms.MemberID
 		}
 		out, err := m.cl.JoinGroup(ctx, group, req)
-		if client.IsCode(err, client.CodeMemberNotFound) {
+		if client.IsCode(err, problem.CodeMemberNotFound) {
 			joined = false // expired: join afresh
 			req.MemberID = ""
 			out, err = m.cl.JoinGroup(ctx, group, req)
@@ -64,7 +65,7 @@ func (m *groupMember) run(ctx context.Context, group, topic string, consumed fun
 		switch {
 		case ctx.Err() != nil:
 			return
-		case client.IsCode(err, client.CodeStaleGeneration), client.IsCode(err, client.CodeMemberNotFound):
+		case client.IsCode(err, problem.CodeStaleGeneration), client.IsCode(err, problem.CodeMemberNotFound):
 			join() // the protocol: rejoin to get the new assignment
 			continue
 		case err != nil:
@@ -82,8 +83,8 @@ func (m *groupMember) run(ctx context.Context, group, topic string, consumed fun
 		switch {
 		case ctx.Err() != nil:
 			return
-		case client.IsCode(err, client.CodeStaleGeneration), client.IsCode(err, client.CodeMemberNotFound),
-			client.IsCode(err, client.CodeNotAssigned):
+		case client.IsCode(err, problem.CodeStaleGeneration), client.IsCode(err, problem.CodeMemberNotFound),
+			client.IsCode(err, problem.CodeNotAssigned):
 			join() // these records are read again by the partition's new owner
 		case err != nil:
 			errs.add(m.name+" commit", err)

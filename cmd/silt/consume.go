@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"silt/client"
+	"silt/problem"
 )
 
 const synopsisConsume = "silt consume TOPIC [--partition P] [--offset earliest|latest|N] [--follow] [--group G [--session-timeout D]] [--max-records N] [--format value|kv|json]"
@@ -206,7 +207,7 @@ func readPartition(ctx context.Context, c *client.Client, cfg consumeConfig, p i
 	for pos < end {
 		res, err := c.Fetch(ctx, cfg.topic, p, pos, client.FetchOptions{MaxRecords: 1000})
 		var e *client.Error
-		if errors.As(err, &e) && e.Code == client.CodeOffsetOutOfRange && cfg.offset == client.Earliest && e.LogStartOffset > pos {
+		if errors.As(err, &e) && e.Code == problem.CodeOffsetOutOfRange && cfg.offset == client.Earliest && e.LogStartOffset > pos {
 			pos = e.LogStartOffset // retention removed records meanwhile
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"silt/client"
+	"silt/problem"
 )
 
 const (
@@ -263,7 +264,7 @@ func runGroupReset(ctx context.Context, args []string, stdout io.Writer) error {
 				previous[o.Partition] = o.CommittedOffset
 			}
 		}
-	case !client.IsCode(err, client.CodeGroupNotFound):
+	case !client.IsCode(err, problem.CodeGroupNotFound):
 		return err
 	}
 	plan := make([]resetPlan, 0, len(parts))
@@ -470,7 +471,7 @@ func (gc *groupConsumer) join(ctx context.Context, again bool) error {
 	}
 	req := client.JoinGroupRequest{MemberID: id, Topics: gc.topics, SessionTimeout: gc.opts.SessionTimeout, AutoOffsetReset: gc.opts.AutoOffsetReset}
 	m, err := gc.c.JoinGroup(ctx, gc.group, req)
-	if id != "" && client.IsCode(err, client.CodeMemberNotFound) {
+	if id != "" && client.IsCode(err, problem.CodeMemberNotFound) {
 		req.MemberID = ""
 		m, err = gc.c.JoinGroup(ctx, gc.group, req)
 	}
@@ -520,7 +521,7 @@ func (gc *groupConsumer) heartbeats(ctx context.Context) {
 			switch {
 			case err == nil && hb.Rejoin:
 				gc.rejoin = true
-			case client.IsCode(err, client.CodeMemberNotFound):
+			case client.IsCode(err, problem.CodeMemberNotFound):
 				gc.lost = true
 			}
 		}
@@ -536,10 +537,10 @@ func (gc *groupConsumer) heartbeats(ctx context.Context) {
 // rejoining puts them back at the committed offsets), up to a bound.
 func (gc *groupConsumer) recover(ctx context.Context, err error, failures *int) error {
 	switch {
-	case client.IsCode(err, client.CodeStaleGeneration):
+	case client.IsCode(err, problem.CodeStaleGeneration):
 		gc.logf("group %s rebalanced; rejoining", gc.group)
 		return gc.join(ctx, true)
-	case client.IsCode(err, client.CodeMemberNotFound):
+	case client.IsCode(err, problem.CodeMemberNotFound):
 		gc.logf("member expired; joining group %s again", gc.group)
 		return gc.join(ctx, false)
 	}
@@ -588,10 +589,10 @@ func (gc *groupConsumer) commit(ctx context.Context, gen int64, recs []client.Gr
 	switch {
 	case err == nil:
 		return nil
-	case client.IsCode(err, client.CodeStaleGeneration), client.IsCode(err, client.CodeNotAssigned), client.IsCode(err, client.CodeMemberNotFound):
+	case client.IsCode(err, problem.CodeStaleGeneration), client.IsCode(err, problem.CodeNotAssigned), client.IsCode(err, problem.CodeMemberNotFound):
 		gc.logf("commit refused (%v); those records may be delivered again", err)
 		gc.mu.Lock()
-		if client.IsCode(err, client.CodeMemberNotFound) {
+		if client.IsCode(err, problem.CodeMemberNotFound) {
 			gc.lost = true
 		} else {
 			gc.rejoin = true
@@ -607,7 +608,7 @@ func (gc *groupConsumer) leave(ctx context.Context) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	id, _ := gc.membership()
-	if err := gc.c.LeaveGroup(lctx, gc.group, id); err != nil && !client.IsCode(err, client.CodeMemberNotFound) {
+	if err := gc.c.LeaveGroup(lctx, gc.group, id); err != nil && !client.IsCode(err, problem.CodeMemberNotFound) {
 		gc.logf("leave: %v", err)
 	}
 }

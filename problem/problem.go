@@ -1,0 +1,74 @@
+package problem
+
+import "fmt"
+
+// MediaType is the content type of error bodies.
+const MediaType = "application/problem+json"
+
+// Code is a stable, machine-readable error code.
+type Code string
+
+// The error codes of the HTTP API.
+const (
+	CodeBadRequest           Code = "bad_request"
+	CodeInvalidJSON          Code = "invalid_json"
+	CodeInvalidParameter     Code = "invalid_parameter"
+	CodeInvalidTopicName     Code = "invalid_topic_name"
+	CodeInvalidConfig        Code = "invalid_config"
+	CodeInvalidRecord        Code = "invalid_record"
+	CodeInvalidPartitions    Code = "invalid_partition_count"
+	CodeRouteNotFound        Code = "route_not_found"
+	CodeMethodNotAllowed     Code = "method_not_allowed"
+	CodeTopicNotFound        Code = "topic_not_found"
+	CodePartitionNotFound    Code = "partition_not_found"
+	CodeTopicExists          Code = "topic_exists"
+	CodeRecordTooLarge       Code = "record_too_large"
+	CodeRequestTooLarge      Code = "request_too_large"
+	CodeTooManyRecords       Code = "too_many_records"
+	CodeUnsupportedMediaType Code = "unsupported_media_type"
+	CodeNotAcceptable        Code = "not_acceptable"
+	CodeBackpressure         Code = "backpressure"
+	CodeUnavailable          Code = "unavailable"
+	CodeShuttingDown         Code = "shutting_down"
+	CodeOffsetOutOfRange     Code = "offset_out_of_range"
+	CodeSequenceGap          Code = "out_of_order_sequence"
+	CodeUnknownProducer      Code = "unknown_producer"
+	CodeFenced               Code = "fenced"
+	CodeInternal             Code = "internal"
+
+	// Consumer groups.
+	CodeInvalidGroupName Code = "invalid_group_name"
+	CodeInvalidOffset    Code = "invalid_offset"
+	CodeGroupNotFound    Code = "group_not_found"
+	// CodeMemberNotFound: the member expired or left; join again without
+	// a member id.
+	CodeMemberNotFound Code = "member_not_found"
+	// CodeStaleGeneration: the group rebalanced; join again with the
+	// member id.
+	CodeStaleGeneration Code = "stale_generation"
+	CodeNotAssigned     Code = "not_assigned"
+	CodeGroupNotEmpty   Code = "group_not_empty"
+	CodeGroupFull       Code = "group_full"
+)
+
+// TypeURI is the problem type of a code.
+func TypeURI(c Code) string { return "urn:silt:problem:" + string(c) }
+
+// Details is an RFC 9457 problem details object as Silt sends it.
+type Details struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Instance  string `json:"instance,omitempty"`
+	Code      Code   `json:"code"`
+	Retriable bool   `json:"retriable"`
+	// RetryAfter, in seconds, is also sent as the Retry-After header.
+	RetryAfter int `json:"retry_after,omitempty"`
+	// LogStartOffset and HighWatermark accompany offset_out_of_range.
+	LogStartOffset *int64 `json:"log_start_offset,omitempty"`
+	HighWatermark  *int64 `json:"high_watermark,omitempty"`
+}
+
+// Error makes Details usable as an error.
+func (d *Details) Error() string { return fmt.Sprintf("%d %s: %s", d.Status, d.Code, d.Detail) }
