@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -161,4 +162,67 @@ func parseSeparator(s string) ([]byte, error) {
 		return nil, errors.New("key separator must not be empty")
 	}
 	return b, nil
+}
+
+// subcommand is a verb of a command that has verbs (topic, group).
+type subcommand struct {
+	name, synopsis string
+	run            func(ctx context.Context, args []string, stdout io.Writer) error
+}
+
+// runSubcommand dispatches args to one of subs; usage prints the synopses
+// followed by notes.
+func runSubcommand(ctx context.Context, args []string, stdout io.Writer, subs []subcommand, notes string) error {
+	usage := func() {
+		fmt.Fprintf(stdout, "Usage:\n")
+		for _, s := range subs {
+			fmt.Fprintf(stdout, "  %s\n", s.synopsis)
+		}
+		fmt.Fprintf(stdout, "\nEvery subcommand takes --url (SILT_URL, default %s) and --output table|json.\n%s", defaultURL, notes)
+	}
+	if len(args) == 0 {
+		usage()
+		return errors.New("a subcommand is required")
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage()
+		return flag.ErrHelp
+	}
+	for _, s := range subs {
+		if s.name == args[0] {
+			return s.run(ctx, args[1:], stdout)
+		}
+	}
+	usage()
+	return fmt.Errorf("unknown subcommand %q", args[0])
+}
+
+// outputFlags are the flags every topic and group subcommand shares:
+// --url and --output.
+type outputFlags struct {
+	api    *apiFlags
+	output string
+}
+
+func newOutputFlags(fs *flagSet) *outputFlags {
+	f := &outputFlags{api: addAPIFlags(fs)}
+	fs.StringVar(&f.output, "output", "table", "table or json")
+	return f
+}
+
+// parse parses flags and the positional arguments, of which there must be
+// want, and returns them with a client.
+func (f *outputFlags) parse(fs *flagSet, args []string, synopsis string, want int) ([]string, *client.Client, error) {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(pos) != want {
+		return nil, nil, usageError(synopsis, "expected %d argument(s), got %d", want, len(pos))
+	}
+	if f.output != "table" && f.output != "json" {
+		return nil, nil, fmt.Errorf("--output %q: want table or json", f.output)
+	}
+	c, err := f.api.client()
+	return pos, c, err
 }

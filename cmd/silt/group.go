@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -24,77 +23,22 @@ const (
 )
 
 // groupSubcommands are the verbs of `silt group`.
-var groupSubcommands = []struct {
-	name, synopsis string
-	run            func(ctx context.Context, args []string, stdout io.Writer) error
-}{
+var groupSubcommands = []subcommand{
 	{"list", synopsisGroupList, runGroupList},
 	{"describe", synopsisGroupDescribe, runGroupDescribe},
 	{"reset-offsets", synopsisGroupReset, runGroupReset},
 	{"delete", synopsisGroupDelete, runGroupDelete},
 }
 
-func groupUsage(w io.Writer) {
-	fmt.Fprintf(w, "Usage:\n")
-	for _, s := range groupSubcommands {
-		fmt.Fprintf(w, "  %s\n", s.synopsis)
-	}
-	fmt.Fprintf(w, "\nEvery subcommand takes --url (SILT_URL, default %s) and --output table|json.\n", defaultURL)
-	fmt.Fprintf(w, "reset-offsets works only on a group without members (the agent enforces it).\n")
-}
-
 // runGroupCmd is `silt group`: consumer groups.
 func runGroupCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 {
-		groupUsage(stdout)
-		return errors.New("a subcommand is required")
-	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		groupUsage(stdout)
-		return flag.ErrHelp
-	}
-	for _, s := range groupSubcommands {
-		if s.name == args[0] {
-			return s.run(ctx, args[1:], stdout)
-		}
-	}
-	groupUsage(stdout)
-	return fmt.Errorf("unknown subcommand %q", args[0])
-}
-
-// groupFlags are the flags every group subcommand shares.
-type groupFlags struct {
-	api    *apiFlags
-	output string
-}
-
-func newGroupFlags(fs *flagSet) *groupFlags {
-	f := &groupFlags{api: addAPIFlags(fs)}
-	fs.StringVar(&f.output, "output", "table", "table or json")
-	return f
-}
-
-// parseGroupArgs parses flags and the positional arguments, of which
-// there must be want.
-func parseGroupArgs(fs *flagSet, f *groupFlags, args []string, synopsis string, want int) ([]string, *client.Client, error) {
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(pos) != want {
-		return nil, nil, usageError(synopsis, "expected %d argument(s), got %d", want, len(pos))
-	}
-	if f.output != "table" && f.output != "json" {
-		return nil, nil, fmt.Errorf("--output %q: want table or json", f.output)
-	}
-	c, err := f.api.client()
-	return pos, c, err
+	return runSubcommand(ctx, args, stdout, groupSubcommands, "reset-offsets works only on a group without members (the agent enforces it).\n")
 }
 
 func runGroupList(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("group list")
-	gf := newGroupFlags(fs)
-	_, c, err := parseGroupArgs(fs, gf, args, synopsisGroupList, 0)
+	gf := newOutputFlags(fs)
+	_, c, err := gf.parse(fs, args, synopsisGroupList, 0)
 	if err != nil {
 		return err
 	}
@@ -117,8 +61,8 @@ func runGroupList(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runGroupDescribe(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("group describe")
-	gf := newGroupFlags(fs)
-	pos, c, err := parseGroupArgs(fs, gf, args, synopsisGroupDescribe, 1)
+	gf := newOutputFlags(fs)
+	pos, c, err := gf.parse(fs, args, synopsisGroupDescribe, 1)
 	if err != nil {
 		return err
 	}
@@ -177,8 +121,8 @@ func runGroupDescribe(ctx context.Context, args []string, stdout io.Writer) erro
 
 func runGroupDelete(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("group delete")
-	gf := newGroupFlags(fs)
-	pos, c, err := parseGroupArgs(fs, gf, args, synopsisGroupDelete, 1)
+	gf := newOutputFlags(fs)
+	pos, c, err := gf.parse(fs, args, synopsisGroupDelete, 1)
 	if err != nil {
 		return err
 	}
@@ -206,7 +150,7 @@ type resetPlan struct {
 // Kafka's tool does.
 func runGroupReset(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("group reset-offsets")
-	gf := newGroupFlags(fs)
+	gf := newOutputFlags(fs)
 	var (
 		topic                string
 		partition            int
@@ -224,7 +168,7 @@ func runGroupReset(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.FlagSet.Int64Var(&toOffset, "to-offset", -1, "reset to this offset (moved into [log start, high watermark])")
 	fs.add("to-offset", "reset to this offset (moved into [log start, high watermark])")
 	fs.BoolVar(&dryRun, "dry-run", false, "print the new offsets without committing them")
-	pos, c, err := parseGroupArgs(fs, gf, args, synopsisGroupReset, 1)
+	pos, c, err := gf.parse(fs, args, synopsisGroupReset, 1)
 	if err != nil {
 		return err
 	}

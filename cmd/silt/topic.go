@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -24,10 +22,7 @@ const (
 )
 
 // topicSubcommands are the verbs of `silt topic`.
-var topicSubcommands = []struct {
-	name, synopsis string
-	run            func(ctx context.Context, args []string, stdout io.Writer) error
-}{
+var topicSubcommands = []subcommand{
 	{"create", synopsisCreate, runTopicCreate},
 	{"list", synopsisList, runTopicList},
 	{"describe", synopsisDescribe, runTopicDescribe},
@@ -35,78 +30,23 @@ var topicSubcommands = []struct {
 	{"delete", synopsisDelete, runTopicDelete},
 }
 
-func topicUsage(w io.Writer) {
-	fmt.Fprintf(w, "Usage:\n")
-	for _, s := range topicSubcommands {
-		fmt.Fprintf(w, "  %s\n", s.synopsis)
-	}
-	fmt.Fprintf(w, "\nEvery subcommand takes --url (SILT_URL, default %s) and --output table|json.\n", defaultURL)
-	fmt.Fprintf(w, "Config keys: %s.\n", strings.Join(configKeys(), ", "))
-}
-
+// runTopicCmd is `silt topic`.
 func runTopicCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 {
-		topicUsage(stdout)
-		return errors.New("a subcommand is required")
-	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		topicUsage(stdout)
-		return flag.ErrHelp
-	}
-	for _, s := range topicSubcommands {
-		if s.name == args[0] {
-			return s.run(ctx, args[1:], stdout)
-		}
-	}
-	topicUsage(stdout)
-	return fmt.Errorf("unknown subcommand %q", args[0])
-}
-
-// topicFlags are the flags every topic subcommand shares.
-type topicFlags struct {
-	api    *apiFlags
-	output string
-}
-
-func newTopicFlags(fs *flagSet) *topicFlags {
-	f := &topicFlags{api: addAPIFlags(fs)}
-	fs.StringVar(&f.output, "output", "table", "table or json")
-	return f
-}
-
-func (f *topicFlags) check() error {
-	if f.output != "table" && f.output != "json" {
-		return fmt.Errorf("--output %q: want table or json", f.output)
-	}
-	return nil
+	return runSubcommand(ctx, args, stdout, topicSubcommands, fmt.Sprintf("Config keys: %s.\n", strings.Join(configKeys(), ", ")))
 }
 
 // parseTopicArgs parses the flags and returns the NAME argument when
-// withName, checking the count of positional arguments.
-func parseTopicArgs(fs *flagSet, f *topicFlags, args []string, synopsis string, withName bool) (string, *client.Client, error) {
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return "", nil, err
-	}
+// withName.
+func parseTopicArgs(fs *flagSet, f *outputFlags, args []string, synopsis string, withName bool) (string, *client.Client, error) {
 	want := 0
 	if withName {
 		want = 1
 	}
-	if len(pos) != want {
-		return "", nil, usageError(synopsis, "expected %d argument(s), got %d", want, len(pos))
+	pos, c, err := f.parse(fs, args, synopsis, want)
+	if err != nil || !withName {
+		return "", c, err
 	}
-	if err := f.check(); err != nil {
-		return "", nil, err
-	}
-	c, err := f.api.client()
-	if err != nil {
-		return "", nil, err
-	}
-	name := ""
-	if withName {
-		name = pos[0]
-	}
-	return name, c, nil
+	return pos[0], c, nil
 }
 
 // topicChangeFlags are --partitions and --config of create and alter.
@@ -132,7 +72,7 @@ func (f *topicChangeFlags) parse() (int32, client.ConfigPatch, error) {
 
 func runTopicCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("topic create")
-	tf := newTopicFlags(fs)
+	tf := newOutputFlags(fs)
 	cf := addTopicChangeFlags(fs, "partition count (default 1)")
 	name, c, err := parseTopicArgs(fs, tf, args, synopsisCreate, true)
 	if err != nil {
@@ -155,7 +95,7 @@ func runTopicCreate(ctx context.Context, args []string, stdout io.Writer) error 
 
 func runTopicList(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("topic list")
-	tf := newTopicFlags(fs)
+	tf := newOutputFlags(fs)
 	_, c, err := parseTopicArgs(fs, tf, args, synopsisList, false)
 	if err != nil {
 		return err
@@ -180,7 +120,7 @@ func runTopicList(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runTopicDescribe(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("topic describe")
-	tf := newTopicFlags(fs)
+	tf := newOutputFlags(fs)
 	name, c, err := parseTopicArgs(fs, tf, args, synopsisDescribe, true)
 	if err != nil {
 		return err
@@ -210,7 +150,7 @@ func runTopicDescribe(ctx context.Context, args []string, stdout io.Writer) erro
 
 func runTopicAlter(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("topic alter")
-	tf := newTopicFlags(fs)
+	tf := newOutputFlags(fs)
 	cf := addTopicChangeFlags(fs, "new partition count (counts only grow)")
 	name, c, err := parseTopicArgs(fs, tf, args, synopsisAlter, true)
 	if err != nil {
@@ -236,7 +176,7 @@ func runTopicAlter(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runTopicDelete(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("topic delete")
-	tf := newTopicFlags(fs)
+	tf := newOutputFlags(fs)
 	name, c, err := parseTopicArgs(fs, tf, args, synopsisDelete, true)
 	if err != nil {
 		return err
