@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -18,6 +17,7 @@ import (
 	"silt/fetch"
 	"silt/metadata"
 	"silt/problem"
+	"silt/recordjson"
 )
 
 // Fetcher reads partitions; fetch.Fetcher implements it.
@@ -257,7 +257,7 @@ func appendBytesField(dst []byte, name string, b []byte, enc encoding) []byte {
 	if b == nil {
 		return dst
 	}
-	if enc == encodingAuto && isCompactJSON(b) {
+	if enc == encodingAuto && recordjson.AsText(b) {
 		dst = append(dst, ',', '"')
 		dst = append(dst, name...)
 		dst = append(dst, '"', ':')
@@ -268,20 +268,6 @@ func appendBytesField(dst []byte, name string, b []byte, enc encoding) []byte {
 	dst = append(dst, `_b64":"`...)
 	dst = base64.StdEncoding.AppendEncode(dst, b)
 	return append(dst, '"')
-}
-
-// isCompactJSON reports whether b is one valid JSON value with no
-// insignificant white space, so that writing it raw keeps the bytes exact.
-func isCompactJSON(b []byte) bool {
-	if len(b) == 0 || !json.Valid(b) {
-		return false
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(b))
-	if err := json.Compact(&buf, b); err != nil {
-		return false
-	}
-	return bytes.Equal(buf.Bytes(), b)
 }
 
 func appendJSONString(dst []byte, s string) []byte {

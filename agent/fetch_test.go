@@ -21,6 +21,7 @@ import (
 	"silt/internal/agentd"
 	"silt/internal/agenttest"
 	"silt/problem"
+	"silt/recordjson"
 	"silt/segment"
 )
 
@@ -35,13 +36,13 @@ func twoAgents(t *testing.T, configure func(*agentd.Config)) (*agenttest.Agent, 
 
 // fetched is a record as read back through the JSON forms.
 type fetched struct {
-	Offset    int64              `json:"offset"`
-	Timestamp int64              `json:"timestamp"`
-	Key       json.RawMessage    `json:"key"`
-	KeyB64    *string            `json:"key_b64"`
-	Value     json.RawMessage    `json:"value"`
-	ValueB64  *string            `json:"value_b64"`
-	Headers   []agent.HeaderJSON `json:"headers"`
+	Offset    int64               `json:"offset"`
+	Timestamp int64               `json:"timestamp"`
+	Key       json.RawMessage     `json:"key"`
+	KeyB64    *string             `json:"key_b64"`
+	Value     json.RawMessage     `json:"value"`
+	ValueB64  *string             `json:"value_b64"`
+	Headers   []recordjson.Header `json:"headers"`
 }
 
 type fetchResponse struct {
@@ -92,7 +93,7 @@ func TestFetchThroughAnotherAgentByteForByte(t *testing.T) {
 		{key: []byte{}, value: []byte{}},
 		{key: []byte(` 1`), value: []byte("plain text, not JSON"), headers: []segment.Header{{Key: "bin", Value: invalidUTF8}}},
 	}
-	req := agent.ProduceRequest{Records: make([]agent.RecordJSON, len(want))}
+	req := agent.ProduceRequest{Records: make([]recordjson.Record, len(want))}
 	for i, w := range want {
 		r := &req.Records[i]
 		r.Partition = i32p(0)
@@ -104,7 +105,7 @@ func TestFetchThroughAnotherAgentByteForByte(t *testing.T) {
 			r.ValueB64 = strp(base64.StdEncoding.EncodeToString(w.value))
 		}
 		for _, h := range w.headers {
-			hj := agent.HeaderJSON{Key: h.Key}
+			hj := recordjson.Header{Key: h.Key}
 			if h.Value != nil {
 				hj.ValueB64 = strp(base64.StdEncoding.EncodeToString(h.Value))
 			}
@@ -184,7 +185,7 @@ func TestFetchThroughAnotherAgentByteForByte(t *testing.T) {
 			f.ValueB64 = strp(base64.StdEncoding.EncodeToString(r.Value))
 		}
 		for _, h := range r.Headers {
-			hj := agent.HeaderJSON{Key: h.Key}
+			hj := recordjson.Header{Key: h.Key}
 			if h.Value != nil {
 				hj.ValueB64 = strp(base64.StdEncoding.EncodeToString(h.Value))
 			}
@@ -257,7 +258,7 @@ func TestLongPollWakesOnCommitFromAnotherAgent(t *testing.T) {
 		t.Fatalf("long-poll returned before any commit: %+v %v", r.resp, r.err)
 	default:
 	}
-	produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(`"wake"`)}}})
+	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`"wake"`)}}})
 	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -345,7 +346,7 @@ func TestStreamTailResumeAndShutdown(t *testing.T) {
 	a, b := twoAgents(t, func(c *agentd.Config) { c.HTTP.SSEHeartbeat = 50 * time.Millisecond })
 	createTopic(t, a, "t", 1, "")
 	for i := 0; i < 5; i++ {
-		produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(strconv.Itoa(i))}}})
+		produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(strconv.Itoa(i))}}})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	events, _ := openStream(t, ctx, b.URL+"/v1/topics/t/partitions/0/stream?offset=0")
@@ -356,7 +357,7 @@ func TestStreamTailResumeAndShutdown(t *testing.T) {
 		}
 	}
 	// Live: a record produced through the other agent arrives.
-	produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(`"live"`)}}})
+	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`"live"`)}}})
 	if ev := nextRecord(t, events); ev.id != "5" || !strings.Contains(ev.data, `"live"`) {
 		t.Fatalf("live event %+v", ev)
 	}
@@ -398,7 +399,7 @@ func TestOffsetsAndTimestampLookup(t *testing.T) {
 	createTopic(t, a, "t", 1, "")
 	// Separate requests make separate chunks; timestamps need not be ordered.
 	for _, ts := range []int64{1000, 2000, 1500, 3000, 2500} {
-		produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(`1`), Timestamp: i64p(ts)}}})
+		produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`1`), Timestamp: i64p(ts)}}})
 	}
 	base := a.URL + "/v1/topics/t/partitions/0/offsets"
 	var st map[string]int64
@@ -431,9 +432,9 @@ func TestFetchMaxBytesAndRecords(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Options{})
 	createTopic(t, a, "t", 1, "")
 	val := `"` + strings.Repeat("v", 4998) + `"` // 5000 bytes
-	var recs []agent.RecordJSON
+	var recs []recordjson.Record
 	for i := 0; i < 4; i++ {
-		recs = append(recs, agent.RecordJSON{Value: json.RawMessage(val)})
+		recs = append(recs, recordjson.Record{Value: json.RawMessage(val)})
 	}
 	produceJSON(t, a, "t", agent.ProduceRequest{Records: recs})
 	base := a.URL + "/v1/topics/t/partitions/0/records?offset=0"
@@ -456,7 +457,7 @@ func TestFetchBadParametersAndRange(t *testing.T) {
 	t.Parallel()
 	a := agenttest.Start(t, agenttest.Options{})
 	createTopic(t, a, "t", 1, "")
-	produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(`1`)}, {Value: json.RawMessage(`2`)}}})
+	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`1`)}, {Value: json.RawMessage(`2`)}}})
 	base := a.URL + "/v1/topics/t/partitions/0"
 	for _, c := range []struct {
 		path   string

@@ -16,6 +16,7 @@ import (
 	"silt/agent"
 	"silt/internal/agenttest"
 	"silt/problem"
+	"silt/recordjson"
 )
 
 // groupAgents starts two agents sharing one database and one MinIO bucket.
@@ -230,7 +231,7 @@ func TestGroupMembershipAcrossAgents(t *testing.T) {
 func TestGroupErrors(t *testing.T) {
 	a, b := groupAgents(t)
 	createTopic(t, a, "t", 2, "")
-	produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Partition: i32p(0), Value: json.RawMessage(`1`)}}})
+	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Partition: i32p(0), Value: json.RawMessage(`1`)}}})
 	m1 := joinGroup(t, a, "g", agent.JoinGroupRequest{Topics: []string{"t"}})
 	m2 := joinGroup(t, b, "g", agent.JoinGroupRequest{Topics: []string{"t"}})
 	m1.rejoin(t, a, "g", []string{"t"}, 45_000)
@@ -376,7 +377,7 @@ func produceN(t *testing.T, a *agenttest.Agent, topic string, from, n int) {
 	t.Helper()
 	req := agent.ProduceRequest{}
 	for i := from; i < from+n; i++ {
-		req.Records = append(req.Records, agent.RecordJSON{Key: json.RawMessage(fmt.Sprintf(`"k%d"`, i)), Value: json.RawMessage(fmt.Sprint(i))})
+		req.Records = append(req.Records, recordjson.Record{Key: json.RawMessage(fmt.Sprintf(`"k%d"`, i)), Value: json.RawMessage(fmt.Sprint(i))})
 	}
 	produceJSON(t, a, topic, req)
 }
@@ -488,13 +489,13 @@ func TestGroupLagAndMetrics(t *testing.T) {
 		if i >= 10 {
 			p = 1
 		}
-		req.Records = append(req.Records, agent.RecordJSON{Partition: &p, Value: json.RawMessage(fmt.Sprint(i))})
+		req.Records = append(req.Records, recordjson.Record{Partition: &p, Value: json.RawMessage(fmt.Sprint(i))})
 	}
 	produceJSON(t, a, "t", req)
 	postJSON(t, b.URL+"/v1/groups/g/offsets", agent.CommitOffsetsRequest{Offsets: []agent.OffsetCommitJSON{
 		{Topic: "t", Partition: i32p(0), Offset: i64p(3), Metadata: "batch-7"}}}, nil)
 	createTopic(t, a, "u", 1, "")
-	produceJSON(t, a, "u", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(`1`)}, {Value: json.RawMessage(`2`)}}})
+	produceJSON(t, a, "u", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`1`)}, {Value: json.RawMessage(`2`)}}})
 	var offs agent.GroupOffsetsResponse
 	getJSON(t, a.URL+"/v1/groups/g/offsets", &offs)
 	// Every partition of the topics with commits.
@@ -586,7 +587,7 @@ func TestGroupFetchLongPoll(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Partition: i32p(2), Value: json.RawMessage(`"late"`)}}})
+	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Partition: i32p(2), Value: json.RawMessage(`"late"`)}}})
 	res := <-done
 	if len(res.Records) != 1 || string(res.Records[0].Value) != `"late"` || res.Records[0].Partition != 2 || res.Records[0].Topic != "t" {
 		t.Fatalf("long-poll returned %+v", res)

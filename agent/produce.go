@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +21,7 @@ import (
 	"silt/metadata"
 	"silt/partitioner"
 	"silt/problem"
+	"silt/recordjson"
 	"silt/segment"
 )
 
@@ -40,31 +39,9 @@ const (
 	MediaNDJSON = "application/x-ndjson"
 )
 
-// RecordJSON is a record in JSON produce requests and fetch responses. Key
-// and Value carry a JSON value, stored as its compact JSON text; KeyB64 and
-// ValueB64 carry raw bytes in standard base64. Absent and null both mean
-// a null key or value.
-type RecordJSON struct {
-	Partition *int32          `json:"partition,omitempty"`
-	Offset    *int64          `json:"offset,omitempty"`
-	Timestamp *int64          `json:"timestamp,omitempty"`
-	Key       json.RawMessage `json:"key,omitempty"`
-	KeyB64    *string         `json:"key_b64,omitempty"`
-	Value     json.RawMessage `json:"value,omitempty"`
-	ValueB64  *string         `json:"value_b64,omitempty"`
-	Headers   []HeaderJSON    `json:"headers,omitempty"`
-}
-
-// HeaderJSON is a record header, with the same value encodings.
-type HeaderJSON struct {
-	Key      string          `json:"key"`
-	Value    json.RawMessage `json:"value,omitempty"`
-	ValueB64 *string         `json:"value_b64,omitempty"`
-}
-
 // ProduceRequest is the JSON produce body.
 type ProduceRequest struct {
-	Records []RecordJSON `json:"records"`
+	Records []recordjson.Record `json:"records"`
 	// ProducerID > 0 (from POST /v1/producers) makes the request
 	// idempotent; Sequences then gives, per partition written, the
 	// sequence number of the request's first record in that partition.
@@ -367,7 +344,7 @@ func parseSequences(m map[string]int32, single *int32, singlePartition bool) (ma
 	return out, nil
 }
 
-func convertRecord(j *RecordJSON, out *inRecord) error {
+func convertRecord(j *recordjson.Record, out *inRecord) error {
 	var err error
 	out.partition = -1
 	if j.Partition != nil {
@@ -386,16 +363,16 @@ func convertRecord(j *RecordJSON, out *inRecord) error {
 		}
 		out.rec.Timestamp = *j.Timestamp
 	}
-	if out.rec.Key, err = bytesOf("key", j.Key, j.KeyB64); err != nil {
+	if out.rec.Key, err = recordjson.Decode("key", j.Key, j.KeyB64); err != nil {
 		return err
 	}
-	if out.rec.Value, err = bytesOf("value", j.Value, j.ValueB64); err != nil {
+	if out.rec.Value, err = recordjson.Decode("value", j.Value, j.ValueB64); err != nil {
 		return err
 	}
 	if len(j.Headers) > 0 {
 		out.rec.Headers = make([]segment.Header, len(j.Headers))
 		for i, h := range j.Headers {
-			v, err := bytesOf("header value", h.Value, h.ValueB64)
+			v, err := recordjson.Decode("header value", h.Value, h.ValueB64)
 			if err != nil {
 				return fmt.Errorf("header %d: %w", i, err)
 			}
@@ -403,35 +380,6 @@ func convertRecord(j *RecordJSON, out *inRecord) error {
 		}
 	}
 	return nil
-}
-
-// bytesOf returns the bytes of a JSON value (compacted) or a base64 field;
-// nil when both are absent or the JSON value is null.
-func bytesOf(what string, raw json.RawMessage, b64 *string) ([]byte, error) {
-	if len(raw) > 0 && b64 != nil {
-		return nil, fmt.Errorf("%s and %s_b64 are both set", what, strings.ReplaceAll(what, " ", "_"))
-	}
-	if b64 != nil {
-		b, err := base64.StdEncoding.DecodeString(*b64)
-		if err != nil {
-			return nil, fmt.Errorf("%s_b64 is not valid base64: %v", strings.ReplaceAll(what, " ", "_"), err)
-		}
-		return b, nil
-	}
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	if !hasJSONSpace(raw) {
-		// Already compact, and a private copy: json.RawMessage copies
-		// what it decodes.
-		return raw, nil
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(raw))
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, fmt.Errorf("%s: %v", what, err)
-	}
-	return buf.Bytes(), nil
 }
 
 func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInput, error) {
@@ -449,7 +397,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 		if len(in.records) >= s.cfg.MaxRecordsPerRequest {
 			return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "more than %d records in one request", s.cfg.MaxRecordsPerRequest)
 		}
-		var j RecordJSON
+		var j recordjson.Record
 		if err := strictUnmarshal(b, &j); err != nil {
 			var p *problem.Details
 			if errors.As(err, &p) {

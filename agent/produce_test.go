@@ -26,6 +26,7 @@ import (
 	"silt/objectstore"
 	"silt/objectstore/objectstoretest"
 	"silt/problem"
+	"silt/recordjson"
 	"silt/segment"
 )
 
@@ -173,12 +174,12 @@ func produceBatch(a *agenttest.Agent, batch []sent, binary bool) ([]agent.Record
 	} else {
 		req := agent.ProduceRequest{}
 		for _, s := range batch {
-			r := agent.RecordJSON{ValueB64: strp(base64.StdEncoding.EncodeToString(s.value))}
+			r := recordjson.Record{ValueB64: strp(base64.StdEncoding.EncodeToString(s.value))}
 			if s.key != nil {
 				r.KeyB64 = strp(base64.StdEncoding.EncodeToString(s.key))
 			}
 			for _, h := range s.headers {
-				hj := agent.HeaderJSON{Key: h.Key}
+				hj := recordjson.Header{Key: h.Key}
 				if h.Value != nil {
 					hj.ValueB64 = strp(base64.StdEncoding.EncodeToString(h.Value))
 				}
@@ -352,7 +353,7 @@ func TestPutFailureIs503AndConsumesNoOffsets(t *testing.T) {
 		t.Fatalf("high watermark %d after a failed PUT", hw[0])
 	}
 	faulty.Reset()
-	resp := produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(`3`)}}})
+	resp := produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`3`)}}})
 	if resp.Offsets[0].Offset != 0 {
 		t.Fatalf("first record after the failure got offset %d, want 0", resp.Offsets[0].Offset)
 	}
@@ -366,7 +367,7 @@ func TestPostgresFailureIs503AndConsumesNoOffsets(t *testing.T) {
 		c.Batcher.FlushTimeout = 5 * time.Second
 	}})
 	createTopic(t, a, "t", 1, "")
-	produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(`0`)}}})
+	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`0`)}}})
 
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, adminURL(t, a.DatabaseURL))
@@ -394,7 +395,7 @@ func TestPostgresFailureIs503AndConsumesNoOffsets(t *testing.T) {
 		status, _, _ := call(t, "GET", a.URL+"/readyz", "", nil)
 		return status == http.StatusOK
 	})
-	resp := produceJSON(t, a, "t", agent.ProduceRequest{Records: []agent.RecordJSON{{Value: json.RawMessage(`2`)}}})
+	resp := produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`2`)}}})
 	if resp.Offsets[0].Offset != 1 {
 		t.Fatalf("record after the failure got offset %d, want 1 (the failed one must not use an offset)", resp.Offsets[0].Offset)
 	}
@@ -432,7 +433,7 @@ func TestIdempotentProduce(t *testing.T) {
 	req := agent.ProduceRequest{
 		ProducerID: p.ProducerID,
 		Sequences:  map[string]int32{"0": 0, "1": 0},
-		Records: []agent.RecordJSON{
+		Records: []recordjson.Record{
 			{Partition: i32p(0), Value: json.RawMessage(`"a"`)},
 			{Partition: i32p(1), Value: json.RawMessage(`"b"`)},
 			{Partition: i32p(0), Value: json.RawMessage(`"c"`)},

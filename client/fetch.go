@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"silt/binformat"
+	"silt/recordjson"
 )
 
 // Special offsets for Fetch and Stream, as in Kafka.
@@ -150,10 +151,10 @@ func decodeBinaryFetch(body []byte, partition int32) (FetchResult, error) {
 
 func decodeJSONFetch(body []byte, partition int32) (FetchResult, error) {
 	var page struct {
-		Records        []recordJSON `json:"records"`
-		NextOffset     *int64       `json:"next_offset"`
-		HighWatermark  *int64       `json:"high_watermark"`
-		LogStartOffset *int64       `json:"log_start_offset"`
+		Records        []recordjson.Record `json:"records"`
+		NextOffset     *int64              `json:"next_offset"`
+		HighWatermark  *int64              `json:"high_watermark"`
+		LogStartOffset *int64              `json:"log_start_offset"`
 	}
 	if err := json.Unmarshal(body, &page); err != nil {
 		return FetchResult{}, fmt.Errorf("decode response: %w", err)
@@ -164,7 +165,7 @@ func decodeJSONFetch(body []byte, partition int32) (FetchResult, error) {
 	out := FetchResult{NextOffset: *page.NextOffset, HighWatermark: *page.HighWatermark, LogStartOffset: *page.LogStartOffset,
 		Records: make([]Record, len(page.Records))}
 	for i := range page.Records {
-		r, err := page.Records[i].record(partition)
+		r, err := recordFrom(&page.Records[i], partition)
 		if err != nil {
 			return FetchResult{}, err
 		}
@@ -196,11 +197,11 @@ func decodeNDJSONFetch(resp *response, partition int32) (FetchResult, error) {
 		if len(line) == 0 {
 			continue
 		}
-		var j recordJSON
+		var j recordjson.Record
 		if err := json.Unmarshal(line, &j); err != nil {
 			return FetchResult{}, fmt.Errorf("decode response line: %w", err)
 		}
-		r, err := j.record(partition)
+		r, err := recordFrom(&j, partition)
 		if err != nil {
 			return FetchResult{}, err
 		}

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"silt/recordjson"
 )
 
 // Auto offset reset policies of JoinGroupRequest.
@@ -280,7 +282,7 @@ func (c *Client) DeleteGroup(ctx context.Context, group string) error {
 // groupRecordJSON is a record of a group fetch body.
 type groupRecordJSON struct {
 	Topic string `json:"topic"`
-	recordJSON
+	recordjson.Record
 }
 
 // GroupFetch reads records across the member's assigned partitions from
@@ -324,7 +326,7 @@ func (c *Client) GroupFetch(ctx context.Context, group, memberID string, opts Gr
 		if j.Partition == nil {
 			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: record without a partition", group, memberID)
 		}
-		r, err := j.record(*j.Partition)
+		r, err := recordFrom(&j.Record, *j.Partition)
 		if err != nil {
 			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: %w", group, memberID, err)
 		}

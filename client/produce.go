@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"silt/binformat"
+	"silt/recordjson"
 )
 
 // RecordOffset is where one produced record landed.
@@ -61,10 +62,10 @@ func produceParamsOf(opts []ProduceOption) produceParams {
 func (c *Client) Produce(ctx context.Context, topic string, msgs []Message, opts ...ProduceOption) (ProduceResult, error) {
 	p := produceParamsOf(opts)
 	body := struct {
-		Records    []recordJSON     `json:"records"`
-		ProducerID int64            `json:"producer_id,omitempty"`
-		Sequences  map[string]int32 `json:"sequences,omitempty"`
-	}{Records: make([]recordJSON, len(msgs)), ProducerID: p.producerID}
+		Records    []recordjson.Record `json:"records"`
+		ProducerID int64               `json:"producer_id,omitempty"`
+		Sequences  map[string]int32    `json:"sequences,omitempty"`
+	}{Records: make([]recordjson.Record, len(msgs)), ProducerID: p.producerID}
 	for i := range msgs {
 		body.Records[i] = messageJSON(&msgs[i])
 	}

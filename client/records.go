@@ -2,13 +2,12 @@ package client
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"time"
-	"unicode/utf8"
 
 	"silt/binformat"
+	"silt/recordjson"
 )
 
 // Header is a record header; a nil Value is null.
@@ -45,88 +44,25 @@ type Message struct {
 // Partition returns a pointer to p, for Message.Partition.
 func Partition(p int32) *int32 { return &p }
 
-// recordJSON is a record in JSON bodies. key/value hold JSON text whose
-// bytes are the record's bytes; key_b64/value_b64 hold any bytes.
-type recordJSON struct {
-	Partition *int32          `json:"partition,omitempty"`
-	Offset    *int64          `json:"offset,omitempty"`
-	Timestamp *int64          `json:"timestamp,omitempty"`
-	Key       json.RawMessage `json:"key,omitempty"`
-	KeyB64    *string         `json:"key_b64,omitempty"`
-	Value     json.RawMessage `json:"value,omitempty"`
-	ValueB64  *string         `json:"value_b64,omitempty"`
-	Headers   []headerJSON    `json:"headers,omitempty"`
-}
-
-type headerJSON struct {
-	Key      string          `json:"key"`
-	Value    json.RawMessage `json:"value,omitempty"`
-	ValueB64 *string         `json:"value_b64,omitempty"`
-}
-
-// encodeBytes chooses the JSON form of b that stores exactly b: the JSON
-// text itself when b is compact, valid UTF-8 JSON (the agent compacts JSON
-// values), else base64. nil stays absent, which is null.
-func encodeBytes(b []byte) (json.RawMessage, *string) {
-	if b == nil {
-		return nil, nil
-	}
-	if isCompactJSON(b) {
-		return json.RawMessage(b), nil
-	}
-	s := base64.StdEncoding.EncodeToString(b)
-	return nil, &s
-}
-
-func isCompactJSON(b []byte) bool {
-	if len(b) == 0 || !utf8.Valid(b) || !json.Valid(b) {
-		return false
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(b))
-	if json.Compact(&buf, b) != nil {
-		return false
-	}
-	return bytes.Equal(buf.Bytes(), b)
-}
-
-// decodeBytes is the inverse of encodeBytes for fetched records.
-func decodeBytes(what string, raw json.RawMessage, b64 *string) ([]byte, error) {
-	if b64 != nil {
-		if len(raw) > 0 && string(raw) != "null" {
-			return nil, fmt.Errorf("%s and %s_b64 are both set", what, what)
-		}
-		b, err := base64.StdEncoding.DecodeString(*b64)
-		if err != nil {
-			return nil, fmt.Errorf("%s_b64: %w", what, err)
-		}
-		return b, nil
-	}
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	return bytes.Clone(raw), nil
-}
-
-func messageJSON(m *Message) recordJSON {
-	var j recordJSON
+func messageJSON(m *Message) recordjson.Record {
+	var j recordjson.Record
 	j.Partition = m.Partition
 	if !m.Timestamp.IsZero() {
 		ts := m.Timestamp.UnixMilli()
 		j.Timestamp = &ts
 	}
-	j.Key, j.KeyB64 = encodeBytes(m.Key)
-	j.Value, j.ValueB64 = encodeBytes(m.Value)
+	j.Key, j.KeyB64 = recordjson.Encode(m.Key)
+	j.Value, j.ValueB64 = recordjson.Encode(m.Value)
 	for _, h := range m.Headers {
-		hj := headerJSON{Key: h.Key}
-		hj.Value, hj.ValueB64 = encodeBytes(h.Value)
+		hj := recordjson.Header{Key: h.Key}
+		hj.Value, hj.ValueB64 = recordjson.Encode(h.Value)
 		j.Headers = append(j.Headers, hj)
 	}
 	return j
 }
 
-// record converts a fetched JSON record.
-func (j *recordJSON) record(partition int32) (Record, error) {
+// recordFrom converts a fetched JSON record.
+func recordFrom(j *recordjson.Record, partition int32) (Record, error) {
 	var r Record
 	var err error
 	r.Partition = partition
@@ -137,16 +73,16 @@ func (j *recordJSON) record(partition int32) (Record, error) {
 	if j.Timestamp != nil {
 		r.Timestamp = time.UnixMilli(*j.Timestamp)
 	}
-	if r.Key, err = decodeBytes("key", j.Key, j.KeyB64); err != nil {
+	if r.Key, err = recordjson.Decode("key", j.Key, j.KeyB64); err != nil {
 		return r, fmt.Errorf("record %d: %w", r.Offset, err)
 	}
-	if r.Value, err = decodeBytes("value", j.Value, j.ValueB64); err != nil {
+	if r.Value, err = recordjson.Decode("value", j.Value, j.ValueB64); err != nil {
 		return r, fmt.Errorf("record %d: %w", r.Offset, err)
 	}
 	if len(j.Headers) > 0 {
 		r.Headers = make([]Header, len(j.Headers))
 		for i, h := range j.Headers {
-			v, err := decodeBytes("value", h.Value, h.ValueB64)
+			v, err := recordjson.Decode("value", h.Value, h.ValueB64)
 			if err != nil {
 				return r, fmt.Errorf("record %d: header %d: %w", r.Offset, i, err)
 			}

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"silt/recordjson"
 )
 
 // StreamOptions tune Stream. The zero value is usable.
@@ -161,7 +163,7 @@ func (s *stream) connect(ctx context.Context, off string, yield func(Record, err
 }
 
 func (s *stream) decode(ev sseEvent) (Record, error) {
-	var j recordJSON
+	var j recordjson.Record
 	if err := json.Unmarshal(ev.data, &j); err != nil {
 		return Record{}, fmt.Errorf("decode record event %q: %w", ev.id, err)
 	}
@@ -170,5 +172,5 @@ func (s *stream) decode(ev sseEvent) (Record, error) {
 			j.Offset = &n
 		}
 	}
-	return j.record(s.partition)
+	return recordFrom(&j, s.partition)
 }

@@ -17,6 +17,7 @@ import (
 
 	"silt/binformat"
 	"silt/problem"
+	"silt/recordjson"
 )
 
 func fakeClient(t *testing.T, h http.Handler, opts ...Option) *Client {
@@ -61,7 +62,7 @@ func TestEncodeBytes(t *testing.T) {
 		{in: []byte(` 1`), b64: "IDE="},
 	}
 	for _, tc := range cases {
-		raw, b64 := encodeBytes(tc.in)
+		raw, b64 := recordjson.Encode(tc.in)
 		switch {
 		case tc.absent:
 			if raw != nil || b64 != nil {
@@ -77,7 +78,7 @@ func TestEncodeBytes(t *testing.T) {
 			}
 		}
 		// And back.
-		got, err := decodeBytes("value", raw, b64)
+		got, err := recordjson.Decode("value", raw, b64)
 		if err != nil || !bytes.Equal(got, tc.in) || (got == nil) != (tc.in == nil) {
 			t.Errorf("%q: decoded %q (%v)", tc.in, got, err)
 		}
