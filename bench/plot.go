@@ -104,54 +104,41 @@ func textWidth(s string) int { return len([]rune(s)) * advance }
 
 // text draws s with its top-left corner at (x, y).
 func (c canvas) text(x, y int, s string, col color.RGBA) {
-	for _, r := range s {
-		g, ok := glyphs[r]
-		if !ok {
-			g, ok = glyphs[unicode.ToUpper(r)]
-		}
-		if !ok {
-			g = glyphs['?']
-		}
-		for row, bits := range g {
-			for colI, b := range bits {
-				if b != '#' {
-					continue
-				}
-				for dy := range fontScale {
-					for dx := range fontScale {
-						c.SetRGBA(x+colI*fontScale+dx, y+row*fontScale+dy, col)
-					}
-				}
-			}
-		}
-		x += advance
+	for i, r := range []rune(s) {
+		c.glyph(r, col, func(u, v int) (int, int) { return x + i*advance + u, y + v })
 	}
 }
 
 // vtext draws s rotated a quarter turn counter-clockwise, its baseline
 // running up from (x, y).
 func (c canvas) vtext(x, y int, s string, col color.RGBA) {
-	for _, r := range s {
-		g, ok := glyphs[r]
-		if !ok {
-			g, ok = glyphs[unicode.ToUpper(r)]
-		}
-		if !ok {
-			g = glyphs['?']
-		}
-		for row, bits := range g {
-			for colI, b := range bits {
-				if b != '#' {
-					continue
-				}
-				for dy := range fontScale {
-					for dx := range fontScale {
-						c.SetRGBA(x+row*fontScale+dx, y-colI*fontScale-dy, col)
-					}
+	for i, r := range []rune(s) {
+		c.glyph(r, col, func(u, v int) (int, int) { return x + v, y - i*advance - u })
+	}
+}
+
+// glyph draws r's bitmap, scaled by fontScale; place maps a point (u
+// across, v down, in pixels from the glyph's corner) to the canvas.
+func (c canvas) glyph(r rune, col color.RGBA, place func(u, v int) (int, int)) {
+	g, ok := glyphs[r]
+	if !ok {
+		g, ok = glyphs[unicode.ToUpper(r)]
+	}
+	if !ok {
+		g = glyphs['?']
+	}
+	for row, bits := range g {
+		for colI, b := range bits {
+			if b != '#' {
+				continue
+			}
+			for dy := range fontScale {
+				for dx := range fontScale {
+					px, py := place(colI*fontScale+dx, row*fontScale+dy)
+					c.SetRGBA(px, py, col)
 				}
 			}
 		}
-		y -= advance
 	}
 }
 
