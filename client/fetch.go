@@ -95,16 +95,8 @@ func (c *Client) fetch(ctx context.Context, topic string, partition int32, offse
 	if err != nil {
 		return FetchResult{}, err
 	}
-	q := url.Values{"offset": {off}}
-	if opts.MaxRecords > 0 {
-		q.Set("max_records", strconv.Itoa(opts.MaxRecords))
-	}
-	if opts.MaxBytes > 0 {
-		q.Set("max_bytes", strconv.Itoa(opts.MaxBytes))
-	}
-	if opts.Wait > 0 {
-		q.Set("wait_ms", strconv.FormatInt(opts.Wait.Milliseconds(), 10))
-	}
+	q := fetchQuery(opts.MaxRecords, opts.MaxBytes, opts.Wait)
+	q.Set("offset", off)
 	if opts.Base64 {
 		q.Set("encoding", "base64")
 	}
@@ -241,4 +233,20 @@ func (c *Client) OffsetForTimestamp(ctx context.Context, topic string, partition
 		return 0, false, nil
 	}
 	return *out.Offset, true, nil
+}
+
+// fetchQuery holds the fetch limits shared by partition and group fetches;
+// zero leaves a limit to the agent.
+func fetchQuery(maxRecords, maxBytes int, wait time.Duration) url.Values {
+	q := url.Values{}
+	if maxRecords > 0 {
+		q.Set("max_records", strconv.Itoa(maxRecords))
+	}
+	if maxBytes > 0 {
+		q.Set("max_bytes", strconv.Itoa(maxBytes))
+	}
+	if wait > 0 {
+		q.Set("wait_ms", strconv.FormatInt(wait.Milliseconds(), 10))
+	}
+	return q
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -292,16 +291,7 @@ type groupRecordJSON struct {
 // positions go back to the committed offsets) before fetching again. A
 // rebalance fails it with stale_generation: rejoin with the member id.
 func (c *Client) GroupFetch(ctx context.Context, group, memberID string, opts GroupFetchOptions) (GroupFetchResult, error) {
-	q := url.Values{}
-	if opts.MaxRecords > 0 {
-		q.Set("max_records", strconv.Itoa(opts.MaxRecords))
-	}
-	if opts.MaxBytes > 0 {
-		q.Set("max_bytes", strconv.Itoa(opts.MaxBytes))
-	}
-	if opts.Wait > 0 {
-		q.Set("wait_ms", strconv.FormatInt(opts.Wait.Milliseconds(), 10))
-	}
+	q := fetchQuery(opts.MaxRecords, opts.MaxBytes, opts.Wait)
 	if opts.AutoCommit {
 		q.Set("auto_commit", "true")
 	}

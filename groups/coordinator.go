@@ -274,12 +274,10 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 	}
 	var res HeartbeatResult
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
-		m, err := st.member(member)
+		m, err := st.alive(member)
 		if err != nil {
 			return err
 		}
-		st.touched[m.ID] = true
-		st.settle()
 		gen := st.group.Generation
 		res = HeartbeatResult{Generation: gen, Rejoin: m.Generation != gen || generation != gen}
 		return nil
@@ -332,12 +330,10 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 	err := c.locked(ctx, group, req.MemberID == "", func(ctx context.Context, st *state) error {
 		commits := make([]metadata.GroupCommit, len(req.Offsets))
 		if req.MemberID != "" {
-			m, err := st.member(req.MemberID)
+			m, err := st.alive(req.MemberID)
 			if err != nil {
 				return err
 			}
-			st.touched[m.ID] = true
-			st.settle()
 			if err := st.current(m, req.Generation); err != nil {
 				return err
 			}
@@ -499,12 +495,10 @@ func (c *Coordinator) StartFetch(ctx context.Context, group, member string, gene
 	}
 	var fs FetchStart
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
-		m, err := st.member(member)
+		m, err := st.alive(member)
 		if err != nil {
 			return err
 		}
-		st.touched[m.ID] = true
-		st.settle()
 		if generation == AnyGeneration {
 			generation = m.Generation
 		}
@@ -719,6 +713,18 @@ func (st *state) requireTopics(ctx context.Context, topics []string) error {
 }
 
 // member returns a member or a rejection.
+// alive looks up a member for a request that proves it is alive: the
+// request counts as a heartbeat, then expired members are settled.
+func (st *state) alive(id string) (*metadata.GroupMember, error) {
+	m, err := st.member(id)
+	if err != nil {
+		return nil, err
+	}
+	st.touched[m.ID] = true
+	st.settle()
+	return m, nil
+}
+
 func (st *state) member(id string) (*metadata.GroupMember, error) {
 	m := st.byID[id]
 	if m == nil {
