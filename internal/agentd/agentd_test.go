@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"silt/metadata/metadatatest"
-	"silt/objectstore/objectstoretest"
 	"silt/objectstore/mem"
+	"silt/objectstore/objectstoretest"
 )
 
 // A start that fails after some parts are running stops them again
