@@ -26,6 +26,12 @@ func mapDomainError(err error) *problem.Details {
 		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "the agent's produce buffer is full; retry shortly")
 	case errors.Is(err, batcher.ErrClosed):
 		return newProblem(http.StatusServiceUnavailable, problem.CodeShuttingDown, "the agent is shutting down; retry on another agent")
+	case errors.Is(err, fetch.ErrStorage):
+		return newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "object store read failed: %v", err)
+	case errors.Is(err, context.Canceled):
+		// The client went away (or the agent is stopping): nobody reads
+		// this answer, but it must not count as an internal error.
+		return newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "request canceled")
 	case errors.Is(err, batcher.ErrStorage):
 		return newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "object store write failed; nothing was committed: %v", err)
 	case errors.Is(err, batcher.ErrTooLarge):

@@ -10,8 +10,9 @@ import (
 )
 
 type serverMetrics struct {
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	requests         *prometheus.CounterVec
+	latency          *prometheus.HistogramVec
+	bodyBackpressure prometheus.Counter
 }
 
 func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
@@ -26,7 +27,11 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}, []string{"route", "method"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency} {
+	m.bodyBackpressure = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "silt_http_produce_body_backpressure_total",
+		Help: "Produce requests refused because too many request bytes were in flight.",
+	})
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.bodyBackpressure} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent metrics: %w", err)
 		}

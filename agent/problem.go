@@ -62,7 +62,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		return
 	}
 	p := s.toProblem(err)
-	if p.Status >= 500 {
+	switch {
+	case c.Request().Context().Err() != nil:
+		s.logger.Debug("request ended by the client", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+	case p.Status >= 500:
 		s.logger.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", p.Status, "code", p.Code, "err", err)
 	}
 	if werr := writeProblem(c, p); werr != nil {
@@ -70,8 +73,8 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	}
 }
 
-// toProblem maps an error to a Problem; mapErr hooks let handlers' domain
-// errors be translated in one place (errors.go).
+// toProblem maps an error to a problem; domain errors are translated in
+// one place, mapDomainError (errors.go).
 func (s *Server) toProblem(err error) *problem.Details {
 	var p *problem.Details
 	if errors.As(err, &p) {

@@ -111,6 +111,18 @@ func (s *Server) produce(c echo.Context) error {
 	if req.ContentLength > s.cfg.MaxRequestBytes {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body of %d bytes exceeds %d", req.ContentLength, s.cfg.MaxRequestBytes)
 	}
+	// Request bodies being read or parsed are bounded too, before the
+	// batcher's own bound applies: reserve the body's size (the limit when
+	// unknown) or refuse with 429.
+	reserve := req.ContentLength
+	if reserve < 0 {
+		reserve = s.cfg.MaxRequestBytes
+	}
+	if !s.bodies.TryAcquire(reserve) {
+		s.metrics.bodyBackpressure.Inc()
+		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many produce request bytes in flight; retry shortly")
+	}
+	defer s.bodies.Release(reserve)
 	ct := mediaType(req.Header.Get(echo.HeaderContentType))
 	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
 	var in *produceInput

@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/semaphore"
 
 	"silt/partitioner"
 	"silt/problem"
@@ -27,6 +28,9 @@ type Config struct {
 	MaxRecordBytes int
 	// MaxRequestBytes bounds one produce request body.
 	MaxRequestBytes int64
+	// MaxInflightRequestBytes bounds the produce request bodies being
+	// read and parsed at once; past it produce gets 429.
+	MaxInflightRequestBytes int64
 	// MaxRecordsPerRequest bounds the records in one produce request.
 	MaxRecordsPerRequest int
 	// ReadyTimeout bounds each readiness check.
@@ -48,16 +52,17 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:               ":8080",
-		MaxRecordBytes:       1 << 20,
-		MaxRequestBytes:      16 << 20,
-		MaxRecordsPerRequest: 100_000,
-		ReadyTimeout:         2 * time.Second,
-		MaxPartitions:        100_000,
-		TopicCacheTTL:        2 * time.Second,
-		MaxWait:              30 * time.Second,
-		SSEHeartbeat:         15 * time.Second,
-		Version:              "dev",
+		Listen:                  ":8080",
+		MaxRecordBytes:          1 << 20,
+		MaxRequestBytes:         16 << 20,
+		MaxRecordsPerRequest:    100_000,
+		MaxInflightRequestBytes: 256 << 20,
+		ReadyTimeout:            2 * time.Second,
+		MaxPartitions:           100_000,
+		TopicCacheTTL:           2 * time.Second,
+		MaxWait:                 30 * time.Second,
+		SSEHeartbeat:            15 * time.Second,
+		Version:                 "dev",
 	}
 }
 
@@ -70,6 +75,8 @@ func (c Config) Validate() error {
 		return errors.New("agent: max record bytes must be positive")
 	case c.MaxRequestBytes < int64(c.MaxRecordBytes):
 		return fmt.Errorf("agent: max request bytes (%d) must be at least max record bytes (%d)", c.MaxRequestBytes, c.MaxRecordBytes)
+	case c.MaxInflightRequestBytes < c.MaxRequestBytes:
+		return fmt.Errorf("agent: max in-flight request bytes (%d) must be at least max request bytes (%d)", c.MaxInflightRequestBytes, c.MaxRequestBytes)
 	case c.MaxRecordsPerRequest < 1:
 		return errors.New("agent: max records per request must be positive")
 	case c.ReadyTimeout <= 0:
@@ -119,7 +126,8 @@ type Server struct {
 	metrics  *serverMetrics
 	topics   *topicCache
 	sticky   partitioner.Sticky
-	stopping chan struct{} // closed when shutdown begins: ends streams and long-polls
+	bodies   *semaphore.Weighted // produce request bytes in flight
+	stopping chan struct{}       // closed when shutdown begins: ends streams and long-polls
 	stopOnce sync.Once
 }
 
@@ -137,7 +145,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Gatherer == nil {
 		deps.Gatherer = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{}), bodies: semaphore.NewWeighted(cfg.MaxInflightRequestBytes)}
 	s.topics = newTopicCache(deps.Topics, cfg.TopicCacheTTL)
 	m, err := newServerMetrics(deps.Registerer)
 	if err != nil {

@@ -27,6 +27,9 @@ type cachedTopic struct {
 	at    time.Time
 }
 
+// topicLookupTimeout bounds one shared topic lookup.
+const topicLookupTimeout = 10 * time.Second
+
 // maxCachedTopics bounds the cache; past it, the cache is cleared.
 const maxCachedTopics = 10_000
 
@@ -42,7 +45,11 @@ func (c *topicCache) get(ctx context.Context, name string) (metadata.Topic, erro
 		return e.topic, nil
 	}
 	v, err, _ := c.group.Do(name, func() (any, error) {
-		t, err := c.store.GetTopic(ctx, name)
+		// Shared by every caller waiting on this name: one client going
+		// away must not fail the others.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), topicLookupTimeout)
+		defer cancel()
+		t, err := c.store.GetTopic(lctx, name)
 		if err != nil {
 			return nil, err
 		}

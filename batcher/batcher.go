@@ -216,6 +216,9 @@ func (b *Batcher) Produce(ctx context.Context, parts []Part) ([]Result, error) {
 	if w.bytes > b.cfg.MaxBufferBytes {
 		return nil, fmt.Errorf("%w: %d bytes, buffer holds %d", ErrTooLarge, w.bytes, b.cfg.MaxBufferBytes)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // nobody would wait for these records
+	}
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()

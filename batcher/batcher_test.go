@@ -244,30 +244,49 @@ func TestBackpressureWhenBufferFull(t *testing.T) {
 	cfg.MaxBufferBytes = 4096
 	cfg.MaxInflightFlushes = 1
 	b, _ := setup(t, cfg, c)
-	// Commits are held, so nothing leaves the buffer; keep producing until refused.
-	refused := false
-	for i := 0; i < 100 && !refused; i++ {
-		_, err := b.Produce(ctxDone(), []Part{{TopicID: 1, Records: recs(4, "x")}})
-		switch {
+	// Commits are held, so nothing leaves the buffer: accepted produces
+	// wait, refused ones return at once.
+	const n = 100
+	results := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := b.Produce(context.Background(), []Part{{TopicID: 1, Records: recs(4, "x")}})
+			results <- err
+		}()
+	}
+	if err := <-results; !errors.Is(err, ErrBackpressure) {
+		t.Fatalf("first answer with commits held: %v, want ErrBackpressure", err)
+	}
+	close(c.gate) // release commits so the accepted ones finish
+	accepted := 0
+	for i := 1; i < n; i++ {
+		switch err := <-results; {
+		case err == nil:
+			accepted++
 		case errors.Is(err, ErrBackpressure):
-			refused = true
-		case errors.Is(err, context.Canceled):
-			// accepted and buffered; its outcome is not waited for
 		default:
-			t.Fatalf("produce %d: %v", i, err)
+			t.Fatalf("produce: %v", err)
 		}
 	}
-	if !refused {
-		t.Fatal("a full buffer never refused a produce")
+	if accepted == 0 {
+		t.Fatal("nothing was accepted")
 	}
-	close(c.gate) // release commits so Close can finish
 }
 
-// ctxDone returns an already-cancelled context: Produce buffers and returns at once.
-func ctxDone() context.Context {
+// A produce whose context has already ended is not buffered.
+func TestProduceWithEndedContext(t *testing.T) {
+	c := &fakeCommitter{}
+	b, _ := setup(t, DefaultConfig(), c)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	return ctx
+	if _, err := b.Produce(ctx, []Part{{TopicID: 1, Records: recs(1, "x")}}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.pending) != 0 || b.inBuffer != 0 {
+		t.Fatal("records of an ended produce were buffered")
+	}
 }
 
 // A slow first PUT does not let a later flush commit before it.

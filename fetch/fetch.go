@@ -21,6 +21,10 @@ import (
 // ErrOffsetOutOfRange: the offset is below the partition's log start.
 var ErrOffsetOutOfRange = errors.New("fetch: offset out of range")
 
+// ErrStorage: the object store failed a read; retriable. It wraps the
+// store's error, so objectstore sentinels still match.
+var ErrStorage = errors.New("fetch: object store read failed")
+
 // OutOfRangeError carries the partition's offsets with ErrOffsetOutOfRange.
 type OutOfRangeError struct {
 	Offset         int64
@@ -200,13 +204,14 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Response, error) {
 		deadline = t.C
 	}
 	k := PartitionKey{req.TopicID, req.Partition}
-	for attempt := 0; ; attempt++ {
+	for retries := 0; ; {
 		var wake <-chan struct{}
 		if req.Wait > 0 {
 			wake = f.watch.Watch(k) // before the lookup: no lost wake-ups
 		}
 		resp, err := f.fetchOnce(ctx, req)
-		if errors.Is(err, objectstore.ErrNotExist) && attempt < 2 {
+		if errors.Is(err, objectstore.ErrNotExist) && retries < 2 {
+			retries++
 			continue // retention or a merge swapped the object: look up again
 		}
 		if err != nil {
@@ -422,11 +427,11 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 		f.metrics.gets.WithLabelValues("range").Inc()
 		rc, err := f.objects.GetRange(ctx, p.key, p.start, p.end-p.start)
 		if err != nil {
-			return fmt.Errorf("read %s [%d,%d): %w", p.key, p.start, p.end, err)
+			return storageError(fmt.Sprintf("read %s [%d,%d)", p.key, p.start, p.end), err)
 		}
 		data, err = readAll(rc, p.end-p.start)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", p.key, err)
+			return storageError("read "+p.key, err)
 		}
 	}
 	for _, i := range p.idx {
@@ -454,7 +459,7 @@ func (f *Fetcher) wholeObject(ctx context.Context, key string, size int64) ([]by
 	if b, ok := f.whole.get(key); ok {
 		return b, nil
 	}
-	v, err, _ := f.flight.Do(key, func() (any, error) {
+	ch := f.flight.DoChan(key, func() (any, error) {
 		if b, ok := f.whole.get(key); ok {
 			return b, nil
 		}
@@ -464,42 +469,51 @@ func (f *Fetcher) wholeObject(ctx context.Context, key string, size int64) ([]by
 		defer cancel()
 		rc, err := f.objects.Get(rctx, key)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", key, err)
+			return nil, storageError("read "+key, err)
 		}
 		b, err := readAll(rc, size)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", key, err)
+			return nil, storageError("read "+key, err)
 		}
 		f.whole.add(key, b, int64(len(b)))
 		return b, nil
 	})
-	if err != nil {
-		return nil, err
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.([]byte), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return v.([]byte), nil
 }
 
-// readAll reads rc to its end into a buffer of the expected size (a
-// bytes.Buffer would double itself when the last byte fills it); size < 0
-// means unknown.
+// storageError wraps a failed read with ErrStorage, keeping the store's
+// error (and its sentinels) in the chain; cancellation stays as it is.
+func storageError(what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: %w: %w", what, ErrStorage, err)
+}
+
+// readAll reads exactly size bytes, the object or range asked for; a
+// shorter or longer body is an error (a body cut off in transit must never
+// be decoded or cached). size < 0 means unknown.
 func readAll(rc io.ReadCloser, size int64) ([]byte, error) {
 	defer rc.Close()
 	if size < 0 {
 		return io.ReadAll(rc)
 	}
 	buf := make([]byte, size)
-	n, err := io.ReadFull(rc, buf)
-	switch {
-	case err == io.EOF || err == io.ErrUnexpectedEOF: // shorter than expected
-		return buf[:n], nil
-	case err != nil:
-		return buf[:n], err
+	if n, err := io.ReadFull(rc, buf); err != nil {
+		return nil, fmt.Errorf("read %d of %d bytes: %w", n, size, err)
 	}
-	rest, err := io.ReadAll(rc) // longer than expected: keep it all
-	if len(rest) > 0 {
-		buf = append(buf, rest...)
+	if n, _ := rc.Read(make([]byte, 1)); n > 0 {
+		return nil, fmt.Errorf("body longer than the %d bytes expected", size)
 	}
-	return buf, err
+	return buf, nil
 }
 
 // decodedSize estimates a decoded chunk's memory: its records' bytes plus

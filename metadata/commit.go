@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -203,7 +204,7 @@ func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error)
 			if c.ProducerID > 0 {
 				pk := producerKey{c.ProducerID, k}
 				st := states[pk]
-				lastSeq := c.BaseSequence + c.Records - 1
+				lastSeq := wrapSequence(int64(c.BaseSequence) + int64(c.Records) - 1)
 				if st != nil {
 					if dup, off := st.duplicate(c.BaseSequence, lastSeq); dup {
 						results[i] = ChunkResult{BaseOffset: off, Duplicate: true}
@@ -212,7 +213,7 @@ func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error)
 				}
 				expected := int32(0)
 				if st != nil {
-					expected = st.lastSeq + 1
+					expected = wrapSequence(int64(st.lastSeq) + 1)
 				}
 				if c.BaseSequence != expected {
 					results[i].Err = fmt.Errorf("producer %d topic %d partition %d: sequence %d, expected %d: %w",
@@ -282,6 +283,12 @@ func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error)
 		return nil, err
 	}
 	return results, nil
+}
+
+// wrapSequence wraps a producer sequence past the largest int32 to 0, as
+// Kafka does.
+func wrapSequence(n int64) int32 {
+	return int32(n % (math.MaxInt32 + 1))
 }
 
 func (st *producerState) duplicate(base, last int32) (bool, int64) {

@@ -72,8 +72,9 @@ type LeaseConfig struct {
 // transaction: it renews the leases it holds, computes its fair share
 // (ceil(partitions / live agents)), claims unowned or expired partitions
 // up to that share with SELECT ... FOR UPDATE SKIP LOCKED (each claim bumps
-// the partition's epoch), and releases what it holds above the share. It
-// returns the leases held afterwards.
+// the partition's epoch), and releases what it holds above the share, or
+// above floor(partitions / live agents) while another live agent holds
+// less than that. It returns the leases held afterwards.
 func (s *Store) SyncLeases(ctx context.Context, agentID string, cfg LeaseConfig) ([]Lease, error) {
 	var held []Lease
 	err := s.inTx(ctx, "sync leases", func(tx pgx.Tx) error {
@@ -104,6 +105,24 @@ func (s *Store) SyncLeases(ctx context.Context, agentID string, cfg LeaseConfig)
 		if held, err = pgx.AppendRows(held, rows, scanLease); err != nil {
 			return err
 		}
+		// Kept above the floor, ceil shares can leave a new agent with
+		// nothing (4 partitions, 2+2 held, a third agent): when a live
+		// agent holds less than the floor, owners above it give back down
+		// to the floor, and the starving agent claims what they free.
+		keep := share
+		if floor := total / max(live, 1); len(held) > floor {
+			var starving int
+			if err := tx.QueryRow(ctx, `
+				SELECT count(*) FROM agents a
+				WHERE (a.heartbeat_at > now() - $1::interval OR a.id = $2)
+				  AND (SELECT count(*) FROM leases l WHERE l.owner_agent = a.id AND l.expires_at > now()) < $3`,
+				cfg.AgentTTL, agentID, floor).Scan(&starving); err != nil {
+				return err
+			}
+			if starving > 0 {
+				keep = floor
+			}
+		}
 		switch {
 		case len(held) < share:
 			rows, err := tx.Query(ctx, `
@@ -123,9 +142,9 @@ func (s *Store) SyncLeases(ctx context.Context, agentID string, cfg LeaseConfig)
 			if held, err = pgx.AppendRows(held, rows, scanLease); err != nil {
 				return err
 			}
-		case len(held) > share:
-			extra := held[share:]
-			held = held[:share]
+		case len(held) > keep:
+			extra := held[keep:]
+			held = held[:keep]
 			tops := make([]int64, len(extra))
 			parts := make([]int32, len(extra))
 			for i, l := range extra {
@@ -364,46 +383,24 @@ func (s *Store) MarkUnreferenced(ctx context.Context, minAge time.Duration, limi
 	return tag.RowsAffected(), nil
 }
 
-// DeleteUnreferenced deletes, with del, up to limit segments unreferenced
-// for longer than grace, and then their rows. Rows are locked with SKIP
-// LOCKED so several agents can run it at once. It returns the keys deleted.
-func (s *Store) DeleteUnreferenced(ctx context.Context, grace time.Duration, limit int, del func(ctx context.Context, key string) error) ([]string, error) {
-	var deleted []string
-	err := s.inTx(ctx, "delete unreferenced", func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-			SELECT id, key FROM segments
+// TakeUnreferenced deletes the rows of up to limit segments unreferenced
+// for longer than grace and returns their keys, for the caller to delete
+// the objects. Rows are taken with SKIP LOCKED so several agents can sweep
+// at once, and no transaction stays open across object-store calls: an
+// object whose delete then fails has no row any more and is removed later
+// by the orphan sweep.
+func (s *Store) TakeUnreferenced(ctx context.Context, grace time.Duration, limit int) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `
+		DELETE FROM segments WHERE id IN (
+			SELECT id FROM segments
 			WHERE unreferenced_at IS NOT NULL AND unreferenced_at < now() - $1::interval
-			ORDER BY unreferenced_at LIMIT $2 FOR UPDATE SKIP LOCKED`, grace, limit)
-		if err != nil {
-			return err
-		}
-		type seg struct {
-			id  int64
-			key string
-		}
-		segs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (seg, error) {
-			var sg seg
-			err := r.Scan(&sg.id, &sg.key)
-			return sg, err
-		})
-		if err != nil {
-			return err
-		}
-		var ids []int64
-		for _, sg := range segs {
-			if err := del(ctx, sg.key); err != nil {
-				break // keep the rows of objects not deleted; retry later
-			}
-			ids = append(ids, sg.id)
-			deleted = append(deleted, sg.key)
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		_, err = tx.Exec(ctx, `DELETE FROM segments WHERE id = ANY($1)`, ids)
-		return err
-	})
-	return deleted, err
+			ORDER BY unreferenced_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+		RETURNING key`, grace, limit)
+	if err != nil {
+		return nil, classify("take unreferenced", err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return keys, classify("take unreferenced", err)
 }
 
 // KnownSegments returns which of keys have a segment row.

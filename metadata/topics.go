@@ -245,10 +245,23 @@ func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Top
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 	return s.inTx(ctx, "delete topic", func(tx pgx.Tx) error {
 		var id int64
-		err := tx.QueryRow(ctx, `DELETE FROM topics WHERE name = $1 RETURNING id`, name).Scan(&id)
+		err := tx.QueryRow(ctx, `SELECT id FROM topics WHERE name = $1 FOR UPDATE`, name).Scan(&id)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
 		}
+		if err != nil {
+			return err
+		}
+		// Take the row locks the cascade needs in the order everyone else
+		// takes them, leases before partitions, each in key order, so the
+		// delete cannot deadlock with a fenced janitor write or a commit.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM leases WHERE topic_id = $1 ORDER BY partition FOR UPDATE`, id); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM partitions WHERE topic_id = $1 ORDER BY partition FOR UPDATE`, id); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM topics WHERE id = $1`, id)
 		return err
 	})
 }

@@ -26,7 +26,7 @@ type JanitorStore interface {
 	AdvanceLogStart(ctx context.Context, agentID string, l metadata.Lease, newStart int64) (int64, error)
 	SwapBatches(ctx context.Context, agentID string, l metadata.Lease, old []metadata.BatchRef, seg metadata.NewSegment, chunks []metadata.NewChunk) error
 	MarkUnreferenced(ctx context.Context, minAge time.Duration, limit int) (int64, error)
-	DeleteUnreferenced(ctx context.Context, grace time.Duration, limit int, del func(ctx context.Context, key string) error) ([]string, error)
+	TakeUnreferenced(ctx context.Context, grace time.Duration, limit int) ([]string, error)
 	KnownSegments(ctx context.Context, keys []string) (map[string]bool, error)
 	TryLock(ctx context.Context, key int64, fn func(ctx context.Context) error) (bool, error)
 }
@@ -321,8 +321,7 @@ func (j *janitor) rewriteRaw(ctx context.Context, l metadata.Lease, run []metada
 }
 
 // writeAndSwap finishes b, PUTs it and swaps the index from old to news.
-// If the swap is refused, the new object is deleted again (or left to
-// the orphan sweep).
+// If the swap is refused, the new object is deleted again.
 func (j *janitor) writeAndSwap(ctx context.Context, l metadata.Lease, b *segment.Builder, old []metadata.BatchRef, news []metadata.NewChunk, kind string) error {
 	obj, _, err := b.Finish()
 	if err != nil {
@@ -334,8 +333,13 @@ func (j *janitor) writeAndSwap(ctx context.Context, l metadata.Lease, b *segment
 	}
 	seg := metadata.NewSegment{Key: key, Size: int64(len(obj)), Kind: kind}
 	if err := j.o.store.SwapBatches(ctx, j.o.cfg.AgentID, l, old, seg, news); err != nil {
-		if derr := j.o.bucket.Delete(context.WithoutCancel(ctx), key); derr != nil {
-			j.o.logger.Debug("delete unused rewrite", "key", key, "err", derr)
+		// Only a refused swap certainly wrote nothing. Any other error
+		// (a commit whose outcome is unknown) may have indexed the new
+		// object: it stays, and the orphan sweep removes it if not.
+		if errors.Is(err, metadata.ErrFenced) {
+			if derr := j.o.bucket.Delete(context.WithoutCancel(ctx), key); derr != nil {
+				j.o.logger.Debug("delete unused rewrite", "key", key, "err", derr)
+			}
 		}
 		return err
 	}
@@ -367,22 +371,33 @@ func (j *janitor) pace(ctx context.Context, n int64) {
 }
 
 // gc marks objects no index row references and deletes those past the
-// grace period.
+// grace period, in rounds until no full round is left.
 func (j *janitor) gc(ctx context.Context) error {
-	n, err := j.o.store.MarkUnreferenced(ctx, 0, 1000)
-	if err != nil {
-		return err
-	}
-	j.o.metrics.unreferencedNew.Add(float64(n))
+	const round = 1000
 	for {
-		keys, err := j.o.store.DeleteUnreferenced(ctx, j.cfg.GCGrace, 100, func(ctx context.Context, key string) error {
-			return j.o.bucket.Delete(ctx, key)
-		})
+		n, err := j.o.store.MarkUnreferenced(ctx, 0, round)
 		if err != nil {
 			return err
 		}
-		j.o.metrics.deleted.WithLabelValues("unreferenced").Add(float64(len(keys)))
-		if len(keys) < 100 {
+		j.o.metrics.unreferencedNew.Add(float64(n))
+		if n < round {
+			break
+		}
+	}
+	for {
+		keys, err := j.o.store.TakeUnreferenced(ctx, j.cfg.GCGrace, round)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := j.o.bucket.Delete(ctx, k); err != nil {
+				// The row is gone: the orphan sweep deletes it later.
+				j.o.logger.Warn("delete unreferenced object", "key", k, "err", err)
+				continue
+			}
+			j.o.metrics.deleted.WithLabelValues("unreferenced").Inc()
+		}
+		if len(keys) < round {
 			return nil
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -418,7 +419,8 @@ func TestOrphanSweep(t *testing.T) {
 	bucket := agenttest.MinIOBucket(t)
 	a := agenttest.Start(t, agenttest.Options{Bucket: bucket, Configure: func(c *agentd.Config) {
 		quiet(c)
-		c.Ownership.Janitor.OrphanAge = 0
+		c.Batcher.FlushTimeout = 500 * time.Millisecond
+		c.Ownership.Janitor.OrphanAge = time.Second // the least the flush timeout allows
 	}})
 	post(t, a.URL+"/v1/topics", `{"name":"o","partitions":1}`)
 	owning(t, a, 1)
@@ -427,10 +429,11 @@ func TestOrphanSweep(t *testing.T) {
 	if err := bucket.Put(ctx, "segments/2020/01/01/orphan.seg", strings.NewReader("junk"), 4, objectstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	a.Owner().RunJanitor(ctx)
-	if _, err := bucket.Stat(ctx, "segments/2020/01/01/orphan.seg"); err == nil {
-		t.Fatal("orphan still there")
-	}
+	waitUntil(t, "orphan deleted", func() bool {
+		a.Owner().RunJanitor(ctx)
+		_, err := bucket.Stat(ctx, "segments/2020/01/01/orphan.seg")
+		return errors.Is(err, objectstore.ErrNotExist)
+	})
 	if got := readAll(t, a.URL, "o", 0); len(got) != 1 {
 		t.Fatalf("committed record lost: %v", got)
 	}

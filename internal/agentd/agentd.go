@@ -68,6 +68,11 @@ func (c Config) Validate() error {
 		return errors.New("shutdown timeout must be positive")
 	case c.DrainDelay < 0 || c.DrainDelay >= c.ShutdownTimeout:
 		return errors.New("drain delay must be at least 0 and shorter than the shutdown timeout")
+	case c.Ownership.Janitor.OrphanAge < 2*c.Batcher.FlushTimeout:
+		// A flush's object has no segment row until its commit, up to a
+		// flush timeout after the PUT: the orphan sweep must not see it
+		// as an orphan (the factor two leaves room for clock skew).
+		return fmt.Errorf("orphan age %v must be at least twice the flush timeout %v", c.Ownership.Janitor.OrphanAge, c.Batcher.FlushTimeout)
 	case c.DBMaxConns < 2:
 		return errors.New("database pool needs at least 2 connections")
 	}

@@ -28,3 +28,17 @@ func TestStartFailureCleansUp(t *testing.T) {
 		t.Fatalf("Start with a bad listen address: %v", err)
 	}
 }
+
+// The orphan sweep must not take a flush's object for an orphan while its
+// commit may still come.
+func TestValidateOrphanAgeCoversFlushTimeout(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.AgentID, cfg.DatabaseURL = "v", "postgres://x@127.0.0.1/x"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	cfg.Ownership.Janitor.OrphanAge = cfg.Batcher.FlushTimeout
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("an orphan age of one flush timeout was accepted")
+	}
+}

@@ -1,0 +1,188 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"silt/metadata"
+	"silt/objectstore"
+	"silt/segment"
+)
+
+// world is one partition in one in-memory object, behind fake index and
+// reader.
+type world struct {
+	obj  []byte
+	refs []metadata.BatchRef
+	hwm  int64
+
+	mu       sync.Mutex
+	gets     int
+	ranges   int
+	truncate int // cut the next n whole-object reads in half
+}
+
+func newWorld(t *testing.T, chunks, perChunk int) *world {
+	t.Helper()
+	b := segment.NewBuilder(segment.NewEncoder())
+	w := &world{}
+	off := int64(0)
+	for c := 0; c < chunks; c++ {
+		recs := make([]segment.Record, perChunk)
+		for i := range recs {
+			recs[i] = segment.Record{OffsetDelta: int32(i), Timestamp: int64(1000 + c), Value: []byte(fmt.Sprintf("c%d-r%d", c, i))}
+		}
+		ref, err := b.Add(segment.ChunkKey{TopicID: 1}, recs, segment.BatchOptions{Compression: segment.CompressionZstd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.refs = append(w.refs, metadata.BatchRef{BaseOffset: off, LastOffset: off + int64(perChunk) - 1, Records: int32(perChunk),
+			MaxTimestamp: int64(1000 + c), SegmentKey: "seg", SegmentKind: "flush", SegmentAt: time.Now(),
+			ByteOffset: ref.Offset, ByteLength: int32(ref.Length)})
+		off += int64(perChunk)
+	}
+	obj, _, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.obj = append([]byte(nil), obj...)
+	for i := range w.refs {
+		w.refs[i].SegmentSize = int64(len(w.obj))
+	}
+	w.hwm = off
+	return w
+}
+
+func (w *world) LookupBatches(_ context.Context, _ int64, _ int32, offset, _ int64, limit int) (metadata.PartitionState, []metadata.BatchRef, error) {
+	var out []metadata.BatchRef
+	for _, r := range w.refs {
+		if r.LastOffset >= offset && len(out) < limit {
+			out = append(out, r)
+		}
+	}
+	return metadata.PartitionState{HighWatermark: w.hwm}, out, nil
+}
+
+func (w *world) PartitionOffsets(context.Context, int64, int32) (metadata.PartitionState, error) {
+	return metadata.PartitionState{HighWatermark: w.hwm}, nil
+}
+
+func (w *world) FirstBatchAtOrAfter(context.Context, int64, int32, int64) (metadata.BatchRef, bool, error) {
+	return metadata.BatchRef{}, false, nil
+}
+
+func (w *world) Get(_ context.Context, key string) (io.ReadCloser, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.gets++
+	if w.truncate > 0 {
+		w.truncate--
+		// A body cut off in transit: half the bytes, then an error.
+		return io.NopCloser(io.MultiReader(bytes.NewReader(w.obj[:len(w.obj)/2]), errReader{io.ErrUnexpectedEOF})), nil
+	}
+	return io.NopCloser(bytes.NewReader(w.obj)), nil
+}
+
+func (w *world) GetRange(_ context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ranges++
+	if off+n > int64(len(w.obj)) {
+		return nil, objectstore.ErrInvalidRange
+	}
+	return io.NopCloser(bytes.NewReader(w.obj[off : off+n])), nil
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+type noWatch struct{}
+
+func (noWatch) Watch(PartitionKey) <-chan struct{} { return make(chan struct{}) }
+
+func setup(t *testing.T, w *world, mutate func(*Config)) *Fetcher {
+	t.Helper()
+	cfg := DefaultConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	f, err := New(cfg, Deps{Index: w, Objects: w, Watcher: noWatch{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// A whole-object read cut off in transit fails the fetch as a storage
+// error and is not cached: the next fetch reads the object again.
+func TestTruncatedWholeReadIsNotCached(t *testing.T) {
+	w := newWorld(t, 3, 10)
+	w.truncate = 1
+	f := setup(t, w, nil)
+	req := Request{TopicID: 1, Offset: 0, MaxRecords: 1000, MaxBytes: 1 << 20}
+	if _, err := f.Fetch(context.Background(), req); !errors.Is(err, ErrStorage) {
+		t.Fatalf("cut-off read: %v, want ErrStorage", err)
+	}
+	resp, err := f.Fetch(context.Background(), req)
+	if err != nil || len(resp.Records) != 30 {
+		t.Fatalf("second fetch: %d records, %v", len(resp.Records), err)
+	}
+	if w.gets != 2 {
+		t.Fatalf("%d whole reads, want 2 (the short one was not kept)", w.gets)
+	}
+	for i, r := range resp.Records {
+		if r.Offset != int64(i) || string(r.Value) != fmt.Sprintf("c%d-r%d", i/10, i%10) {
+			t.Fatalf("record %d: offset %d value %q", i, r.Offset, r.Value)
+		}
+	}
+}
+
+// A reader that is behind reads ranges, and neighbouring chunks of one
+// object are read with one range request.
+func TestBehindReaderCoalescesRanges(t *testing.T) {
+	w := newWorld(t, 4, 10)
+	w.hwm += 100 // the fetch stops before the head: a catch-up read
+	f := setup(t, w, nil)
+	resp, err := f.Fetch(context.Background(), Request{TopicID: 1, Offset: 0, MaxRecords: 1000, MaxBytes: 1 << 20})
+	if err != nil || len(resp.Records) != 40 {
+		t.Fatalf("%d records, %v", len(resp.Records), err)
+	}
+	if w.gets != 0 || w.ranges != 1 {
+		t.Fatalf("%d whole reads and %d range reads, want 0 and 1", w.gets, w.ranges)
+	}
+	// Decoded chunks are cached: reading again costs no request.
+	if _, err := f.Fetch(context.Background(), Request{TopicID: 1, Offset: 5, MaxRecords: 1000, MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if w.ranges != 1 {
+		t.Fatalf("%d range reads after a cached fetch", w.ranges)
+	}
+}
+
+func TestLRUBoundsBytes(t *testing.T) {
+	var evicted int64
+	c := newLRU[int, string](100, func(n int64) { evicted += n })
+	for i := 0; i < 10; i++ {
+		c.add(i, "v", 30)
+	}
+	if c.bytes() > 100 || evicted != 7 {
+		t.Fatalf("bytes %d, evicted %d", c.bytes(), evicted)
+	}
+	if _, ok := c.get(9); !ok {
+		t.Fatal("newest entry evicted")
+	}
+	if _, ok := c.get(0); ok {
+		t.Fatal("oldest entry kept")
+	}
+	c.add(99, "too big", 101)
+	if _, ok := c.get(99); ok {
+		t.Fatal("an entry larger than the cache was kept")
+	}
+}
