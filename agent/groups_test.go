@@ -181,6 +181,8 @@ func TestGroupMembershipAcrossAgents(t *testing.T) {
 	// m3 stops heartbeating. Once its session passes, the others are told
 	// to rejoin (through either agent) and share its partitions.
 	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for round := 0; ; round++ {
 		hb := heartbeat(t, agents[round%2], "g", m1)
 		if hb.Rejoin {
@@ -193,7 +195,7 @@ func TestGroupMembershipAcrossAgents(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("m3 was never expired")
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 	if hb := heartbeat(t, b, "g", m2); !hb.Rejoin {
 		t.Fatalf("m2 not told to rejoin: %+v", hb)
@@ -580,13 +582,7 @@ func TestGroupFetchLongPoll(t *testing.T) {
 		done <- out
 	}()
 	// Once all three partitions wait, produce one record through the other agent.
-	deadline := time.Now().Add(20 * time.Second)
-	for waits() < before+3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the long-poll never parked")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, func() bool { return waits() >= before+3 })
 	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Partition: i32p(2), Value: json.RawMessage(`"late"`)}}})
 	res := <-done
 	if len(res.Records) != 1 || string(res.Records[0].Value) != `"late"` || res.Records[0].Partition != 2 || res.Records[0].Topic != "t" {

@@ -224,6 +224,8 @@ func TestSessionExpiryMovesPartitions(t *testing.T) {
 	// The short member stops heartbeating; the long one is told to
 	// rejoin once the session passed.
 	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		hb := e.heartbeat("g", long.MemberID, long.Generation)
 		if hb.Rejoin {
@@ -235,7 +237,7 @@ func TestSessionExpiryMovesPartitions(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the expired member was never removed")
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-tick.C
 	}
 	_, err := e.c.Heartbeat(e.ctx, "g", short.MemberID, short.Generation)
 	wantErr(t, err, groups.ErrMemberNotFound)

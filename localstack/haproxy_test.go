@@ -29,7 +29,7 @@ func haproxyBin(t *testing.T) string {
 	bin, err := FindHAProxy()
 	if err != nil {
 		if testing.Short() {
-			t.Skip(err)
+			t.Skipf("under -short without HAProxy: %v", err)
 		}
 		t.Fatal(err)
 	}

@@ -301,6 +301,8 @@ func TestListAndDeleteGroups(t *testing.T) {
 	put("c-behind", 3, live("m1", 3), live("m2", 2), expired)
 	// Wait for the expired member's session to pass on the database clock.
 	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		list, err := s.ListGroups(ctx)
 		if err != nil {
@@ -314,7 +316,7 @@ func TestListAndDeleteGroups(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("list %s\nwant %s", got, want)
 		}
-		time.Sleep(5 * time.Millisecond)
+		<-tick.C
 	}
 	err := s.InGroup(ctx, "c-behind", false, func(ctx context.Context, g *metadata.GroupTx) error { return g.Delete(ctx) })
 	if err != nil {

@@ -308,14 +308,17 @@ func TestConsumeGroupRebalances(t *testing.T) {
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.After(30 * time.Second)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
 		for !cond() {
-			if time.Now().After(deadline) {
+			select {
+			case <-deadline:
 				logMu.Lock()
 				defer logMu.Unlock()
 				t.Fatalf("timed out waiting for %s\nlog 0:\n%s\nlog 1:\n%s", what, logs[0].String(), logs[1].String())
+			case <-tick.C:
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	distinct := func() int {
