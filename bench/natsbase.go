@@ -210,27 +210,8 @@ func RunNATS(ctx context.Context, url string, o Options, pr *Progress) (*RunResu
 	}
 	stopTrack()
 
-	hist := NewHistogram()
-	var p ProduceFigures
-	for _, s := range stats {
-		hist.Merge(s.hist)
-		p.Records += s.records
-		p.Bytes += s.bytes
-		p.Errors += s.errors
-		if s.firstErr != nil && p.FirstError == "" {
-			p.FirstError = s.firstErr.Error()
-		}
-	}
-	p.Requests = p.Records
-	p.Seconds = o.Duration.Seconds()
-	p.RecordsPerSec = perSec(float64(p.Records), o.Duration)
-	p.MBPerSec = perSec(float64(p.Bytes), o.Duration) / mb
-	p.Latency = hist.Summary()
-	res.Produce = p
-	res.ProduceCDF = hist.CDF()
-	if tailHist != nil {
-		res.EndToEnd = &EndToEndFigures{Records: int64(tailHist.Count()), Latency: tailHist.Summary()}
-	}
+	res.setProduce(stats, o.Duration, tailHist)
+	res.Produce.Requests = res.Produce.Records // one publish per record
 
 	if o.CatchUp && o.Consumers > 0 {
 		info, err := stream.Info(ctx)

@@ -53,6 +53,33 @@ func (l *live) status(phase string, start time.Time, last *[3]int64, lastAt *tim
 }
 
 // producerStats are one produce goroutine's measured figures.
+// setProduce fills the produce and end-to-end figures from the producers'
+// stats over the measured window d; tailHist may be nil.
+func (res *RunResult) setProduce(stats []*producerStats, d time.Duration, tailHist *Histogram) {
+	hist := NewHistogram()
+	var p ProduceFigures
+	for _, s := range stats {
+		hist.Merge(s.hist)
+		p.Records += s.records
+		p.Bytes += s.bytes
+		p.Requests += s.requests
+		p.Errors += s.errors
+		p.Retries += s.retries
+		if s.firstErr != nil && p.FirstError == "" {
+			p.FirstError = s.firstErr.Error()
+		}
+	}
+	p.Seconds = d.Seconds()
+	p.RecordsPerSec = perSec(float64(p.Records), d)
+	p.MBPerSec = perSec(float64(p.Bytes), d) / mb
+	p.Latency = hist.Summary()
+	res.Produce = p
+	res.ProduceCDF = hist.CDF()
+	if tailHist != nil {
+		res.EndToEnd = &EndToEndFigures{Records: int64(tailHist.Count()), Latency: tailHist.Summary()}
+	}
+}
+
 type producerStats struct {
 	hist                     *Histogram
 	records, bytes, requests int64
@@ -169,40 +196,19 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 	}
 
 	res := &RunResult{System: "silt", Options: o, LingerMs: ms(t.Linger), SegmentBytes: t.SegmentBytes}
-	hist := NewHistogram()
-	var p ProduceFigures
-	for _, s := range stats {
-		hist.Merge(s.hist)
-		p.Records += s.records
-		p.Bytes += s.bytes
-		p.Requests += s.requests
-		p.Errors += s.errors
-		p.Retries += s.retries
-		if s.firstErr != nil && p.FirstError == "" {
-			p.FirstError = s.firstErr.Error()
-		}
-	}
-	p.Seconds = o.Duration.Seconds()
-	p.RecordsPerSec = perSec(float64(p.Records), o.Duration)
-	p.MBPerSec = perSec(float64(p.Bytes), o.Duration) / mb
-	p.Latency = hist.Summary()
-	res.Produce = p
-	res.ProduceCDF = hist.CDF()
-	if p.Records == 0 {
+	res.setProduce(stats, o.Duration, tailHist)
+	if p := res.Produce; p.Records == 0 {
 		msg := "no record was acknowledged"
 		if p.FirstError != "" {
 			msg += ": " + p.FirstError
 		}
 		return res, t, errors.New(msg)
 	}
-	if tailHist != nil {
-		res.EndToEnd = &EndToEndFigures{Records: int64(tailHist.Count()), Latency: tailHist.Summary()}
-	}
 	if tailErr != nil && !errors.Is(tailErr, context.Canceled) {
 		pr.Logf("silt: tail consumers: %v", tailErr)
 	}
 	if t.Metrics != nil && metricsErr == nil {
-		res.Agent = agentFigures(after.sub(before), p, o.Duration)
+		res.Agent = agentFigures(after.sub(before), res.Produce, o.Duration)
 	} else if metricsErr != nil {
 		pr.Logf("silt: agent metrics: %v", metricsErr)
 	}
