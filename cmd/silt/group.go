@@ -352,6 +352,9 @@ func consumeGroup(ctx context.Context, c *client.Client, group string, topics []
 				return nil
 			}
 			if err := gc.recover(ctx, err, &failures); err != nil {
+				if ctx.Err() != nil {
+					return nil // stopped while rejoining
+				}
 				return err
 			}
 			continue
