@@ -7,6 +7,7 @@ import (
 
 	"silt/batcher"
 	"silt/fetch"
+	"silt/groups"
 	"silt/metadata"
 	"silt/problem"
 )
@@ -22,6 +23,29 @@ func mapDomainError(err error) *problem.Details {
 		return p
 	}
 	switch {
+	// Consumer groups first: their sentinels are the most specific.
+	case errors.Is(err, groups.ErrInvalidName):
+		return badRequest(problem.CodeInvalidGroupName, "%v", err)
+	case errors.Is(err, groups.ErrInvalidArgument):
+		return badRequest(problem.CodeInvalidParameter, "%v", err)
+	case errors.Is(err, groups.ErrInvalidOffset):
+		return badRequest(problem.CodeInvalidOffset, "%v", err)
+	case errors.Is(err, groups.ErrGroupNotFound):
+		return notFound(problem.CodeGroupNotFound, "%v", err)
+	case errors.Is(err, groups.ErrMemberNotFound):
+		return notFound(problem.CodeMemberNotFound, "%v; join again without a member id", err)
+	case errors.Is(err, groups.ErrTopicNotFound):
+		return notFound(problem.CodeTopicNotFound, "%v", err)
+	case errors.Is(err, groups.ErrPartitionNotFound):
+		return notFound(problem.CodePartitionNotFound, "%v", err)
+	case errors.Is(err, groups.ErrStaleGeneration):
+		return newProblem(http.StatusConflict, problem.CodeStaleGeneration, "%v", err)
+	case errors.Is(err, groups.ErrNotAssigned):
+		return newProblem(http.StatusConflict, problem.CodeNotAssigned, "%v", err)
+	case errors.Is(err, groups.ErrGroupNotEmpty):
+		return newProblem(http.StatusConflict, problem.CodeGroupNotEmpty, "%v", err)
+	case errors.Is(err, groups.ErrGroupFull):
+		return newProblem(http.StatusConflict, problem.CodeGroupFull, "%v", err)
 	case errors.Is(err, batcher.ErrBackpressure):
 		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "the agent's produce buffer is full; retry shortly")
 	case errors.Is(err, batcher.ErrClosed):

@@ -153,38 +153,6 @@ func (s *Server) groupRoutes(g *echo.Group) {
 	g.GET("/groups/:group/offsets", s.groupOffsets)
 }
 
-// groupError maps the coordinator's sentinels to problems; other errors
-// go on to the shared mapping.
-func groupError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, groups.ErrInvalidName):
-		return badRequest(problem.CodeInvalidGroupName, "%v", err)
-	case errors.Is(err, groups.ErrInvalidArgument):
-		return badRequest(problem.CodeInvalidParameter, "%v", err)
-	case errors.Is(err, groups.ErrInvalidOffset):
-		return badRequest(problem.CodeInvalidOffset, "%v", err)
-	case errors.Is(err, groups.ErrGroupNotFound):
-		return notFound(problem.CodeGroupNotFound, "%v", err)
-	case errors.Is(err, groups.ErrMemberNotFound):
-		return notFound(problem.CodeMemberNotFound, "%v; join again without a member id", err)
-	case errors.Is(err, groups.ErrTopicNotFound):
-		return notFound(problem.CodeTopicNotFound, "%v", err)
-	case errors.Is(err, groups.ErrPartitionNotFound):
-		return notFound(problem.CodePartitionNotFound, "%v", err)
-	case errors.Is(err, groups.ErrStaleGeneration):
-		return newProblem(http.StatusConflict, problem.CodeStaleGeneration, "%v", err)
-	case errors.Is(err, groups.ErrNotAssigned):
-		return newProblem(http.StatusConflict, problem.CodeNotAssigned, "%v", err)
-	case errors.Is(err, groups.ErrGroupNotEmpty):
-		return newProblem(http.StatusConflict, problem.CodeGroupNotEmpty, "%v", err)
-	case errors.Is(err, groups.ErrGroupFull):
-		return newProblem(http.StatusConflict, problem.CodeGroupFull, "%v", err)
-	}
-	return err
-}
-
 func (s *Server) joinGroup(c echo.Context) error {
 	var req JoinGroupRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -199,7 +167,7 @@ func (s *Server) joinGroup(c echo.Context) error {
 	}
 	res, err := s.deps.Groups.Join(c.Request().Context(), c.Param("group"), jr)
 	if err != nil {
-		return groupError(err)
+		return err
 	}
 	out := JoinGroupResponse{MemberID: res.MemberID, Generation: res.Generation,
 		Assignments:         make([]AssignmentJSON, len(res.Assignments)),
@@ -220,14 +188,14 @@ func (s *Server) heartbeat(c echo.Context) error {
 	}
 	res, err := s.deps.Groups.Heartbeat(c.Request().Context(), c.Param("group"), c.Param("member"), *req.Generation)
 	if err != nil {
-		return groupError(err)
+		return err
 	}
 	return c.JSON(http.StatusOK, HeartbeatResponse{Generation: res.Generation, Rejoin: res.Rejoin})
 }
 
 func (s *Server) leaveGroup(c echo.Context) error {
 	if err := s.deps.Groups.Leave(c.Request().Context(), c.Param("group"), c.Param("member")); err != nil {
-		return groupError(err)
+		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
@@ -254,7 +222,7 @@ func (s *Server) commitOffsets(c echo.Context) error {
 		cr.Offsets[i] = groups.OffsetCommit{Topic: o.Topic, Partition: *o.Partition, Offset: *o.Offset, Metadata: o.Metadata}
 	}
 	if err := s.deps.Groups.Commit(c.Request().Context(), c.Param("group"), cr); err != nil {
-		return groupError(err)
+		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
@@ -263,7 +231,7 @@ func (s *Server) groupOffsets(c echo.Context) error {
 	group := c.Param("group")
 	lags, err := s.deps.Groups.Offsets(c.Request().Context(), group)
 	if err != nil {
-		return groupError(err)
+		return err
 	}
 	out := GroupOffsetsResponse{Group: group, Offsets: make([]GroupOffsetJSON, len(lags))}
 	for i, l := range lags {
@@ -276,7 +244,7 @@ func (s *Server) groupOffsets(c echo.Context) error {
 func (s *Server) listGroups(c echo.Context) error {
 	list, err := s.deps.Groups.List(c.Request().Context())
 	if err != nil {
-		return groupError(err)
+		return err
 	}
 	out := struct {
 		Groups []GroupSummaryJSON `json:"groups"`
@@ -290,7 +258,7 @@ func (s *Server) listGroups(c echo.Context) error {
 func (s *Server) describeGroup(c echo.Context) error {
 	d, err := s.deps.Groups.Describe(c.Request().Context(), c.Param("group"))
 	if err != nil {
-		return groupError(err)
+		return err
 	}
 	out := GroupJSON{Name: d.Name, State: d.State, Generation: d.Generation, Members: make([]GroupMemberJSON, len(d.Members))}
 	for i, m := range d.Members {
@@ -307,7 +275,7 @@ func (s *Server) describeGroup(c echo.Context) error {
 
 func (s *Server) deleteGroup(c echo.Context) error {
 	if err := s.deps.Groups.Delete(c.Request().Context(), c.Param("group")); err != nil {
-		return groupError(err)
+		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
@@ -350,7 +318,7 @@ func (s *Server) groupFetch(c echo.Context) error {
 	group, member := c.Param("group"), c.Param("member")
 	start, err := s.deps.Groups.StartFetch(ctx, group, member, generation, autoCommit)
 	if err != nil {
-		return groupError(err)
+		return err
 	}
 	gf := &groupFetchState{
 		positions:  append([]groups.Position(nil), start.Positions...),
@@ -362,7 +330,7 @@ func (s *Server) groupFetch(c echo.Context) error {
 	}
 	if gf.moved(start.Positions) {
 		if err := s.deps.Groups.FinishFetch(ctx, group, member, start.Generation, gf.positions); err != nil {
-			return groupError(err)
+			return err
 		}
 	}
 	buf := append(make([]byte, 0, 256), `{"generation":`...)

@@ -297,7 +297,7 @@ func TestOpenAPICodesDocumented(t *testing.T) {
 }
 
 // The consumer group and cluster routes answer with the codes of
-// agent/groups.go's groupError and the shared mappings.
+// the agent's error mapping (agent/errors.go).
 func TestOpenAPIGroupRoutes(t *testing.T) {
 	doc := loadOpenAPI(t)
 	body := map[string][]string{"413": {"request_too_large"}, "415": {"unsupported_media_type"}}
