@@ -42,8 +42,12 @@ type Config struct {
 	MaxBufferBytes int64
 	// MaxInflightFlushes bounds flushes building, writing or committing at once.
 	MaxInflightFlushes int
-	// FlushTimeout bounds one flush's PUT and commit.
+	// FlushTimeout bounds one flush's PUT and commit; it is also the
+	// deadline, on Postgres's clock, of the flush's pending segment row.
 	FlushTimeout time.Duration
+	// UnreadyAfter: flushes failing without a success for longer than this
+	// make Ready fail, so that load balancers steer around the agent.
+	UnreadyAfter time.Duration
 	// KeyPrefix is prepended to segment keys ("segments/").
 	KeyPrefix string
 	// Compression of record batches.
@@ -59,6 +63,7 @@ func DefaultConfig() Config {
 		MaxBufferBytes:     64 << 20,
 		MaxInflightFlushes: 4,
 		FlushTimeout:       30 * time.Second,
+		UnreadyAfter:       10 * time.Second,
 		KeyPrefix:          "segments/",
 		Compression:        segment.CompressionZstd,
 	}
@@ -77,6 +82,8 @@ func (c Config) Validate() error {
 		return errors.New("batcher: max in-flight flushes must be at least 1")
 	case c.FlushTimeout <= 0:
 		return errors.New("batcher: flush timeout must be positive")
+	case c.UnreadyAfter <= 0:
+		return errors.New("batcher: unready-after must be positive")
 	}
 	return nil
 }
@@ -86,8 +93,11 @@ type Putter interface {
 	Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) error
 }
 
-// Committer indexes a flushed object in Postgres.
+// Committer records segment objects in Postgres: a pending row before the
+// object is written, then the commit that indexes it.
 type Committer interface {
+	RegisterSegment(ctx context.Context, key string, size int64, kind string, ttl time.Duration) (int64, error)
+	AbandonSegment(ctx context.Context, id int64) error
 	CommitFlush(ctx context.Context, f metadata.Flush) ([]metadata.ChunkResult, error)
 }
 
@@ -98,15 +108,25 @@ type Part struct {
 	Records   []segment.Record
 	// ProducerID > 0 makes the part idempotent: BaseSequence is the
 	// sequence of its first record, and it is committed as its own chunk.
-	ProducerID   int64
-	BaseSequence int32
+	ProducerID    int64
+	ProducerEpoch int16
+	BaseSequence  int32
+	// CheckOffset makes the part a conditional append: it commits, as its
+	// own chunk, only if the partition's next offset is ExpectedOffset.
+	CheckOffset    bool
+	ExpectedOffset int64
 }
+
+// ownChunk reports whether the part must be committed as a chunk of its own.
+func (p *Part) ownChunk() bool { return p.ProducerID > 0 || p.CheckOffset }
 
 // Result is where a Part's records landed.
 type Result struct {
 	BaseOffset int64 // offset of the Part's first record
 	Duplicate  bool  // an idempotent retry; offsets are the original ones
-	Err        error // this part failed alone (unknown partition, sequence)
+	// Err: this part failed alone (unknown partition, producer, sequence
+	// or epoch, or an offset mismatch); see metadata's chunk errors.
+	Err error
 }
 
 // waiter is one Produce call waiting for its flush.
@@ -145,6 +165,12 @@ type Batcher struct {
 	entropy  io.Reader
 	entMu    sync.Mutex
 	runCtx   context.Context
+
+	// Flush outcomes, for Ready.
+	healthMu     sync.Mutex
+	failingSince time.Time // first failure since the last success; zero when healthy
+	lastFailure  time.Time
+	lastErr      error
 }
 
 // Deps are the batcher's collaborators.
@@ -321,6 +347,10 @@ type chunkPlan struct {
 	records []segment.Record
 	opts    segment.BatchOptions
 	members []member
+	// own: the chunk carries one part that must be committed alone
+	// (idempotent or conditional), part.
+	own  bool
+	part *Part
 }
 
 // member locates a part inside a chunk.
@@ -331,7 +361,7 @@ type member struct {
 }
 
 // plan groups the waiters' parts into chunks: per partition, consecutive
-// non-idempotent parts share a chunk; each idempotent part is its own.
+// plain parts share a chunk; each idempotent or conditional part is its own.
 // Chunks are ordered by (topic, partition), then arrival.
 func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
 	type pk struct {
@@ -352,16 +382,19 @@ func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
 				keys = append(keys, k)
 			}
 			var c *chunkPlan
-			if p.ProducerID == 0 && len(list) > 0 && list[len(list)-1].opts.ProducerID == 0 {
+			if !p.ownChunk() && len(list) > 0 && !list[len(list)-1].own {
 				c = list[len(list)-1]
 			} else {
 				c = &chunkPlan{
 					key:  segment.ChunkKey{TopicID: p.TopicID, Partition: p.Partition},
 					opts: segment.BatchOptions{Compression: b.cfg.Compression},
+					own:  p.ownChunk(),
+					part: p,
 				}
 				if p.ProducerID > 0 {
 					c.opts.Idempotent = true
 					c.opts.ProducerID = p.ProducerID
+					c.opts.ProducerEpoch = p.ProducerEpoch
 					c.opts.BaseSequence = p.BaseSequence
 				}
 				byPart[k] = append(list, c)
@@ -414,6 +447,7 @@ func (b *Batcher) flush(ws []*waiter, prev <-chan struct{}, done chan<- struct{}
 	}()
 
 	err := b.writeAndCommit(ws, prev, done)
+	b.recordOutcome(err)
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
@@ -428,6 +462,14 @@ func (b *Batcher) flush(ws []*waiter, prev <-chan struct{}, done chan<- struct{}
 }
 
 func (b *Batcher) writeAndCommit(ws []*waiter, prev <-chan struct{}, done chan<- struct{}) error {
+	ctx, cancel := context.WithTimeout(b.runCtx, b.cfg.FlushTimeout)
+	defer cancel()
+	return b.writeAndCommitCtx(ctx, ws, prev, done)
+}
+
+// writeAndCommitCtx builds, registers, writes and commits one segment of
+// ws's parts, committing after prev is closed and closing done then.
+func (b *Batcher) writeAndCommitCtx(ctx context.Context, ws []*waiter, prev <-chan struct{}, done chan<- struct{}) error {
 	committed := false
 	defer func() {
 		if !committed {
@@ -435,8 +477,6 @@ func (b *Batcher) writeAndCommit(ws []*waiter, prev <-chan struct{}, done chan<-
 			close(done)
 		}
 	}()
-	ctx, cancel := context.WithTimeout(b.runCtx, b.cfg.FlushTimeout)
-	defer cancel()
 
 	plans := b.plan(ws)
 	builder := b.getBuilder()
@@ -453,23 +493,36 @@ func (b *Batcher) writeAndCommit(ws []*waiter, prev <-chan struct{}, done chan<-
 		return fmt.Errorf("build segment: %w", err)
 	}
 	key := b.segmentKey()
+	// The object is known before it is written: a pending row whose
+	// deadline, on Postgres's clock, is a flush timeout away. The commit
+	// fails, writing nothing, if it cannot finish before then, so the
+	// janitor may delete the object of any flush past its deadline.
+	segID, err := b.committer.RegisterSegment(ctx, key, int64(len(obj)), metadata.KindFlush, b.cfg.FlushTimeout)
+	if err != nil {
+		return fmt.Errorf("register segment %s: %w", key, err)
+	}
 
 	putStart := time.Now()
 	if err := b.bucket.Put(ctx, key, bytes.NewReader(obj), int64(len(obj)), objectstore.PutOptions{IfNotExists: true}); err != nil {
+		b.abandon(segID)
 		return fmt.Errorf("%w: put %s: %v", ErrStorage, key, err)
 	}
 	b.metrics.putSeconds.Observe(time.Since(putStart).Seconds())
 	b.metrics.segmentBytes.Observe(float64(len(obj)))
 	b.metrics.flushRecords.Observe(float64(records))
 
-	f := metadata.Flush{SegmentKey: key, SegmentSize: int64(len(obj)), Chunks: make([]metadata.Chunk, len(refs))}
+	f := metadata.Flush{SegmentID: segID, SegmentSize: int64(len(obj)), Chunks: make([]metadata.Chunk, len(refs))}
 	for i, r := range refs {
-		f.Chunks[i] = metadata.Chunk{
+		c := metadata.Chunk{
 			TopicID: r.TopicID, Partition: r.Partition,
 			ByteOffset: r.Offset, ByteLength: int32(r.Length),
 			Records: r.Records, LastOffsetDelta: r.LastOffsetDelta, MaxTimestamp: r.MaxTimestamp,
-			ProducerID: plans[i].opts.ProducerID, BaseSequence: plans[i].opts.BaseSequence,
 		}
+		if p := plans[i].part; plans[i].own {
+			c.ProducerID, c.ProducerEpoch, c.BaseSequence = p.ProducerID, p.ProducerEpoch, p.BaseSequence
+			c.CheckOffset, c.ExpectedOffset = p.CheckOffset, p.ExpectedOffset
+		}
+		f.Chunks[i] = c
 	}
 	// Commits run in flush order.
 	select {
@@ -498,6 +551,62 @@ func (b *Batcher) writeAndCommit(ws []*waiter, prev <-chan struct{}, done chan<-
 		}
 	}
 	return nil
+}
+
+// recordOutcome notes a flush's outcome for Ready.
+func (b *Batcher) recordOutcome(err error) {
+	b.healthMu.Lock()
+	defer b.healthMu.Unlock()
+	if err == nil {
+		b.failingSince, b.lastErr = time.Time{}, nil
+		return
+	}
+	now := time.Now()
+	if b.failingSince.IsZero() {
+		b.failingSince = now
+	}
+	b.lastFailure, b.lastErr = now, err
+}
+
+// Ready reports whether the agent can complete a flush. It fails while
+// flushes have failed, with no success between, for longer than
+// UnreadyAfter. Once no flush has failed for UnreadyAfter (a load balancer
+// that steered around the agent sends no more), it writes and commits an
+// empty probe segment instead, through the same PUT and commit, and
+// reports that.
+func (b *Batcher) Ready(ctx context.Context) error {
+	b.healthMu.Lock()
+	since, last, lastErr := b.failingSince, b.lastFailure, b.lastErr
+	b.healthMu.Unlock()
+	if since.IsZero() || time.Since(since) < b.cfg.UnreadyAfter {
+		return nil
+	}
+	if time.Since(last) < b.cfg.UnreadyAfter {
+		return fmt.Errorf("flushes failing for %v: %w", time.Since(since).Round(time.Second), lastErr)
+	}
+	closed := make(chan struct{})
+	close(closed)
+	probe := func() error {
+		ctx, cancel := context.WithTimeout(ctx, b.cfg.FlushTimeout)
+		defer cancel()
+		return b.writeAndCommitCtx(ctx, nil, closed, make(chan struct{}))
+	}
+	err := probe()
+	b.recordOutcome(err)
+	if err != nil {
+		return fmt.Errorf("probe flush: %w", err)
+	}
+	return nil
+}
+
+// abandon gives up a flush's pending segment so the janitor deletes its
+// object soon rather than at its deadline; failing that, the deadline does.
+func (b *Batcher) abandon(id int64) {
+	ctx, cancel := context.WithTimeout(b.runCtx, 5*time.Second)
+	defer cancel()
+	if err := b.committer.AbandonSegment(ctx, id); err != nil {
+		b.logger.Debug("abandon segment", "id", id, "err", err)
+	}
 }
 
 func (b *Batcher) getBuilder() *segment.Builder {

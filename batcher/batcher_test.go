@@ -23,6 +23,28 @@ type fakeCommitter struct {
 	flushes []metadata.Flush
 	fail    error
 	gate    chan struct{} // when set, each commit waits for a receive
+
+	registered int64
+	keys       map[int64]string // segment id -> key
+	abandoned  []int64
+}
+
+func (f *fakeCommitter) RegisterSegment(ctx context.Context, key string, size int64, kind string, ttl time.Duration) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.registered++
+	if f.keys == nil {
+		f.keys = map[int64]string{}
+	}
+	f.keys[f.registered] = key
+	return f.registered, nil
+}
+
+func (f *fakeCommitter) AbandonSegment(ctx context.Context, id int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.abandoned = append(f.abandoned, id)
+	return nil
 }
 
 func (f *fakeCommitter) CommitFlush(ctx context.Context, fl metadata.Flush) ([]metadata.ChunkResult, error) {
@@ -137,7 +159,7 @@ func TestProduceCommitsAndAssignsOffsets(t *testing.T) {
 		t.Fatalf("%d commits, %d puts; want 1 each", c.count(), bucket.puts)
 	}
 	fl := c.flushes[0]
-	rc, err := bucket.Get(ctx, fl.SegmentKey)
+	rc, err := bucket.Get(ctx, c.keys[fl.SegmentID])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,7 @@ func (e *env) produce(top metadata.Topic, fill ...int32) {
 		return
 	}
 	e.segs++
-	if _, err := e.store.CommitFlush(e.ctx, metadata.Flush{SegmentKey: fmt.Sprint("seg/", e.segs), SegmentSize: 100, Chunks: chunks}); err != nil {
+	if _, err := e.store.CommitFlush(e.ctx, metadatatest.NewFlush(e.t, e.store, fmt.Sprint("seg/", e.segs), 100, chunks...)); err != nil {
 		e.t.Fatal(err)
 	}
 }

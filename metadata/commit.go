@@ -2,13 +2,12 @@ package metadata
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
-	"strconv"
-	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -21,23 +20,66 @@ var (
 	// ErrPartitionNotFound: the chunk's partition does not exist (the topic
 	// was deleted or never had that partition).
 	ErrPartitionNotFound = errors.New("metadata: partition not found")
+	// ErrUnknownProducer: the chunk names a producer id that was never
+	// issued, or that expired.
+	ErrUnknownProducer = errors.New("metadata: unknown producer id")
+	// ErrProducerFenced: the chunk's producer epoch is not the producer's
+	// current epoch.
+	ErrProducerFenced = errors.New("metadata: producer epoch fenced")
+	// ErrOffsetMismatch: a conditional append found the partition at
+	// another next offset; see OffsetMismatchError.
+	ErrOffsetMismatch = errors.New("metadata: offset mismatch")
+	// ErrSegmentExpired: the segment's pending row was gone or past its
+	// deadline when the commit or swap finished; nothing was written.
+	// Retriable with a new object.
+	ErrSegmentExpired = errors.New("metadata: segment no longer pending")
 )
 
 func init() {
-	sentinels = append(sentinels, ErrOutOfOrderSequence, ErrPartitionNotFound)
+	sentinels = append(sentinels, ErrOutOfOrderSequence, ErrPartitionNotFound, ErrUnknownProducer,
+		ErrProducerFenced, ErrOffsetMismatch, ErrSegmentExpired)
 }
+
+// OffsetMismatchError carries a conditional append's expected offset and
+// the partition's actual next offset.
+type OffsetMismatchError struct {
+	Expected   int64
+	NextOffset int64
+}
+
+func (e *OffsetMismatchError) Error() string {
+	return fmt.Sprintf("metadata: expected next offset %d, the partition is at %d", e.Expected, e.NextOffset)
+}
+
+// Unwrap makes errors.Is(err, ErrOffsetMismatch) hold.
+func (e *OffsetMismatchError) Unwrap() error { return ErrOffsetMismatch }
+
+// SequenceError carries an out-of-order chunk's sequence and the one
+// expected, with ErrOutOfOrderSequence.
+type SequenceError struct {
+	ProducerID int64
+	Got, Want  int32
+}
+
+func (e *SequenceError) Error() string {
+	return fmt.Sprintf("metadata: producer %d: sequence %d, expected %d", e.ProducerID, e.Got, e.Want)
+}
+
+// Unwrap makes errors.Is(err, ErrOutOfOrderSequence) hold.
+func (e *SequenceError) Unwrap() error { return ErrOutOfOrderSequence }
 
 // NotifyChannel is the LISTEN/NOTIFY channel on which commits announce new
 // high watermarks. The payload is a space-separated list of
-// "topicID:partition:highWatermark" entries.
+// "topicID:partition:highWatermark" entries (see silt_commit_flush).
 const NotifyChannel = "silt_commits"
 
-// maxNotifyPayload keeps each NOTIFY under Postgres' 8000-byte limit.
-const maxNotifyPayload = 7900
-
-// recentBatches is how many committed batches per producer and partition
-// are remembered to answer retries (as Kafka does).
-const recentBatches = 5
+// Segment kinds.
+const (
+	KindFlush     = "flush"     // written by a batcher: chunks of many partitions
+	KindMerged    = "merged"    // rewritten by a partition's owner
+	KindCompacted = "compacted" // rewritten by a partition's owner
+	KindOrphan    = "orphan"    // found in the bucket without a row
+)
 
 // Chunk is one RecordBatch of one partition inside a segment object.
 type Chunk struct {
@@ -48,20 +90,27 @@ type Chunk struct {
 	Records         int32 // records in the batch
 	LastOffsetDelta int32 // offsets used = LastOffsetDelta + 1
 	MaxTimestamp    int64
-	// ProducerID > 0 makes the chunk idempotent with BaseSequence.
-	ProducerID   int64
-	BaseSequence int32
+	// ProducerID > 0 makes the chunk idempotent with ProducerEpoch and
+	// BaseSequence.
+	ProducerID    int64
+	ProducerEpoch int16
+	BaseSequence  int32
+	// CheckOffset makes the chunk conditional: it commits only if the
+	// partition's next offset is ExpectedOffset.
+	CheckOffset    bool
+	ExpectedOffset int64
 }
 
-// Flush is one segment object and its chunks, in flush order.
+// Flush is one registered segment object and its chunks, in flush order.
 type Flush struct {
-	SegmentKey  string
+	SegmentID   int64 // from RegisterSegment
 	SegmentSize int64
 	Chunks      []Chunk
 }
 
-// ChunkResult is the outcome of one chunk. Err is ErrPartitionNotFound or
-// ErrOutOfOrderSequence (wrapped), or nil. Duplicate means the chunk was an
+// ChunkResult is the outcome of one chunk. Err is ErrPartitionNotFound,
+// ErrOutOfOrderSequence, ErrUnknownProducer, ErrProducerFenced or
+// ErrOffsetMismatch (wrapped), or nil. Duplicate means the chunk was an
 // idempotent retry: BaseOffset is the original's and nothing was written.
 type ChunkResult struct {
 	BaseOffset int64
@@ -79,291 +128,173 @@ type producerKey struct {
 	partKey
 }
 
-type producerState struct {
-	lastSeq int32
-	recent  []recentBatch // oldest first
-	dirty   bool
+// RegisterSegment records an object before it is written: a pending
+// segment row whose deadline is ttl from now on Postgres's clock. The
+// commit or swap that indexes the object must finish before then; after
+// it, the janitor deletes the object and the row.
+func (s *Store) RegisterSegment(ctx context.Context, key string, size int64, kind string, ttl time.Duration) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `
+		INSERT INTO segments (key, size, kind, state, deadline)
+		VALUES ($1, $2, $3, 'pending', now() + $4::interval) RETURNING id`, key, size, kind, ttl).Scan(&id)
+	if pgCode(err) == sqlUniqueViolation {
+		return 0, fmt.Errorf("register segment %q: %w: key in use", key, ErrInvalidArgument)
+	}
+	return id, s.classify("register segment", err)
 }
 
-// recentBatch is [base sequence, last sequence, base offset] in JSON.
-type recentBatch [3]int64
+// AbandonSegment gives up a pending segment (its write or commit failed
+// for certain): its deadline moves to now, so the janitor deletes the
+// object, if any, at its next pass.
+func (s *Store) AbandonSegment(ctx context.Context, id int64) error {
+	_, err := s.pool.Exec(ctx, `UPDATE segments SET deadline = now() WHERE id = $1 AND state = 'pending'`, id)
+	return s.classify("abandon segment", err)
+}
 
-// CommitFlush indexes a flushed segment in one transaction: it locks the
-// partition rows in (topic, partition) order, checks idempotent sequences,
-// assigns base offsets, inserts the segment row and the batch rows in bulk,
-// advances the high watermarks and NOTIFYs. A chunk that fails its own check
-// gets an error in its result and the others still commit; the returned
-// error is for the transaction as a whole (then nothing was written).
+// Commit result codes of silt_commit_flush.
+const (
+	codeOK = iota
+	codePartitionNotFound
+	codeDuplicate
+	codeOutOfOrder
+	codeUnknownProducer
+	codeFencedEpoch
+	codeOffsetMismatch
+)
+
+// CommitFlush indexes a registered segment in one server-side call
+// (silt_commit_flush): it locks the partition rows in (topic, partition)
+// order, checks idempotent sequences and conditional offsets, assigns base
+// offsets, inserts the batch rows, advances the high watermarks, NOTIFYs
+// and, last, turns the segment row live. The call is one statement sent
+// with the simple protocol, so no lock is ever held while Postgres waits on
+// this client. A chunk that fails its own check gets an error in its result
+// and the others still commit; the returned error is for the call as a
+// whole (then nothing was written): ErrSegmentExpired when the segment's
+// deadline passed first.
 func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error) {
 	results := make([]ChunkResult, len(f.Chunks))
-	if len(f.Chunks) == 0 {
-		return results, nil
-	}
-	// Distinct partitions and producers, sorted: the lock order.
-	parts := map[partKey]int64{}
-	var producers []producerKey
-	seenProd := map[producerKey]bool{}
+	// Distinct partitions sorted (the lock order) and distinct producers.
+	pidx := map[partKey]int32{}
+	qidx := map[producerKey]int32{}
+	var parts []partKey
+	var prods []producerKey
 	for _, c := range f.Chunks {
 		k := partKey{c.TopicID, c.Partition}
-		parts[k] = -1
+		if _, ok := pidx[k]; !ok {
+			pidx[k] = 0
+			parts = append(parts, k)
+		}
 		if c.ProducerID > 0 {
 			pk := producerKey{c.ProducerID, k}
-			if !seenProd[pk] {
-				seenProd[pk] = true
-				producers = append(producers, pk)
+			if _, ok := qidx[pk]; !ok {
+				prods = append(prods, pk)
+				qidx[pk] = int32(len(prods))
 			}
 		}
 	}
-	keys := make([]partKey, 0, len(parts))
-	for k := range parts {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].topic != keys[j].topic {
-			return keys[i].topic < keys[j].topic
+	sort.Slice(parts, func(i, j int) bool {
+		if parts[i].topic != parts[j].topic {
+			return parts[i].topic < parts[j].topic
 		}
-		return keys[i].part < keys[j].part
+		return parts[i].part < parts[j].part
 	})
-	topicIDs := make([]int64, len(keys))
-	partNums := make([]int32, len(keys))
-	for i, k := range keys {
-		topicIDs[i], partNums[i] = k.topic, k.part
+	pTopics := make([]int64, len(parts))
+	pParts := make([]int32, len(parts))
+	for i, k := range parts {
+		pidx[k] = int32(i + 1)
+		pTopics[i], pParts[i] = k.topic, k.part
 	}
-
-	err := s.inTx(ctx, "commit flush", func(tx pgx.Tx) error {
-		// Round trip 1: segment row, partition locks, producer state.
-		batch := &pgx.Batch{}
-		var segmentID int64
-		batch.Queue(`INSERT INTO segments (key, size) VALUES ($1, $2) RETURNING id`, f.SegmentKey, f.SegmentSize).
-			QueryRow(func(r pgx.Row) error { return r.Scan(&segmentID) })
-		batch.Queue(`
-			SELECT p.topic_id, p.partition, p.next_offset
-			FROM partitions p
-			JOIN unnest($1::bigint[], $2::int[]) AS r(topic_id, partition)
-			  ON p.topic_id = r.topic_id AND p.partition = r.partition
-			ORDER BY p.topic_id, p.partition
-			FOR NO KEY UPDATE OF p`, topicIDs, partNums).
-			Query(func(rows pgx.Rows) error {
-				for rows.Next() {
-					var k partKey
-					var next int64
-					if err := rows.Scan(&k.topic, &k.part, &next); err != nil {
-						return err
-					}
-					parts[k] = next
-				}
-				return rows.Err()
-			})
-		states := map[producerKey]*producerState{}
-		if len(producers) > 0 {
-			pids := make([]int64, len(producers))
-			ptop := make([]int64, len(producers))
-			ppart := make([]int32, len(producers))
-			for i, p := range producers {
-				pids[i], ptop[i], ppart[i] = p.producer, p.topic, p.part
-			}
-			batch.Queue(`
-				SELECT s.producer_id, s.topic_id, s.partition, s.last_sequence, s.recent
-				FROM producer_state s
-				JOIN unnest($1::bigint[], $2::bigint[], $3::int[]) AS r(producer_id, topic_id, partition)
-				  ON s.producer_id = r.producer_id AND s.topic_id = r.topic_id AND s.partition = r.partition`,
-				pids, ptop, ppart).
-				Query(func(rows pgx.Rows) error {
-					for rows.Next() {
-						var k producerKey
-						st := &producerState{}
-						if err := rows.Scan(&k.producer, &k.topic, &k.part, &st.lastSeq, &st.recent); err != nil {
-							return err
-						}
-						states[k] = st
-					}
-					return rows.Err()
-				})
+	qProd := make([]int64, len(prods))
+	qTopics := make([]int64, len(prods))
+	qParts := make([]int32, len(prods))
+	for i, p := range prods {
+		qProd[i], qTopics[i], qParts[i] = p.producer, p.topic, p.part
+	}
+	n := len(f.Chunks)
+	var (
+		cP, cQ, cLen, cRecs, cDelta, cEpoch, cSeq = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
+		cOff, cTS, cExp                           = make([]int64, n), make([]int64, n), make([]int64, n)
+	)
+	for i, c := range f.Chunks {
+		k := partKey{c.TopicID, c.Partition}
+		cP[i] = pidx[k]
+		if c.ProducerID > 0 {
+			cQ[i] = qidx[producerKey{c.ProducerID, k}]
 		}
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-			return err
+		cOff[i], cLen[i], cRecs[i], cDelta[i], cTS[i] = c.ByteOffset, c.ByteLength, c.Records, c.LastOffsetDelta, c.MaxTimestamp
+		cEpoch[i], cSeq[i] = int32(c.ProducerEpoch), c.BaseSequence
+		cExp[i] = -1
+		if c.CheckOffset {
+			cExp[i] = c.ExpectedOffset
 		}
-
-		// Assign offsets in flush order.
-		var (
-			bTopic, bOff, bLast, bMaxTS, bByteOff []int64
-			bPart, bCount, bLen                   []int32
-			addBytes                              = map[partKey]int64{}
-			startNext                             = map[partKey]int64{}
-		)
-		for k, v := range parts {
-			startNext[k] = v
-		}
-		for i, c := range f.Chunks {
-			k := partKey{c.TopicID, c.Partition}
-			next := parts[k]
-			if next < 0 {
-				results[i].Err = fmt.Errorf("topic %d partition %d: %w", c.TopicID, c.Partition, ErrPartitionNotFound)
-				continue
-			}
-			if c.ProducerID > 0 {
-				pk := producerKey{c.ProducerID, k}
-				st := states[pk]
-				lastSeq := wrapSequence(int64(c.BaseSequence) + int64(c.Records) - 1)
-				if st != nil {
-					if dup, off := st.duplicate(c.BaseSequence, lastSeq); dup {
-						results[i] = ChunkResult{BaseOffset: off, Duplicate: true}
-						continue
-					}
-				}
-				expected := int32(0)
-				if st != nil {
-					expected = wrapSequence(int64(st.lastSeq) + 1)
-				}
-				if c.BaseSequence != expected {
-					results[i].Err = fmt.Errorf("producer %d topic %d partition %d: sequence %d, expected %d: %w",
-						c.ProducerID, c.TopicID, c.Partition, c.BaseSequence, expected, ErrOutOfOrderSequence)
-					continue
-				}
-				if st == nil {
-					st = &producerState{}
-					states[pk] = st
-				}
-				st.record(c.BaseSequence, lastSeq, next)
-			}
-			results[i].BaseOffset = next
-			parts[k] = next + int64(c.LastOffsetDelta) + 1
-			addBytes[k] += int64(c.ByteLength)
-			bTopic = append(bTopic, c.TopicID)
-			bPart = append(bPart, c.Partition)
-			bOff = append(bOff, next)
-			bLast = append(bLast, next+int64(c.LastOffsetDelta))
-			bCount = append(bCount, c.Records)
-			bMaxTS = append(bMaxTS, c.MaxTimestamp)
-			bByteOff = append(bByteOff, c.ByteOffset)
-			bLen = append(bLen, c.ByteLength)
-		}
-		if len(bTopic) == 0 {
-			// Nothing to index: the object is unreferenced from the start.
-			_, err := tx.Exec(ctx, `UPDATE segments SET unreferenced_at = now() WHERE id = $1`, segmentID)
-			return err
-		}
-
-		// Round trip 2: batch rows, high watermarks, producer state, notify.
-		batch = &pgx.Batch{}
-		batch.Queue(`
-			INSERT INTO batches (topic_id, partition, base_offset, last_offset, record_count,
-			                     max_timestamp, segment_id, byte_offset, byte_length)
-			SELECT r.topic_id, r.partition, r.base_offset, r.last_offset, r.record_count,
-			       r.max_timestamp, $9, r.byte_offset, r.byte_length
-			FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::bigint[], $7::bigint[], $8::int[])
-			  AS r(topic_id, partition, base_offset, last_offset, record_count, max_timestamp, byte_offset, byte_length)`,
-			bTopic, bPart, bOff, bLast, bCount, bMaxTS, bByteOff, bLen, segmentID)
-		var uTopic, uNext, uBytes []int64
-		var uPart []int32
-		var notes []string
-		for _, k := range keys {
-			if parts[k] < 0 || parts[k] == startNext[k] {
-				continue
-			}
-			uTopic = append(uTopic, k.topic)
-			uPart = append(uPart, k.part)
-			uNext = append(uNext, parts[k])
-			uBytes = append(uBytes, addBytes[k])
-			notes = append(notes, strconv.FormatInt(k.topic, 10)+":"+strconv.Itoa(int(k.part))+":"+strconv.FormatInt(parts[k], 10))
-		}
-		batch.Queue(`
-			UPDATE partitions p SET next_offset = r.next_offset, total_bytes = p.total_bytes + r.bytes
-			FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[]) AS r(topic_id, partition, next_offset, bytes)
-			WHERE p.topic_id = r.topic_id AND p.partition = r.partition`, uTopic, uPart, uNext, uBytes)
-		if err := queueProducerUpserts(batch, states); err != nil {
-			return err
-		}
-		for _, payload := range notifyPayloads(notes) {
-			batch.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, payload)
-		}
-		return tx.SendBatch(ctx, batch).Close()
-	})
+	}
+	var (
+		bases, details []int64
+		codes          []int32
+		lockWaitUs     int64
+	)
+	err := s.pool.QueryRow(ctx, `
+		SELECT base_offsets, codes, details, lock_wait_us FROM silt_commit_flush(
+			$1::bigint, $2::bigint, $3::bigint[], $4::integer[], $5::bigint[], $6::bigint[], $7::integer[],
+			$8::integer[], $9::integer[], $10::bigint[], $11::integer[], $12::integer[], $13::integer[], $14::bigint[],
+			$15::integer[], $16::integer[], $17::bigint[])`,
+		pgx.QueryExecModeSimpleProtocol,
+		f.SegmentID, f.SegmentSize, pTopics, pParts, qProd, qTopics, qParts,
+		cP, cQ, cOff, cLen, cRecs, cDelta, cTS, cEpoch, cSeq, cExp).Scan(&bases, &codes, &details, &lockWaitUs)
 	if err != nil {
-		return nil, err
+		return nil, s.classify("commit flush", err)
+	}
+	s.metrics.commitLockWait.Observe(float64(lockWaitUs) / 1e6)
+	if len(bases) != n || len(codes) != n || len(details) != n {
+		return nil, fmt.Errorf("commit flush: %d chunks, %d results", n, len(codes))
+	}
+	for i, c := range f.Chunks {
+		r := &results[i]
+		switch codes[i] {
+		case codeOK:
+			r.BaseOffset = bases[i]
+		case codeDuplicate:
+			r.BaseOffset, r.Duplicate = bases[i], true
+		case codePartitionNotFound:
+			r.Err = fmt.Errorf("topic %d partition %d: %w", c.TopicID, c.Partition, ErrPartitionNotFound)
+		case codeOutOfOrder:
+			r.Err = fmt.Errorf("topic %d partition %d: %w", c.TopicID, c.Partition,
+				&SequenceError{ProducerID: c.ProducerID, Got: c.BaseSequence, Want: int32(details[i])})
+		case codeUnknownProducer:
+			r.Err = fmt.Errorf("producer %d: %w", c.ProducerID, ErrUnknownProducer)
+		case codeFencedEpoch:
+			r.Err = fmt.Errorf("producer %d epoch %d, current epoch %d: %w", c.ProducerID, c.ProducerEpoch, details[i], ErrProducerFenced)
+		case codeOffsetMismatch:
+			r.Err = fmt.Errorf("topic %d partition %d: %w", c.TopicID, c.Partition,
+				&OffsetMismatchError{Expected: c.ExpectedOffset, NextOffset: details[i]})
+		default:
+			return nil, fmt.Errorf("commit flush: unknown result code %d", codes[i])
+		}
 	}
 	return results, nil
 }
 
-// wrapSequence wraps a producer sequence past the largest int32 to 0, as
-// Kafka does.
-func wrapSequence(n int64) int32 {
-	return int32(n % (math.MaxInt32 + 1))
-}
-
-func (st *producerState) duplicate(base, last int32) (bool, int64) {
-	for _, r := range st.recent {
-		if r[0] == int64(base) && r[1] == int64(last) {
-			return true, r[2]
+// NewProducerID issues a fresh idempotent producer id: 63 random bits, so
+// that no client can guess another's, recorded so that only issued ids are
+// accepted.
+func (s *Store) NewProducerID(ctx context.Context) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("new producer id: %w", err)
 		}
-	}
-	return false, 0
-}
-
-func (st *producerState) record(base, last int32, offset int64) {
-	st.lastSeq = last
-	st.recent = append(st.recent, recentBatch{int64(base), int64(last), offset})
-	if n := len(st.recent); n > recentBatches {
-		st.recent = st.recent[n-recentBatches:]
-	}
-	st.dirty = true
-}
-
-func queueProducerUpserts(batch *pgx.Batch, states map[producerKey]*producerState) error {
-	var pids, topics []int64
-	var parts, lastSeqs []int32
-	var recents [][]byte
-	for k, st := range states {
-		if !st.dirty {
+		id := int64(binary.BigEndian.Uint64(b[:]) >> 1)
+		if id == 0 {
 			continue
 		}
-		raw, err := json.Marshal(st.recent)
+		_, err := s.pool.Exec(ctx, `INSERT INTO producers (id) VALUES ($1)`, id)
+		if pgCode(err) == sqlUniqueViolation && attempt < 3 {
+			continue
+		}
 		if err != nil {
-			return err
+			return 0, s.classify("new producer id", err)
 		}
-		pids = append(pids, k.producer)
-		topics = append(topics, k.topic)
-		parts = append(parts, k.part)
-		lastSeqs = append(lastSeqs, st.lastSeq)
-		recents = append(recents, raw)
+		return id, nil
 	}
-	if len(pids) == 0 {
-		return nil
-	}
-	batch.Queue(`
-		INSERT INTO producer_state (producer_id, topic_id, partition, last_sequence, recent, updated_at)
-		SELECT r.producer_id, r.topic_id, r.partition, r.last_sequence, r.recent, now()
-		FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::jsonb[])
-		  AS r(producer_id, topic_id, partition, last_sequence, recent)
-		ON CONFLICT (producer_id, topic_id, partition) DO UPDATE SET
-		  last_sequence = EXCLUDED.last_sequence, recent = EXCLUDED.recent, updated_at = now()`,
-		pids, topics, parts, lastSeqs, recents)
-	return nil
-}
-
-// notifyPayloads packs entries into payloads under the NOTIFY size limit.
-func notifyPayloads(entries []string) []string {
-	var out []string
-	var b strings.Builder
-	for _, e := range entries {
-		if b.Len() > 0 && b.Len()+1+len(e) > maxNotifyPayload {
-			out = append(out, b.String())
-			b.Reset()
-		}
-		if b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(e)
-	}
-	if b.Len() > 0 {
-		out = append(out, b.String())
-	}
-	return out
-}
-
-// NewProducerID issues a fresh idempotent producer id.
-func (s *Store) NewProducerID(ctx context.Context) (int64, error) {
-	var id int64
-	err := s.pool.QueryRow(ctx, `SELECT nextval('producer_ids')`).Scan(&id)
-	return id, classify("new producer id", err)
 }

@@ -8,8 +8,10 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"silt/metadata"
+	"silt/metadata/metadatatest"
 )
 
 func newTopic(t *testing.T, s *metadata.Store, name string, parts int32) metadata.Topic {
@@ -28,9 +30,8 @@ func chunk(topic int64, part int32, n int32) metadata.Chunk {
 func TestCommitFlushAssignsContiguousOffsets(t *testing.T) {
 	s, ctx := setup(t)
 	top := newTopic(t, s, "t", 2)
-	res, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: "seg/1", SegmentSize: 1000, Chunks: []metadata.Chunk{
-		chunk(top.ID, 0, 3), chunk(top.ID, 1, 2), chunk(top.ID, 0, 4),
-	}})
+	res, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "seg/1", 1000,
+		chunk(top.ID, 0, 3), chunk(top.ID, 1, 2), chunk(top.ID, 0, 4)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,21 +46,27 @@ func TestCommitFlushAssignsContiguousOffsets(t *testing.T) {
 		t.Fatalf("partitions after commit: %+v", parts)
 	}
 	// A chunk for a partition that does not exist fails alone.
-	res, err = s.CommitFlush(ctx, metadata.Flush{SegmentKey: "seg/2", SegmentSize: 10, Chunks: []metadata.Chunk{
-		chunk(top.ID, 9, 1), chunk(top.ID, 1, 1),
-	}})
+	res, err = s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "seg/2", 10, chunk(top.ID, 9, 1), chunk(top.ID, 1, 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !errors.Is(res[0].Err, metadata.ErrPartitionNotFound) || res[1].Err != nil || res[1].BaseOffset != 2 {
 		t.Fatalf("mixed flush: %+v", res)
 	}
-	// Reusing a segment key is a transaction error and writes nothing.
-	if _, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: "seg/2", SegmentSize: 10, Chunks: []metadata.Chunk{chunk(top.ID, 0, 1)}}); err == nil {
-		t.Fatal("duplicate segment key committed")
+	// A segment key is registered once; a second commit of one segment
+	// writes nothing.
+	if _, err := s.RegisterSegment(ctx, "seg/2", 10, metadata.KindFlush, time.Minute); !errors.Is(err, metadata.ErrInvalidArgument) {
+		t.Fatalf("registering a key twice: %v", err)
+	}
+	f := metadatatest.NewFlush(t, s, "seg/3", 10, chunk(top.ID, 0, 1))
+	if _, err := s.CommitFlush(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CommitFlush(ctx, f); !errors.Is(err, metadata.ErrSegmentExpired) {
+		t.Fatalf("second commit of one segment: %v", err)
 	}
 	parts, _ = s.Partitions(ctx, top.ID)
-	if parts[0].HighWatermark != 7 {
+	if parts[0].HighWatermark != 8 {
 		t.Fatalf("failed commit moved the watermark: %+v", parts[0])
 	}
 }
@@ -78,7 +85,7 @@ func TestCommitFlushIdempotence(t *testing.T) {
 	}
 	commit := func(key string, cs ...metadata.Chunk) []metadata.ChunkResult {
 		t.Helper()
-		res, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: key, SegmentSize: 1, Chunks: cs})
+		res, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, key, 1, cs...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +143,12 @@ func TestCommitFlushConcurrent(t *testing.T) {
 				for _, p := range rng.Perm(8)[:1+rng.IntN(8)] {
 					cs = append(cs, chunk(top.ID, int32(p), int32(1+rng.IntN(5))))
 				}
-				res, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: fmt.Sprintf("w%d/f%d", w, f), SegmentSize: 1, Chunks: cs})
+				id, err := s.RegisterSegment(ctx, fmt.Sprintf("w%d/f%d", w, f), 1, metadata.KindFlush, time.Minute)
+				if err != nil {
+					errs <- err
+					return
+				}
+				res, err := s.CommitFlush(ctx, metadata.Flush{SegmentID: id, SegmentSize: 1, Chunks: cs})
 				if err != nil {
 					errs <- err
 					return

@@ -34,7 +34,34 @@ const (
 	sqlAdminShutdown        = "57P01"
 	sqlCannotConnectNow     = "57P03"
 	sqlTooManyConnections   = "53300"
+	sqlLockNotAvailable     = "55P03" // lock_timeout
+	sqlQueryCanceled        = "57014" // statement_timeout or a cancel request
+	sqlIdleInTransaction    = "25P03" // idle_in_transaction_session_timeout
+	sqlInvalidParameter     = "22023"
+	// Silt's own, raised by the server-side functions of migration 0003.
+	sqlSegmentNotPending = "SLT01"
+	sqlLeaseLost         = "SLT02"
+	sqlRowsChanged       = "SLT03"
 )
+
+// timeoutKind names the session bound that ended a statement, or "".
+func timeoutKind(err error) string {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return ""
+	}
+	switch pgErr.Code {
+	case sqlLockNotAvailable:
+		return "lock"
+	case sqlIdleInTransaction:
+		return "idle_in_transaction"
+	case sqlQueryCanceled:
+		if strings.Contains(pgErr.Message, "statement timeout") {
+			return "statement"
+		}
+	}
+	return ""
+}
 
 // classify maps driver errors to sentinels, keeping the original text.
 // what names the verb, for the message.
@@ -53,8 +80,15 @@ func classify(what string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case sqlSerializationFailure, sqlDeadlockDetected, sqlAdminShutdown, sqlCannotConnectNow, sqlTooManyConnections:
+		case sqlSerializationFailure, sqlDeadlockDetected, sqlAdminShutdown, sqlCannotConnectNow, sqlTooManyConnections,
+			sqlLockNotAvailable, sqlQueryCanceled, sqlIdleInTransaction:
 			return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, pgErr.Message)
+		case sqlSegmentNotPending:
+			return fmt.Errorf("%s: %w: %s", what, ErrSegmentExpired, pgErr.Message)
+		case sqlLeaseLost, sqlRowsChanged:
+			return fmt.Errorf("%s: %w: %s", what, ErrFenced, pgErr.Message)
+		case sqlInvalidParameter:
+			return fmt.Errorf("%s: %w: %s", what, ErrInvalidArgument, pgErr.Message)
 		}
 		if len(pgErr.Code) == 2+3 && pgErr.Code[:2] == "08" { // connection exceptions
 			return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, pgErr.Message)

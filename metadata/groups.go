@@ -438,14 +438,14 @@ func (s *Store) ListGroups(ctx context.Context) ([]GroupSummary, error) {
 		FROM groups g LEFT JOIN group_members m ON m.group_id = g.id
 		GROUP BY g.id ORDER BY g.name`)
 	if err != nil {
-		return nil, classify("list groups", err)
+		return nil, s.classify("list groups", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupSummary, error) {
 		var g GroupSummary
 		err := r.Scan(&g.Name, &g.Generation, &g.Members, &g.Live, &g.Behind)
 		return g, err
 	})
-	return out, classify("list groups", err)
+	return out, s.classify("list groups", err)
 }
 
 // GroupOffset is one partition in a group's offsets view.
@@ -471,7 +471,7 @@ func (s *Store) GroupOffsets(ctx context.Context, name string) ([]GroupOffset, e
 		return nil, fmt.Errorf("group %q: %w", name, ErrGroupNotFound)
 	}
 	if err != nil {
-		return nil, classify("group offsets", err)
+		return nil, s.classify("group offsets", err)
 	}
 	rows, err := s.pool.Query(ctx, `
 		WITH t AS (
@@ -487,14 +487,14 @@ func (s *Store) GroupOffsets(ctx context.Context, name string) ([]GroupOffset, e
 		LEFT JOIN group_offsets o ON o.group_id = $1 AND o.topic_id = p.topic_id AND o.partition = p.partition
 		ORDER BY tp.name, p.partition`, id)
 	if err != nil {
-		return nil, classify("group offsets", err)
+		return nil, s.classify("group offsets", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupOffset, error) {
 		var o GroupOffset
 		err := r.Scan(&o.Topic, &o.TopicID, &o.Partition, &o.LogStartOffset, &o.HighWatermark, &o.Committed, &o.Metadata, &o.CommittedAt)
 		return o, err
 	})
-	return out, classify("group offsets", err)
+	return out, s.classify("group offsets", err)
 }
 
 // GroupLag is one committed partition's lag.
@@ -522,7 +522,7 @@ func (s *Store) GroupLags(ctx context.Context, limit int) (lags []GroupLag, trun
 		ORDER BY g.name, t.name, o.partition
 		LIMIT $1`, limit+1)
 	if err != nil {
-		return nil, false, classify("group lags", err)
+		return nil, false, s.classify("group lags", err)
 	}
 	lags, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupLag, error) {
 		var l GroupLag
@@ -530,7 +530,7 @@ func (s *Store) GroupLags(ctx context.Context, limit int) (lags []GroupLag, trun
 		return l, err
 	})
 	if err != nil {
-		return nil, false, classify("group lags", err)
+		return nil, false, s.classify("group lags", err)
 	}
 	if len(lags) > limit {
 		return lags[:limit], true, nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"silt/metadata"
+	"silt/metadata/metadatatest"
 )
 
 // groupTopic creates a topic and commits records to its partitions:
@@ -27,7 +28,7 @@ func groupTopic(t *testing.T, s *metadata.Store, name string, parts int32, fill 
 		}
 	}
 	if len(chunks) > 0 {
-		if _, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: "seg/" + name, SegmentSize: 1000, Chunks: chunks}); err != nil {
+		if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "seg/"+name, 1000, chunks...)); err != nil {
 			t.Fatal(err)
 		}
 	}

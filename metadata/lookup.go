@@ -19,7 +19,9 @@ type BatchRef struct {
 	SegmentKey   string
 	SegmentKind  string // flush, merged or compacted
 	SegmentSize  int64
-	SegmentAt    time.Time // when the segment object was committed
+	SegmentAt    time.Time // when the segment object was registered
+	// SegmentAge is the segment's age on Postgres's clock (ListBatches only).
+	SegmentAge time.Duration
 	ByteOffset   int64
 	ByteLength   int32
 }
@@ -52,7 +54,7 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 		FROM p LEFT JOIN b ON b.before < $4 OR b.before = 0
 		ORDER BY b.last_offset`, topicID, partition, offset, maxBytes, limit)
 	if err != nil {
-		return PartitionState{}, nil, classify("lookup batches", err)
+		return PartitionState{}, nil, s.classify("lookup batches", err)
 	}
 	defer rows.Close()
 	var st PartitionState
@@ -67,7 +69,7 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 			at                                  *time.Time
 		)
 		if err := rows.Scan(&st.HighWatermark, &st.LogStartOffset, &base, &last, &count, &maxTS, &key, &segSize, &at, &byteOff, &length); err != nil {
-			return PartitionState{}, nil, classify("lookup batches", err)
+			return PartitionState{}, nil, s.classify("lookup batches", err)
 		}
 		if base == nil {
 			continue
@@ -78,7 +80,7 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 		})
 	}
 	if err := rows.Err(); err != nil {
-		return PartitionState{}, nil, classify("lookup batches", err)
+		return PartitionState{}, nil, s.classify("lookup batches", err)
 	}
 	if !found {
 		return PartitionState{}, nil, fmt.Errorf("topic %d partition %d: %w", topicID, partition, ErrPartitionNotFound)
@@ -94,7 +96,7 @@ func (s *Store) PartitionOffsets(ctx context.Context, topicID int64, partition i
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, fmt.Errorf("topic %d partition %d: %w", topicID, partition, ErrPartitionNotFound)
 	}
-	return st, classify("partition offsets", err)
+	return st, s.classify("partition offsets", err)
 }
 
 // FirstBatchAtOrAfter returns the first indexed chunk whose max timestamp
@@ -111,7 +113,7 @@ func (s *Store) FirstBatchAtOrAfter(ctx context.Context, topicID int64, partitio
 		return BatchRef{}, false, nil
 	}
 	if err != nil {
-		return BatchRef{}, false, classify("first batch at or after", err)
+		return BatchRef{}, false, s.classify("first batch at or after", err)
 	}
 	return ref, true, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"silt/metadata"
+	"silt/metadata/metadatatest"
 )
 
 var leaseCfg = metadata.LeaseConfig{AgentTTL: 10 * time.Second, LeaseTTL: 10 * time.Second}
@@ -78,7 +79,7 @@ func TestLeasesFairShareAndEpochs(t *testing.T) {
 func TestStaleOwnerIsFenced(t *testing.T) {
 	s, ctx := setup(t)
 	top := newTopic(t, s, "t", 1)
-	if _, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: "k1", SegmentSize: 1, Chunks: []metadata.Chunk{chunk(top.ID, 0, 5)}}); err != nil {
+	if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "k1", 1, chunk(top.ID, 0, 5))); err != nil {
 		t.Fatal(err)
 	}
 	short := metadata.LeaseConfig{AgentTTL: time.Hour, LeaseTTL: 50 * time.Millisecond}
@@ -97,7 +98,8 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 		t.Fatalf("stale owner's retention: %v, want ErrFenced", err)
 	}
 	refs, _ := s.ListBatches(ctx, top.ID, 0, 0, 10)
-	if err := s.SwapBatches(ctx, "old", old[0], refs, metadata.NewSegment{Key: "m", Size: 1, Kind: "merged"}, nil); !errors.Is(err, metadata.ErrFenced) {
+	m := metadatatest.NewFlush(t, s, "m", 1)
+	if err := s.SwapBatches(ctx, "old", old[0], refs, m.SegmentID, 1, nil); !errors.Is(err, metadata.ErrFenced) {
 		t.Fatalf("stale owner's swap: %v, want ErrFenced", err)
 	}
 	// The same write with the new owner's lease goes through.
@@ -119,7 +121,7 @@ func TestSwapBatchesDetectsConcurrentChange(t *testing.T) {
 	s, ctx := setup(t)
 	top := newTopic(t, s, "t", 1)
 	for _, k := range []string{"k1", "k2"} {
-		if _, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: k, SegmentSize: 1, Chunks: []metadata.Chunk{chunk(top.ID, 0, 2)}}); err != nil {
+		if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, k, 1, chunk(top.ID, 0, 2))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -131,21 +133,31 @@ func TestSwapBatchesDetectsConcurrentChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	news := []metadata.NewChunk{{BaseOffset: 0, LastOffset: 1, Records: 2, ByteLength: 200}, {BaseOffset: 2, LastOffset: 3, Records: 2, ByteOffset: 200, ByteLength: 200}}
-	if err := s.SwapBatches(ctx, "me", held[0], refs, metadata.NewSegment{Key: "m", Size: 400, Kind: "merged"}, news); !errors.Is(err, metadata.ErrFenced) {
+	m := metadatatest.NewFlush(t, s, "m", 400)
+	if err := s.SwapBatches(ctx, "me", held[0], refs, m.SegmentID, 400, news); !errors.Is(err, metadata.ErrFenced) {
 		t.Fatalf("swap over a changed index: %v", err)
 	}
-	// Unreferenced segments are found, then deleted after the grace period.
-	n, err := s.MarkUnreferenced(ctx, 0, 100)
-	if err != nil || n != 1 {
-		t.Fatalf("marked %d, %v; want 1 (k1)", n, err)
+	// Retention left k1 without index rows: it is unreferenced, and
+	// claimed for deletion after the grace period; the refused swap's
+	// object is still pending.
+	doomed, err := s.ClaimDoomed(ctx, 0, time.Minute, 100)
+	if err != nil || len(doomed) != 1 || doomed[0].Key != "k1" {
+		t.Fatalf("claimed %v (%v), want k1", doomed, err)
 	}
-	keys, err := s.TakeUnreferenced(ctx, 0, 100)
-	if err != nil || len(keys) != 1 || keys[0] != "k1" {
-		t.Fatalf("took %v (%v)", keys, err)
+	if err := s.AbandonSegment(ctx, m.SegmentID); err != nil {
+		t.Fatal(err)
 	}
-	known, _ := s.KnownSegments(ctx, []string{"k1", "k2", "zz"})
-	if known["k1"] || !known["k2"] || known["zz"] {
-		t.Fatalf("known %v", known)
+	waitFor(t, func() bool {
+		d, err := s.ClaimDoomed(ctx, 0, time.Minute, 100)
+		return err == nil && len(d) == 1 && d[0].Key == "m"
+	})
+	if err := s.ForgetSegments(ctx, []int64{doomed[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	// Adoption gives a row to keys that have none, only.
+	n, err := s.AdoptOrphans(ctx, []string{"k1", "k2", "zz"}, time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("adopted %d (%v), want 2: k1 (forgotten) and zz", n, err)
 	}
 }
 
@@ -203,7 +215,7 @@ func TestSequenceWraps(t *testing.T) {
 		t.Helper()
 		c := chunk(top.ID, 0, n)
 		c.ProducerID, c.BaseSequence = pid, seq
-		res, err := s.CommitFlush(ctx, metadata.Flush{SegmentKey: key, SegmentSize: 1, Chunks: []metadata.Chunk{c}})
+		res, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, key, 1, c))
 		if err != nil {
 			t.Fatal(err)
 		}

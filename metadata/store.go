@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Store.
@@ -16,12 +18,89 @@ type Config struct {
 	MaxConns int32  // pool size
 	// ConnectTimeout bounds each new connection.
 	ConnectTimeout time.Duration
-	Logger         *slog.Logger
+	// Session bounds every connection of the pool; see Session.
+	Session Session
+	Logger  *slog.Logger
+	// Registerer receives the store's metrics; nil keeps them private.
+	Registerer prometheus.Registerer
+}
+
+// Session holds the bounds set on every Postgres session an agent opens,
+// so that no lock is held for long on behalf of a client that stalled and
+// a vanished client's session is dropped within seconds. Zero leaves the
+// server's setting.
+type Session struct {
+	// LockTimeout bounds each wait for a lock (lock_timeout).
+	LockTimeout time.Duration
+	// StatementTimeout bounds each statement (statement_timeout).
+	StatementTimeout time.Duration
+	// IdleInTransactionTimeout ends a session that keeps a transaction
+	// open without sending anything (idle_in_transaction_session_timeout).
+	IdleInTransactionTimeout time.Duration
+	// TCP keepalives and user timeout of the server's socket
+	// (tcp_keepalives_idle, tcp_keepalives_interval, tcp_keepalives_count,
+	// tcp_user_timeout).
+	KeepalivesIdle     time.Duration
+	KeepalivesInterval time.Duration
+	KeepalivesCount    int
+	TCPUserTimeout     time.Duration
+}
+
+// DefaultSession returns the defaults, each below the batcher's default
+// flush timeout of 30 s.
+func DefaultSession() Session {
+	return Session{
+		LockTimeout:              3 * time.Second,
+		StatementTimeout:         10 * time.Second,
+		IdleInTransactionTimeout: 5 * time.Second,
+		KeepalivesIdle:           5 * time.Second,
+		KeepalivesInterval:       2 * time.Second,
+		KeepalivesCount:          3,
+		TCPUserTimeout:           10 * time.Second,
+	}
+}
+
+// Validate checks the bounds.
+func (s Session) Validate() error {
+	for name, d := range map[string]time.Duration{
+		"lock timeout": s.LockTimeout, "statement timeout": s.StatementTimeout,
+		"idle in transaction timeout": s.IdleInTransactionTimeout, "keepalives idle": s.KeepalivesIdle,
+		"keepalives interval": s.KeepalivesInterval, "tcp user timeout": s.TCPUserTimeout,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%w: %s must not be negative", ErrInvalidArgument, name)
+		}
+		if d > 0 && d < time.Millisecond {
+			return fmt.Errorf("%w: %s must be at least 1ms", ErrInvalidArgument, name)
+		}
+	}
+	if s.KeepalivesCount < 0 {
+		return fmt.Errorf("%w: keepalives count must not be negative", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Params returns the session bounds as run-time parameters of the startup
+// message. Parameters already set in the URL (params) are kept.
+func (s Session) Params(params map[string]string) {
+	set := func(name string, v int64) {
+		if _, ok := params[name]; ok || v <= 0 {
+			return
+		}
+		params[name] = strconv.FormatInt(v, 10)
+	}
+	set("lock_timeout", s.LockTimeout.Milliseconds())
+	set("statement_timeout", s.StatementTimeout.Milliseconds())
+	set("idle_in_transaction_session_timeout", s.IdleInTransactionTimeout.Milliseconds())
+	set("tcp_keepalives_idle", int64(s.KeepalivesIdle/time.Second))
+	set("tcp_keepalives_interval", int64(s.KeepalivesInterval/time.Second))
+	set("tcp_keepalives_count", int64(s.KeepalivesCount))
+	set("tcp_user_timeout", s.TCPUserTimeout.Milliseconds())
 }
 
 // DefaultConfig returns the defaults; URL must be set.
 func DefaultConfig() Config {
-	return Config{MaxConns: 16, ConnectTimeout: 5 * time.Second}
+	return Config{MaxConns: 16, ConnectTimeout: 5 * time.Second, Session: DefaultSession()}
 }
 
 // Validate checks the config.
@@ -35,13 +114,14 @@ func (c Config) Validate() error {
 	if _, err := pgxpool.ParseConfig(c.URL); err != nil {
 		return fmt.Errorf("%w: database URL: %v", ErrInvalidArgument, err)
 	}
-	return nil
+	return c.Session.Validate()
 }
 
 // Store is Silt's metadata over a connection pool.
 type Store struct {
-	pool   *pgxpool.Pool
-	logger *slog.Logger
+	pool    *pgxpool.Pool
+	logger  *slog.Logger
+	metrics *metrics
 }
 
 // Open connects a pool. It does not wait for Postgres to be reachable.
@@ -57,19 +137,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.ConnectTimeout > 0 {
 		pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	}
+	cfg.Session.Params(pc.ConnConfig.RuntimeParams)
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: open pool: %w", err)
 	}
-	return New(pool, cfg.Logger), nil
-}
-
-// New wraps an existing pool.
-func New(pool *pgxpool.Pool, logger *slog.Logger) *Store {
+	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{pool: pool, logger: logger}
+	return &Store{pool: pool, logger: logger, metrics: m}, nil
 }
 
 // Pool exposes the pool, for migrations and the LISTEN connection.
@@ -80,10 +161,22 @@ func (s *Store) Close() { s.pool.Close() }
 
 // Ping checks that Postgres answers.
 func (s *Store) Ping(ctx context.Context) error {
-	return classify("ping", s.pool.Ping(ctx))
+	return s.classify("ping", s.pool.Ping(ctx))
 }
 
 // inTx runs fn in a transaction, mapping errors with classify.
 func (s *Store) inTx(ctx context.Context, what string, fn func(tx pgx.Tx) error) error {
-	return classify(what, pgx.BeginFunc(ctx, s.pool, fn))
+	return s.classify(what, pgx.BeginFunc(ctx, s.pool, fn))
+}
+
+// classify maps driver errors to sentinels (see the package function) and
+// counts the server's timeouts by kind.
+func (s *Store) classify(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if kind := timeoutKind(err); kind != "" {
+		s.metrics.timeouts.WithLabelValues(kind).Inc()
+	}
+	return classify(what, err)
 }

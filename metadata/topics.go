@@ -129,7 +129,7 @@ func (s *Store) GetTopic(ctx context.Context, name string) (Topic, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Topic{}, fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
 	}
-	return t, classify("get topic", err)
+	return t, s.classify("get topic", err)
 }
 
 // GetTopicByID returns a topic by id.
@@ -138,17 +138,17 @@ func (s *Store) GetTopicByID(ctx context.Context, id int64) (Topic, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Topic{}, fmt.Errorf("topic id %d: %w", id, ErrTopicNotFound)
 	}
-	return t, classify("get topic", err)
+	return t, s.classify("get topic", err)
 }
 
 // ListTopics returns all topics ordered by name.
 func (s *Store) ListTopics(ctx context.Context) ([]Topic, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+topicColumns+` FROM topics ORDER BY name`)
 	if err != nil {
-		return nil, classify("list topics", err)
+		return nil, s.classify("list topics", err)
 	}
 	topics, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Topic, error) { return scanTopic(r) })
-	return topics, classify("list topics", err)
+	return topics, s.classify("list topics", err)
 }
 
 // Partitions returns the state of a topic's partitions in order. Owner is
@@ -161,14 +161,14 @@ func (s *Store) Partitions(ctx context.Context, topicID int64) ([]PartitionInfo,
 		FROM partitions p LEFT JOIN leases l ON l.topic_id = p.topic_id AND l.partition = p.partition
 		WHERE p.topic_id = $1 ORDER BY p.partition`, topicID)
 	if err != nil {
-		return nil, classify("partitions", err)
+		return nil, s.classify("partitions", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (PartitionInfo, error) {
 		var p PartitionInfo
 		err := r.Scan(&p.Partition, &p.LogStartOffset, &p.HighWatermark, &p.TotalBytes, &p.Owner, &p.LeaseEpoch)
 		return p, err
 	})
-	return out, classify("partitions", err)
+	return out, s.classify("partitions", err)
 }
 
 // addPartitions creates partitions [from, to) of a topic and their leases.
@@ -240,28 +240,17 @@ func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Top
 	return t, err
 }
 
-// DeleteTopic removes a topic, its partitions and its index rows. Its
-// objects become unreferenced and the janitor removes them later.
+// DeleteTopic removes a topic, its partitions and its index rows in one
+// server-side call (silt_delete_topic). Objects left without index rows
+// become unreferenced and the janitor removes them later.
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
-	return s.inTx(ctx, "delete topic", func(tx pgx.Tx) error {
-		var id int64
-		err := tx.QueryRow(ctx, `SELECT id FROM topics WHERE name = $1 FOR UPDATE`, name).Scan(&id)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		// Take the row locks the cascade needs in the order everyone else
-		// takes them, leases before partitions, each in key order, so the
-		// delete cannot deadlock with a fenced janitor write or a commit.
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM leases WHERE topic_id = $1 ORDER BY partition FOR UPDATE`, id); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM partitions WHERE topic_id = $1 ORDER BY partition FOR UPDATE`, id); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `DELETE FROM topics WHERE id = $1`, id)
-		return err
-	})
+	var found bool
+	err := s.pool.QueryRow(ctx, `SELECT silt_delete_topic($1::text)`, pgx.QueryExecModeSimpleProtocol, name).Scan(&found)
+	if err != nil {
+		return s.classify("delete topic", err)
+	}
+	if !found {
+		return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+	}
+	return nil
 }

@@ -108,7 +108,7 @@ func (j *janitor) compact(ctx context.Context, l metadata.Lease, t metadata.Topi
 	if err := emit(); err != nil {
 		return err
 	}
-	if err := j.writeAndSwap(ctx, l, builder, cleanable, news, "compacted"); err != nil {
+	if err := j.writeAndSwap(ctx, l, builder, cleanable, news, metadata.KindCompacted); err != nil {
 		return err
 	}
 	j.compacted[l] = p.HighWatermark

@@ -2,6 +2,7 @@ package ownership
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -45,9 +46,15 @@ type JanitorConfig struct {
 	GCGrace    time.Duration
 
 	// OrphanInterval is how often the bucket is scanned for objects with no
-	// segment row; those older than OrphanAge are deleted.
+	// segment row; each is deleted OrphanAge after it was first found
+	// (Postgres's clock).
 	OrphanInterval time.Duration
 	OrphanAge      time.Duration
+
+	// RewriteTimeout bounds each janitor duty (a merge or compaction
+	// rewrite, a GC round, an orphan scan) and is the deadline of a
+	// rewrite's pending segment and of a GC claim.
+	RewriteTimeout time.Duration
 
 	// RewriteBytesPerSecond paces merging and compaction.
 	RewriteBytesPerSecond int64
@@ -76,11 +83,18 @@ func DefaultConfig() Config {
 			GCGrace:               5 * time.Minute,
 			OrphanInterval:        15 * time.Minute,
 			OrphanAge:             time.Hour,
+			RewriteTimeout:        5 * time.Minute,
 			RewriteBytesPerSecond: 64 << 20,
 			KeyPrefix:             "segments/",
 		},
 	}
 }
+
+// MinOrphanAge is the smallest orphan age. Orphans are found by a scan and
+// deleted only after this long on Postgres's clock; no commit can index an
+// object without its own pending row, so the age guards nothing but the
+// scan's view of the bucket.
+const MinOrphanAge = time.Second
 
 // Validate checks the config.
 func (c Config) Validate() error {
@@ -94,8 +108,12 @@ func (c Config) Validate() error {
 		return errors.New("ownership: lease TTL must exceed a positive lease interval")
 	case j.RetentionInterval <= 0 || j.MergeInterval <= 0 || j.CompactInterval <= 0 || j.GCInterval <= 0 || j.OrphanInterval <= 0:
 		return errors.New("ownership: janitor intervals must be positive")
-	case j.MergeMinAge < 0 || j.GCGrace < 0 || j.OrphanAge < 0:
+	case j.MergeMinAge < 0 || j.GCGrace < 0:
 		return errors.New("ownership: janitor ages must not be negative")
+	case j.OrphanAge < MinOrphanAge:
+		return fmt.Errorf("ownership: orphan age must be at least %v", MinOrphanAge)
+	case j.RewriteTimeout < time.Second:
+		return errors.New("ownership: rewrite timeout must be at least 1s")
 	case j.MergeMinChunks < 2 || j.MergeTargetBytes < 1 || j.MergeSmallChunkBytes < 1:
 		return errors.New("ownership: merge needs at least 2 chunks and positive sizes")
 	case j.RewriteBytesPerSecond < 1 || j.CompactMaxBytes < 1:

@@ -24,15 +24,18 @@ type JanitorStore interface {
 	Partitions(ctx context.Context, topicID int64) ([]metadata.PartitionInfo, error)
 	ListBatches(ctx context.Context, topicID int64, partition int32, offset int64, limit int) ([]metadata.BatchRef, error)
 	AdvanceLogStart(ctx context.Context, agentID string, l metadata.Lease, newStart int64) (int64, error)
-	SwapBatches(ctx context.Context, agentID string, l metadata.Lease, old []metadata.BatchRef, seg metadata.NewSegment, chunks []metadata.NewChunk) error
-	MarkUnreferenced(ctx context.Context, minAge time.Duration, limit int) (int64, error)
-	TakeUnreferenced(ctx context.Context, grace time.Duration, limit int) ([]string, error)
-	KnownSegments(ctx context.Context, keys []string) (map[string]bool, error)
-	TryLock(ctx context.Context, key int64, fn func(ctx context.Context) error) (bool, error)
+	RegisterSegment(ctx context.Context, key string, size int64, kind string, ttl time.Duration) (int64, error)
+	AbandonSegment(ctx context.Context, id int64) error
+	SwapBatches(ctx context.Context, agentID string, l metadata.Lease, old []metadata.BatchRef, segmentID, segmentSize int64, chunks []metadata.NewChunk) error
+	ClaimDoomed(ctx context.Context, grace, claim time.Duration, limit int) ([]metadata.SegmentRef, error)
+	ForgetSegments(ctx context.Context, ids []int64) error
+	AdoptOrphans(ctx context.Context, keys []string, age time.Duration) (int64, error)
+	AcquireJanitorLock(ctx context.Context, name, agentID string, ttl time.Duration) (bool, error)
+	ReleaseJanitorLock(ctx context.Context, name, agentID string) error
 }
 
-// orphanLockKey serializes orphan scans across agents.
-const orphanLockKey int64 = 0x73696c746f7270 // "siltorp"
+// orphanLock serializes orphan scans across agents.
+const orphanLock = "orphans"
 
 // maxIndexRows bounds the index rows one duty reads for a partition.
 const maxIndexRows = 100_000
@@ -123,18 +126,22 @@ func (j *janitor) pass(ctx context.Context) {
 		}
 		p := parts[l.TopicID][l.Partition]
 		if j.isDue(l, "retention", now, j.cfg.RetentionInterval) {
-			o, err := j.retention(ctx, l, t, p)
-			j.record("retention", err)
-			overdue += o
+			j.bounded(ctx, "retention", func(ctx context.Context) error {
+				o, err := j.retention(ctx, l, t, p)
+				overdue += o
+				return err
+			})
 		}
 		if t.Config.Compacted() {
 			if j.isDue(l, "compact", now, j.cfg.CompactInterval) {
-				j.record("compact", j.compact(ctx, l, t, p))
+				j.bounded(ctx, "compact", func(ctx context.Context) error { return j.compact(ctx, l, t, p) })
 			}
 		} else if j.isDue(l, "merge", now, j.cfg.MergeInterval) {
-			n, err := j.merge(ctx, l, p)
-			j.record("merge", err)
-			pending += n
+			j.bounded(ctx, "merge", func(ctx context.Context) error {
+				n, err := j.merge(ctx, l, p)
+				pending += n
+				return err
+			})
 		}
 	}
 	j.o.metrics.retentionOver.Set(float64(overdue))
@@ -152,12 +159,20 @@ func (j *janitor) pass(ctx context.Context) {
 	}
 	if now.Sub(j.lastGC) >= j.cfg.GCInterval {
 		j.lastGC = now
-		j.record("gc", j.gc(ctx))
+		j.bounded(ctx, "gc", j.gc)
 	}
 	if now.Sub(j.lastScan) >= j.cfg.OrphanInterval {
 		j.lastScan = now
-		j.record("orphans", j.orphans(ctx))
+		j.bounded(ctx, "orphans", j.orphans)
 	}
+}
+
+// bounded runs one duty under a deadline of RewriteTimeout, so that no
+// duty can wedge the janitor, and records its outcome.
+func (j *janitor) bounded(ctx context.Context, duty string, fn func(ctx context.Context) error) {
+	ctx, cancel := context.WithTimeout(ctx, j.cfg.RewriteTimeout)
+	defer cancel()
+	j.record(duty, fn(ctx))
 }
 
 func (j *janitor) isDue(l metadata.Lease, duty string, now time.Time, every time.Duration) bool {
@@ -233,7 +248,6 @@ func (j *janitor) merge(ctx context.Context, l metadata.Lease, p metadata.Partit
 	if err != nil {
 		return 0, err
 	}
-	now := time.Now()
 	var run []metadata.BatchRef
 	var runBytes int64
 	flushRun := func() error {
@@ -245,7 +259,7 @@ func (j *janitor) merge(ctx context.Context, l metadata.Lease, p metadata.Partit
 	}
 	pending := 0
 	for _, r := range refs {
-		small := r.SegmentKind == "flush" && int64(r.ByteLength) < j.cfg.MergeSmallChunkBytes && now.Sub(r.SegmentAt) >= j.cfg.MergeMinAge
+		small := r.SegmentKind == metadata.KindFlush && int64(r.ByteLength) < j.cfg.MergeSmallChunkBytes && r.SegmentAge >= j.cfg.MergeMinAge
 		if !small {
 			if err := flushRun(); err != nil {
 				return 0, err
@@ -312,7 +326,7 @@ func (j *janitor) rewriteRaw(ctx context.Context, l metadata.Lease, run []metada
 		news[i] = metadata.NewChunk{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp,
 			ByteOffset: ref.Offset, ByteLength: int32(ref.Length)}
 	}
-	if err := j.writeAndSwap(ctx, l, b, run, news, "merged"); err != nil {
+	if err := j.writeAndSwap(ctx, l, b, run, news, metadata.KindMerged); err != nil {
 		return err
 	}
 	j.o.metrics.rewritten.WithLabelValues("merge").Add(float64(total))
@@ -320,31 +334,45 @@ func (j *janitor) rewriteRaw(ctx context.Context, l metadata.Lease, run []metada
 	return nil
 }
 
-// writeAndSwap finishes b, PUTs it and swaps the index from old to news.
-// If the swap is refused, the new object is deleted again.
+// writeAndSwap finishes b, registers it as a pending segment whose
+// deadline is RewriteTimeout away on Postgres's clock, PUTs it and swaps
+// the index from old to news. The swap turns the segment live as its last
+// step and fails if the deadline passed: the janitor may then have deleted
+// the object. A swap that certainly wrote nothing gives the segment up.
 func (j *janitor) writeAndSwap(ctx context.Context, l metadata.Lease, b *segment.Builder, old []metadata.BatchRef, news []metadata.NewChunk, kind string) error {
 	obj, _, err := b.Finish()
 	if err != nil {
 		return err
 	}
 	key := j.newKey(kind)
+	id, err := j.o.store.RegisterSegment(ctx, key, int64(len(obj)), kind, j.cfg.RewriteTimeout)
+	if err != nil {
+		return fmt.Errorf("%s register %s: %w", kind, key, err)
+	}
 	if err := j.o.bucket.Put(ctx, key, bytes.NewReader(obj), int64(len(obj)), objectstore.PutOptions{IfNotExists: true}); err != nil {
+		j.abandon(ctx, id)
 		return fmt.Errorf("%s put %s: %w", kind, key, err)
 	}
-	seg := metadata.NewSegment{Key: key, Size: int64(len(obj)), Kind: kind}
-	if err := j.o.store.SwapBatches(ctx, j.o.cfg.AgentID, l, old, seg, news); err != nil {
+	if err := j.o.store.SwapBatches(ctx, j.o.cfg.AgentID, l, old, id, int64(len(obj)), news); err != nil {
 		// Only a refused swap certainly wrote nothing. Any other error
-		// (a commit whose outcome is unknown) may have indexed the new
-		// object: it stays, and the orphan sweep removes it if not.
-		if errors.Is(err, metadata.ErrFenced) {
-			if derr := j.o.bucket.Delete(context.WithoutCancel(ctx), key); derr != nil {
-				j.o.logger.Debug("delete unused rewrite", "key", key, "err", derr)
-			}
+		// (a call whose outcome is unknown) may have indexed the object:
+		// its row says which, and the deadline settles it.
+		if errors.Is(err, metadata.ErrFenced) || errors.Is(err, metadata.ErrSegmentExpired) {
+			j.abandon(ctx, id)
 		}
 		return err
 	}
 	j.o.logger.Debug("rewrote chunks", "kind", kind, "topic_id", l.TopicID, "partition", l.Partition, "old_chunks", len(old), "new_chunks", len(news), "key", key)
 	return nil
+}
+
+// abandon gives up a pending segment so that the next sweep deletes it.
+func (j *janitor) abandon(ctx context.Context, id int64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := j.o.store.AbandonSegment(ctx, id); err != nil {
+		j.o.logger.Debug("abandon segment", "id", id, "err", err)
+	}
 }
 
 // newKey names a rewritten object: <prefix><kind>/<yyyy>/<mm>/<dd>/<ulid>.seg.
@@ -370,81 +398,85 @@ func (j *janitor) pace(ctx context.Context, n int64) {
 	}
 }
 
-// gc marks objects no index row references and deletes those past the
-// grace period, in rounds until no full round is left.
+// gc deletes the objects of segments that are doomed by Postgres's clock:
+// pending past their deadline (failed or stalled writes, adopted orphans)
+// and unreferenced past the grace period. It claims them in rounds, deletes
+// each object, and removes a row only once its object is gone, so an
+// object-store outage leaks nothing: the claim lapses and a later pass, of
+// this agent or another, retries.
 func (j *janitor) gc(ctx context.Context) error {
 	const round = 1000
 	for {
-		n, err := j.o.store.MarkUnreferenced(ctx, 0, round)
+		doomed, err := j.o.store.ClaimDoomed(ctx, j.cfg.GCGrace, j.cfg.RewriteTimeout, round)
 		if err != nil {
 			return err
 		}
-		j.o.metrics.unreferencedNew.Add(float64(n))
-		if n < round {
-			break
-		}
-	}
-	for {
-		keys, err := j.o.store.TakeUnreferenced(ctx, j.cfg.GCGrace, round)
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			if err := j.o.bucket.Delete(ctx, k); err != nil {
-				// The row is gone: the orphan sweep deletes it later.
-				j.o.logger.Warn("delete unreferenced object", "key", k, "err", err)
+		gone := make([]int64, 0, len(doomed))
+		var failed error
+		for _, d := range doomed {
+			if err := j.o.bucket.Delete(ctx, d.Key); err != nil {
+				failed = fmt.Errorf("delete %s: %w", d.Key, err)
 				continue
 			}
-			j.o.metrics.deleted.WithLabelValues("unreferenced").Inc()
+			gone = append(gone, d.ID)
+			j.o.metrics.deleted.WithLabelValues(d.Reason).Inc()
 		}
-		if len(keys) < round {
+		if len(gone) > 0 {
+			if err := j.o.store.ForgetSegments(ctx, gone); err != nil {
+				return err
+			}
+		}
+		if failed != nil {
+			return failed // the claims lapse; a later pass retries
+		}
+		if len(doomed) < round {
 			return nil
 		}
 	}
 }
 
-// orphans deletes objects under the key prefix that have no segment row
-// and are older than OrphanAge: leftovers of flushes whose commit failed.
-// One agent at a time scans, under an advisory lock.
+// orphans adopts objects under the key prefix that have no segment row,
+// giving each a pending row whose deadline is OrphanAge away on Postgres's
+// clock; gc deletes them then. Nothing can index an adopted object: every
+// commit needs its own pending row, written before its object. One agent
+// at a time scans, under a janitor lock that lapses if it stalls.
 func (j *janitor) orphans(ctx context.Context) error {
-	_, err := j.o.store.TryLock(ctx, orphanLockKey, func(ctx context.Context) error {
-		cutoff := time.Now().Add(-j.cfg.OrphanAge)
-		var batch []string
-		check := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			known, err := j.o.store.KnownSegments(ctx, batch)
-			if err != nil {
-				return err
-			}
-			for _, k := range batch {
-				if known[k] {
-					continue
-				}
-				if err := j.o.bucket.Delete(ctx, k); err != nil {
-					return err
-				}
-				j.o.metrics.deleted.WithLabelValues("orphan").Inc()
-				j.o.logger.Info("deleted orphan object", "key", k)
-			}
-			batch = batch[:0]
+	ok, err := j.o.store.AcquireJanitorLock(ctx, orphanLock, j.o.cfg.AgentID, j.cfg.RewriteTimeout)
+	if err != nil || !ok {
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := j.o.store.ReleaseJanitorLock(rctx, orphanLock, j.o.cfg.AgentID); err != nil {
+			j.o.logger.Debug("release orphan lock", "err", err)
+		}
+	}()
+	var batch []string
+	adopt := func() error {
+		if len(batch) == 0 {
 			return nil
 		}
-		err := j.o.bucket.List(ctx, j.cfg.KeyPrefix, func(oi objectstore.ObjectInfo) error {
-			if oi.LastModified.After(cutoff) {
-				return nil
-			}
-			batch = append(batch, oi.Key)
-			if len(batch) >= 1000 {
-				return check()
-			}
-			return nil
-		})
+		n, err := j.o.store.AdoptOrphans(ctx, batch, j.cfg.OrphanAge)
 		if err != nil {
 			return err
 		}
-		return check()
+		if n > 0 {
+			j.o.metrics.orphansAdopted.Add(float64(n))
+			j.o.logger.Info("adopted orphan objects", "count", n, "delete_after", j.cfg.OrphanAge)
+		}
+		batch = batch[:0]
+		return nil
+	}
+	err = j.o.bucket.List(ctx, j.cfg.KeyPrefix, func(oi objectstore.ObjectInfo) error {
+		batch = append(batch, oi.Key)
+		if len(batch) >= 1000 {
+			return adopt()
+		}
+		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return adopt()
 }

@@ -15,7 +15,7 @@ type metrics struct {
 	retentionFreed  prometheus.Counter
 	retentionOver   prometheus.Gauge
 	mergePending    prometheus.Gauge
-	unreferencedNew prometheus.Counter
+	orphansAdopted  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "silt_janitor_rewritten_bytes_total", Help: "Chunk bytes rewritten into new segments, by duty.",
 		}, []string{"duty"}),
 		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "silt_janitor_objects_deleted_total", Help: "Objects deleted, by reason (unreferenced, orphan).",
+			Name: "silt_janitor_objects_deleted_total", Help: "Objects deleted, by reason (unreferenced, expired, orphan).",
 		}, []string{"reason"}),
 		retentionFreed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "silt_janitor_retention_freed_bytes_total", Help: "Chunk bytes dropped from the index by retention.",
@@ -40,11 +40,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		mergePending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "silt_janitor_merge_pending_chunks", Help: "Small chunks of owned partitions waiting to be merged (lag behind policy).",
 		}),
-		unreferencedNew: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "silt_janitor_unreferenced_objects_total", Help: "Objects found no longer referenced by the index.",
+		orphansAdopted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "silt_janitor_orphans_adopted_total", Help: "Objects found in the bucket without a segment row, given one to be deleted after the orphan age.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.leases, m.claims, m.runs, m.rewritten, m.deleted, m.retentionFreed, m.retentionOver, m.mergePending, m.unreferencedNew} {
+	for _, c := range []prometheus.Collector{m.leases, m.claims, m.runs, m.rewritten, m.deleted, m.retentionFreed, m.retentionOver, m.mergePending, m.orphansAdopted} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ownership metrics: %w", err)
 		}

@@ -87,8 +87,12 @@ func (o *Owner) Start(ctx context.Context) error {
 		return err
 	}
 	ctx, o.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	o.wg.Add(2)
-	go o.electionLoop(ctx)
+	o.wg.Add(3)
+	// Heartbeats, lease rounds and the janitor run on goroutines of their
+	// own, each call bounded, so that none can wedge behind another: a
+	// lease round stuck on a lock must not stop the heartbeat.
+	go o.loop(ctx, o.cfg.HeartbeatInterval, "heartbeat", o.heartbeat)
+	go o.loop(ctx, o.cfg.LeaseInterval, "lease round", o.syncLeases)
 	go func() {
 		defer o.wg.Done()
 		o.jan.run(ctx)
@@ -151,24 +155,23 @@ func (o *Owner) Cluster(ctx context.Context) ([]AgentView, error) {
 	return out, nil
 }
 
-func (o *Owner) electionLoop(ctx context.Context) {
+// loop runs fn every interval until ctx ends, each run bounded by the
+// interval.
+func (o *Owner) loop(ctx context.Context, every time.Duration, what string, fn func(context.Context) error) {
 	defer o.wg.Done()
-	hb := time.NewTicker(o.cfg.HeartbeatInterval)
-	defer hb.Stop()
-	ls := time.NewTicker(o.cfg.LeaseInterval)
-	defer ls.Stop()
+	t := time.NewTicker(every)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hb.C:
-			if err := o.heartbeat(ctx); err != nil && ctx.Err() == nil {
-				o.logger.Warn("heartbeat failed", "err", err)
-			}
-		case <-ls.C:
-			if err := o.syncLeases(ctx); err != nil && ctx.Err() == nil {
-				o.logger.Warn("lease round failed", "err", err)
-			}
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, every)
+		err := fn(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			o.logger.Warn(what+" failed", "err", err)
 		}
 	}
 }

@@ -29,6 +29,9 @@ type Config struct {
 	Advertise   string
 	DatabaseURL string
 	DBMaxConns  int
+	// DBSession bounds every Postgres session (lock, statement and
+	// idle-in-transaction timeouts, TCP keepalives).
+	DBSession metadata.Session
 	// DrainDelay: on shutdown, /readyz fails this long before the listener
 	// closes, for load balancers that cannot retry elsewhere.
 	DrainDelay      time.Duration
@@ -48,6 +51,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		DBMaxConns:      16,
+		DBSession:       metadata.DefaultSession(),
 		ShutdownTimeout: 30 * time.Second,
 		HTTP:            agent.DefaultConfig(),
 		Batcher:         batcher.DefaultConfig(),
@@ -68,13 +72,11 @@ func (c Config) Validate() error {
 		return errors.New("shutdown timeout must be positive")
 	case c.DrainDelay < 0 || c.DrainDelay >= c.ShutdownTimeout:
 		return errors.New("drain delay must be at least 0 and shorter than the shutdown timeout")
-	case c.Ownership.Janitor.OrphanAge < 2*c.Batcher.FlushTimeout:
-		// A flush's object has no segment row until its commit, up to a
-		// flush timeout after the PUT: the orphan sweep must not see it
-		// as an orphan (the factor two leaves room for clock skew).
-		return fmt.Errorf("orphan age %v must be at least twice the flush timeout %v", c.Ownership.Janitor.OrphanAge, c.Batcher.FlushTimeout)
 	case c.DBMaxConns < 2:
 		return errors.New("database pool needs at least 2 connections")
+	}
+	if err := c.DBSession.Validate(); err != nil {
+		return err
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		return err
@@ -148,7 +150,9 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	mcfg := metadata.DefaultConfig()
 	mcfg.URL = cfg.DatabaseURL
 	mcfg.MaxConns = int32(cfg.DBMaxConns)
+	mcfg.Session = cfg.DBSession
 	mcfg.Logger = logger
+	mcfg.Registerer = a.reg
 	if a.store, err = metadata.Open(ctx, mcfg); err != nil {
 		return nil, err
 	}
@@ -214,6 +218,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		Ready: []agent.ReadyCheck{
 			{Name: "postgres", Check: a.store.Ping},
 			{Name: "objectstore", Check: a.probeBucket},
+			{Name: "flush", Check: a.batcher.Ready},
 		},
 		Gatherer:   a.reg,
 		Registerer: a.reg,

@@ -9,6 +9,7 @@ import (
 	"silt/metadata/metadatatest"
 	"silt/objectstore/mem"
 	"silt/objectstore/objectstoretest"
+	"silt/ownership"
 )
 
 // A start that fails after some parts are running stops them again
@@ -29,16 +30,21 @@ func TestStartFailureCleansUp(t *testing.T) {
 	}
 }
 
-// The orphan sweep must not take a flush's object for an orphan while its
-// commit may still come.
-func TestValidateOrphanAgeCoversFlushTimeout(t *testing.T) {
+// An orphan age under the minimum is refused; any at or above it is fine,
+// whatever the flush timeout: no commit can index an object the orphan
+// sweep adopted.
+func TestValidateOrphanAge(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.AgentID, cfg.DatabaseURL = "v", "postgres://x@127.0.0.1/x"
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	cfg.Ownership.Janitor.OrphanAge = cfg.Batcher.FlushTimeout
+	cfg.Ownership.Janitor.OrphanAge = ownership.MinOrphanAge / 2
 	if err := cfg.Validate(); err == nil {
-		t.Fatal("an orphan age of one flush timeout was accepted")
+		t.Fatal("an orphan age under the minimum was accepted")
+	}
+	cfg.Ownership.Janitor.OrphanAge = ownership.MinOrphanAge
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the minimum orphan age: %v", err)
 	}
 }

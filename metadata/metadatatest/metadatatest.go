@@ -29,19 +29,41 @@ func URL(t testing.TB) string {
 // New returns a Store on a fresh, migrated database, closed at cleanup.
 func New(t testing.TB) *metadata.Store {
 	t.Helper()
-	url := URL(t)
-	s := open(t, context.Background(), url)
+	return Open(t, URL(t), nil)
+}
+
+// Open returns a Store on url, configured by edit (when not nil), closed
+// at cleanup.
+func Open(t testing.TB, url string, edit func(*metadata.Config)) *metadata.Store {
+	t.Helper()
+	s := open(t, context.Background(), url, edit)
 	t.Cleanup(s.Close)
 	return s
 }
 
-func open(t testing.TB, ctx context.Context, url string) *metadata.Store {
+func open(t testing.TB, ctx context.Context, url string, edit ...func(*metadata.Config)) *metadata.Store {
 	t.Helper()
 	cfg := metadata.DefaultConfig()
 	cfg.URL = url
+	for _, e := range edit {
+		if e != nil {
+			e(&cfg)
+		}
+	}
 	s, err := metadata.Open(ctx, cfg)
 	if err != nil {
 		t.Fatalf("metadatatest: open: %v", err)
 	}
 	return s
+}
+
+// NewFlush registers a pending segment under key and returns a Flush of
+// chunks ready for CommitFlush. It must run on the test's goroutine.
+func NewFlush(t testing.TB, s *metadata.Store, key string, size int64, chunks ...metadata.Chunk) metadata.Flush {
+	t.Helper()
+	id, err := s.RegisterSegment(context.Background(), key, size, metadata.KindFlush, time.Minute)
+	if err != nil {
+		t.Fatalf("metadatatest: register segment %s: %v", key, err)
+	}
+	return metadata.Flush{SegmentID: id, SegmentSize: size, Chunks: chunks}
 }
