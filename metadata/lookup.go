@@ -22,8 +22,8 @@ type BatchRef struct {
 	SegmentAt    time.Time // when the segment object was registered
 	// SegmentAge is the segment's age on Postgres's clock (ListBatches only).
 	SegmentAge time.Duration
-	ByteOffset   int64
-	ByteLength   int32
+	ByteOffset int64
+	ByteLength int32
 }
 
 // PartitionState is a partition's offsets at the time of a lookup.

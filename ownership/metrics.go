@@ -7,15 +7,15 @@ import (
 )
 
 type metrics struct {
-	leases          prometheus.Gauge
-	claims          prometheus.Counter
-	runs            *prometheus.CounterVec
-	rewritten       *prometheus.CounterVec
-	deleted         *prometheus.CounterVec
-	retentionFreed  prometheus.Counter
-	retentionOver   prometheus.Gauge
-	mergePending    prometheus.Gauge
-	orphansAdopted  prometheus.Counter
+	leases         prometheus.Gauge
+	claims         prometheus.Counter
+	runs           *prometheus.CounterVec
+	rewritten      *prometheus.CounterVec
+	deleted        *prometheus.CounterVec
+	retentionFreed prometheus.Counter
+	retentionOver  prometheus.Gauge
+	mergePending   prometheus.Gauge
+	orphansAdopted prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
