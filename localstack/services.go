@@ -134,9 +134,12 @@ func StopState(ctx context.Context, stateDir string, logger *slog.Logger) error 
 		}
 		_ = os.Remove(filepath.Join(stateDir, "minio.pid"))
 	}
-	if _, err := os.Stat(filepath.Join(stateDir, "pg", "PG_VERSION")); err == nil {
+	pgDir := filepath.Join(stateDir, "pg")
+	_, inPlace := os.Stat(filepath.Join(pgDir, "PG_VERSION"))
+	_, relocated := os.Stat(pgcluster.PointerFile(pgDir))
+	if inPlace == nil || relocated == nil {
 		pc := pgcluster.DefaultConfig()
-		pc.DataDir = filepath.Join(stateDir, "pg")
+		pc.DataDir = pgDir
 		pc.Logger = logger
 		errs = append(errs, pgcluster.StopDataDir(ctx, pc))
 	}
