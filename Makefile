@@ -8,10 +8,13 @@ BIN       := bin/silt
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/silt
 MINIO_BIN := $(CACHE_DIR)/minio-$(MINIO_VERSION)
+# Toxiproxy server (TCP fault proxy) for the fault tests, built the same way.
+TOXIPROXY_VERSION := v2.12.0
+TOXIPROXY_BIN := $(CACHE_DIR)/toxiproxy-server-$(TOXIPROXY_VERSION)
 LOCALSTACK := $(GO) run ./localstack/cmd/localstack
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio haproxy nats
+.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio toxiproxy haproxy nats
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +25,8 @@ build: ## build bin/silt
 run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), on :8080
 	./$(BIN) dev
 
-test: postgres minio haproxy ## start Postgres and MinIO (HAProxy for the load-balanced tests), run every test with -race, stop them
-	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test: postgres minio toxiproxy haproxy ## start Postgres and MinIO (HAProxy and Toxiproxy for the load-balanced and fault tests), run every test with -race, stop them
+	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) --toxiproxy-bin $(TOXIPROXY_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short: ## unit tests only (no services; integration tests skip)
 	$(GO) test -short -race ./...
@@ -43,8 +46,8 @@ localstack: postgres minio haproxy ## run the local cluster natively: Postgres, 
 	$(GO) build -o bin/localstack ./localstack/cmd/localstack
 	./bin/localstack cluster --minio-bin $(MINIO_BIN)
 
-services-up: postgres minio ## start Postgres and MinIO in the background (state in .silt-services/)
-	$(LOCALSTACK) up --minio-bin $(MINIO_BIN)
+services-up: postgres minio toxiproxy ## start Postgres and MinIO in the background (state in .silt-services/; the env file also names the Toxiproxy binary)
+	$(LOCALSTACK) up --minio-bin $(MINIO_BIN) --toxiproxy-bin $(TOXIPROXY_BIN)
 
 services-down: ## stop what services-up started
 	$(LOCALSTACK) down
@@ -56,6 +59,11 @@ minio: $(MINIO_BIN) ## build the pinned MinIO server (cached)
 
 $(MINIO_BIN):
 	@scripts/ensure-minio.sh $(MINIO_BIN) $(MINIO_VERSION)
+
+toxiproxy: $(TOXIPROXY_BIN) ## build the pinned Toxiproxy server (cached), the TCP fault proxy of the fault tests
+
+$(TOXIPROXY_BIN):
+	@scripts/ensure-toxiproxy.sh $(TOXIPROXY_BIN) $(TOXIPROXY_VERSION)
 
 haproxy: ## install HAProxy with apt-get when missing (for make localstack and the end-to-end tests)
 	@scripts/ensure-apt.sh haproxy haproxy

@@ -20,6 +20,9 @@ const (
 	EnvMinIOEndpoint  = "SILT_TEST_MINIO_ENDPOINT"
 	EnvMinIOAccessKey = "SILT_TEST_MINIO_ACCESS_KEY"
 	EnvMinIOSecretKey = "SILT_TEST_MINIO_SECRET_KEY"
+	// EnvToxiproxyBin is the Toxiproxy server binary; tests start their own
+	// servers from it (internal/testenv.Toxiproxy).
+	EnvToxiproxyBin = "SILT_TEST_TOXIPROXY_BIN"
 )
 
 // ServicesConfig selects and configures the backing services.
@@ -28,9 +31,12 @@ type ServicesConfig struct {
 	Postgres bool
 	MinIO    bool
 	MinIOBin string
-	Fast     bool // Postgres without fsync (tests)
-	Detached bool // leave services running after this process exits
-	Logger   *slog.Logger
+	// ToxiproxyBin, when set, is exported as EnvToxiproxyBin (absolute);
+	// nothing is started from it here.
+	ToxiproxyBin string
+	Fast         bool // Postgres without fsync (tests)
+	Detached     bool // leave services running after this process exits
+	Logger       *slog.Logger
 }
 
 // Services is the set of running backing services.
@@ -49,6 +55,13 @@ func StartServices(ctx context.Context, cfg ServicesConfig) (*Services, error) {
 		return nil, fmt.Errorf("localstack: state dir: %w", err)
 	}
 	s := &Services{Env: map[string]string{}}
+	if cfg.ToxiproxyBin != "" {
+		bin, err := executable(cfg.ToxiproxyBin)
+		if err != nil {
+			return nil, fmt.Errorf("localstack: toxiproxy binary: %w", err)
+		}
+		s.Env[EnvToxiproxyBin] = bin
+	}
 	if cfg.Postgres {
 		pc := pgcluster.DefaultConfig()
 		pc.DataDir = filepath.Join(cfg.StateDir, "pg")
@@ -87,6 +100,22 @@ func StartServices(ctx context.Context, cfg ServicesConfig) (*Services, error) {
 		return nil, fmt.Errorf("localstack: env file: %w", err)
 	}
 	return s, nil
+}
+
+// executable returns the absolute path of an existing executable file.
+func executable(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", err
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("%s is not an executable file", abs)
+	}
+	return abs, nil
 }
 
 // EnvFile renders the environment as shell export lines.
@@ -134,9 +163,12 @@ func StopState(ctx context.Context, stateDir string, logger *slog.Logger) error 
 		}
 		_ = os.Remove(filepath.Join(stateDir, "minio.pid"))
 	}
-	if _, err := os.Stat(filepath.Join(stateDir, "pg", "PG_VERSION")); err == nil {
+	pgDir := filepath.Join(stateDir, "pg")
+	_, inPlace := os.Stat(filepath.Join(pgDir, "PG_VERSION"))
+	_, relocated := os.Stat(pgcluster.PointerFile(pgDir))
+	if inPlace == nil || relocated == nil {
 		pc := pgcluster.DefaultConfig()
-		pc.DataDir = filepath.Join(stateDir, "pg")
+		pc.DataDir = pgDir
 		pc.Logger = logger
 		errs = append(errs, pgcluster.StopDataDir(ctx, pc))
 	}

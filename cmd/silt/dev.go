@@ -39,6 +39,8 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if os.Geteuid() == 0 {
 		// The private Postgres runs as the postgres user; it must reach pg/.
+		// When a parent directory keeps it out, pgcluster keeps the cluster
+		// in a directory of its own and records it in pg.location.
 		_ = os.Chmod(abs, 0o755)
 	}
 	pc := pgcluster.DefaultConfig()
@@ -65,8 +67,8 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return runAgent(ctx, cfg, logger, func(addr string) {
-		fmt.Fprintf(stdout, "Silt is running: http://%s (Postgres %s, objects in %s). Ctrl-C stops it.\n",
-			displayAddr(addr), cfg.Agent.DatabaseURL, filepath.Join(abs, "objects"))
+		fmt.Fprintf(stdout, "Silt is running: http://%s (Postgres %s, data in %s; objects in %s). Ctrl-C stops it.\n",
+			displayAddr(addr), cfg.Agent.DatabaseURL, pg.DataDir(), filepath.Join(abs, "objects"))
 	})
 }
 

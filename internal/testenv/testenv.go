@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"silt/internal/toxiproxy"
 	"silt/localstack"
 )
 
@@ -28,7 +30,7 @@ func need(t testing.TB, key, what string) string {
 	if testing.Short() {
 		t.Skipf("%s not available under -short (%s unset)", what, key)
 	}
-	t.Fatalf("%s is required: %s is unset. Run the tests with `make test`, which starts PostgreSQL and MinIO and exports their addresses.", what, key)
+	t.Fatalf("%s is required: %s is unset. Run the tests with `make test`, which starts PostgreSQL and MinIO, builds Toxiproxy and exports their addresses.", what, key)
 	return ""
 }
 
@@ -146,4 +148,47 @@ func (m MinIOServer) URL(scheme, bucket, prefix string) string {
 	q.Set("endpoint", m.Endpoint)
 	q.Set("region", m.Region)
 	return fmt.Sprintf("%s://%s/%s?%s", scheme, bucket, prefix, q.Encode())
+}
+
+// Toxiproxy starts a private Toxiproxy server (TCP fault proxy) for this
+// test, on a free 127.0.0.1 port, and returns a client of its API. The
+// server, and every proxy and connection through it, ends with the test;
+// its log is shown when the test fails.
+func Toxiproxy(t testing.TB) *toxiproxy.Client {
+	t.Helper()
+	bin := need(t, localstack.EnvToxiproxyBin, "Toxiproxy")
+	logPath := filepath.Join(t.TempDir(), "toxiproxy.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatalf("testenv: toxiproxy log: %v", err)
+	}
+	cfg := toxiproxy.DefaultConfig()
+	cfg.Bin = bin
+	cfg.Log = logFile
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := toxiproxy.Start(ctx, cfg)
+	if err != nil {
+		logFile.Close()
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("testenv: %v\n%s", err, lastBytes(b, 4000))
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
+		}
+		logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("toxiproxy log (%s):\n%s", srv.URL(), lastBytes(b, 4000))
+		}
+	})
+	return srv.Client()
+}
+
+func lastBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
 }

@@ -42,6 +42,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet(verb, flag.ContinueOnError)
 	state := fs.String("state", "", "state directory (default: a temporary one for exec, .silt-services for up/down)")
 	minioBin := fs.String("minio-bin", os.Getenv("SILT_MINIO_BIN"), "path to the minio binary")
+	toxiproxyBin := fs.String("toxiproxy-bin", os.Getenv("SILT_TOXIPROXY_BIN"), "path to the toxiproxy server binary, exported to tests as "+localstack.EnvToxiproxyBin+" (optional)")
 	pg := fs.Bool("postgres", true, "start PostgreSQL")
 	minio := fs.Bool("minio", true, "start MinIO")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -52,7 +53,7 @@ func run(args []string) int {
 
 	cfg := localstack.ServicesConfig{
 		StateDir: *state, Postgres: *pg, MinIO: *minio, MinIOBin: *minioBin,
-		Fast: true, Logger: logger,
+		ToxiproxyBin: *toxiproxyBin, Fast: true, Logger: logger,
 	}
 	switch verb {
 	case "exec":
