@@ -70,6 +70,9 @@ func siltBinary(t *testing.T) string {
 // cluster is a set of agent processes sharing one database and bucket.
 type cluster struct {
 	t      *testing.T
+	db     string // the cluster's Postgres URL
+	srv    testenv.MinIOServer
+	bucket string
 	bin    string
 	env    []string
 	logDir string
@@ -82,7 +85,7 @@ func newCluster(t *testing.T, extraEnv ...string) *cluster {
 	bin := siltBinary(t)
 	db := testenv.PostgresURL(t)
 	srv, bucket := testenv.MinIOBucket(t)
-	c := &cluster{t: t, bin: bin, logDir: t.TempDir(), agents: map[string]*localstack.AgentProc{}}
+	c := &cluster{t: t, db: db, srv: srv, bucket: bucket, bin: bin, logDir: t.TempDir(), agents: map[string]*localstack.AgentProc{}}
 	c.env = append([]string{
 		"SILT_DATABASE_URL=" + db,
 		"SILT_OBJECTSTORE=" + srv.URL("s3", bucket, ""),

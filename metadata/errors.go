@@ -83,6 +83,11 @@ func classify(what string, err error) error {
 		case sqlSerializationFailure, sqlDeadlockDetected, sqlAdminShutdown, sqlCannotConnectNow, sqlTooManyConnections,
 			sqlLockNotAvailable, sqlQueryCanceled, sqlIdleInTransaction:
 			return fmt.Errorf("%s: %w: %s", what, ErrUnavailable, pgErr.Message)
+		case sqlForeignKeyViolation:
+			if pgErr.ConstraintName == "batches_segment_id_fkey" {
+				// The segment's row was swept while the call waited.
+				return fmt.Errorf("%s: %w: its row was swept", what, ErrSegmentExpired)
+			}
 		case sqlSegmentNotPending:
 			return fmt.Errorf("%s: %w: %s", what, ErrSegmentExpired, pgErr.Message)
 		case sqlLeaseLost, sqlRowsChanged:

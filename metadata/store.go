@@ -20,6 +20,9 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// Session bounds every connection of the pool; see Session.
 	Session Session
+	// ApplicationName names the pool's sessions in pg_stat_activity,
+	// unless the URL names them.
+	ApplicationName string
 	Logger  *slog.Logger
 	// Registerer receives the store's metrics; nil keeps them private.
 	Registerer prometheus.Registerer
@@ -138,6 +141,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	}
 	cfg.Session.Params(pc.ConnConfig.RuntimeParams)
+	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok && cfg.ApplicationName != "" {
+		pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err

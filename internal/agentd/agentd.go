@@ -151,6 +151,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	mcfg.URL = cfg.DatabaseURL
 	mcfg.MaxConns = int32(cfg.DBMaxConns)
 	mcfg.Session = cfg.DBSession
+	mcfg.ApplicationName = "silt agent " + cfg.AgentID
 	mcfg.Logger = logger
 	mcfg.Registerer = a.reg
 	if a.store, err = metadata.Open(ctx, mcfg); err != nil {
