@@ -15,6 +15,13 @@ import (
 // mapDomainError translates errors of the packages below into problems.
 // It returns nil for errors it does not know.
 func mapDomainError(err error) *problem.Details {
+	var mm *metadata.OffsetMismatchError
+	if errors.As(err, &mm) {
+		p := newProblem(http.StatusConflict, problem.CodeOffsetMismatch,
+			"expected the partition's next offset to be %d; it is %d, and nothing was written", mm.Expected, mm.NextOffset)
+		p.NextOffset = &mm.NextOffset
+		return p
+	}
 	var oor *fetch.OutOfRangeError
 	if errors.As(err, &oor) {
 		p := newProblem(http.StatusRequestedRangeNotSatisfiable, problem.CodeOffsetOutOfRange,
@@ -72,6 +79,12 @@ func mapDomainError(err error) *problem.Details {
 		return badRequest(problem.CodeInvalidPartitions, "%v", err)
 	case errors.Is(err, metadata.ErrInvalidArgument):
 		return badRequest(problem.CodeInvalidConfig, "%v", err)
+	case errors.Is(err, metadata.ErrSegmentExpired):
+		return newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "the write could not be committed in time; nothing was written, retry")
+	case errors.Is(err, metadata.ErrUnknownProducer):
+		return newProblem(http.StatusConflict, problem.CodeUnknownProducer, "the producer id was not issued by this cluster or has expired; get a new one from POST /v1/producers")
+	case errors.Is(err, metadata.ErrProducerFenced):
+		return newProblem(http.StatusConflict, problem.CodeFenced, "a newer instance of this producer id took over; get a new producer id")
 	case errors.Is(err, metadata.ErrOutOfOrderSequence):
 		return newProblem(http.StatusConflict, problem.CodeSequenceGap, "%v", err)
 	case errors.Is(err, context.DeadlineExceeded):

@@ -49,6 +49,10 @@ type ProduceRequest struct {
 	Sequences  map[string]int32 `json:"sequences,omitempty"`
 	// Sequence replaces Sequences on the single-partition route.
 	Sequence *int32 `json:"sequence,omitempty"`
+	// ExpectedOffset makes the request a conditional append: its records,
+	// all of one partition, are written only if that partition's next
+	// offset is ExpectedOffset (also the expected_offset query parameter).
+	ExpectedOffset *int64 `json:"expected_offset,omitempty"`
 }
 
 // RecordOffset is where one produced record landed.
@@ -76,6 +80,8 @@ type produceInput struct {
 	records    []inRecord
 	producerID int64
 	sequences  map[int32]int32
+	// expected, when set, is the conditional append's expected offset.
+	expected *int64
 }
 
 func (s *Server) produceRoutes(g *echo.Group) {
@@ -158,6 +164,9 @@ func (s *Server) produce(c echo.Context) error {
 	if err != nil {
 		return bodyError(err, s.cfg.MaxRequestBytes)
 	}
+	if err := expectedOffsetParam(c, in); err != nil {
+		return err
+	}
 	if len(in.records) == 0 {
 		return badRequest(problem.CodeInvalidRecord, "the request has no records")
 	}
@@ -187,6 +196,12 @@ func (s *Server) produce(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if in.expected != nil {
+		if len(parts) != 1 {
+			return badRequest(problem.CodeInvalidParameter, "expected_offset needs every record in one partition; these go to %d", len(parts))
+		}
+		parts[0].CheckOffset, parts[0].ExpectedOffset = true, *in.expected
+	}
 	results, err := s.deps.Producer.Produce(ctx, parts)
 	if err != nil {
 		return err
@@ -202,6 +217,26 @@ func (s *Server) produce(c echo.Context) error {
 		resp.Offsets[i] = RecordOffset{Partition: parts[w.part].Partition, Offset: results[w.part].BaseOffset + int64(w.index)}
 	}
 	return c.JSON(http.StatusOK, resp)
+}
+
+// expectedOffsetParam takes the expected_offset query parameter into in;
+// it must agree with the body's field when both are given.
+func expectedOffsetParam(c echo.Context, in *produceInput) error {
+	raw := c.QueryParam("expected_offset")
+	if raw != "" {
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || n < 0 {
+			return badRequest(problem.CodeInvalidParameter, "expected_offset=%q must be a non-negative integer", raw)
+		}
+		if in.expected != nil && *in.expected != n {
+			return badRequest(problem.CodeInvalidParameter, "expected_offset is %d in the query and %d in the body", n, *in.expected)
+		}
+		in.expected = &n
+	}
+	if in.expected != nil && *in.expected < 0 {
+		return badRequest(problem.CodeInvalidParameter, "expected_offset %d must not be negative", *in.expected)
+	}
+	return nil
 }
 
 // bodyError maps body read errors (size limit) to problems.
@@ -317,7 +352,7 @@ func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition 
 	if len(req.Records) > s.cfg.MaxRecordsPerRequest {
 		return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%d records in one request; the limit is %d", len(req.Records), s.cfg.MaxRecordsPerRequest)
 	}
-	in := &produceInput{records: make([]inRecord, len(req.Records)), producerID: req.ProducerID}
+	in := &produceInput{records: make([]inRecord, len(req.Records)), producerID: req.ProducerID, expected: req.ExpectedOffset}
 	for i := range req.Records {
 		if err := convertRecord(&req.Records[i], &in.records[i]); err != nil {
 			return nil, badRequest(problem.CodeInvalidRecord, "record %d: %v", i, err)

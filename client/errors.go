@@ -33,6 +33,9 @@ type Error struct {
 	// errors: the range of offsets the partition holds.
 	LogStartOffset int64
 	HighWatermark  int64
+	// NextOffset is set on offset_mismatch errors: the partition's next
+	// offset, where a conditional append could go now.
+	NextOffset int64
 }
 
 func (e *Error) Error() string {
@@ -71,6 +74,7 @@ type problemJSON struct {
 	RetryAfter     int    `json:"retry_after"`
 	LogStartOffset *int64 `json:"log_start_offset"`
 	HighWatermark  *int64 `json:"high_watermark"`
+	NextOffset     *int64 `json:"next_offset"`
 }
 
 // maxErrorBody bounds how much of an error body is kept.
@@ -94,6 +98,9 @@ func errorFromResponse(status int, h http.Header, body []byte) *Error {
 		}
 		if p.HighWatermark != nil {
 			e.HighWatermark = *p.HighWatermark
+		}
+		if p.NextOffset != nil {
+			e.NextOffset = *p.NextOffset
 		}
 	} else {
 		e.Detail = strings.TrimSpace(string(truncate(body, 512)))

@@ -105,18 +105,19 @@ func (p *IdempotentProducer) reset(ctx context.Context) error {
 }
 
 // Send writes msgs in one request (binary format) and returns their
-// offsets in order.
-func (p *IdempotentProducer) Send(ctx context.Context, msgs []Message) (ProduceResult, error) {
+// offsets in order. opts may add WithExpectedOffset; the producer sets the
+// sequences itself.
+func (p *IdempotentProducer) Send(ctx context.Context, msgs []Message, opts ...ProduceOption) (ProduceResult, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	res, err := p.send(ctx, msgs)
+	res, err := p.send(ctx, msgs, opts)
 	if err != nil {
 		return ProduceResult{}, fmt.Errorf("idempotent produce to %s: %w", p.topic, err)
 	}
 	return res, nil
 }
 
-func (p *IdempotentProducer) send(ctx context.Context, msgs []Message) (ProduceResult, error) {
+func (p *IdempotentProducer) send(ctx context.Context, msgs []Message, opts []ProduceOption) (ProduceResult, error) {
 	if len(msgs) == 0 {
 		return ProduceResult{}, fmt.Errorf("no messages")
 	}
@@ -138,7 +139,7 @@ func (p *IdempotentProducer) send(ctx context.Context, msgs []Message) (ProduceR
 	for part := range counts {
 		seqs[part] = p.next[part]
 	}
-	res, err := p.c.ProduceBinary(ctx, p.topic, assigned, WithSequences(p.producerID, seqs), withRetry(p.retry))
+	res, err := p.c.ProduceBinary(ctx, p.topic, assigned, append(opts, WithSequences(p.producerID, seqs), withRetry(p.retry))...)
 	if err == nil {
 		err = checkPartitions(res, assigned)
 	}

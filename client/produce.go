@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 
@@ -34,6 +35,16 @@ type produceParams struct {
 	producerID int64
 	sequences  map[int32]int32
 	retry      *RetryPolicy
+	expected   *int64
+}
+
+// WithExpectedOffset makes the request a conditional append, for
+// optimistic concurrency: its records, which must all go to one
+// partition, are written only if that partition's next offset is offset.
+// Otherwise the agent writes nothing and answers offset_mismatch, with
+// the partition's next offset in Error.NextOffset.
+func WithExpectedOffset(offset int64) ProduceOption {
+	return func(p *produceParams) { p.expected = &offset }
 }
 
 // WithSequences makes the request idempotent: producerID comes from
@@ -121,6 +132,9 @@ func (c *Client) produce(ctx context.Context, topic string, n int, p producePara
 		// it with the first commit's offsets.
 		safe:  p.producerID > 0,
 		retry: p.retry,
+	}
+	if p.expected != nil {
+		req.query = url.Values{"expected_offset": {strconv.FormatInt(*p.expected, 10)}}
 	}
 	resp, err := c.call(ctx, req)
 	if err != nil {

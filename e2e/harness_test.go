@@ -115,11 +115,13 @@ func newCluster(t *testing.T, extraEnv ...string) *cluster {
 	return c
 }
 
-func (c *cluster) start(id string) *localstack.AgentProc {
+func (c *cluster) start(id string, extraEnv ...string) *localstack.AgentProc {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	a, err := localstack.StartAgent(ctx, localstack.AgentConfig{Bin: c.bin, ID: id, Env: c.env, LogDir: c.logDir})
+	// Later entries win: extraEnv overrides the cluster's settings.
+	env := append(append([]string(nil), c.env...), extraEnv...)
+	a, err := localstack.StartAgent(ctx, localstack.AgentConfig{Bin: c.bin, ID: id, Env: env, LogDir: c.logDir})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -131,6 +131,17 @@ func produceAt0(ctx context.Context, url, topic, value string) (int64, error) {
 // containing fn and waits on a lock.
 func waitBlocked(t *testing.T, conn *pgx.Conn, agentID, fn string) {
 	t.Helper()
+	defer func() {
+		if t.Failed() {
+			rows, _ := conn.Query(context.Background(), `SELECT application_name, state, coalesce(wait_event_type, ''), left(query, 120) FROM pg_stat_activity WHERE datname = current_database()`)
+			for rows.Next() {
+				var a, b, c, d string
+				_ = rows.Scan(&a, &b, &c, &d)
+				t.Logf("activity: %s | %s | %s | %s", a, b, c, d)
+			}
+			rows.Close()
+		}
+	}()
 	waitFor(t, agentID+" blocked in "+fn, 60*time.Second, func() bool {
 		return count(t, conn, `
 			SELECT count(*) FROM pg_stat_activity

@@ -34,6 +34,10 @@ const (
 	CodeSequenceGap          Code = "out_of_order_sequence"
 	CodeUnknownProducer      Code = "unknown_producer"
 	CodeFenced               Code = "fenced"
+	// CodeOffsetMismatch: a conditional append (expected_offset) found the
+	// partition at another next offset, given as next_offset; nothing was
+	// written.
+	CodeOffsetMismatch Code = "offset_mismatch"
 	CodeInternal             Code = "internal"
 
 	// Consumer groups.
@@ -68,6 +72,8 @@ type Details struct {
 	// LogStartOffset and HighWatermark accompany offset_out_of_range.
 	LogStartOffset *int64 `json:"log_start_offset,omitempty"`
 	HighWatermark  *int64 `json:"high_watermark,omitempty"`
+	// NextOffset accompanies offset_mismatch: the partition's next offset.
+	NextOffset *int64 `json:"next_offset,omitempty"`
 }
 
 // Error makes Details usable as an error.

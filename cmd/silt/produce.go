@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"silt/client"
+	"silt/problem"
 )
 
-const synopsisProduce = "silt produce TOPIC [-K SEP] [--partition P] [--header k=v ...] [--batch-records N] [--batch-linger D] < lines"
+const synopsisProduce = "silt produce TOPIC [-K SEP] [--partition P [--expected-offset N]] [--header k=v ...] [--batch-records N] [--batch-linger D] < lines"
 
 // produceConfig is what `silt produce` is configured with.
 type produceConfig struct {
@@ -26,6 +27,9 @@ type produceConfig struct {
 	batchBytes   int64
 	linger       time.Duration
 	maxLine      int64
+	// expected >= 0 makes every batch a conditional append: the first at
+	// that offset, each next one where the previous ended.
+	expected int64
 }
 
 func parseProduceArgs(args []string) (*apiFlags, produceConfig, error) {
@@ -45,6 +49,7 @@ func parseProduceArgs(args []string) (*apiFlags, produceConfig, error) {
 	fs.BytesVar(&cfg.batchBytes, "batch-bytes", 1<<20, "send a request once its lines reach this size")
 	fs.DurationVar(&cfg.linger, "batch-linger", 50*time.Millisecond, "longest a line waits for its batch to fill; 0 sends whenever input pauses")
 	fs.BytesVar(&cfg.maxLine, "max-line-bytes", 16<<20, "longest line accepted")
+	fs.Int64Var(&cfg.expected, "expected-offset", -1, "append only if the partition's next offset is this (optimistic concurrency; needs --partition); later batches follow on")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return nil, cfg, err
@@ -81,6 +86,10 @@ func parseProduceArgs(args []string) (*apiFlags, produceConfig, error) {
 		return nil, cfg, errors.New("--batch-linger must not be negative")
 	case cfg.maxLine < 1:
 		return nil, cfg, errors.New("--max-line-bytes must be positive")
+	case cfg.expected < -1:
+		return nil, cfg, errors.New("--expected-offset must not be negative")
+	case cfg.expected >= 0 && cfg.partition < 0:
+		return nil, cfg, errors.New("--expected-offset needs --partition")
 	}
 	return api, cfg, nil
 }
@@ -101,10 +110,22 @@ func runProduceCmd(ctx context.Context, args []string, _, stderr io.Writer) erro
 		return err
 	}
 	sum := &produceSummary{topic: cfg.topic, last: map[int32]int64{}, counts: map[int32]int{}}
+	next := cfg.expected
 	err = produceLines(ctx, stdin, cfg, func(msgs []client.Message) error {
-		res, err := p.Send(ctx, msgs)
+		var opts []client.ProduceOption
+		if next >= 0 {
+			opts = append(opts, client.WithExpectedOffset(next))
+		}
+		res, err := p.Send(ctx, msgs, opts...)
 		if err != nil {
+			var ce *client.Error
+			if errors.As(err, &ce) && ce.Code == problem.CodeOffsetMismatch {
+				return fmt.Errorf("partition %d is at offset %d, not %d: nothing written: %w", cfg.partition, ce.NextOffset, next, err)
+			}
 			return err
+		}
+		if next >= 0 {
+			next = res.Offsets[len(res.Offsets)-1].Offset + 1
 		}
 		sum.add(res)
 		return nil
