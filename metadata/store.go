@@ -23,7 +23,7 @@ type Config struct {
 	// ApplicationName names the pool's sessions in pg_stat_activity,
 	// unless the URL names them.
 	ApplicationName string
-	Logger  *slog.Logger
+	Logger          *slog.Logger
 	// Registerer receives the store's metrics; nil keeps them private.
 	Registerer prometheus.Registerer
 }

@@ -38,7 +38,7 @@ const (
 	// partition at another next offset, given as next_offset; nothing was
 	// written.
 	CodeOffsetMismatch Code = "offset_mismatch"
-	CodeInternal             Code = "internal"
+	CodeInternal       Code = "internal"
 
 	// Consumer groups.
 	CodeInvalidGroupName Code = "invalid_group_name"
