@@ -244,6 +244,70 @@ func TestPutFailureFailsWaitersWithoutCommit(t *testing.T) {
 	if c.count() != 0 {
 		t.Fatal("a flush whose PUT failed was committed")
 	}
+	// Its pending segment was given up, for the janitor to delete.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.abandoned) != 1 || c.abandoned[0] != c.registered {
+		t.Fatalf("abandoned %v of %d registered", c.abandoned, c.registered)
+	}
+}
+
+// Ready fails once flushes have failed for UnreadyAfter, and recovers
+// through a probe flush once failures stop coming.
+func TestReadyFollowsFlushOutcomes(t *testing.T) {
+	c := &fakeCommitter{fail: fmt.Errorf("tx: %w", metadata.ErrUnavailable)}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Millisecond
+	cfg.UnreadyAfter = 50 * time.Millisecond
+	b, _ := setup(t, cfg, c)
+	ctx := context.Background()
+	if err := b.Ready(ctx); err != nil {
+		t.Fatalf("ready before any flush: %v", err)
+	}
+	produce := func() { _, _ = b.Produce(ctx, []Part{{TopicID: 1, Records: recs(1, "x")}}) }
+	produce()
+	if err := b.Ready(ctx); err != nil {
+		t.Fatalf("one failed flush already made the agent unready: %v", err)
+	}
+	// Keep failing for longer than the bound.
+	waitFor(t, func() bool { produce(); return b.Ready(ctx) != nil })
+	if err := b.Ready(ctx); !errors.Is(err, metadata.ErrUnavailable) {
+		t.Fatalf("unready with %v", err)
+	}
+	// The store recovers; with no traffic the probe brings readiness back.
+	c.mu.Lock()
+	c.fail = nil
+	c.mu.Unlock()
+	before := c.count()
+	waitFor(t, func() bool { return b.Ready(ctx) == nil })
+	if c.count() != before+1 || len(c.flushes[before].Chunks) != 0 {
+		t.Fatalf("recovered without exactly one empty probe commit: %d commits, was %d", c.count(), before)
+	}
+}
+
+// A conditional part is committed as a chunk of its own, carrying its
+// expected offset.
+func TestConditionalPartsGetOwnChunks(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Hour
+	b, _ := setup(t, cfg, c)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = b.Produce(context.Background(), []Part{
+			{TopicID: 1, Records: recs(2, "a")},
+			{TopicID: 1, Records: recs(2, "b"), CheckOffset: true, ExpectedOffset: 2},
+			{TopicID: 1, Records: recs(2, "c")},
+		})
+	}()
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pending) == 1 })
+	_ = b.Close(context.Background())
+	<-done
+	chunks := c.flushes[0].Chunks
+	if len(chunks) != 3 || !chunks[1].CheckOffset || chunks[1].ExpectedOffset != 2 || chunks[0].CheckOffset || chunks[2].CheckOffset {
+		t.Fatalf("chunks %+v", chunks)
+	}
 }
 
 func TestCommitFailureFailsWaiters(t *testing.T) {
