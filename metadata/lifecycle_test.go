@@ -318,3 +318,66 @@ func TestCommitProducerChecks(t *testing.T) {
 		t.Fatalf("new epoch from sequence 0: %+v", r)
 	}
 }
+
+// Producer state idle past the expiry goes, then the producer id with no
+// state left; empty groups go after the retention.
+func TestExpiry(t *testing.T) {
+	s, ctx := setup(t)
+	top := newTopic(t, s, "t", 1)
+	idle, err := s.NewProducerID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := s.NewProducerID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, pid := range []int64{idle, busy} {
+		c := chunk(top.ID, 0, 1)
+		c.ProducerID = pid
+		if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, fmt.Sprint("p", i), 1, c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unused, err := s.NewProducerID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := s.Pool().Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`UPDATE producers SET issued_at = now() - interval '2 days'`)
+	exec(`UPDATE producer_state SET updated_at = now() - interval '2 days' WHERE producer_id = $1`, idle)
+	states, producers, err := s.ExpireProducers(ctx, 24*time.Hour, 100)
+	if err != nil || states != 1 || producers != 2 {
+		t.Fatalf("expired %d states and %d producers (%v); want 1 and 2 (idle, unused)", states, producers, err)
+	}
+	c := chunk(top.ID, 0, 1)
+	c.ProducerID, c.BaseSequence = busy, 1
+	if res, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "busy", 1, c)); err != nil || res[0].Err != nil {
+		t.Fatalf("the busy producer after expiry: %v %+v", err, res)
+	}
+	for _, pid := range []int64{idle, unused} {
+		c.ProducerID, c.BaseSequence = pid, 0
+		if res, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, fmt.Sprint("gone", pid), 1, c)); err != nil || !errors.Is(res[0].Err, metadata.ErrUnknownProducer) {
+			t.Fatalf("an expired producer wrote: %v %+v", err, res)
+		}
+	}
+
+	exec(`INSERT INTO groups (name, updated_at) VALUES ('old', now() - interval '8 days'), ('recent', now() - interval '8 days'), ('new', now())`)
+	exec(`INSERT INTO group_offsets (group_id, topic_id, partition, committed_offset, committed_at)
+		SELECT id, $1, 0, 1, CASE name WHEN 'recent' THEN now() ELSE now() - interval '8 days' END FROM groups`, top.ID)
+	n, err := s.ExpireGroups(ctx, 7*24*time.Hour, 100)
+	if err != nil || n != 1 {
+		t.Fatalf("expired %d groups (%v), want 1", n, err)
+	}
+	var left []string
+	rows, _ := s.Pool().Query(ctx, `SELECT name FROM groups ORDER BY name`)
+	left, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(left) != 2 || left[0] != "new" || left[1] != "recent" {
+		t.Fatalf("groups left: %v (%v)", left, err)
+	}
+}

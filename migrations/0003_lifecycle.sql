@@ -42,6 +42,7 @@ ALTER TABLE producer_state
     ADD COLUMN epoch integer NOT NULL DEFAULT 0,
     ADD FOREIGN KEY (producer_id) REFERENCES producers (id) ON DELETE CASCADE;
 CREATE INDEX producer_state_updated ON producer_state (updated_at);
+CREATE INDEX producers_issued ON producers (issued_at);
 DROP SEQUENCE producer_ids;
 
 -- Named janitor duties that one agent at a time runs (the orphan sweep),

@@ -56,6 +56,14 @@ type JanitorConfig struct {
 	// rewrite's pending segment and of a GC claim.
 	RewriteTimeout time.Duration
 
+	// ExpiryInterval is how often idle producer ids and empty consumer
+	// groups are expired: producer state idle for ProducerExpiry (Kafka's
+	// producer.id.expiration.ms) and groups empty for GroupRetention
+	// (Kafka's offsets.retention.minutes).
+	ExpiryInterval time.Duration
+	ProducerExpiry time.Duration
+	GroupRetention time.Duration
+
 	// RewriteBytesPerSecond paces merging and compaction.
 	RewriteBytesPerSecond int64
 
@@ -84,6 +92,9 @@ func DefaultConfig() Config {
 			OrphanInterval:        15 * time.Minute,
 			OrphanAge:             time.Hour,
 			RewriteTimeout:        5 * time.Minute,
+			ExpiryInterval:        10 * time.Minute,
+			ProducerExpiry:        24 * time.Hour,
+			GroupRetention:        7 * 24 * time.Hour,
 			RewriteBytesPerSecond: 64 << 20,
 			KeyPrefix:             "segments/",
 		},
@@ -106,12 +117,14 @@ func (c Config) Validate() error {
 		return errors.New("ownership: agent TTL must exceed a positive heartbeat interval")
 	case c.LeaseInterval <= 0 || c.LeaseTTL <= c.LeaseInterval:
 		return errors.New("ownership: lease TTL must exceed a positive lease interval")
-	case j.RetentionInterval <= 0 || j.MergeInterval <= 0 || j.CompactInterval <= 0 || j.GCInterval <= 0 || j.OrphanInterval <= 0:
+	case j.RetentionInterval <= 0 || j.MergeInterval <= 0 || j.CompactInterval <= 0 || j.GCInterval <= 0 || j.OrphanInterval <= 0 || j.ExpiryInterval <= 0:
 		return errors.New("ownership: janitor intervals must be positive")
 	case j.MergeMinAge < 0 || j.GCGrace < 0:
 		return errors.New("ownership: janitor ages must not be negative")
 	case j.OrphanAge < MinOrphanAge:
 		return fmt.Errorf("ownership: orphan age must be at least %v", MinOrphanAge)
+	case j.ProducerExpiry < time.Minute || j.GroupRetention < time.Minute:
+		return errors.New("ownership: producer expiry and group retention must be at least a minute")
 	case j.RewriteTimeout < time.Second:
 		return errors.New("ownership: rewrite timeout must be at least 1s")
 	case j.MergeMinChunks < 2 || j.MergeTargetBytes < 1 || j.MergeSmallChunkBytes < 1:

@@ -31,6 +31,8 @@ type JanitorStore interface {
 	ForgetSegments(ctx context.Context, ids []int64) error
 	AdoptOrphans(ctx context.Context, keys []string, age time.Duration) (int64, error)
 	AcquireJanitorLock(ctx context.Context, name, agentID string, ttl time.Duration) (bool, error)
+	ExpireProducers(ctx context.Context, age time.Duration, limit int) (states, producers int64, err error)
+	ExpireGroups(ctx context.Context, retention time.Duration, limit int) (int64, error)
 	ReleaseJanitorLock(ctx context.Context, name, agentID string) error
 }
 
@@ -46,10 +48,11 @@ type janitor struct {
 	cfg    JanitorConfig
 	passMu sync.Mutex // one pass at a time (the loop, or a test driving it)
 
-	due       map[dutyKey]time.Time    // next visit per partition and duty
-	compacted map[metadata.Lease]int64 // high watermark at the last clean compaction
-	lastGC    time.Time
-	lastScan  time.Time
+	due        map[dutyKey]time.Time    // next visit per partition and duty
+	compacted  map[metadata.Lease]int64 // high watermark at the last clean compaction
+	lastGC     time.Time
+	lastScan   time.Time
+	lastExpiry time.Time
 
 	entMu   sync.Mutex
 	entropy io.Reader
@@ -90,7 +93,7 @@ func (o *Owner) RunJanitor(ctx context.Context) {
 	j := o.jan
 	j.passMu.Lock()
 	clear(j.due)
-	j.lastGC, j.lastScan = time.Time{}, time.Time{}
+	j.lastGC, j.lastScan, j.lastExpiry = time.Time{}, time.Time{}, time.Time{}
 	j.passMu.Unlock()
 	j.pass(ctx)
 }
@@ -164,6 +167,37 @@ func (j *janitor) pass(ctx context.Context) {
 	if now.Sub(j.lastScan) >= j.cfg.OrphanInterval {
 		j.lastScan = now
 		j.bounded(ctx, "orphans", j.orphans)
+	}
+	if now.Sub(j.lastExpiry) >= j.cfg.ExpiryInterval {
+		j.lastExpiry = now
+		j.bounded(ctx, "expiry", j.expire)
+	}
+}
+
+// expire forgets idle producer ids and empty consumer groups, in rounds.
+// Any agent may run it: rows are taken with SKIP LOCKED.
+func (j *janitor) expire(ctx context.Context) error {
+	const round = 1000
+	for {
+		states, producers, err := j.o.store.ExpireProducers(ctx, j.cfg.ProducerExpiry, round)
+		if err != nil {
+			return err
+		}
+		j.o.metrics.expired.WithLabelValues("producer_state").Add(float64(states))
+		j.o.metrics.expired.WithLabelValues("producer").Add(float64(producers))
+		if states < round && producers < round {
+			break
+		}
+	}
+	for {
+		n, err := j.o.store.ExpireGroups(ctx, j.cfg.GroupRetention, round)
+		if err != nil {
+			return err
+		}
+		j.o.metrics.expired.WithLabelValues("group").Add(float64(n))
+		if n < round {
+			return nil
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ type metrics struct {
 	retentionOver  prometheus.Gauge
 	mergePending   prometheus.Gauge
 	orphansAdopted prometheus.Counter
+	expired        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,11 +41,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		mergePending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "silt_janitor_merge_pending_chunks", Help: "Small chunks of owned partitions waiting to be merged (lag behind policy).",
 		}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "silt_janitor_expired_total", Help: "Idle producer ids, their per-partition state, and empty consumer groups expired, by kind.",
+		}, []string{"kind"}),
 		orphansAdopted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "silt_janitor_orphans_adopted_total", Help: "Objects found in the bucket without a segment row, given one to be deleted after the orphan age.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.leases, m.claims, m.runs, m.rewritten, m.deleted, m.retentionFreed, m.retentionOver, m.mergePending, m.orphansAdopted} {
+	for _, c := range []prometheus.Collector{m.leases, m.claims, m.runs, m.rewritten, m.deleted, m.retentionFreed, m.retentionOver, m.mergePending, m.orphansAdopted, m.expired} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ownership metrics: %w", err)
 		}

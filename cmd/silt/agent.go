@@ -81,6 +81,9 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&j.OrphanInterval, "orphan-interval", j.OrphanInterval, "how often the bucket is scanned for orphans of failed flushes")
 	fs.DurationVar(&j.OrphanAge, "orphan-age", j.OrphanAge, "objects found in the bucket without a segment row are deleted this long after (Postgres's clock)")
 	fs.DurationVar(&j.RewriteTimeout, "rewrite-timeout", j.RewriteTimeout, "bound on each janitor duty (a merge or compaction rewrite, a GC round, an orphan scan)")
+	fs.DurationVar(&j.ExpiryInterval, "expiry-interval", j.ExpiryInterval, "how often idle producer ids and empty consumer groups are expired")
+	fs.DurationVar(&j.ProducerExpiry, "producer-expiry", j.ProducerExpiry, "an idempotent producer's state on a partition is forgotten after this long without a write there, and its id after this long without any state (Kafka's producer.id.expiration.ms)")
+	fs.DurationVar(&j.GroupRetention, "group-retention", j.GroupRetention, "a consumer group empty this long is deleted with its committed offsets (Kafka's offsets.retention.minutes)")
 	fs.BytesVar(&j.RewriteBytesPerSecond, "rewrite-bytes-per-second", j.RewriteBytesPerSecond, "pace of merging and compaction")
 	g := &c.Groups
 	fs.DurationVar(&g.DefaultSessionTimeout, "group-session-timeout", g.DefaultSessionTimeout, "consumer group session timeout when a join names none")
