@@ -291,9 +291,12 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 			}
 			p = sticky
 		}
-		if r.rec.Timestamp < 0 {
-			r.rec.Timestamp = now
+		ts, err := topic.Config.RecordTimestamp(r.rec.Timestamp, now)
+		if err != nil {
+			return nil, nil, badRequest(problem.CodeInvalidTimestamp, "record %d: timestamp %d is outside the bounds of topic %q (message.timestamp.before.max.ms=%d, message.timestamp.after.max.ms=%d)",
+				i, r.rec.Timestamp, topic.Name, topic.Config.TimestampBeforeMaxMs, topic.Config.TimestampAfterMaxMs)
 		}
+		r.rec.Timestamp = ts
 		idx, ok := partIdx[p]
 		if !ok {
 			idx = len(parts)

@@ -14,6 +14,11 @@ type TopicConfig struct {
 	CleanupPolicy     string `json:"cleanup.policy"`      // delete, compact or compact,delete
 	MaxMessageBytes   int32  `json:"max.message.bytes"`   // largest record accepted
 	DeleteRetentionMs int64  `json:"delete.retention.ms"` // how long compaction keeps tombstones
+	// TimestampType is CreateTime (the producer's timestamps, within the
+	// bounds) or LogAppendTime (the agent's receive time).
+	TimestampType        string `json:"message.timestamp.type"`
+	TimestampBeforeMaxMs int64  `json:"message.timestamp.before.max.ms"` // how far in the past a timestamp may be
+	TimestampAfterMaxMs  int64  `json:"message.timestamp.after.max.ms"`  // how far in the future
 }
 
 // ConfigPatch sets some of a topic's settings; nil fields are left as they
@@ -24,6 +29,10 @@ type ConfigPatch struct {
 	CleanupPolicy     *string `json:"cleanup.policy,omitempty"`
 	MaxMessageBytes   *int32  `json:"max.message.bytes,omitempty"`
 	DeleteRetentionMs *int64  `json:"delete.retention.ms,omitempty"`
+
+	TimestampType        *string `json:"message.timestamp.type,omitempty"`
+	TimestampBeforeMaxMs *int64  `json:"message.timestamp.before.max.ms,omitempty"`
+	TimestampAfterMaxMs  *int64  `json:"message.timestamp.after.max.ms,omitempty"`
 }
 
 // IsZero reports whether the patch sets nothing.

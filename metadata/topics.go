@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +18,12 @@ const (
 	CleanupCompactDelete = "compact,delete"
 )
 
+// Timestamp types (message.timestamp.type).
+const (
+	CreateTime    = "CreateTime"    // the producer's timestamp, within the bounds below
+	LogAppendTime = "LogAppendTime" // the agent's receive time, always
+)
+
 // TopicConfig holds a topic's settings, named and defaulted as in Kafka.
 type TopicConfig struct {
 	RetentionMs       int64  `json:"retention.ms"`        // -1 keeps forever
@@ -24,18 +31,48 @@ type TopicConfig struct {
 	CleanupPolicy     string `json:"cleanup.policy"`      // delete, compact, or compact,delete
 	MaxMessageBytes   int32  `json:"max.message.bytes"`   // largest record accepted
 	DeleteRetentionMs int64  `json:"delete.retention.ms"` // how long compaction keeps tombstones
+	// TimestampType is CreateTime or LogAppendTime; under CreateTime a
+	// producer's timestamp may be at most TimestampBeforeMaxMs in the past
+	// and TimestampAfterMaxMs in the future (math.MaxInt64: unbounded).
+	TimestampType        string `json:"message.timestamp.type"`
+	TimestampBeforeMaxMs int64  `json:"message.timestamp.before.max.ms"`
+	TimestampAfterMaxMs  int64  `json:"message.timestamp.after.max.ms"`
 }
 
-// DefaultTopicConfig returns Kafka's defaults, but for max.message.bytes
-// which is 1 MiB.
+// DefaultTopicConfig returns Kafka's defaults (those of Kafka 4 for the
+// timestamp bounds: unbounded in the past, one hour in the future), but
+// for max.message.bytes which is 1 MiB.
 func DefaultTopicConfig() TopicConfig {
 	return TopicConfig{
-		RetentionMs:       7 * 24 * time.Hour.Milliseconds(),
-		RetentionBytes:    -1,
-		CleanupPolicy:     CleanupDelete,
-		MaxMessageBytes:   1 << 20,
-		DeleteRetentionMs: 24 * time.Hour.Milliseconds(),
+		RetentionMs:          7 * 24 * time.Hour.Milliseconds(),
+		RetentionBytes:       -1,
+		CleanupPolicy:        CleanupDelete,
+		MaxMessageBytes:      1 << 20,
+		DeleteRetentionMs:    24 * time.Hour.Milliseconds(),
+		TimestampType:        CreateTime,
+		TimestampBeforeMaxMs: math.MaxInt64,
+		TimestampAfterMaxMs:  time.Hour.Milliseconds(),
 	}
+}
+
+// ErrInvalidTimestamp: a record's timestamp is outside the topic's bounds.
+var ErrInvalidTimestamp = errors.New("metadata: timestamp outside the topic's bounds")
+
+// RecordTimestamp returns the timestamp a record is stored with: now under
+// LogAppendTime or when the producer gave none (ts < 0), else ts if it is
+// within the bounds around now, else ErrInvalidTimestamp (as Kafka's
+// INVALID_TIMESTAMP).
+func (c TopicConfig) RecordTimestamp(ts, now int64) (int64, error) {
+	if ts < 0 || c.TimestampType == LogAppendTime {
+		return now, nil
+	}
+	if now-ts > c.TimestampBeforeMaxMs {
+		return 0, fmt.Errorf("%w: %d is more than message.timestamp.before.max.ms=%d before the agent's time %d", ErrInvalidTimestamp, ts, c.TimestampBeforeMaxMs, now)
+	}
+	if ts-now > c.TimestampAfterMaxMs {
+		return 0, fmt.Errorf("%w: %d is more than message.timestamp.after.max.ms=%d after the agent's time %d", ErrInvalidTimestamp, ts, c.TimestampAfterMaxMs, now)
+	}
+	return ts, nil
 }
 
 // Validate checks the values.
@@ -51,6 +88,10 @@ func (c TopicConfig) Validate() error {
 		return fmt.Errorf("%w: max.message.bytes must be positive", ErrInvalidArgument)
 	case c.DeleteRetentionMs < 0:
 		return fmt.Errorf("%w: delete.retention.ms must not be negative", ErrInvalidArgument)
+	case c.TimestampType != CreateTime && c.TimestampType != LogAppendTime:
+		return fmt.Errorf("%w: message.timestamp.type must be CreateTime or LogAppendTime", ErrInvalidArgument)
+	case c.TimestampBeforeMaxMs < 0 || c.TimestampAfterMaxMs < 0:
+		return fmt.Errorf("%w: message.timestamp.before.max.ms and message.timestamp.after.max.ms must not be negative", ErrInvalidArgument)
 	}
 	return nil
 }

@@ -10,12 +10,15 @@ type Code string
 
 // The error codes of the HTTP API.
 const (
-	CodeBadRequest           Code = "bad_request"
-	CodeInvalidJSON          Code = "invalid_json"
-	CodeInvalidParameter     Code = "invalid_parameter"
-	CodeInvalidTopicName     Code = "invalid_topic_name"
-	CodeInvalidConfig        Code = "invalid_config"
-	CodeInvalidRecord        Code = "invalid_record"
+	CodeBadRequest       Code = "bad_request"
+	CodeInvalidJSON      Code = "invalid_json"
+	CodeInvalidParameter Code = "invalid_parameter"
+	CodeInvalidTopicName Code = "invalid_topic_name"
+	CodeInvalidConfig    Code = "invalid_config"
+	CodeInvalidRecord    Code = "invalid_record"
+	// CodeInvalidTimestamp: a record's timestamp is outside the topic's
+	// message.timestamp.before.max.ms / after.max.ms bounds.
+	CodeInvalidTimestamp     Code = "invalid_timestamp"
 	CodeInvalidPartitions    Code = "invalid_partition_count"
 	CodeRouteNotFound        Code = "route_not_found"
 	CodeMethodNotAllowed     Code = "method_not_allowed"

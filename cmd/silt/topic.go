@@ -260,6 +260,21 @@ var topicConfigKeys = []configKey{
 			return nil
 		},
 		func(c client.TopicConfig) string { return strconv.FormatInt(int64(c.MaxMessageBytes), 10) }},
+	{"message.timestamp.after.max.ms",
+		func(p *client.ConfigPatch, v string) error { return setMillis(&p.TimestampAfterMaxMs, v, false) },
+		func(c client.TopicConfig) string { return strconv.FormatInt(c.TimestampAfterMaxMs, 10) }},
+	{"message.timestamp.before.max.ms",
+		func(p *client.ConfigPatch, v string) error { return setMillis(&p.TimestampBeforeMaxMs, v, false) },
+		func(c client.TopicConfig) string { return strconv.FormatInt(c.TimestampBeforeMaxMs, 10) }},
+	{"message.timestamp.type",
+		func(p *client.ConfigPatch, v string) error {
+			if v != "CreateTime" && v != "LogAppendTime" {
+				return fmt.Errorf("want CreateTime or LogAppendTime")
+			}
+			p.TimestampType = &v
+			return nil
+		},
+		func(c client.TopicConfig) string { return c.TimestampType }},
 	{"retention.bytes",
 		func(p *client.ConfigPatch, v string) error {
 			n, err := parseBytes(v)

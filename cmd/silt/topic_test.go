@@ -58,7 +58,7 @@ func TestTopicCommands(t *testing.T) {
 
 	// Flags after the positional argument.
 	r := silt(t, nil, "topic", "create", "orders", "--partitions", "3", url, "--config", "retention.ms=60000", "--config", "cleanup.policy=compact").ok(t)
-	for _, want := range []string{"Created topic orders.", "Partitions:  3", "retention.ms         60000", "cleanup.policy       compact"} {
+	for _, want := range []string{"Created topic orders.", "Partitions:  3", "retention.ms                     60000", "cleanup.policy                   compact", "message.timestamp.type           CreateTime"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("create output lacks %q:\n%s", want, r.stdout)
 		}
