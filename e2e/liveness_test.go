@@ -305,8 +305,12 @@ func TestStoppedGroupCommitDoesNotStopOthers(t *testing.T) {
 	checkLog(t, a2.URL, topic, partitions, a)
 }
 
-// An agent stopped (SIGSTOP) inside a lease round, holding its lease
-// rows, does not hold up the other agent's writes.
+// ownedBy counts the partitions an agent ($1) holds valid leases on.
+const ownedBy = `SELECT count(*) FROM leases l JOIN agent_leases a ON a.agent_id = l.owner_agent AND a.incarnation = l.incarnation
+	WHERE l.owner_agent = $1 AND a.expires_at > now()`
+
+// An agent stopped (SIGSTOP) inside a lease round does not hold up the
+// other agent's writes.
 func TestStoppedLeaseRoundDoesNotStopOthers(t *testing.T) {
 	t.Parallel()
 	const partitions = 4
@@ -321,17 +325,17 @@ func TestStoppedLeaseRoundDoesNotStopOthers(t *testing.T) {
 	produceEach(ctx, t, a2.URL, topic, "warm", partitions, a)
 	conn := c.dbConn(t)
 	waitFor(t, "a1 holds leases", time.Minute, func() bool {
-		return count(t, conn, `SELECT count(*) FROM leases WHERE owner_agent = 'a1' AND expires_at > now()`) > 0
+		return count(t, conn, ownedBy, "a1") > 0
 	})
 	stopped, cont := stopWhileBlocked(t, c, a1.PID(), "a1",
-		`SELECT 1 FROM leases WHERE owner_agent = 'a1' ORDER BY topic_id, partition FOR UPDATE`, "FROM leases", func() {})
+		`SELECT 1 FROM agent_leases WHERE agent_id = 'a1' FOR UPDATE`, "silt_sync_leases", func() {})
 	bctx, cancel := context.WithTimeout(ctx, stallBound)
 	first, last := produceEach(bctx, t, a2.URL, topic, "during", partitions, a)
 	cancel()
 	t.Logf("stop to a2's first acknowledgement: %v; to the last partition's: %v", first.Sub(stopped).Round(time.Millisecond), last.Sub(stopped).Round(time.Millisecond))
 	// The stopped agent's leases lapse and a2 takes its partitions.
 	waitFor(t, "a2 owns every partition", time.Minute, func() bool {
-		return count(t, conn, `SELECT count(*) FROM leases WHERE owner_agent = 'a2' AND expires_at > now()`) == partitions
+		return count(t, conn, ownedBy, "a2") == partitions
 	})
 	cont()
 	produceEach(ctx, t, a1.URL, topic, "after", partitions, a)

@@ -142,7 +142,7 @@ func TestSwapAfterDeadlineWritesNothing(t *testing.T) {
 		}
 	}
 	heartbeat(t, s, "me")
-	held, err := s.SyncLeases(ctx, "me", leaseCfg)
+	held, err := syncLeases(ctx, s, "me", leaseCfg)
 	if err != nil || len(held) != 1 {
 		t.Fatalf("leases %v, %v", held, err)
 	}
@@ -224,7 +224,7 @@ func TestConcurrentRemovalMarksUnreferenced(t *testing.T) {
 	const rounds = 10
 	top := newTopic(t, s, "t", 2)
 	heartbeat(t, s, "me")
-	held, err := s.SyncLeases(ctx, "me", leaseCfg)
+	held, err := syncLeases(ctx, s, "me", leaseCfg)
 	if err != nil || len(held) != 2 {
 		t.Fatalf("leases %v, %v", held, err)
 	}

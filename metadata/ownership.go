@@ -64,122 +64,66 @@ type Lease struct {
 // LeaseConfig tunes SyncLeases.
 type LeaseConfig struct {
 	AgentTTL time.Duration // heartbeat age past which an agent is dead
-	LeaseTTL time.Duration // how long a claim or renewal lasts
+	LeaseTTL time.Duration // how long a renewal lasts
 }
 
-// SyncLeases runs one round of leader election for agentID in one
-// transaction: it renews the leases it holds, computes its fair share
-// (ceil(partitions / live agents)), claims unowned or expired partitions
-// up to that share with SELECT ... FOR UPDATE SKIP LOCKED (each claim bumps
-// the partition's epoch), and releases what it holds above the share, or
-// above floor(partitions / live agents) while another live agent holds
-// less than that. It returns the leases held afterwards.
-func (s *Store) SyncLeases(ctx context.Context, agentID string, cfg LeaseConfig) ([]Lease, error) {
-	var held []Lease
-	err := s.inTx(ctx, "sync leases", func(tx pgx.Tx) error {
-		held = held[:0]
-		var live, total int
-		if err := tx.QueryRow(ctx, `
-			SELECT (SELECT count(*) FROM agents WHERE heartbeat_at > now() - $1::interval OR id = $2),
-			       (SELECT count(*) FROM leases)`, cfg.AgentTTL, agentID).Scan(&live, &total); err != nil {
-			return err
-		}
-		share := 0
-		if live > 0 {
-			share = (total + live - 1) / live
-		}
-		// Rows are locked in key order, as everywhere leases are locked.
-		rows, err := tx.Query(ctx, `
-			WITH mine AS (
-				SELECT topic_id, partition FROM leases
-				WHERE owner_agent = $1 AND expires_at > now()
-				ORDER BY topic_id, partition FOR UPDATE
-			)
-			UPDATE leases l SET expires_at = now() + $2::interval
-			FROM mine WHERE l.topic_id = mine.topic_id AND l.partition = mine.partition
-			RETURNING l.topic_id, l.partition, l.epoch`, agentID, cfg.LeaseTTL)
-		if err != nil {
-			return err
-		}
-		if held, err = pgx.AppendRows(held, rows, scanLease); err != nil {
-			return err
-		}
-		// Kept above the floor, ceil shares can leave a new agent with
-		// nothing (4 partitions, 2+2 held, a third agent): when a live
-		// agent holds less than the floor, owners above it give back down
-		// to the floor, and the starving agent claims what they free.
-		keep := share
-		if floor := total / max(live, 1); len(held) > floor {
-			var starving int
-			if err := tx.QueryRow(ctx, `
-				SELECT count(*) FROM agents a
-				WHERE (a.heartbeat_at > now() - $1::interval OR a.id = $2)
-				  AND (SELECT count(*) FROM leases l WHERE l.owner_agent = a.id AND l.expires_at > now()) < $3`,
-				cfg.AgentTTL, agentID, floor).Scan(&starving); err != nil {
-				return err
-			}
-			if starving > 0 {
-				keep = floor
-			}
-		}
-		switch {
-		case len(held) < share:
-			rows, err := tx.Query(ctx, `
-				WITH c AS (
-					SELECT topic_id, partition FROM leases
-					WHERE owner_agent IS NULL OR expires_at IS NULL OR expires_at <= now()
-					ORDER BY topic_id, partition
-					FOR UPDATE SKIP LOCKED
-					LIMIT $3
-				)
-				UPDATE leases l SET owner_agent = $1, epoch = l.epoch + 1, expires_at = now() + $2::interval
-				FROM c WHERE l.topic_id = c.topic_id AND l.partition = c.partition
-				RETURNING l.topic_id, l.partition, l.epoch`, agentID, cfg.LeaseTTL, share-len(held))
-			if err != nil {
-				return err
-			}
-			if held, err = pgx.AppendRows(held, rows, scanLease); err != nil {
-				return err
-			}
-		case len(held) > keep:
-			extra := held[keep:]
-			held = held[:keep]
-			tops := make([]int64, len(extra))
-			parts := make([]int32, len(extra))
-			for i, l := range extra {
-				tops[i], parts[i] = l.TopicID, l.Partition
-			}
-			if _, err := tx.Exec(ctx, `
-				UPDATE leases l SET owner_agent = NULL, expires_at = NULL
-				FROM unnest($2::bigint[], $3::int[]) AS r(topic_id, partition)
-				WHERE l.topic_id = r.topic_id AND l.partition = r.partition AND l.owner_agent = $1`,
-				agentID, tops, parts); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+// LeaseRound is the outcome of one round of leader election.
+type LeaseRound struct {
+	Claimed  []Lease // leases taken this round
+	Released []Lease // leases given up this round (epochs unknown: 0)
+	Held     int     // leases held after the round
+	// Full is set when All lists every lease held (asked for, or the
+	// agent's lease had lapsed or its incarnation changed).
+	Full bool
+	All  []Lease
+}
+
+// SyncLeases runs one round of leader election for agentID (of
+// incarnation, unique per process start) in one server-side call
+// (silt_sync_leases): it renews the agent's lease, which covers every
+// partition it holds, computes its fair share (ceil(partitions / live
+// agents)), claims unowned partitions and those of lapsed owners up to
+// that share with SELECT ... FOR UPDATE SKIP LOCKED (each claim bumps the
+// partition's epoch), and releases what it holds above the share, or above
+// floor(partitions / live agents) while another live agent holds less than
+// that. A renewal writes one row however many partitions the agent holds.
+func (s *Store) SyncLeases(ctx context.Context, agentID string, incarnation int64, cfg LeaseConfig, full bool) (LeaseRound, error) {
+	var (
+		r                                LeaseRound
+		cTop, rTop, aTop, cEpoch, aEpoch []int64
+		cPart, rPart, aPart              []int32
+		held                             int32
+	)
+	err := s.pool.QueryRow(ctx, `
+		SELECT claimed_topics, claimed_parts, claimed_epochs, released_topics, released_parts, held, is_full,
+		       coalesce(all_topics, '{}'), coalesce(all_parts, '{}'), coalesce(all_epochs, '{}')
+		FROM silt_sync_leases($1::text, $2::bigint, $3::interval, $4::interval, $5::boolean)`,
+		pgx.QueryExecModeSimpleProtocol, agentID, incarnation, cfg.AgentTTL, cfg.LeaseTTL, full).
+		Scan(&cTop, &cPart, &cEpoch, &rTop, &rPart, &held, &r.Full, &aTop, &aPart, &aEpoch)
 	if err != nil {
-		return nil, err
+		return LeaseRound{}, s.classify("sync leases", err)
 	}
-	return held, nil
-}
-
-func scanLease(r pgx.CollectableRow) (Lease, error) {
-	var l Lease
-	err := r.Scan(&l.TopicID, &l.Partition, &l.Epoch)
-	return l, err
+	r.Held = int(held)
+	for i := range cTop {
+		r.Claimed = append(r.Claimed, Lease{TopicID: cTop[i], Partition: cPart[i], Epoch: cEpoch[i]})
+	}
+	for i := range rTop {
+		r.Released = append(r.Released, Lease{TopicID: rTop[i], Partition: rPart[i]})
+	}
+	if r.Full {
+		r.All = make([]Lease, len(aTop))
+		for i := range aTop {
+			r.All[i] = Lease{TopicID: aTop[i], Partition: aPart[i], Epoch: aEpoch[i]}
+		}
+	}
+	return r, nil
 }
 
 // ReleaseLeases gives up every lease agentID holds (on shutdown).
 func (s *Store) ReleaseLeases(ctx context.Context, agentID string) error {
 	_, err := s.pool.Exec(ctx, `
-		WITH mine AS (
-			SELECT topic_id, partition FROM leases WHERE owner_agent = $1
-			ORDER BY topic_id, partition FOR UPDATE
-		)
-		UPDATE leases l SET owner_agent = NULL, expires_at = NULL
-		FROM mine WHERE l.topic_id = mine.topic_id AND l.partition = mine.partition`, agentID)
+		WITH r AS (UPDATE leases SET owner_agent = NULL, incarnation = NULL WHERE owner_agent = $1)
+		UPDATE agent_leases SET held = 0, expires_at = least(expires_at, now()) WHERE agent_id = $1`, agentID)
 	return s.classify("release leases", err)
 }
 
@@ -197,7 +141,8 @@ func (s *Store) Owners(ctx context.Context) ([]OwnedPartition, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT t.name, l.topic_id, l.partition, l.owner_agent, l.epoch
 		FROM leases l JOIN topics t ON t.id = l.topic_id
-		WHERE l.owner_agent IS NOT NULL AND l.expires_at > now()
+		JOIN agent_leases a ON a.agent_id = l.owner_agent AND a.incarnation = l.incarnation
+		WHERE a.expires_at > now()
 		ORDER BY t.name, l.partition`)
 	if err != nil {
 		return nil, s.classify("owners", err)

@@ -24,7 +24,7 @@ func TestLeasesFairShareAndEpochs(t *testing.T) {
 	newTopic(t, s, "a", 7)
 	newTopic(t, s, "b", 3)
 	heartbeat(t, s, "x")
-	heldX, err := s.SyncLeases(ctx, "x", leaseCfg)
+	heldX, err := syncLeases(ctx, s, "x", leaseCfg)
 	if err != nil || len(heldX) != 10 {
 		t.Fatalf("alone, x holds %d (%v), want all 10", len(heldX), err)
 	}
@@ -35,13 +35,13 @@ func TestLeasesFairShareAndEpochs(t *testing.T) {
 	}
 	heartbeat(t, s, "y")
 	// y's share is 5 but nothing is free until x releases above its share.
-	if held, _ := s.SyncLeases(ctx, "y", leaseCfg); len(held) != 0 {
+	if held, _ := syncLeases(ctx, s, "y", leaseCfg); len(held) != 0 {
 		t.Fatalf("y claimed %d owned partitions", len(held))
 	}
-	if heldX, _ = s.SyncLeases(ctx, "x", leaseCfg); len(heldX) != 5 {
+	if heldX, _ = syncLeases(ctx, s, "x", leaseCfg); len(heldX) != 5 {
 		t.Fatalf("x kept %d, want its share 5", len(heldX))
 	}
-	heldY, _ := s.SyncLeases(ctx, "y", leaseCfg)
+	heldY, _ := syncLeases(ctx, s, "y", leaseCfg)
 	if len(heldY) != 5 {
 		t.Fatalf("y holds %d, want 5", len(heldY))
 	}
@@ -69,7 +69,7 @@ func TestLeasesFairShareAndEpochs(t *testing.T) {
 	if err := s.RemoveAgent(ctx, "y"); err != nil {
 		t.Fatal(err)
 	}
-	if heldX, _ = s.SyncLeases(ctx, "x", leaseCfg); len(heldX) != 10 {
+	if heldX, _ = syncLeases(ctx, s, "x", leaseCfg); len(heldX) != 10 {
 		t.Fatalf("after y left, x holds %d", len(heldX))
 	}
 }
@@ -84,14 +84,14 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 	}
 	short := metadata.LeaseConfig{AgentTTL: time.Hour, LeaseTTL: 50 * time.Millisecond}
 	heartbeat(t, s, "old")
-	old, err := s.SyncLeases(ctx, "old", short)
+	old, err := syncLeases(ctx, s, "old", short)
 	if err != nil || len(old) != 1 {
 		t.Fatalf("old: %v %v", old, err)
 	}
 	// The old owner pauses past its lease; a new owner claims.
 	waitFor(t, func() bool {
 		heartbeat(t, s, "new")
-		held, err := s.SyncLeases(ctx, "new", leaseCfg)
+		held, err := syncLeases(ctx, s, "new", leaseCfg)
 		return err == nil && len(held) == 1
 	})
 	if _, err := s.AdvanceLogStart(ctx, "old", old[0], 3); !errors.Is(err, metadata.ErrFenced) {
@@ -103,7 +103,7 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 		t.Fatalf("stale owner's swap: %v, want ErrFenced", err)
 	}
 	// The same write with the new owner's lease goes through.
-	held, _ := s.SyncLeases(ctx, "new", leaseCfg)
+	held, _ := syncLeases(ctx, s, "new", leaseCfg)
 	if held[0].Epoch != old[0].Epoch+1 {
 		t.Fatalf("epoch %d after a claim from %d", held[0].Epoch, old[0].Epoch)
 	}
@@ -126,7 +126,7 @@ func TestSwapBatchesDetectsConcurrentChange(t *testing.T) {
 		}
 	}
 	heartbeat(t, s, "me")
-	held, _ := s.SyncLeases(ctx, "me", leaseCfg)
+	held, _ := syncLeases(ctx, s, "me", leaseCfg)
 	refs, _ := s.ListBatches(ctx, top.ID, 0, 0, 10)
 	// Retention removes the first chunk before the swap lands.
 	if _, err := s.AdvanceLogStart(ctx, "me", held[0], 2); err != nil {
@@ -185,7 +185,7 @@ func TestLeasesNewcomerIsNotStarved(t *testing.T) {
 	}
 	for round := 0; round < 3; round++ {
 		for _, id := range []string{"a", "b"} {
-			if _, err := s.SyncLeases(ctx, id, leaseCfg); err != nil {
+			if _, err := syncLeases(ctx, s, id, leaseCfg); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -194,7 +194,7 @@ func TestLeasesNewcomerIsNotStarved(t *testing.T) {
 	held := map[string]int{}
 	for round := 0; round < 4; round++ {
 		for _, id := range []string{"c", "a", "b"} {
-			l, err := s.SyncLeases(ctx, id, leaseCfg)
+			l, err := syncLeases(ctx, s, id, leaseCfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,5 +236,60 @@ func TestSequenceWraps(t *testing.T) {
 	}
 	if r := commit("d", 2147483646, 3); !r.Duplicate {
 		t.Fatalf("retry across the wrap not seen as a duplicate: %+v", r)
+	}
+}
+
+// syncLeases runs a lease round of agent id (incarnation 1) asking for the
+// full list, and returns the leases held.
+func syncLeases(ctx context.Context, s *metadata.Store, id string, cfg metadata.LeaseConfig) ([]metadata.Lease, error) {
+	r, err := s.SyncLeases(ctx, id, 1, cfg, true)
+	return r.All, err
+}
+
+// A renewal writes one row however many partitions the agent holds, and
+// a restarted agent (a new incarnation) takes its partitions back under
+// new epochs.
+func TestLeaseRenewalCostAndIncarnations(t *testing.T) {
+	s, ctx := setup(t)
+	newTopic(t, s, "big", 5000)
+	heartbeat(t, s, "x")
+	r, err := s.SyncLeases(ctx, "x", 1, leaseCfg, false)
+	if err != nil || len(r.Claimed) != 5000 || r.Held != 5000 || !r.Full || len(r.All) != 5000 {
+		t.Fatalf("first round: %d claimed, %d held, full %v (%v)", len(r.Claimed), r.Held, r.Full, err)
+	}
+	xmins := func() map[string]bool {
+		rows, err := s.Pool().Query(ctx, `SELECT xmin::text FROM leases`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for rows.Next() {
+			var x string
+			if err := rows.Scan(&x); err != nil {
+				t.Fatal(err)
+			}
+			out[x] = true
+		}
+		return out
+	}
+	before := xmins()
+	r, err = s.SyncLeases(ctx, "x", 1, leaseCfg, false)
+	if err != nil || len(r.Claimed)+len(r.Released) != 0 || r.Held != 5000 || r.Full {
+		t.Fatalf("renewal: %d claimed, %d released, %d held, full %v (%v)", len(r.Claimed), len(r.Released), r.Held, r.Full, err)
+	}
+	after := xmins()
+	for x := range after {
+		if !before[x] {
+			t.Fatal("a renewal rewrote lease rows")
+		}
+	}
+	// The agent restarts: its old leases are given up and claimed anew.
+	r, err = s.SyncLeases(ctx, "x", 2, leaseCfg, false)
+	if err != nil || len(r.Claimed) != 5000 || !r.Full || len(r.All) != 5000 || r.All[0].Epoch != 2 {
+		t.Fatalf("after a restart: %d claimed, full %v, %+v (%v)", len(r.Claimed), r.Full, r.All[:1], err)
+	}
+	owners, err := s.Owners(ctx)
+	if err != nil || len(owners) != 5000 {
+		t.Fatalf("owners %d (%v)", len(owners), err)
 	}
 }

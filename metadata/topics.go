@@ -197,9 +197,10 @@ func (s *Store) ListTopics(ctx context.Context) ([]Topic, error) {
 func (s *Store) Partitions(ctx context.Context, topicID int64) ([]PartitionInfo, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT p.partition, p.log_start_offset, p.next_offset, p.total_bytes,
-		       CASE WHEN l.expires_at > now() THEN coalesce(l.owner_agent, '') ELSE '' END,
+		       CASE WHEN a.expires_at > now() THEN l.owner_agent ELSE '' END,
 		       coalesce(l.epoch, 0)
 		FROM partitions p LEFT JOIN leases l ON l.topic_id = p.topic_id AND l.partition = p.partition
+		LEFT JOIN agent_leases a ON a.agent_id = l.owner_agent AND a.incarnation = l.incarnation
 		WHERE p.topic_id = $1 ORDER BY p.partition`, topicID)
 	if err != nil {
 		return nil, s.classify("partitions", err)

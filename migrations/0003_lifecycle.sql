@@ -45,6 +45,23 @@ CREATE INDEX producer_state_updated ON producer_state (updated_at);
 CREATE INDEX producers_issued ON producers (issued_at);
 DROP SEQUENCE producer_ids;
 
+-- Leases are renewed per agent, not per partition: a partition's lease is
+-- valid while its owner's agent lease is unexpired and of the incarnation
+-- that claimed it (a restarted agent has a new one). A renewal writes one
+-- row, whatever the partitions held. held counts each agent's partitions,
+-- for the fair-share decisions of the others.
+CREATE TABLE agent_leases (
+    agent_id    text        PRIMARY KEY,
+    incarnation bigint      NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    held        integer     NOT NULL DEFAULT 0
+);
+-- Every lease is re-elected once, under the new rules.
+UPDATE leases SET owner_agent = NULL;
+ALTER TABLE leases DROP COLUMN expires_at, ADD COLUMN incarnation bigint;
+CREATE INDEX leases_owner ON leases (owner_agent, incarnation, topic_id, partition);
+CREATE INDEX leases_unowned ON leases (topic_id, partition) WHERE owner_agent IS NULL;
+
 -- Named janitor duties that one agent at a time runs (the orphan sweep),
 -- held as leases on Postgres's clock rather than as session locks, so that
 -- a stalled agent's claim lapses.
@@ -103,10 +120,11 @@ CREATE FUNCTION silt_fence(p_agent text, p_topic bigint, p_part integer, p_epoch
                            OUT log_start bigint, OUT next_offset bigint)
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    PERFORM 1 FROM leases
-    WHERE topic_id = p_topic AND partition = p_part AND owner_agent = p_agent AND epoch = p_epoch
-      AND expires_at > now()
-    FOR SHARE;
+    PERFORM 1 FROM leases l
+    JOIN agent_leases a ON a.agent_id = l.owner_agent AND a.incarnation = l.incarnation
+    WHERE l.topic_id = p_topic AND l.partition = p_part AND l.owner_agent = p_agent AND l.epoch = p_epoch
+      AND a.expires_at > now()
+    FOR SHARE OF l;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'topic % partition % epoch %: lease lost or epoch changed', p_topic, p_part, p_epoch
             USING ERRCODE = 'SLT02';
@@ -393,10 +411,134 @@ BEGIN
     END IF;
     PERFORM 1 FROM leases WHERE topic_id = tid ORDER BY partition FOR UPDATE;
     PERFORM 1 FROM partitions WHERE topic_id = tid ORDER BY partition FOR UPDATE;
+    UPDATE agent_leases a SET held = greatest(a.held - x.n, 0)
+    FROM (SELECT owner_agent, incarnation, count(*) AS n FROM leases
+          WHERE topic_id = tid AND owner_agent IS NOT NULL GROUP BY owner_agent, incarnation) x
+    WHERE a.agent_id = x.owner_agent AND a.incarnation = x.incarnation;
     WITH d AS (DELETE FROM batches WHERE topic_id = tid RETURNING segment_id)
     SELECT array_agg(DISTINCT segment_id) INTO segs FROM d;
     DELETE FROM topics WHERE id = tid;
     PERFORM silt_mark_unreferenced(segs);
     RETURN true;
+END
+$fn$;
+
+-- silt_sync_leases runs one round of leader election for p_agent (of
+-- incarnation p_inc): it renews the agent's lease (one row), computes its
+-- fair share (ceil(partitions / live agents)), claims unowned partitions
+-- and those of lapsed or restarted owners up to that share with
+-- SKIP LOCKED (each claim bumps the partition's epoch), and releases what
+-- it holds above the share, or above floor(partitions / live agents) while
+-- another live agent holds less than that. It returns what it claimed and
+-- released, how many it holds, and, when p_full is set or its lease had
+-- lapsed or its incarnation changed, every lease it holds (is_full).
+-- A new incarnation first gives up what the old one held, so that they are
+-- claimed again under new epochs. Its cost is one row write plus the rows
+-- that change owner.
+CREATE FUNCTION silt_sync_leases(p_agent text, p_inc bigint, p_agent_ttl interval, p_lease_ttl interval, p_full boolean,
+    OUT claimed_topics bigint[], OUT claimed_parts integer[], OUT claimed_epochs bigint[],
+    OUT released_topics bigint[], OUT released_parts integer[],
+    OUT held integer, OUT is_full boolean,
+    OUT all_topics bigint[], OUT all_parts integer[], OUT all_epochs bigint[])
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    prev record;
+    live integer;
+    total bigint;
+    share integer;
+    keep integer;
+    starving integer;
+    want integer;
+    prev_owners text[];
+    prev_incs bigint[];
+BEGIN
+    claimed_topics := '{}'; claimed_parts := '{}'; claimed_epochs := '{}';
+    released_topics := '{}'; released_parts := '{}';
+    SELECT incarnation, expires_at, agent_leases.held AS h INTO prev FROM agent_leases WHERE agent_id = p_agent FOR UPDATE;
+    is_full := p_full OR NOT FOUND OR prev.incarnation <> p_inc OR prev.expires_at <= now();
+    IF NOT FOUND OR prev.incarnation <> p_inc THEN
+        held := 0;
+        UPDATE leases SET owner_agent = NULL, incarnation = NULL
+        WHERE owner_agent = p_agent AND incarnation IS DISTINCT FROM p_inc;
+    ELSE
+        held := prev.h;
+    END IF;
+    INSERT INTO agent_leases (agent_id, incarnation, expires_at, held) VALUES (p_agent, p_inc, now() + p_lease_ttl, held)
+    ON CONFLICT (agent_id) DO UPDATE SET incarnation = EXCLUDED.incarnation, expires_at = EXCLUDED.expires_at, held = EXCLUDED.held;
+
+    SELECT count(*) INTO live FROM agents WHERE heartbeat_at > now() - p_agent_ttl OR id = p_agent;
+    live := greatest(live, 1);
+    SELECT coalesce(sum(partitions), 0) INTO total FROM topics;
+    share := ((total + live - 1) / live)::integer;
+    -- Kept above the floor, ceil shares can leave a new agent with nothing
+    -- (4 partitions, 2 + 2 held, a third agent): while a live agent holds
+    -- less than the floor, owners above it give back down to the floor.
+    keep := share;
+    IF held > total / live THEN
+        SELECT count(*) INTO starving FROM agents a
+        LEFT JOIN agent_leases al ON al.agent_id = a.id AND al.expires_at > now()
+        WHERE (a.heartbeat_at > now() - p_agent_ttl OR a.id = p_agent) AND coalesce(al.held, 0) < total / live;
+        IF starving > 0 THEN
+            keep := (total / live)::integer;
+        END IF;
+    END IF;
+
+    IF held < share THEN
+        want := share - held;
+        WITH c AS (
+            SELECT l.topic_id, l.partition FROM leases l WHERE l.owner_agent IS NULL
+            ORDER BY l.topic_id, l.partition FOR UPDATE SKIP LOCKED LIMIT want
+        ), u AS (
+            UPDATE leases l SET owner_agent = p_agent, incarnation = p_inc, epoch = l.epoch + 1
+            FROM c WHERE l.topic_id = c.topic_id AND l.partition = c.partition
+            RETURNING l.topic_id, l.partition, l.epoch
+        )
+        SELECT coalesce(array_agg(u.topic_id), '{}'), coalesce(array_agg(u.partition), '{}'), coalesce(array_agg(u.epoch), '{}')
+        INTO claimed_topics, claimed_parts, claimed_epochs FROM u;
+        want := want - cardinality(claimed_topics);
+        IF want > 0 THEN
+            -- Partitions of owners whose agent lease lapsed.
+            WITH c AS (
+                SELECT l.topic_id, l.partition, l.owner_agent, l.incarnation FROM agent_leases a
+                JOIN leases l ON l.owner_agent = a.agent_id AND l.incarnation = a.incarnation
+                WHERE a.expires_at <= now()
+                ORDER BY l.topic_id, l.partition FOR UPDATE OF l SKIP LOCKED LIMIT want
+            ), u AS (
+                UPDATE leases l SET owner_agent = p_agent, incarnation = p_inc, epoch = l.epoch + 1
+                FROM c WHERE l.topic_id = c.topic_id AND l.partition = c.partition
+                RETURNING l.topic_id, l.partition, l.epoch, c.owner_agent, c.incarnation
+            )
+            SELECT claimed_topics || coalesce(array_agg(u.topic_id), '{}'), claimed_parts || coalesce(array_agg(u.partition), '{}'),
+                   claimed_epochs || coalesce(array_agg(u.epoch), '{}'),
+                   coalesce(array_agg(u.owner_agent), '{}'), coalesce(array_agg(u.incarnation), '{}')
+            INTO claimed_topics, claimed_parts, claimed_epochs, prev_owners, prev_incs FROM u;
+            UPDATE agent_leases a SET held = greatest(a.held - x.n, 0)
+            FROM (SELECT o, i, count(*) AS n FROM unnest(prev_owners, prev_incs) AS t(o, i) GROUP BY o, i) x
+            WHERE a.agent_id = x.o AND a.incarnation = x.i AND a.agent_id <> p_agent;
+        END IF;
+        held := held + cardinality(claimed_topics);
+    ELSIF held > keep THEN
+        WITH r AS (
+            SELECT topic_id, partition FROM leases WHERE owner_agent = p_agent AND incarnation = p_inc
+            ORDER BY topic_id DESC, partition DESC FOR UPDATE SKIP LOCKED LIMIT held - keep
+        ), u AS (
+            UPDATE leases l SET owner_agent = NULL, incarnation = NULL
+            FROM r WHERE l.topic_id = r.topic_id AND l.partition = r.partition
+            RETURNING l.topic_id, l.partition
+        )
+        SELECT coalesce(array_agg(u.topic_id), '{}'), coalesce(array_agg(u.partition), '{}')
+        INTO released_topics, released_parts FROM u;
+        held := held - cardinality(released_topics);
+    END IF;
+    UPDATE agent_leases SET held = silt_sync_leases.held WHERE agent_id = p_agent;
+
+    IF is_full THEN
+        SELECT coalesce(array_agg(topic_id ORDER BY topic_id, partition), '{}'),
+               coalesce(array_agg(partition ORDER BY topic_id, partition), '{}'),
+               coalesce(array_agg(epoch ORDER BY topic_id, partition), '{}'), count(*)
+        INTO all_topics, all_parts, all_epochs, held
+        FROM leases WHERE owner_agent = p_agent AND incarnation = p_inc;
+        UPDATE agent_leases SET held = silt_sync_leases.held WHERE agent_id = p_agent;
+    END IF;
 END
 $fn$;

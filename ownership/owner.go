@@ -1,10 +1,14 @@
 package ownership
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,7 +24,7 @@ type Registry interface {
 	RemoveAgent(ctx context.Context, id string) error
 	LiveAgents(ctx context.Context, ttl time.Duration) ([]metadata.AgentInfo, error)
 	Owners(ctx context.Context) ([]metadata.OwnedPartition, error)
-	SyncLeases(ctx context.Context, agentID string, cfg metadata.LeaseConfig) ([]metadata.Lease, error)
+	SyncLeases(ctx context.Context, agentID string, incarnation int64, cfg metadata.LeaseConfig, full bool) (metadata.LeaseRound, error)
 	ReleaseLeases(ctx context.Context, agentID string) error
 }
 
@@ -39,8 +43,13 @@ type Owner struct {
 	metrics *metrics
 	started time.Time
 
+	// incarnation tells this process's leases from those of an earlier
+	// process with the same agent id.
+	incarnation int64
+	rounds      int // lease rounds since the last full list
+
 	mu     sync.Mutex
-	leases []metadata.Lease
+	leases map[partition]metadata.Lease // nil: unknown, ask for the full list
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -73,7 +82,12 @@ func New(cfg Config, deps Deps) (*Owner, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Owner{cfg: cfg, store: deps.Store, bucket: deps.Bucket, logger: deps.Logger, metrics: m, started: time.Now()}
+	var inc [8]byte
+	if _, err := rand.Read(inc[:]); err != nil {
+		return nil, fmt.Errorf("ownership: incarnation: %w", err)
+	}
+	o := &Owner{cfg: cfg, store: deps.Store, bucket: deps.Bucket, logger: deps.Logger, metrics: m, started: time.Now(),
+		incarnation: int64(binary.BigEndian.Uint64(inc[:]) >> 1)}
 	o.jan = newJanitor(o)
 	return o, nil
 }
@@ -118,11 +132,33 @@ func (o *Owner) Stop(ctx context.Context) error {
 	return nil
 }
 
-// Leases returns the leases held after the last election round.
+// partition keys a held lease.
+type partition struct {
+	topic int64
+	part  int32
+}
+
+// fullListEvery is how many lease rounds pass between full lists of the
+// leases held; in between a round reports only what changed, so that its
+// cost does not grow with the partitions held.
+const fullListEvery = 20
+
+// Leases returns the leases held after the last election round, in
+// (topic, partition) order.
 func (o *Owner) Leases() []metadata.Lease {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return append([]metadata.Lease(nil), o.leases...)
+	out := make([]metadata.Lease, 0, len(o.leases))
+	for _, l := range o.leases {
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b metadata.Lease) int {
+		if a.TopicID != b.TopicID {
+			return cmp.Compare(a.TopicID, b.TopicID)
+		}
+		return cmp.Compare(a.Partition, b.Partition)
+	})
+	return out
 }
 
 // AgentView is one live agent and the partitions it owns.
@@ -181,31 +217,40 @@ func (o *Owner) heartbeat(ctx context.Context) error {
 }
 
 func (o *Owner) syncLeases(ctx context.Context) error {
-	held, err := o.store.SyncLeases(ctx, o.cfg.AgentID, metadata.LeaseConfig{AgentTTL: o.cfg.AgentTTL, LeaseTTL: o.cfg.LeaseTTL})
+	o.mu.Lock()
+	full := o.leases == nil || o.rounds >= fullListEvery
+	o.mu.Unlock()
+	r, err := o.store.SyncLeases(ctx, o.cfg.AgentID, o.incarnation, metadata.LeaseConfig{AgentTTL: o.cfg.AgentTTL, LeaseTTL: o.cfg.LeaseTTL}, full)
 	if err != nil {
 		// Without a renewal our leases may lapse: stop acting on them.
 		o.mu.Lock()
 		o.leases = nil
 		o.mu.Unlock()
+		o.metrics.leases.Set(0)
 		return err
 	}
 	o.mu.Lock()
-	before := map[metadata.Lease]bool{}
-	for _, l := range o.leases {
-		before[l] = true
-	}
-	o.leases = held
-	o.mu.Unlock()
-	claims := 0
-	for _, l := range held {
-		if !before[l] {
-			claims++
+	if r.Full {
+		o.leases = make(map[partition]metadata.Lease, len(r.All))
+		for _, l := range r.All {
+			o.leases[partition{l.TopicID, l.Partition}] = l
 		}
+		o.rounds = 0
+	} else {
+		for _, l := range r.Released {
+			delete(o.leases, partition{l.TopicID, l.Partition})
+		}
+		for _, l := range r.Claimed {
+			o.leases[partition{l.TopicID, l.Partition}] = l
+		}
+		o.rounds++
 	}
-	if claims > 0 {
-		o.metrics.claims.Add(float64(claims))
-		o.logger.Info("claimed partitions", "count", claims, "held", len(held))
+	held := len(o.leases)
+	o.mu.Unlock()
+	if n := len(r.Claimed); n > 0 {
+		o.metrics.claims.Add(float64(n))
+		o.logger.Info("claimed partitions", "count", n, "held", held)
 	}
-	o.metrics.leases.Set(float64(len(held)))
+	o.metrics.leases.Set(float64(held))
 	return nil
 }
