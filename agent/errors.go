@@ -75,6 +75,8 @@ func mapDomainError(err error) *problem.Details {
 		return notFound(problem.CodePartitionNotFound, "%v", err)
 	case errors.Is(err, metadata.ErrTopicExists):
 		return newProblem(http.StatusConflict, problem.CodeTopicExists, "%v", err)
+	case errors.Is(err, metadata.ErrPartitionQuota):
+		return newProblem(http.StatusConflict, problem.CodePartitionQuota, "%s", "the cluster's partition quota would be exceeded; delete topics or raise --max-cluster-partitions")
 	case errors.Is(err, metadata.ErrPartitionCount):
 		return badRequest(problem.CodeInvalidPartitions, "%v", err)
 	case errors.Is(err, metadata.ErrInvalidArgument):

@@ -58,7 +58,7 @@ func DefaultConfig() Config {
 		MaxRecordsPerRequest:    100_000,
 		MaxInflightRequestBytes: 256 << 20,
 		ReadyTimeout:            2 * time.Second,
-		MaxPartitions:           100_000,
+		MaxPartitions:           10_000,
 		TopicCacheTTL:           2 * time.Second,
 		MaxWait:                 30 * time.Second,
 		SSEHeartbeat:            15 * time.Second,

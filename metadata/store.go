@@ -26,6 +26,9 @@ type Config struct {
 	Logger          *slog.Logger
 	// Registerer receives the store's metrics; nil keeps them private.
 	Registerer prometheus.Registerer
+	// MaxClusterPartitions bounds the partitions of all topics together;
+	// 0 leaves them unbounded.
+	MaxClusterPartitions int64
 }
 
 // Session holds the bounds set on every Postgres session an agent opens,
@@ -103,7 +106,7 @@ func (s Session) Params(params map[string]string) {
 
 // DefaultConfig returns the defaults; URL must be set.
 func DefaultConfig() Config {
-	return Config{MaxConns: 16, ConnectTimeout: 5 * time.Second, Session: DefaultSession()}
+	return Config{MaxConns: 16, ConnectTimeout: 5 * time.Second, Session: DefaultSession(), MaxClusterPartitions: 100_000}
 }
 
 // Validate checks the config.
@@ -113,6 +116,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConns < 2 {
 		return fmt.Errorf("%w: max conns %d below 2", ErrInvalidArgument, c.MaxConns)
+	}
+	if c.MaxClusterPartitions < 0 {
+		return fmt.Errorf("%w: max cluster partitions must not be negative", ErrInvalidArgument)
 	}
 	if _, err := pgxpool.ParseConfig(c.URL); err != nil {
 		return fmt.Errorf("%w: database URL: %v", ErrInvalidArgument, err)
@@ -125,6 +131,8 @@ type Store struct {
 	pool    *pgxpool.Pool
 	logger  *slog.Logger
 	metrics *metrics
+	// maxPartitions bounds all topics' partitions together (0: unbounded).
+	maxPartitions int64
 }
 
 // Open connects a pool. It does not wait for Postgres to be reachable.
@@ -156,7 +164,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{pool: pool, logger: logger, metrics: m}, nil
+	return &Store{pool: pool, logger: logger, metrics: m, maxPartitions: cfg.MaxClusterPartitions}, nil
 }
 
 // Pool exposes the pool, for migrations and the LISTEN connection.

@@ -140,6 +140,9 @@ func (s *Store) CreateTopic(ctx context.Context, name string, partitions int32, 
 	}
 	var t Topic
 	err = s.inTx(ctx, "create topic", func(tx pgx.Tx) error {
+		if err := s.checkPartitionQuota(ctx, tx, int64(partitions)); err != nil {
+			return err
+		}
 		err := tx.QueryRow(ctx, `
 			INSERT INTO topics (name, partitions, config) VALUES ($1, $2, $3)
 			RETURNING id, name, partitions, config, created_at, updated_at`,
@@ -213,6 +216,33 @@ func (s *Store) Partitions(ctx context.Context, topicID int64) ([]PartitionInfo,
 	return out, s.classify("partitions", err)
 }
 
+// ErrPartitionQuota: the cluster's partition quota would be exceeded.
+var ErrPartitionQuota = errors.New("metadata: cluster partition quota exceeded")
+
+func init() { sentinels = append(sentinels, ErrPartitionQuota) }
+
+// partitionQuotaLock serializes the quota check of topic creations and
+// partition growth ("siltquo").
+const partitionQuotaLock int64 = 0x73696c7471756f
+
+// checkPartitionQuota fails, inside tx, when adding n partitions would
+// take all topics past the cluster quota. Creations and growths check one
+// at a time, under a transaction advisory lock.
+func (s *Store) checkPartitionQuota(ctx context.Context, tx pgx.Tx, n int64) error {
+	if s.maxPartitions <= 0 {
+		return nil
+	}
+	var total int64
+	if err := tx.QueryRow(ctx, `SELECT pg_advisory_xact_lock($1), (SELECT coalesce(sum(partitions), 0) FROM topics)`,
+		partitionQuotaLock).Scan(nil, &total); err != nil {
+		return err
+	}
+	if total+n > s.maxPartitions {
+		return fmt.Errorf("%w: the cluster has %d partitions; %d more would pass the quota of %d", ErrPartitionQuota, total, n, s.maxPartitions)
+	}
+	return nil
+}
+
 // addPartitions creates partitions [from, to) of a topic and their leases.
 func addPartitions(ctx context.Context, tx pgx.Tx, topicID int64, from, to int32) error {
 	_, err := tx.Exec(ctx, `
@@ -254,6 +284,9 @@ func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Top
 		if u.Partitions != nil && *u.Partitions != t.Partitions {
 			if *u.Partitions < t.Partitions {
 				return fmt.Errorf("%w: topic %q has %d, asked for %d", ErrPartitionCount, name, t.Partitions, *u.Partitions)
+			}
+			if err := s.checkPartitionQuota(ctx, tx, int64(*u.Partitions-t.Partitions)); err != nil {
+				return err
 			}
 			if err := addPartitions(ctx, tx, t.ID, t.Partitions, *u.Partitions); err != nil {
 				return err

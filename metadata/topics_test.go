@@ -118,3 +118,29 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("ping of closed port: %v, want ErrUnavailable", err)
 	}
 }
+
+// Topic creation and growth stop at the cluster's partition quota.
+func TestPartitionQuota(t *testing.T) {
+	t.Parallel()
+	s := metadatatest.Open(t, metadatatest.URL(t), func(c *metadata.Config) { c.MaxClusterPartitions = 10 })
+	ctx := context.Background()
+	if _, err := s.CreateTopic(ctx, "a", 6, metadata.DefaultTopicConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateTopic(ctx, "b", 5, metadata.DefaultTopicConfig()); !errors.Is(err, metadata.ErrPartitionQuota) {
+		t.Fatalf("past the quota: %v", err)
+	}
+	if _, err := s.CreateTopic(ctx, "b", 4, metadata.DefaultTopicConfig()); err != nil {
+		t.Fatalf("up to the quota: %v", err)
+	}
+	n := int32(7)
+	if _, err := s.AlterTopic(ctx, "a", metadata.TopicUpdate{Partitions: &n}); !errors.Is(err, metadata.ErrPartitionQuota) {
+		t.Fatalf("growth past the quota: %v", err)
+	}
+	if err := s.DeleteTopic(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AlterTopic(ctx, "a", metadata.TopicUpdate{Partitions: &n}); err != nil {
+		t.Fatalf("growth after a delete: %v", err)
+	}
+}

@@ -18,13 +18,15 @@ const (
 	CodeInvalidRecord    Code = "invalid_record"
 	// CodeInvalidTimestamp: a record's timestamp is outside the topic's
 	// message.timestamp.before.max.ms / after.max.ms bounds.
-	CodeInvalidTimestamp     Code = "invalid_timestamp"
-	CodeInvalidPartitions    Code = "invalid_partition_count"
-	CodeRouteNotFound        Code = "route_not_found"
-	CodeMethodNotAllowed     Code = "method_not_allowed"
-	CodeTopicNotFound        Code = "topic_not_found"
-	CodePartitionNotFound    Code = "partition_not_found"
-	CodeTopicExists          Code = "topic_exists"
+	CodeInvalidTimestamp  Code = "invalid_timestamp"
+	CodeInvalidPartitions Code = "invalid_partition_count"
+	CodeRouteNotFound     Code = "route_not_found"
+	CodeMethodNotAllowed  Code = "method_not_allowed"
+	CodeTopicNotFound     Code = "topic_not_found"
+	CodePartitionNotFound Code = "partition_not_found"
+	CodeTopicExists       Code = "topic_exists"
+	// CodePartitionQuota: the cluster-wide partition quota would be exceeded.
+	CodePartitionQuota       Code = "partition_quota_exceeded"
 	CodeRecordTooLarge       Code = "record_too_large"
 	CodeRequestTooLarge      Code = "request_too_large"
 	CodeTooManyRecords       Code = "too_many_records"

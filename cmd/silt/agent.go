@@ -25,6 +25,8 @@ type agentConfig struct {
 	MaxBufferBytes  int64
 	MaxRecordBytes  int64
 	MaxRequestBytes int64
+
+	MaxPartitionsPerTopic int
 }
 
 func defaultAgentConfig() agentConfig {
@@ -33,6 +35,7 @@ func defaultAgentConfig() agentConfig {
 	c.MaxBufferBytes = c.Agent.Batcher.MaxBufferBytes
 	c.MaxRecordBytes = int64(c.Agent.HTTP.MaxRecordBytes)
 	c.MaxRequestBytes = c.Agent.HTTP.MaxRequestBytes
+	c.MaxPartitionsPerTopic = int(c.Agent.HTTP.MaxPartitions)
 	return c
 }
 
@@ -65,6 +68,8 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.BytesVar(&ac.MaxRecordBytes, "max-record-bytes", ac.MaxRecordBytes, "largest record accepted (key + value + headers)")
 	fs.BytesVar(&ac.MaxRequestBytes, "max-request-bytes", ac.MaxRequestBytes, "largest produce request body")
 	fs.BytesVar(&c.HTTP.MaxInflightRequestBytes, "max-inflight-request-bytes", c.HTTP.MaxInflightRequestBytes, "bound on produce request bodies being read and parsed at once; past it produce gets 429")
+	fs.Int64Var(&c.MaxClusterPartitions, "max-cluster-partitions", c.MaxClusterPartitions, "most partitions of all topics together; topic creation and growth past it get 409 (0: no bound)")
+	fs.IntVar(&ac.MaxPartitionsPerTopic, "max-partitions-per-topic", ac.MaxPartitionsPerTopic, "most partitions one topic may have")
 	fs.IntVar(&c.HTTP.MaxRecordsPerRequest, "max-records-per-request", c.HTTP.MaxRecordsPerRequest, "most records in one produce request")
 	o, j := &c.Ownership, &c.Ownership.Janitor
 	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "how often this agent heartbeats into the registry")
@@ -104,6 +109,10 @@ func (ac *agentConfig) finish() error {
 	c.Batcher.MaxBufferBytes = ac.MaxBufferBytes
 	c.HTTP.MaxRecordBytes = int(ac.MaxRecordBytes)
 	c.HTTP.MaxRequestBytes = ac.MaxRequestBytes
+	if ac.MaxPartitionsPerTopic < 1 || ac.MaxPartitionsPerTopic > 1<<31-1 {
+		return errors.New("--max-partitions-per-topic must be a positive int32")
+	}
+	c.HTTP.MaxPartitions = int32(ac.MaxPartitionsPerTopic)
 	c.HTTP.Version = Version()
 	if c.DatabaseURL == "" {
 		return errors.New("--database-url (SILT_DATABASE_URL) is required")

@@ -54,6 +54,11 @@ func (fs *flagSet) IntVar(p *int, name string, def int, usage string) {
 	fs.add(name, usage)
 }
 
+func (fs *flagSet) Int64Var(p *int64, name string, def int64, usage string) {
+	fs.FlagSet.Int64Var(p, name, def, usage)
+	fs.add(name, usage)
+}
+
 func (fs *flagSet) BoolVar(p *bool, name string, def bool, usage string) {
 	fs.FlagSet.BoolVar(p, name, def, usage)
 	fs.add(name, usage)

@@ -32,6 +32,8 @@ type Config struct {
 	// DBSession bounds every Postgres session (lock, statement and
 	// idle-in-transaction timeouts, TCP keepalives).
 	DBSession metadata.Session
+	// MaxClusterPartitions bounds the partitions of all topics together.
+	MaxClusterPartitions int64
 	// DrainDelay: on shutdown, /readyz fails this long before the listener
 	// closes, for load balancers that cannot retry elsewhere.
 	DrainDelay      time.Duration
@@ -50,14 +52,15 @@ type Config struct {
 // ObjectStore must be filled in.
 func DefaultConfig() Config {
 	return Config{
-		DBMaxConns:      16,
-		DBSession:       metadata.DefaultSession(),
-		ShutdownTimeout: 30 * time.Second,
-		HTTP:            agent.DefaultConfig(),
-		Batcher:         batcher.DefaultConfig(),
-		Fetch:           fetch.DefaultConfig(),
-		Ownership:       ownership.DefaultConfig(),
-		Groups:          groups.DefaultConfig(),
+		DBMaxConns:           16,
+		DBSession:            metadata.DefaultSession(),
+		MaxClusterPartitions: metadata.DefaultConfig().MaxClusterPartitions,
+		ShutdownTimeout:      30 * time.Second,
+		HTTP:                 agent.DefaultConfig(),
+		Batcher:              batcher.DefaultConfig(),
+		Fetch:                fetch.DefaultConfig(),
+		Ownership:            ownership.DefaultConfig(),
+		Groups:               groups.DefaultConfig(),
 	}
 }
 
@@ -151,6 +154,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	mcfg.URL = cfg.DatabaseURL
 	mcfg.MaxConns = int32(cfg.DBMaxConns)
 	mcfg.Session = cfg.DBSession
+	mcfg.MaxClusterPartitions = cfg.MaxClusterPartitions
 	mcfg.ApplicationName = "silt agent " + cfg.AgentID
 	mcfg.Logger = logger
 	mcfg.Registerer = a.reg
