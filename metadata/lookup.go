@@ -20,10 +20,13 @@ type BatchRef struct {
 	SegmentKind  string // flush, merged or compacted
 	SegmentSize  int64
 	SegmentAt    time.Time // when the segment object was registered
-	// SegmentAge is the segment's age on Postgres's clock (ListBatches only).
-	SegmentAge time.Duration
-	ByteOffset int64
-	ByteLength int32
+	// SegmentAge is the segment's age on Postgres's clock, and
+	// DeleteHorizon the chunk's compaction tombstone horizon (Unix ms,
+	// 0: none); ListBatches only.
+	SegmentAge    time.Duration
+	DeleteHorizon int64
+	ByteOffset    int64
+	ByteLength    int32
 }
 
 // PartitionState is a partition's offsets at the time of a lookup.

@@ -160,7 +160,7 @@ func (s *Store) Owners(ctx context.Context) ([]OwnedPartition, error) {
 func (s *Store) ListBatches(ctx context.Context, topicID int64, partition int32, offset int64, limit int) ([]BatchRef, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.id, s.key, s.kind, s.size, s.created_at,
-		       now() - s.created_at, b.byte_offset, b.byte_length
+		       now() - s.created_at, b.byte_offset, b.byte_length, coalesce(b.delete_horizon, 0)
 		FROM batches b JOIN segments s ON s.id = b.segment_id
 		WHERE b.topic_id = $1 AND b.partition = $2 AND b.last_offset >= $3
 		ORDER BY b.last_offset LIMIT $4`, topicID, partition, offset, limit)
@@ -170,7 +170,7 @@ func (s *Store) ListBatches(ctx context.Context, topicID int64, partition int32,
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (BatchRef, error) {
 		var b BatchRef
 		err := r.Scan(&b.BaseOffset, &b.LastOffset, &b.Records, &b.MaxTimestamp, &b.SegmentID, &b.SegmentKey, &b.SegmentKind, &b.SegmentSize,
-			&b.SegmentAt, &b.SegmentAge, &b.ByteOffset, &b.ByteLength)
+			&b.SegmentAt, &b.SegmentAge, &b.ByteOffset, &b.ByteLength, &b.DeleteHorizon)
 		return b, err
 	})
 	return out, s.classify("list batches", err)
@@ -195,6 +195,9 @@ type NewChunk struct {
 	MaxTimestamp int64
 	ByteOffset   int64
 	ByteLength   int32
+	// DeleteHorizon (Unix ms, Postgres's clock; 0: none) is when the
+	// chunk's tombstones may go.
+	DeleteHorizon int64
 }
 
 // SwapBatches atomically replaces index rows with chunks of a registered
@@ -210,6 +213,7 @@ func (s *Store) SwapBatches(ctx context.Context, agentID string, l Lease, old []
 		bases[i], segs[i] = b.BaseOffset, b.SegmentID
 	}
 	base := make([]int64, len(chunks))
+	horizon := make([]int64, len(chunks))
 	last := make([]int64, len(chunks))
 	maxTS := make([]int64, len(chunks))
 	byteOff := make([]int64, len(chunks))
@@ -217,12 +221,21 @@ func (s *Store) SwapBatches(ctx context.Context, agentID string, l Lease, old []
 	length := make([]int32, len(chunks))
 	for i, c := range chunks {
 		base[i], last[i], maxTS[i], byteOff[i], count[i], length[i] = c.BaseOffset, c.LastOffset, c.MaxTimestamp, c.ByteOffset, c.Records, c.ByteLength
+		horizon[i] = c.DeleteHorizon
 	}
 	_, err := s.pool.Exec(ctx, `SELECT silt_swap_batches($1::text, $2::bigint, $3::integer, $4::bigint, $5::bigint[], $6::bigint[],
-		$7::bigint, $8::bigint, $9::bigint[], $10::bigint[], $11::integer[], $12::bigint[], $13::bigint[], $14::integer[])`,
+		$7::bigint, $8::bigint, $9::bigint[], $10::bigint[], $11::integer[], $12::bigint[], $13::bigint[], $14::integer[], $15::bigint[])`,
 		pgx.QueryExecModeSimpleProtocol, agentID, l.TopicID, l.Partition, l.Epoch, bases, segs,
-		segmentID, segmentSize, base, last, count, maxTS, byteOff, length)
+		segmentID, segmentSize, base, last, count, maxTS, byteOff, length, horizon)
 	return s.classify("swap batches", err)
+}
+
+// Now returns Postgres's clock, for decisions that must not depend on an
+// agent's.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	var now time.Time
+	err := s.pool.QueryRow(ctx, `SELECT now()`).Scan(&now)
+	return now, s.classify("now", err)
 }
 
 // SegmentRef names a segment row and its object.

@@ -29,6 +29,11 @@ DROP INDEX segments_unreferenced;
 CREATE INDEX segments_unreferenced ON segments (unreferenced_at) WHERE state = 'unreferenced';
 CREATE INDEX segments_deadline ON segments (deadline) WHERE state IN ('pending', 'deleting');
 
+-- Compaction's tombstone horizon, per chunk, as Kafka's delete horizon: set
+-- (Postgres's clock, ms) when the cleaner first sees a chunk with
+-- tombstones, to then + delete.retention.ms; its tombstones go after it.
+ALTER TABLE batches ADD COLUMN delete_horizon bigint;
+
 -- Issued producer ids: random, so that they cannot be guessed, and only
 -- issued ids are accepted. epoch grows when a producer id is re-initialised
 -- (Kafka's InitProducerId); writes with an older epoch are fenced.
@@ -328,7 +333,7 @@ CREATE FUNCTION silt_swap_batches(
     old_bases bigint[], old_segments bigint[],
     p_segment_id bigint, p_segment_size bigint,
     n_base bigint[], n_last bigint[], n_records integer[], n_max_ts bigint[],
-    n_byte_offset bigint[], n_byte_length integer[]) RETURNS void
+    n_byte_offset bigint[], n_byte_length integer[], n_horizon bigint[]) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
     deleted integer;
@@ -352,9 +357,9 @@ BEGIN
             USING ERRCODE = 'SLT03';
     END IF;
     INSERT INTO batches (topic_id, partition, base_offset, last_offset, record_count, max_timestamp,
-                         segment_id, byte_offset, byte_length)
-    SELECT p_topic, p_part, r.b, r.l, r.c, r.m, p_segment_id, r.o, r.n
-    FROM unnest(n_base, n_last, n_records, n_max_ts, n_byte_offset, n_byte_length) AS r(b, l, c, m, o, n);
+                         segment_id, byte_offset, byte_length, delete_horizon)
+    SELECT p_topic, p_part, r.b, r.l, r.c, r.m, p_segment_id, r.o, r.n, nullif(r.h, 0)
+    FROM unnest(n_base, n_last, n_records, n_max_ts, n_byte_offset, n_byte_length, n_horizon) AS r(b, l, c, m, o, n, h);
     SELECT coalesce(sum(x), 0) INTO new_bytes FROM unnest(n_byte_length) AS x;
     UPDATE partitions SET total_bytes = greatest(total_bytes - old_bytes + new_bytes, 0)
     WHERE topic_id = p_topic AND partition = p_part;

@@ -2,118 +2,262 @@ package ownership
 
 import (
 	"context"
-	"time"
+	"fmt"
+	"io"
 
 	"silt/metadata"
 	"silt/segment"
 )
 
-// compactChunkBytes is the record bytes after which compaction starts a
-// new chunk.
-const compactChunkBytes = 1 << 20
+// indexPage is how many index rows a janitor duty reads at a time.
+const indexPage = 1000
 
-// compact keeps the latest record per key in all but the newest chunk of
-// a cleanup.policy=compact partition, drops tombstones older than
-// delete.retention.ms, and swaps the survivors in with their offsets kept
-// (leaving gaps, as Kafka does). Records without a key are kept.
+// offsetMap is the cleaner's map from key to its latest offset in the
+// dirty section, bounded by an estimate of its memory (Kafka's
+// log.cleaner.dedupe.buffer.size).
+type offsetMap struct {
+	latest map[string]int64
+	bytes  int64
+	limit  int64
+}
+
+// mapEntryOverhead estimates a map entry's bytes besides its key: the
+// string header, the offset and the map's own bookkeeping.
+const mapEntryOverhead = 48
+
+// put records off as key's latest offset; it returns false, recording
+// nothing, when the key is new and the map is full.
+func (m *offsetMap) put(key []byte, off int64) bool {
+	if _, ok := m.latest[string(key)]; ok {
+		m.latest[string(key)] = off
+		return true
+	}
+	size := int64(len(key)) + mapEntryOverhead
+	if m.bytes+size > m.limit {
+		return false
+	}
+	m.latest[string(key)] = off
+	m.bytes += size
+	return true
+}
+
+// compact cleans a cleanup.policy=compact partition in bounded passes,
+// as Kafka's log cleaner does. A pass reads the dirty section (from the
+// last pass's end to the newest chunk, which stays as it is) into a map of
+// each key's latest offset, stopping when the map reaches
+// CompactMapBytes; then it recopies the log from its start up to where the
+// map stopped, chunk by chunk: a record goes when a later record of its
+// key is in the map, and a tombstone goes once its chunk's delete horizon
+// passed. The horizon is set when the cleaner first sees a chunk with
+// tombstones, to then + delete.retention.ms, on Postgres's clock. Chunks
+// keep their offsets and boundaries (offsets get gaps, as in Kafka; a
+// chunk left empty goes); runs of changed chunks are written to new
+// segments of up to MergeTargetBytes and swapped in. Memory is bounded by
+// the map and one chunk at a time.
 func (j *janitor) compact(ctx context.Context, l metadata.Lease, t metadata.Topic, p metadata.PartitionInfo) error {
 	if last, ok := j.compacted[l]; ok && last == p.HighWatermark {
 		return nil // nothing new since the last clean pass
 	}
-	if p.TotalBytes > j.cfg.CompactMaxBytes {
-		j.o.logger.Warn("partition too large to compact", "topic", t.Name, "partition", l.Partition, "bytes", p.TotalBytes, "max", j.cfg.CompactMaxBytes)
-		return nil
-	}
-	refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, p.LogStartOffset, maxIndexRows)
+	pgNow, err := j.o.store.Now(ctx)
 	if err != nil {
 		return err
 	}
-	if len(refs) < 2 {
-		return nil
-	}
-	raw, err := j.readChunks(ctx, refs)
+	now := pgNow.UnixMilli()
+	dirtyFrom := max(j.cleanedTo[l], p.LogStartOffset)
+	m := &offsetMap{latest: map[string]int64{}, limit: j.cfg.CompactMapBytes}
+	upper, err := j.scanDirty(ctx, l, p, dirtyFrom, m)
 	if err != nil {
 		return err
 	}
-	batches := make([]*segment.Batch, len(refs))
-	latest := map[string]int64{}
-	for i, c := range raw {
-		b, err := segment.DecodeBatch(c, segment.DecodeOptions{})
-		if err != nil {
-			return err
-		}
-		batches[i] = b
-		for _, r := range b.Records {
-			if r.Key != nil {
-				latest[string(r.Key)] = refs[i].BaseOffset + int64(r.OffsetDelta)
-			}
-		}
-	}
-	horizon := time.Now().UnixMilli() - t.Config.DeleteRetentionMs
-	cleanable := refs[:len(refs)-1] // the newest chunk stays as it is
-	var (
-		keep    []segment.Record
-		keepOff []int64
-		removed int
-		total   int64
-	)
-	builder := segment.NewBuilder(segment.NewEncoder())
-	var news []metadata.NewChunk
-	var size int64
-	emit := func() error {
-		if len(keep) == 0 {
-			return nil
-		}
-		base := keepOff[0]
-		var maxTS int64
-		for i := range keep {
-			keep[i].OffsetDelta = int32(keepOff[i] - base)
-			maxTS = max(maxTS, keep[i].Timestamp)
-		}
-		ref, err := builder.Add(segment.ChunkKey{TopicID: l.TopicID, Partition: l.Partition}, keep, segment.BatchOptions{Compression: segment.CompressionZstd})
-		if err != nil {
-			return err
-		}
-		news = append(news, metadata.NewChunk{BaseOffset: base, LastOffset: keepOff[len(keepOff)-1], Records: int32(len(keep)),
-			MaxTimestamp: maxTS, ByteOffset: ref.Offset, ByteLength: int32(ref.Length)})
-		keep, keepOff, size = nil, nil, 0
-		return nil
-	}
-	for i := range cleanable {
-		total += int64(refs[i].ByteLength)
-		for _, r := range batches[i].Records {
-			off := refs[i].BaseOffset + int64(r.OffsetDelta)
-			switch {
-			case r.Key != nil && latest[string(r.Key)] != off:
-				removed++ // superseded by a later record of the key
-				continue
-			case r.Key != nil && r.Value == nil && r.Timestamp < horizon:
-				removed++ // a tombstone past delete.retention.ms
-				continue
-			}
-			keep = append(keep, r)
-			keepOff = append(keepOff, off)
-			size += int64(len(r.Key) + len(r.Value))
-			if size >= compactChunkBytes {
-				if err := emit(); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	if removed == 0 {
+	j.o.metrics.compactMapBytes.Set(float64(m.bytes))
+	if upper <= dirtyFrom {
 		j.compacted[l] = p.HighWatermark
 		return nil
 	}
-	if err := emit(); err != nil {
+	c := cleaner{j: j, l: l, t: t, m: m, now: now}
+	if err := c.recopy(ctx, p.LogStartOffset, upper); err != nil {
 		return err
 	}
-	if err := j.writeAndSwap(ctx, l, builder, cleanable, news, metadata.KindCompacted); err != nil {
+	j.cleanedTo[l] = upper
+	if upper >= p.HighWatermark-1 || c.reachedHead {
+		j.compacted[l] = p.HighWatermark
+	}
+	j.o.logger.Debug("compacted", "topic", t.Name, "partition", l.Partition, "to", upper,
+		"removed_records", c.removed, "rewritten_chunks", c.rewritten, "map_keys", len(m.latest))
+	return nil
+}
+
+// scanDirty reads the chunks from offset from up to, not including, the
+// partition's newest chunk into m, and returns the end of what it read:
+// the offset after the last chunk whose keys all fit.
+func (j *janitor) scanDirty(ctx context.Context, l metadata.Lease, p metadata.PartitionInfo, from int64, m *offsetMap) (int64, error) {
+	upper := from
+	var b segment.Batch
+	for {
+		refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, from, indexPage)
+		if err != nil {
+			return upper, err
+		}
+		for _, r := range refs {
+			if r.LastOffset >= p.HighWatermark-1 {
+				return upper, nil // the newest chunk is not cleaned
+			}
+			raw, err := j.readChunk(ctx, r)
+			if err != nil {
+				return upper, err
+			}
+			if err := b.Decode(raw, segment.DecodeOptions{}); err != nil {
+				return upper, fmt.Errorf("compact %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+			}
+			for _, rec := range b.Records {
+				if rec.Key != nil && !m.put(rec.Key, r.BaseOffset+int64(rec.OffsetDelta)) {
+					return upper, nil // full: this chunk waits for the next pass
+				}
+			}
+			upper = r.LastOffset + 1
+		}
+		if len(refs) < indexPage {
+			return upper, nil
+		}
+		from = refs[len(refs)-1].LastOffset + 1
+	}
+}
+
+// readChunk reads one chunk's bytes.
+func (j *janitor) readChunk(ctx context.Context, r metadata.BatchRef) ([]byte, error) {
+	rc, err := j.o.bucket.GetRange(ctx, r.SegmentKey, r.ByteOffset, int64(r.ByteLength))
+	if err != nil {
+		return nil, fmt.Errorf("read %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+	}
+	defer rc.Close()
+	b := make([]byte, r.ByteLength)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		return nil, fmt.Errorf("read %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+	}
+	return b, nil
+}
+
+// cleaner is one compaction pass's recopy.
+type cleaner struct {
+	j   *janitor
+	l   metadata.Lease
+	t   metadata.Topic
+	m   *offsetMap
+	now int64 // Postgres's clock, Unix ms
+
+	// The run of changed chunks being written.
+	builder *segment.Builder
+	old     []metadata.BatchRef
+	news    []metadata.NewChunk
+	bytes   int64
+
+	removed, rewritten int
+	reachedHead        bool
+}
+
+// recopy cleans the chunks from offset from up to upper.
+func (c *cleaner) recopy(ctx context.Context, from, upper int64) error {
+	var b segment.Batch
+	for {
+		refs, err := c.j.o.store.ListBatches(ctx, c.l.TopicID, c.l.Partition, from, indexPage)
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			if r.LastOffset >= upper {
+				return c.flush(ctx)
+			}
+			raw, err := c.j.readChunk(ctx, r)
+			if err != nil {
+				return err
+			}
+			if err := b.Decode(raw, segment.DecodeOptions{}); err != nil {
+				return fmt.Errorf("compact %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+			}
+			if err := c.clean(ctx, r, raw, &b); err != nil {
+				return err
+			}
+		}
+		if len(refs) < indexPage {
+			c.reachedHead = true
+			return c.flush(ctx)
+		}
+		from = refs[len(refs)-1].LastOffset + 1
+	}
+}
+
+// clean decides one chunk: left as it is, or rewritten into the current
+// run (filtered, or only given its delete horizon).
+func (c *cleaner) clean(ctx context.Context, r metadata.BatchRef, raw []byte, b *segment.Batch) error {
+	horizon := r.DeleteHorizon
+	tombstonesGo := horizon > 0 && horizon <= c.now
+	keep := b.Records[:0:0]
+	removed, tombstones := 0, false
+	for _, rec := range b.Records {
+		off := r.BaseOffset + int64(rec.OffsetDelta)
+		if rec.Key != nil {
+			if latest, ok := c.m.latest[string(rec.Key)]; ok && latest > off {
+				removed++ // superseded by a later record of its key
+				continue
+			}
+			if rec.Value == nil {
+				if tombstonesGo {
+					removed++ // a tombstone past its horizon
+					continue
+				}
+				tombstones = true
+			}
+		}
+		keep = append(keep, rec)
+	}
+	newHorizon := horizon
+	if tombstones && horizon == 0 {
+		newHorizon = c.now + c.t.Config.DeleteRetentionMs // first seen by the cleaner
+	}
+	if removed == 0 && newHorizon == horizon {
+		// Unchanged: it stays where it is, and ends the run before it.
+		return c.flush(ctx)
+	}
+	if c.builder == nil {
+		c.builder = segment.NewBuilder(segment.NewEncoder())
+	}
+	key := segment.ChunkKey{TopicID: c.l.TopicID, Partition: c.l.Partition}
+	c.old = append(c.old, r)
+	c.bytes += int64(r.ByteLength)
+	c.removed += removed
+	c.rewritten++
+	if len(keep) > 0 {
+		var ref segment.ChunkRef
+		var err error
+		if removed == 0 {
+			ref, err = c.builder.AddRaw(key, raw) // only the horizon changes
+		} else {
+			ref, err = c.builder.Add(key, keep, segment.BatchOptions{Compression: segment.CompressionZstd})
+		}
+		if err != nil {
+			return fmt.Errorf("compact %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+		}
+		c.news = append(c.news, metadata.NewChunk{
+			BaseOffset: r.BaseOffset, LastOffset: r.BaseOffset + int64(ref.LastOffsetDelta), Records: ref.Records,
+			MaxTimestamp: ref.MaxTimestamp, ByteOffset: ref.Offset, ByteLength: int32(ref.Length), DeleteHorizon: newHorizon,
+		})
+	}
+	if int64(c.builder.Len()) >= c.j.cfg.MergeTargetBytes {
+		return c.flush(ctx)
+	}
+	return nil
+}
+
+// flush writes the current run as a new segment and swaps it in.
+func (c *cleaner) flush(ctx context.Context) error {
+	if len(c.old) == 0 {
+		return nil
+	}
+	defer func() { c.builder, c.old, c.news, c.bytes = nil, nil, nil, 0 }()
+	if err := c.j.writeAndSwap(ctx, c.l, c.builder, c.old, c.news, metadata.KindCompacted); err != nil {
 		return err
 	}
-	j.compacted[l] = p.HighWatermark
-	j.o.metrics.rewritten.WithLabelValues("compact").Add(float64(total))
-	j.o.logger.Debug("compacted", "topic", t.Name, "partition", l.Partition, "removed_records", removed, "chunks", len(news))
-	j.pace(ctx, total)
+	c.j.o.metrics.rewritten.WithLabelValues("compact").Add(float64(c.bytes))
+	c.j.pace(ctx, c.bytes)
 	return nil
 }

@@ -36,9 +36,11 @@ type JanitorConfig struct {
 	MergeTargetBytes     int64
 
 	// CompactInterval is how often compacted topics' partitions are
-	// cleaned; partitions larger than CompactMaxBytes are skipped.
+	// cleaned; one pass maps at most CompactMapBytes of keys (Kafka's
+	// log.cleaner.dedupe.buffer.size), and a partition with more keys is
+	// cleaned over several passes.
 	CompactInterval time.Duration
-	CompactMaxBytes int64
+	CompactMapBytes int64
 
 	// GCInterval is how often unreferenced objects are swept; they are
 	// deleted GCGrace after they became unreferenced.
@@ -86,7 +88,7 @@ func DefaultConfig() Config {
 			MergeMinChunks:        8,
 			MergeTargetBytes:      32 << 20,
 			CompactInterval:       5 * time.Minute,
-			CompactMaxBytes:       256 << 20,
+			CompactMapBytes:       64 << 20,
 			GCInterval:            time.Minute,
 			GCGrace:               5 * time.Minute,
 			OrphanInterval:        15 * time.Minute,
@@ -129,8 +131,8 @@ func (c Config) Validate() error {
 		return errors.New("ownership: rewrite timeout must be at least 1s")
 	case j.MergeMinChunks < 2 || j.MergeTargetBytes < 1 || j.MergeSmallChunkBytes < 1:
 		return errors.New("ownership: merge needs at least 2 chunks and positive sizes")
-	case j.RewriteBytesPerSecond < 1 || j.CompactMaxBytes < 1:
-		return errors.New("ownership: rewrite rate and compaction bound must be positive")
+	case j.RewriteBytesPerSecond < 1 || j.CompactMapBytes < 1024:
+		return errors.New("ownership: rewrite rate must be positive and the compaction map at least 1 KiB")
 	case j.KeyPrefix == "":
 		return errors.New("ownership: key prefix is required")
 	}

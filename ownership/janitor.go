@@ -33,6 +33,7 @@ type JanitorStore interface {
 	AcquireJanitorLock(ctx context.Context, name, agentID string, ttl time.Duration) (bool, error)
 	ExpireProducers(ctx context.Context, age time.Duration, limit int) (states, producers int64, err error)
 	ExpireGroups(ctx context.Context, retention time.Duration, limit int) (int64, error)
+	Now(ctx context.Context) (time.Time, error)
 	ReleaseJanitorLock(ctx context.Context, name, agentID string) error
 }
 
@@ -50,6 +51,7 @@ type janitor struct {
 
 	due        map[dutyKey]time.Time    // next visit per partition and duty
 	compacted  map[metadata.Lease]int64 // high watermark at the last clean compaction
+	cleanedTo  map[metadata.Lease]int64 // where the last compaction pass stopped
 	lastGC     time.Time
 	lastScan   time.Time
 	lastExpiry time.Time
@@ -64,7 +66,7 @@ type dutyKey struct {
 }
 
 func newJanitor(o *Owner) *janitor {
-	return &janitor{o: o, cfg: o.cfg.Janitor, due: map[dutyKey]time.Time{}, compacted: map[metadata.Lease]int64{},
+	return &janitor{o: o, cfg: o.cfg.Janitor, due: map[dutyKey]time.Time{}, compacted: map[metadata.Lease]int64{}, cleanedTo: map[metadata.Lease]int64{},
 		entropy: ulid.Monotonic(rand.Reader, 0), lastScan: time.Now()}
 }
 
@@ -158,6 +160,11 @@ func (j *janitor) pass(ctx context.Context) {
 	for l := range j.compacted {
 		if !held[l] {
 			delete(j.compacted, l)
+		}
+	}
+	for l := range j.cleanedTo {
+		if !held[l] {
+			delete(j.cleanedTo, l)
 		}
 	}
 	if now.Sub(j.lastGC) >= j.cfg.GCInterval {

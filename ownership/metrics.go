@@ -17,6 +17,8 @@ type metrics struct {
 	mergePending   prometheus.Gauge
 	orphansAdopted prometheus.Counter
 	expired        *prometheus.CounterVec
+	// compactMapBytes is the size of the last compaction pass's key map.
+	compactMapBytes prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,11 +46,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "silt_janitor_expired_total", Help: "Idle producer ids, their per-partition state, and empty consumer groups expired, by kind.",
 		}, []string{"kind"}),
+		compactMapBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "silt_janitor_compact_map_bytes", Help: "Estimated bytes of the last compaction pass's map of keys to latest offsets (bounded by --compact-map-bytes).",
+		}),
 		orphansAdopted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "silt_janitor_orphans_adopted_total", Help: "Objects found in the bucket without a segment row, given one to be deleted after the orphan age.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.leases, m.claims, m.runs, m.rewritten, m.deleted, m.retentionFreed, m.retentionOver, m.mergePending, m.orphansAdopted, m.expired} {
+	for _, c := range []prometheus.Collector{m.leases, m.claims, m.runs, m.rewritten, m.deleted, m.retentionFreed, m.retentionOver, m.mergePending, m.orphansAdopted, m.expired, m.compactMapBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ownership metrics: %w", err)
 		}

@@ -81,6 +81,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&j.MergeMinAge, "merge-min-age", j.MergeMinAge, "chunks younger than this are left for tail readers")
 	fs.BytesVar(&j.MergeTargetBytes, "merge-target-bytes", j.MergeTargetBytes, "size of the per-partition segments merging writes")
 	fs.DurationVar(&j.CompactInterval, "compact-interval", j.CompactInterval, "how often compacted topics' partitions are cleaned")
+	fs.BytesVar(&j.CompactMapBytes, "compact-map-bytes", j.CompactMapBytes, "memory for one compaction pass's map of keys to their latest offsets (Kafka's log.cleaner.dedupe.buffer.size); a partition with more keys is cleaned over several passes")
 	fs.DurationVar(&j.GCInterval, "gc-interval", j.GCInterval, "how often objects of unreferenced and expired segments are deleted")
 	fs.DurationVar(&j.GCGrace, "gc-grace", j.GCGrace, "how long an unreferenced object stays for reads in flight")
 	fs.DurationVar(&j.OrphanInterval, "orphan-interval", j.OrphanInterval, "how often the bucket is scanned for orphans of failed flushes")
