@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 
@@ -35,6 +37,23 @@ func badRequest(code problem.Code, format string, args ...any) *problem.Details 
 
 func notFound(code problem.Code, format string, args ...any) *problem.Details {
 	return newProblem(http.StatusNotFound, code, format, args...)
+}
+
+// readError is the problem for a request body that could not be read:
+// its chunked framing is broken, or it ended before its length or its
+// last chunk. Either is the client's doing, never the agent's; the
+// detail names no address (a connection error's text would).
+func readError(err error) *problem.Details {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return badRequest(problem.CodeBadRequest, "the request body ended before its declared length or its last chunk")
+	case errors.As(err, &ne), errors.Is(err, net.ErrClosed):
+		return badRequest(problem.CodeBadRequest, "the request body could not be read: the connection failed")
+	}
+	// net/http's chunked reader: "malformed chunked encoding", "invalid
+	// byte in chunk length" and the like, which name no address.
+	return badRequest(problem.CodeBadRequest, "the request body's chunked transfer coding is invalid: %v", err)
 }
 
 // writeProblem sends p as the response.

@@ -204,8 +204,13 @@ func (s *Server) produce(c echo.Context) error {
 	return c.JSON(http.StatusOK, resp)
 }
 
-// bodyError maps body read errors (size limit) to problems.
+// bodyError maps the errors of reading and parsing a produce body to
+// problems: every one is the client's doing.
 func bodyError(err error, limit int64) error {
+	var p *problem.Details
+	if errors.As(err, &p) {
+		return err
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", limit)
@@ -216,7 +221,7 @@ func bodyError(err error, limit int64) error {
 	if errors.Is(err, binformat.ErrMalformed) {
 		return badRequest(problem.CodeInvalidRecord, "%v", err)
 	}
-	return err
+	return readError(err)
 }
 
 // position is a request record's part and index within it.

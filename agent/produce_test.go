@@ -514,6 +514,36 @@ func TestBadRequestsAreProblems(t *testing.T) {
 			wantProblem(t, status, hdr, b, c.status, c.code)
 		})
 	}
+	// Bodies whose chunked framing is broken or cut short, on every route
+	// that reads a body: the client's mistake, 400, never 500.
+	badFraming := map[string]func(body string) string{
+		"chunk size not hex":   func(b string) string { return "zz\r\n" + b + "\r\n0\r\n\r\n" },
+		"negative chunk size":  func(b string) string { return "-1\r\n" + b + "\r\n0\r\n\r\n" },
+		"chunk size too large": func(b string) string { return "fffffffffffffffffff\r\n" + b },
+		"chunk cut short":      func(b string) string { return fmt.Sprintf("%x\r\n%s", len(b)+100, b) },
+		"chunk without CRLF":   func(b string) string { return fmt.Sprintf("%x\r\n%sXX0\r\n\r\n", len(b), b) },
+		"no last chunk":        func(b string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(b), b) },
+		"truncated size line":  func(string) string { return "1" },
+		"trailer never ends":   func(b string) string { return fmt.Sprintf("%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n", len(b), b) },
+	}
+	binBody := string(binformat.AppendRequest(nil, &binformat.Request{Records: []binformat.Record{{Partition: -1, Timestamp: -1, Value: []byte("v")}}}))
+	for _, route := range []struct{ method, path, ct, body string }{
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1}]}`},
+		{"POST", "/v1/topics/t/partitions/0/records", "application/x-ndjson", "{\"value\":1}\n"},
+		{"POST", "/v1/topics/t/records", binformat.MediaType, binBody},
+		{"POST", "/v1/topics", "application/json", `{"name":"chunky"}`},
+		{"PATCH", "/v1/topics/t", "application/json", `{"partitions":3}`},
+		{"POST", "/v1/groups/g/members", "application/json", `{"topics":["t"]}`},
+		{"POST", "/v1/groups/g/members/m-1/heartbeat", "application/json", `{"generation":1}`},
+		{"POST", "/v1/groups/g/offsets", "application/json", `{"offsets":[{"topic":"t","partition":0,"offset":0}]}`},
+	} {
+		for name, framing := range badFraming {
+			t.Run("chunked "+route.method+" "+route.path+" "+route.ct+" "+name, func(t *testing.T) {
+				status, hdr, b := rawCall(t, a.URL, chunkedRequest(route.method, route.path, route.ct, framing(route.body)))
+				wantProblem(t, status, hdr, b, http.StatusBadRequest, problem.CodeBadRequest)
+			})
+		}
+	}
 	// Nothing above was written.
 	if hw := highWatermarks(t, a, "t"); hw[0] != 0 || hw[1] != 0 {
 		t.Fatalf("bad requests wrote records: %v", hw)

@@ -103,7 +103,7 @@ func decodeJSON(c echo.Context, v any) error {
 		if errors.As(err, &mbe) {
 			return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "body exceeds %d bytes", maxJSONBody)
 		}
-		return badRequest(problem.CodeBadRequest, "read body: %v", err)
+		return readError(err)
 	}
 	return strictUnmarshal(body, v)
 }
