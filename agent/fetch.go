@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -325,7 +326,7 @@ func (s *Server) stream(c echo.Context) error {
 	}
 	if last := c.Request().Header.Get("Last-Event-ID"); last != "" {
 		n, err := strconv.ParseInt(last, 10, 64)
-		if err != nil || n < -1 {
+		if err != nil || n < -1 || n == math.MaxInt64 {
 			return badRequest(problem.CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
 		}
 		fp.req.Offset = n + 1

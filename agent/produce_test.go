@@ -507,6 +507,12 @@ func TestBadRequestsAreProblems(t *testing.T) {
 		{"delete missing", "DELETE", "/v1/topics/nope", "", ``, 404, problem.CodeTopicNotFound},
 		{"unknown route", "GET", "/v1/nothing", "", ``, 404, problem.CodeRouteNotFound},
 		{"wrong method", "PUT", "/v1/topics", "", ``, 405, problem.CodeMethodNotAllowed},
+		{"NUL member id", "POST", "/v1/groups/g/members/%00/heartbeat", "application/json", `{"generation":1}`, 400, problem.CodeInvalidParameter},
+		{"non-UTF-8 member id", "DELETE", "/v1/groups/g/members/%ff", "", ``, 400, problem.CodeInvalidParameter},
+		{"member id too long", "GET", "/v1/groups/g/members/" + strings.Repeat("m", 256) + "/records", "", ``, 400, problem.CodeInvalidParameter},
+		{"NUL member id in join", "POST", "/v1/groups/g/members", "application/json", `{"topics":["t"],"member_id":"\u0000"}`, 400, problem.CodeInvalidParameter},
+		{"NUL in commit metadata", "POST", "/v1/groups/g/offsets", "application/json", `{"offsets":[{"topic":"t","partition":0,"offset":0,"metadata":"a\u0000"}]}`, 400, problem.CodeInvalidParameter},
+		{"bad group name", "POST", "/v1/groups/a%20b/members", "application/json", `{"topics":["t"]}`, 400, problem.CodeInvalidGroupName},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -514,6 +520,9 @@ func TestBadRequestsAreProblems(t *testing.T) {
 			wantProblem(t, status, hdr, b, c.status, c.code)
 		})
 	}
+	// A Last-Event-ID past the largest offset.
+	status, hdr, b := call(t, "GET", a.URL+"/v1/topics/t/partitions/0/stream", "", nil, "Accept", "text/event-stream", "Last-Event-ID", "9223372036854775807")
+	wantProblem(t, status, hdr, b, http.StatusBadRequest, problem.CodeInvalidParameter)
 	// Bodies whose chunked framing is broken or cut short, on every route
 	// that reads a body: the client's mistake, 400, never 500.
 	badFraming := map[string]func(body string) string{

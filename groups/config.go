@@ -89,3 +89,15 @@ func ValidName(name string) error {
 	}
 	return nil
 }
+
+// memberIDRE bounds the member ids a request may name. The coordinator
+// issues "m-" and a lowercase ULID; anything else is no member's.
+var memberIDRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,255}$`)
+
+// ValidMemberID reports whether id could be a member id.
+func ValidMemberID(id string) error {
+	if !memberIDRE.MatchString(id) {
+		return fmt.Errorf("%w: member id %q is not one this group issued (1 to 255 characters of [a-zA-Z0-9._-])", ErrInvalidArgument, id)
+	}
+	return nil
+}

@@ -196,6 +196,11 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 	if err := ValidName(group); err != nil {
 		return JoinResult{}, err
 	}
+	if req.MemberID != "" {
+		if err := ValidMemberID(req.MemberID); err != nil {
+			return JoinResult{}, err
+		}
+	}
 	var topics []string
 	if len(req.Topics) > 0 || req.MemberID == "" {
 		var err error
@@ -272,6 +277,9 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 	if err := ValidName(group); err != nil {
 		return HeartbeatResult{}, err
 	}
+	if err := ValidMemberID(member); err != nil {
+		return HeartbeatResult{}, err
+	}
 	var res HeartbeatResult
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		m, err := st.alive(member)
@@ -290,6 +298,9 @@ func (c *Coordinator) Leave(ctx context.Context, group, member string) error {
 	if err := ValidName(group); err != nil {
 		return err
 	}
+	if err := ValidMemberID(member); err != nil {
+		return err
+	}
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		if _, err := st.member(member); err != nil {
 			return err
@@ -306,6 +317,11 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 	if err := ValidName(group); err != nil {
 		return err
 	}
+	if req.MemberID != "" {
+		if err := ValidMemberID(req.MemberID); err != nil {
+			return err
+		}
+	}
 	if len(req.Offsets) == 0 {
 		return fmt.Errorf("%w: no offsets to commit", ErrInvalidArgument)
 	}
@@ -320,6 +336,9 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 		}
 		if o.Partition < 0 {
 			return fmt.Errorf("%w: %s: partition %d is negative", ErrInvalidArgument, o.Topic, o.Partition)
+		}
+		if strings.IndexByte(o.Metadata, 0) >= 0 {
+			return fmt.Errorf("%w: %s/%d: metadata must not contain NUL characters", ErrInvalidArgument, o.Topic, o.Partition)
 		}
 		k := tp{o.Topic, o.Partition}
 		if seen[k] {
@@ -493,6 +512,9 @@ func (c *Coordinator) StartFetch(ctx context.Context, group, member string, gene
 	if err := ValidName(group); err != nil {
 		return FetchStart{}, err
 	}
+	if err := ValidMemberID(member); err != nil {
+		return FetchStart{}, err
+	}
 	var fs FetchStart
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		m, err := st.alive(member)
@@ -527,6 +549,9 @@ func (c *Coordinator) StartFetch(ctx context.Context, group, member string, gene
 // is still at generation.
 func (c *Coordinator) FinishFetch(ctx context.Context, group, member string, generation int64, positions []Position) error {
 	if err := ValidName(group); err != nil {
+		return err
+	}
+	if err := ValidMemberID(member); err != nil {
 		return err
 	}
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
