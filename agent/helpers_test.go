@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -73,8 +74,15 @@ func wantProblem(t *testing.T, status int, hdr http.Header, body []byte, wantSta
 	if (wantStatus == 429 || wantStatus == 503) && (hdr.Get("Retry-After") == "" || !p.Retriable) {
 		t.Fatalf("%d without Retry-After or retriable: %+v", wantStatus, p)
 	}
+	if p.Detail == "" || internalWords.MatchString(p.Detail) {
+		t.Fatalf("detail %q is empty or names the agent's internals", p.Detail)
+	}
 	return p
 }
+
+// internalWords are what a problem's detail must not show a client: Go
+// package prefixes of sentinels and Go type names, paths, SQL.
+var internalWords = regexp.MustCompile(`\b(metadata|groups|batcher|fetch|binformat|recordjson|segment|objectstore|json|agent|pgx|s3|minio): |Go (struct|value|type)|\b(int32|int64|\[\]\*?[a-z]+\.[A-Z]\w*)\b|/tmp/|/var/|\.seg\b|SQLSTATE|\bSELECT\b|\bINSERT\b|127\.0\.0\.1`)
 
 func createTopic(t *testing.T, a *agenttest.Agent, name string, partitions int, config string) {
 	t.Helper()

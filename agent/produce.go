@@ -51,6 +51,21 @@ type ProduceRequest struct {
 	Sequence *int32 `json:"sequence,omitempty"`
 }
 
+// produceBody is a ProduceRequest as decoded: pointers tell a null record
+// or header, which is refused, from an empty one.
+type produceBody struct {
+	Records    []*recordBody    `json:"records"`
+	ProducerID int64            `json:"producer_id,omitempty"`
+	Sequences  map[string]int32 `json:"sequences,omitempty"`
+	Sequence   *int32           `json:"sequence,omitempty"`
+}
+
+// recordBody is a recordjson.Record as decoded (see produceBody).
+type recordBody struct {
+	recordjson.Record
+	Headers []*recordjson.Header `json:"headers,omitempty"`
+}
+
 // RecordOffset is where one produced record landed.
 type RecordOffset struct {
 	Partition int32 `json:"partition"`
@@ -216,10 +231,10 @@ func bodyError(err error, limit int64) error {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", limit)
 	}
 	if errors.Is(err, binformat.ErrTooMany) {
-		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%v", err)
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "too many records: %s", userDetail(err))
 	}
 	if errors.Is(err, binformat.ErrMalformed) {
-		return badRequest(problem.CodeInvalidRecord, "%v", err)
+		return badRequest(problem.CodeInvalidRecord, "malformed binary body: %s", userDetail(err))
 	}
 	return readError(err)
 }
@@ -313,7 +328,7 @@ func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition 
 	}
 	// Decoding copies what it keeps (json.RawMessage copies its bytes), so
 	// the body can go back to the pool right away.
-	var req ProduceRequest
+	var req produceBody
 	err = strictUnmarshal(*buf, &req)
 	putBody(buf)
 	if err != nil {
@@ -323,9 +338,12 @@ func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition 
 		return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%d records in one request; the limit is %d", len(req.Records), s.cfg.MaxRecordsPerRequest)
 	}
 	in := &produceInput{records: make([]inRecord, len(req.Records)), producerID: req.ProducerID}
-	for i := range req.Records {
-		if err := convertRecord(&req.Records[i], &in.records[i]); err != nil {
-			return nil, badRequest(problem.CodeInvalidRecord, "record %d: %v", i, err)
+	for i, r := range req.Records {
+		if r == nil {
+			return nil, badRequest(problem.CodeInvalidRecord, "records[%d] is null; a record is an object, and a tombstone is one without a value", i)
+		}
+		if err := convertRecord(r, &in.records[i]); err != nil {
+			return nil, badRequest(problem.CodeInvalidRecord, "records[%d]: %v", i, err)
 		}
 	}
 	if in.sequences, err = parseSequences(req.Sequences, req.Sequence, singlePartition); err != nil {
@@ -361,7 +379,7 @@ func parseSequences(m map[string]int32, single *int32, singlePartition bool) (ma
 	return out, nil
 }
 
-func convertRecord(j *recordjson.Record, out *inRecord) error {
+func convertRecord(j *recordBody, out *inRecord) error {
 	var err error
 	out.partition = -1
 	if j.Partition != nil {
@@ -389,9 +407,12 @@ func convertRecord(j *recordjson.Record, out *inRecord) error {
 	if len(j.Headers) > 0 {
 		out.rec.Headers = make([]segment.Header, len(j.Headers))
 		for i, h := range j.Headers {
+			if h == nil {
+				return fmt.Errorf("headers[%d] is null; a header is an object", i)
+			}
 			v, err := recordjson.Decode("header value", h.Value, h.ValueB64)
 			if err != nil {
-				return fmt.Errorf("header %d: %w", i, err)
+				return fmt.Errorf("headers[%d]: %w", i, err)
 			}
 			out.rec.Headers[i] = segment.Header{Key: h.Key, Value: v}
 		}
@@ -414,7 +435,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 		if len(in.records) >= s.cfg.MaxRecordsPerRequest {
 			return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "more than %d records in one request", s.cfg.MaxRecordsPerRequest)
 		}
-		var j recordjson.Record
+		var j *recordBody
 		if err := strictUnmarshal(b, &j); err != nil {
 			var p *problem.Details
 			if errors.As(err, &p) {
@@ -422,8 +443,11 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 			}
 			return nil, err
 		}
+		if j == nil {
+			return nil, badRequest(problem.CodeInvalidRecord, "line %d is null; a record is an object, and a tombstone is one without a value", line)
+		}
 		var r inRecord
-		if err := convertRecord(&j, &r); err != nil {
+		if err := convertRecord(j, &r); err != nil {
 			return nil, badRequest(problem.CodeInvalidRecord, "line %d: %v", line, err)
 		}
 		in.records = append(in.records, r)

@@ -634,3 +634,49 @@ func TestFullBufferIs429(t *testing.T) {
 		t.Fatalf("high watermark %d, accepted %d", hw[0], ok)
 	}
 }
+
+// Problem details speak the client's terms: what is wrong with the
+// request, never the agent's packages or Go's types.
+func TestProblemDetailsSpeakTheClientsTerms(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{})
+	createTopic(t, a, "t", 2, "")
+	for _, c := range []struct {
+		method, path, ct, body string
+		status                 int
+		detail                 string
+	}{
+		{"POST", "/v1/topics/nope/records", "application/json", `{"records":[{"value":1}]}`, 404, `topic "nope" does not exist`},
+		{"GET", "/v1/topics/nope", "", ``, 404, `topic "nope" does not exist`},
+		{"POST", "/v1/topics", "application/json", `{"name":"t"}`, 409, `topic "t" already exists`},
+		{"PATCH", "/v1/topics/t", "application/json", `{"partitions":1}`, 400, `topic "t" has 2 partitions and cannot shrink to 1`},
+		{"POST", "/v1/topics", "application/json", `{"name":"u","config":{"retention.ms":0}}`, 400, `retention.ms must be positive or -1`},
+		{"POST", "/v1/topics", "application/json", `{"name":"u","config":{"retention.ms":1e400}}`, 400, `config: retention.ms must be an integer from -9223372036854775808 to 9223372036854775807, not number 1e400`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":"x"}`, 400, `records must be an array, not string`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[1]}`, 400, `records[0] must be an object, not number`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[{},{"partition":1.5}]}`, 400, `records[1].partition must be an integer from -2147483648 to 2147483647, not number 1.5`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[{"headers":[{"key":"a"},{"key":5}]}]}`, 400, `records[0].headers[1].key must be a string, not number`},
+		{"POST", "/v1/topics/t/records", "application/json", `[]`, 400, `the body must be an object, not array`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[`, 400, `malformed JSON: the body ends in the middle of a value`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[}`, 400, `malformed JSON at byte 13: invalid character '}' looking for beginning of value`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[],"nope":1}`, 400, `unknown field "nope"`},
+		{"POST", "/v1/topics/t/records", "application/vnd.silt.records.v1", "SLP1\x00", 400, `malformed binary body: truncated`},
+		{"DELETE", "/v1/groups/nope", "", ``, 404, `group "nope" does not exist`},
+		{"POST", "/v1/groups/nope/members/m-1/heartbeat", "application/json", `{"generation":1}`, 404, `group "nope" does not exist, so it has no member "m-1"; join again without a member id`},
+		{"POST", "/v1/groups/g/members", "application/json", `{"topics":["nope"]}`, 404, `topic "nope" does not exist`},
+		{"POST", "/v1/groups/g/members", "application/json", `{"topics":["t"],"session_timeout_ms":1}`, 400, `session_timeout_ms 1 must be from`},
+		{"POST", "/v1/groups/a%20b/members", "application/json", `{"topics":["t"]}`, 400, `group name "a b" must be 1 to 249 characters`},
+	} {
+		t.Run(c.method+" "+c.path+" "+c.body, func(t *testing.T) {
+			status, hdr, b := call(t, c.method, a.URL+c.path, c.ct, []byte(c.body))
+			var p problem.Details
+			if err := json.Unmarshal(b, &p); err != nil {
+				t.Fatalf("%d %s: %v", status, b, err)
+			}
+			wantProblem(t, status, hdr, b, c.status, p.Code)
+			if !strings.HasPrefix(p.Detail, c.detail) {
+				t.Fatalf("detail %q, want it to start %q", p.Detail, c.detail)
+			}
+		})
+	}
+}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -108,19 +107,6 @@ func decodeJSON(c echo.Context, v any) error {
 	return strictUnmarshal(body, v)
 }
 
-// strictUnmarshal decodes exactly one JSON value, rejecting unknown fields.
-func strictUnmarshal(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequest(problem.CodeInvalidJSON, "malformed JSON: %v", err)
-	}
-	if dec.More() {
-		return badRequest(problem.CodeInvalidJSON, "malformed JSON: trailing data after the object")
-	}
-	return nil
-}
-
 // requireJSON accepts application/json (with parameters) or no body type.
 func requireJSON(c echo.Context) error {
 	ct := mediaType(c.Request().Header.Get(echo.HeaderContentType))
@@ -171,7 +157,7 @@ func mergeConfig(cfg *metadata.TopicConfig, raw json.RawMessage) error {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
-		return badRequest(problem.CodeInvalidConfig, "%v", err)
+		return badRequest(problem.CodeInvalidConfig, "%s", userDetail(err))
 	}
 	return nil
 }

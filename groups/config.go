@@ -85,7 +85,7 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 // characters of [a-zA-Z0-9._-], and neither "." nor "..".
 func ValidName(name string) error {
 	if name == "." || name == ".." || !nameRE.MatchString(name) {
-		return fmt.Errorf("%w: %q must be 1 to 249 characters of [a-zA-Z0-9._-], and not . or ..", ErrInvalidName, name)
+		return fmt.Errorf("%w: group name %q must be 1 to 249 characters of [a-zA-Z0-9._-], and not . or ..", ErrInvalidName, name)
 	}
 	return nil
 }

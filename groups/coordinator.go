@@ -210,7 +210,7 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 	}
 	session := req.SessionTimeout
 	if session != 0 && (session < c.cfg.MinSessionTimeout || session > c.cfg.MaxSessionTimeout) {
-		return JoinResult{}, fmt.Errorf("%w: session timeout %v must be within [%v, %v]", ErrInvalidArgument, session, c.cfg.MinSessionTimeout, c.cfg.MaxSessionTimeout)
+		return JoinResult{}, fmt.Errorf("%w: session_timeout_ms %d must be from %d to %d", ErrInvalidArgument, session.Milliseconds(), c.cfg.MinSessionTimeout.Milliseconds(), c.cfg.MaxSessionTimeout.Milliseconds())
 	}
 	reset := req.AutoOffsetReset
 	switch reset {
@@ -223,7 +223,7 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 		var m *metadata.GroupMember
 		if req.MemberID == "" {
 			if len(st.members) >= c.cfg.MaxMembers {
-				return reject("group %q has %d members: %w", group, len(st.members), ErrGroupFull)
+				return reject("group %q is full: it has %d members, the most allowed: %w", group, len(st.members), ErrGroupFull)
 			}
 			if err := st.requireTopics(ctx, topics); err != nil {
 				return err
@@ -235,7 +235,7 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 		} else {
 			m = st.byID[req.MemberID]
 			if m == nil {
-				return reject("group %q member %q: %w", group, req.MemberID, ErrMemberNotFound)
+				return reject("group %q has no member %q (it left or expired): %w", group, req.MemberID, ErrMemberNotFound)
 			}
 			if topics != nil && !slices.Equal(m.Topics, topics) {
 				if err := st.requireTopics(ctx, topics); err != nil {
@@ -323,7 +323,7 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 		}
 	}
 	if len(req.Offsets) == 0 {
-		return fmt.Errorf("%w: no offsets to commit", ErrInvalidArgument)
+		return fmt.Errorf("%w: offsets must name at least one partition", ErrInvalidArgument)
 	}
 	type tp struct {
 		topic string
@@ -363,7 +363,7 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 			for i, o := range req.Offsets {
 				id, ok := assigned[tp{o.Topic, o.Partition}]
 				if !ok {
-					return reject("group %q member %q: %s/%d: %w", group, m.ID, o.Topic, o.Partition, ErrNotAssigned)
+					return reject("partition %s/%d is not assigned to this member of group %q: %w", o.Topic, o.Partition, group, ErrNotAssigned)
 				}
 				commits[i] = metadata.GroupCommit{TopicID: id, Partition: o.Partition, Offset: o.Offset, Metadata: o.Metadata}
 			}
@@ -383,7 +383,7 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 			for i, o := range req.Offsets {
 				t, ok := topics[o.Topic]
 				if !ok {
-					return reject("topic %q: %w", o.Topic, ErrTopicNotFound)
+					return reject("topic %q does not exist: %w", o.Topic, ErrTopicNotFound)
 				}
 				if o.Partition >= t.Partitions {
 					return reject("topic %q has %d partitions; there is no partition %d: %w", o.Topic, t.Partitions, o.Partition, ErrPartitionNotFound)
@@ -402,7 +402,7 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 		for i, cm := range commits {
 			o, ok := offs[parts[i]]
 			if !ok {
-				return reject("%s/%d: %w", req.Offsets[i].Topic, cm.Partition, ErrPartitionNotFound)
+				return reject("partition %s/%d does not exist: %w", req.Offsets[i].Topic, cm.Partition, ErrPartitionNotFound)
 			}
 			if cm.Offset > o.HighWatermark {
 				return reject("%s/%d: offset %d is past the high watermark %d: %w", req.Offsets[i].Topic, cm.Partition, cm.Offset, o.HighWatermark, ErrInvalidOffset)
@@ -497,7 +497,7 @@ func (c *Coordinator) Delete(ctx context.Context, group string) error {
 	return c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		st.settle()
 		if len(st.members) > 0 {
-			return reject("group %q has %d members: %w", group, len(st.members), ErrGroupNotEmpty)
+			return reject("group %q has %d members; delete it once they leave or expire: %w", group, len(st.members), ErrGroupNotEmpty)
 		}
 		st.deleted = true
 		return st.tx.Delete(ctx)
@@ -582,7 +582,7 @@ func (c *Coordinator) FinishFetch(ctx context.Context, group, member string, gen
 // either way it joins again from scratch.
 func memberError(err error, group, member string) error {
 	if errors.Is(err, ErrGroupNotFound) {
-		return fmt.Errorf("group %q member %q: %w (the group does not exist)", group, member, ErrMemberNotFound)
+		return fmt.Errorf("group %q does not exist, so it has no member %q: %w", group, member, ErrMemberNotFound)
 	}
 	return err
 }
@@ -596,7 +596,7 @@ func (c *Coordinator) validTopics(topics []string) ([]string, error) {
 	sort.Strings(out)
 	out = slices.Compact(out)
 	if len(out) > c.cfg.MaxTopics {
-		return nil, fmt.Errorf("%w: %d topics; at most %d", ErrInvalidArgument, len(out), c.cfg.MaxTopics)
+		return nil, fmt.Errorf("%w: topics names %d topics, more than the %d allowed", ErrInvalidArgument, len(out), c.cfg.MaxTopics)
 	}
 	for _, t := range out {
 		if t == "." || t == ".." || !nameRE.MatchString(t) {
@@ -730,7 +730,7 @@ func (st *state) requireTopics(ctx context.Context, topics []string) error {
 	for _, t := range missing {
 		ti, ok := found[t]
 		if !ok {
-			return reject("topic %q: %w", t, ErrTopicNotFound)
+			return reject("topic %q does not exist: %w", t, ErrTopicNotFound)
 		}
 		st.topics[t] = ti
 	}
@@ -753,7 +753,7 @@ func (st *state) alive(id string) (*metadata.GroupMember, error) {
 func (st *state) member(id string) (*metadata.GroupMember, error) {
 	m := st.byID[id]
 	if m == nil {
-		return nil, reject("group %q member %q: %w", st.group.Name, id, ErrMemberNotFound)
+		return nil, reject("group %q has no member %q (it left or expired): %w", st.group.Name, id, ErrMemberNotFound)
 	}
 	return m, nil
 }
@@ -763,8 +763,8 @@ func (st *state) member(id string) (*metadata.GroupMember, error) {
 func (st *state) current(m *metadata.GroupMember, generation int64) error {
 	gen := st.group.Generation
 	if m.Generation != gen || generation != gen {
-		return reject("group %q member %q: generation %d (joined at %d) but the group is at %d; rejoin: %w",
-			st.group.Name, m.ID, generation, m.Generation, gen, ErrStaleGeneration)
+		return reject("group %q is at generation %d, not %d (the member joined at %d); join again with the member id: %w",
+			st.group.Name, gen, generation, m.Generation, ErrStaleGeneration)
 	}
 	return nil
 }

@@ -104,7 +104,7 @@ func (s *Store) CreateTopic(ctx context.Context, name string, partitions int32, 
 			RETURNING id, name, partitions, config, created_at, updated_at`,
 			name, partitions, raw).Scan(&t.ID, &t.Name, &t.Partitions, &t.Config, &t.CreatedAt, &t.UpdatedAt)
 		if pgCode(err) == sqlUniqueViolation {
-			return fmt.Errorf("create topic %q: %w", name, ErrTopicExists)
+			return fmt.Errorf("topic %q already exists: %w", name, ErrTopicExists)
 		}
 		if err != nil {
 			return err
@@ -127,7 +127,7 @@ func scanTopic(row pgx.Row) (Topic, error) {
 func (s *Store) GetTopic(ctx context.Context, name string) (Topic, error) {
 	t, err := scanTopic(s.pool.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE name = $1`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Topic{}, fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+		return Topic{}, fmt.Errorf("topic %q does not exist: %w", name, ErrTopicNotFound)
 	}
 	return t, classify("get topic", err)
 }
@@ -136,7 +136,7 @@ func (s *Store) GetTopic(ctx context.Context, name string) (Topic, error) {
 func (s *Store) GetTopicByID(ctx context.Context, id int64) (Topic, error) {
 	t, err := scanTopic(s.pool.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Topic{}, fmt.Errorf("topic id %d: %w", id, ErrTopicNotFound)
+		return Topic{}, fmt.Errorf("topic id %d does not exist: %w", id, ErrTopicNotFound)
 	}
 	return t, classify("get topic", err)
 }
@@ -204,14 +204,14 @@ func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Top
 		var err error
 		t, err = scanTopic(tx.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE name = $1 FOR UPDATE`, name))
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+			return fmt.Errorf("topic %q does not exist: %w", name, ErrTopicNotFound)
 		}
 		if err != nil {
 			return err
 		}
 		if u.Partitions != nil && *u.Partitions != t.Partitions {
 			if *u.Partitions < t.Partitions {
-				return fmt.Errorf("%w: topic %q has %d, asked for %d", ErrPartitionCount, name, t.Partitions, *u.Partitions)
+				return fmt.Errorf("topic %q has %d partitions and cannot shrink to %d: %w", name, t.Partitions, *u.Partitions, ErrPartitionCount)
 			}
 			if err := addPartitions(ctx, tx, t.ID, t.Partitions, *u.Partitions); err != nil {
 				return err
@@ -247,7 +247,7 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 		var id int64
 		err := tx.QueryRow(ctx, `SELECT id FROM topics WHERE name = $1 FOR UPDATE`, name).Scan(&id)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+			return fmt.Errorf("topic %q does not exist: %w", name, ErrTopicNotFound)
 		}
 		if err != nil {
 			return err
