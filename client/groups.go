@@ -10,11 +10,38 @@ import (
 	"silt/recordjson"
 )
 
-// Auto offset reset policies of JoinGroupRequest.
+// Offset reset policies, as Kafka's auto.offset.reset: where a reader
+// goes when its offset is out of range (below the log start after
+// retention, or past the high watermark, as with an offset of a topic
+// deleted and created again). JoinGroupRequest takes the first two: where
+// a member starts without a committed offset.
 const (
-	ResetEarliest = "earliest"
-	ResetLatest   = "latest"
+	ResetEarliest = "earliest" // the log start offset
+	ResetLatest   = "latest"   // the high watermark
+	// ResetError fails with the offset_out_of_range *Error, whose
+	// LogStartOffset and HighWatermark give the partition's range.
+	ResetError = "error"
 )
+
+// resetTarget is where policy moves an offset that e says is out of
+// range; ok is false when the policy is to fail.
+func resetTarget(policy string, e *Error) (offset int64, ok bool) {
+	switch policy {
+	case ResetEarliest:
+		return e.LogStartOffset, true
+	case ResetLatest:
+		return e.HighWatermark, true
+	}
+	return 0, false
+}
+
+func validReset(policy string) error {
+	switch policy {
+	case "", ResetEarliest, ResetLatest, ResetError:
+		return nil
+	}
+	return fmt.Errorf("offset reset %q: want earliest, latest or error", policy)
+}
 
 // JoinGroupRequest joins a consumer group, or rejoins it with MemberID.
 type JoinGroupRequest struct {
