@@ -195,7 +195,7 @@ func TestFetchThroughAnotherAgentByteForByte(t *testing.T) {
 	}
 	check("binary", asFetched)
 
-	// Reading from the middle, and past the end.
+	// Reading from the middle, at the end, and past it (416, as in Kafka).
 	getJSON(t, base+"?offset=3", &resp)
 	if len(resp.Records) != 2 || resp.Records[0].Offset != 3 {
 		t.Fatalf("from 3: %+v", resp.Records)
@@ -204,10 +204,8 @@ func TestFetchThroughAnotherAgentByteForByte(t *testing.T) {
 	if len(resp.Records) != 0 || resp.NextOffset != 5 {
 		t.Fatalf("latest: %+v", resp)
 	}
-	getJSON(t, base+"?offset=9", &resp)
-	if len(resp.Records) != 0 || resp.NextOffset != 9 {
-		t.Fatalf("past the end: %+v", resp)
-	}
+	status, hdr, body = call(t, "GET", base+"?offset=9", "", nil)
+	wantProblem(t, status, hdr, body, http.StatusRequestedRangeNotSatisfiable, problem.CodeOffsetOutOfRange)
 }
 
 // counter reads a counter's value from a registry.
