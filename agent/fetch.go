@@ -55,10 +55,9 @@ func (s *Server) partitionParams(c echo.Context) (metadata.Topic, int32, error) 
 	if err != nil {
 		return metadata.Topic{}, 0, err
 	}
-	raw := c.Param("partition")
-	p, err := strconv.ParseInt(raw, 10, 32)
-	if err != nil || p < 0 {
-		return metadata.Topic{}, 0, badRequest(problem.CodeInvalidParameter, "partition %q must be a non-negative integer", raw)
+	p, err := partitionParam(c)
+	if err != nil {
+		return metadata.Topic{}, 0, err
 	}
 	t, err := s.topics.get(c.Request().Context(), name)
 	if err != nil {
@@ -76,7 +75,7 @@ func intParam(c echo.Context, name string, def, lo, hi int64) (int64, error) {
 	if raw == "" {
 		return def, nil
 	}
-	n, err := strconv.ParseInt(raw, 10, 64)
+	n, err := parseCanonicalInt(raw, 64)
 	if err != nil || n < lo || n > hi {
 		return 0, badRequest(problem.CodeInvalidParameter, "%s=%q must be an integer from %d to %d", name, raw, lo, hi)
 	}
@@ -99,7 +98,7 @@ func (s *Server) resolveOffset(ctx context.Context, raw, def string, topicID int
 		}
 		return st.HighWatermark, nil
 	}
-	n, err := strconv.ParseInt(raw, 10, 64)
+	n, err := parseCanonicalInt(raw, 64)
 	if err != nil || n < 0 {
 		return 0, badRequest(problem.CodeInvalidParameter, "offset=%q must be a non-negative integer, earliest or latest", raw)
 	}
@@ -291,7 +290,7 @@ func (s *Server) offsets(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	if raw := c.QueryParam("timestamp"); raw != "" {
-		ts, err := strconv.ParseInt(raw, 10, 64)
+		ts, err := parseCanonicalInt(raw, 64)
 		if err != nil || ts < 0 {
 			return badRequest(problem.CodeInvalidParameter, "timestamp=%q must be milliseconds since the epoch", raw)
 		}
@@ -325,7 +324,7 @@ func (s *Server) stream(c echo.Context) error {
 		return err
 	}
 	if last := c.Request().Header.Get("Last-Event-ID"); last != "" {
-		n, err := strconv.ParseInt(last, 10, 64)
+		n, err := parseCanonicalInt(last, 64)
 		if err != nil || n < -1 || n == math.MaxInt64 {
 			return badRequest(problem.CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
 		}

@@ -153,7 +153,24 @@ func (s *Server) groupRoutes(g *echo.Group) {
 	g.GET("/groups/:group/offsets", s.groupOffsets)
 }
 
+// memberParams reads the :group and (when routed) :member path parameters.
+func memberParams(c echo.Context) (group, member string, err error) {
+	if group, err = pathParam(c, "group"); err != nil {
+		return "", "", err
+	}
+	if c.Param("member") != "" {
+		if member, err = pathParam(c, "member"); err != nil {
+			return "", "", err
+		}
+	}
+	return group, member, nil
+}
+
 func (s *Server) joinGroup(c echo.Context) error {
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	var req JoinGroupRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -165,7 +182,7 @@ func (s *Server) joinGroup(c echo.Context) error {
 		}
 		jr.SessionTimeout = time.Duration(*req.SessionTimeoutMs) * time.Millisecond
 	}
-	res, err := s.deps.Groups.Join(c.Request().Context(), c.Param("group"), jr)
+	res, err := s.deps.Groups.Join(c.Request().Context(), group, jr)
 	if err != nil {
 		return err
 	}
@@ -179,6 +196,10 @@ func (s *Server) joinGroup(c echo.Context) error {
 }
 
 func (s *Server) heartbeat(c echo.Context) error {
+	group, member, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	var req HeartbeatRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -186,7 +207,7 @@ func (s *Server) heartbeat(c echo.Context) error {
 	if req.Generation == nil {
 		return badRequest(problem.CodeInvalidParameter, "generation is required")
 	}
-	res, err := s.deps.Groups.Heartbeat(c.Request().Context(), c.Param("group"), c.Param("member"), *req.Generation)
+	res, err := s.deps.Groups.Heartbeat(c.Request().Context(), group, member, *req.Generation)
 	if err != nil {
 		return err
 	}
@@ -194,13 +215,21 @@ func (s *Server) heartbeat(c echo.Context) error {
 }
 
 func (s *Server) leaveGroup(c echo.Context) error {
-	if err := s.deps.Groups.Leave(c.Request().Context(), c.Param("group"), c.Param("member")); err != nil {
+	group, member, err := memberParams(c)
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Groups.Leave(c.Request().Context(), group, member); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
 
 func (s *Server) commitOffsets(c echo.Context) error {
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	var req CommitOffsetsRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -221,14 +250,17 @@ func (s *Server) commitOffsets(c echo.Context) error {
 		}
 		cr.Offsets[i] = groups.OffsetCommit{Topic: o.Topic, Partition: *o.Partition, Offset: *o.Offset, Metadata: o.Metadata}
 	}
-	if err := s.deps.Groups.Commit(c.Request().Context(), c.Param("group"), cr); err != nil {
+	if err := s.deps.Groups.Commit(c.Request().Context(), group, cr); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
 
 func (s *Server) groupOffsets(c echo.Context) error {
-	group := c.Param("group")
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	lags, err := s.deps.Groups.Offsets(c.Request().Context(), group)
 	if err != nil {
 		return err
@@ -256,7 +288,11 @@ func (s *Server) listGroups(c echo.Context) error {
 }
 
 func (s *Server) describeGroup(c echo.Context) error {
-	d, err := s.deps.Groups.Describe(c.Request().Context(), c.Param("group"))
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
+	d, err := s.deps.Groups.Describe(c.Request().Context(), group)
 	if err != nil {
 		return err
 	}
@@ -274,7 +310,11 @@ func (s *Server) describeGroup(c echo.Context) error {
 }
 
 func (s *Server) deleteGroup(c echo.Context) error {
-	if err := s.deps.Groups.Delete(c.Request().Context(), c.Param("group")); err != nil {
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Groups.Delete(c.Request().Context(), group); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -305,17 +345,22 @@ func (s *Server) groupFetch(c echo.Context) error {
 		return err
 	}
 	autoCommit := false
-	if raw := c.QueryParam("auto_commit"); raw != "" {
-		if autoCommit, err = strconv.ParseBool(raw); err != nil {
-			return badRequest(problem.CodeInvalidParameter, "auto_commit=%q must be true or false", raw)
-		}
+	switch raw := c.QueryParam("auto_commit"); raw {
+	case "", "false":
+	case "true":
+		autoCommit = true
+	default:
+		return badRequest(problem.CodeInvalidParameter, "auto_commit=%q must be true or false", raw)
 	}
 	enc, err := encodingParam(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	group, member := c.Param("group"), c.Param("member")
+	group, member, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	start, err := s.deps.Groups.StartFetch(ctx, group, member, generation, autoCommit)
 	if err != nil {
 		return err

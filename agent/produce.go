@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -115,14 +114,16 @@ func (s *Server) produce(c echo.Context) error {
 		return err
 	}
 	fixed := int32(-1)
-	if p := c.Param("partition"); p != "" {
-		n, err := strconv.ParseInt(p, 10, 32)
-		if err != nil || n < 0 {
-			return badRequest(problem.CodeInvalidParameter, "partition %q must be a non-negative integer", p)
+	if c.Param("partition") != "" {
+		if fixed, err = partitionParam(c); err != nil {
+			return err
 		}
-		fixed = int32(n)
 	}
 	req := c.Request()
+	ct, err := bodyMediaType(req)
+	if err != nil {
+		return err
+	}
 	if req.ContentLength > s.cfg.MaxRequestBytes {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body of %d bytes exceeds %d", req.ContentLength, s.cfg.MaxRequestBytes)
 	}
@@ -138,11 +139,10 @@ func (s *Server) produce(c echo.Context) error {
 		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many produce request bytes in flight; retry shortly")
 	}
 	defer s.bodies.Release(reserve)
-	ct := mediaType(req.Header.Get(echo.HeaderContentType))
 	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
 	var in *produceInput
 	switch ct {
-	case MediaJSON, "":
+	case MediaJSON:
 		in, err = s.parseJSON(body, req.ContentLength, fixed >= 0)
 	case MediaNDJSON:
 		in, err = s.parseNDJSON(body, c.QueryParams())
@@ -167,6 +167,10 @@ func (s *Server) produce(c echo.Context) error {
 			}()
 		}
 	default:
+		if ct == "" {
+			return newProblem(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType,
+				"a produce request needs a body and its Content-Type: %s, %s or %s", MediaJSON, MediaNDJSON, binformat.MediaType)
+		}
 		return newProblem(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType,
 			"content type %q is not supported; send %s, %s or %s", ct, MediaJSON, MediaNDJSON, binformat.MediaType)
 	}
@@ -367,7 +371,7 @@ func parseSequences(m map[string]int32, single *int32, singlePartition bool) (ma
 		out[-1] = *single
 	}
 	for k, v := range m {
-		p, err := strconv.ParseInt(k, 10, 32)
+		p, err := parseCanonicalInt(k, 32)
 		if err != nil || p < 0 {
 			return nil, badRequest(problem.CodeInvalidParameter, "sequences key %q is not a partition number", k)
 		}
@@ -462,7 +466,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 	// "partition:sequence,..." (or sequence on the single-partition route).
 	var err error
 	if v := first(q, "producer_id"); v != "" {
-		if in.producerID, err = strconv.ParseInt(v, 10, 64); err != nil || in.producerID <= 0 {
+		if in.producerID, err = parseCanonicalInt(v, 64); err != nil || in.producerID <= 0 {
 			return nil, badRequest(problem.CodeInvalidParameter, "producer_id %q must be a positive integer", v)
 		}
 	}
@@ -472,7 +476,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 			continue
 		}
 		p, seq, ok := strings.Cut(pair, ":")
-		n, err := strconv.ParseInt(seq, 10, 32)
+		n, err := parseCanonicalInt(seq, 32)
 		if !ok || err != nil {
 			return nil, badRequest(problem.CodeInvalidParameter, "sequences entry %q must be partition:sequence", pair)
 		}
@@ -480,7 +484,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 	}
 	var single *int32
 	if v := first(q, "sequence"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 32)
+		n, err := parseCanonicalInt(v, 32)
 		if err != nil {
 			return nil, badRequest(problem.CodeInvalidParameter, "sequence %q must be an integer", v)
 		}

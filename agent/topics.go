@@ -107,10 +107,13 @@ func decodeJSON(c echo.Context, v any) error {
 	return strictUnmarshal(body, v)
 }
 
-// requireJSON accepts application/json (with parameters) or no body type.
+// requireJSON accepts an application/json body, or none.
 func requireJSON(c echo.Context) error {
-	ct := mediaType(c.Request().Header.Get(echo.HeaderContentType))
-	if ct != "" && ct != "application/json" {
+	ct, err := bodyMediaType(c.Request())
+	if err != nil {
+		return err
+	}
+	if ct != "" && ct != MediaJSON {
 		return newProblem(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType, "content type %q is not supported; send application/json", ct)
 	}
 	return nil
@@ -178,7 +181,10 @@ func (s *Server) listTopics(c echo.Context) error {
 
 // topicParam validates the :topic path parameter.
 func topicParam(c echo.Context) (string, error) {
-	name := c.Param("topic")
+	name, err := pathParam(c, "topic")
+	if err != nil {
+		return "", err
+	}
 	if err := ValidTopicName(name); err != nil {
 		return "", badRequest(problem.CodeInvalidTopicName, "%v", err)
 	}
