@@ -80,6 +80,10 @@ func mapDomainError(err error) *problem.Details {
 	if errors.As(err, &oor) {
 		return outOfRange(oor)
 	}
+	var tim *groups.TopicIDMismatchError
+	if errors.As(err, &tim) {
+		return topicIDMismatch(tim.Topic, tim.Pinned, tim.Current)
+	}
 	for _, d := range domainErrors {
 		if !errors.Is(err, d.sentinel) {
 			continue

@@ -13,6 +13,7 @@ import (
 
 	"silt/fetch"
 	"silt/groups"
+	"silt/metadata"
 	"silt/problem"
 )
 
@@ -42,7 +43,9 @@ type JoinGroupRequest struct {
 
 // AssignmentJSON is an assigned partition and where the member starts.
 type AssignmentJSON struct {
-	Topic           string `json:"topic"`
+	Topic string `json:"topic"`
+	// TopicID is the topic's id, which commits may pin.
+	TopicID         int64  `json:"topic_id"`
 	Partition       int32  `json:"partition"`
 	CommittedOffset *int64 `json:"committed_offset"`
 	Offset          int64  `json:"offset"`
@@ -80,7 +83,10 @@ type CommitOffsetsRequest struct {
 // OffsetCommitJSON is one offset to commit: the offset of the next record
 // to read.
 type OffsetCommitJSON struct {
-	Topic     string `json:"topic"`
+	Topic string `json:"topic"`
+	// TopicID, when set, must be the topic's id: 409 topic_id_mismatch
+	// otherwise (the topic was deleted and created again).
+	TopicID   *int64 `json:"topic_id,omitempty"`
 	Partition *int32 `json:"partition"`
 	Offset    *int64 `json:"offset"`
 	Metadata  string `json:"metadata,omitempty"`
@@ -190,7 +196,7 @@ func (s *Server) joinGroup(c echo.Context) error {
 		Assignments:         make([]AssignmentJSON, len(res.Assignments)),
 		HeartbeatIntervalMs: res.HeartbeatInterval.Milliseconds(), SessionTimeoutMs: res.SessionTimeout.Milliseconds()}
 	for i, a := range res.Assignments {
-		out.Assignments[i] = AssignmentJSON{Topic: a.Topic, Partition: a.Partition, CommittedOffset: a.Committed, Offset: a.Offset}
+		out.Assignments[i] = AssignmentJSON{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition, CommittedOffset: a.Committed, Offset: a.Offset}
 	}
 	return c.JSON(http.StatusOK, out)
 }
@@ -249,6 +255,12 @@ func (s *Server) commitOffsets(c echo.Context) error {
 			return badRequest(problem.CodeInvalidTopicName, "offsets[%d]: %v", i, err)
 		}
 		cr.Offsets[i] = groups.OffsetCommit{Topic: o.Topic, Partition: *o.Partition, Offset: *o.Offset, Metadata: o.Metadata}
+		if o.TopicID != nil {
+			if *o.TopicID < 1 {
+				return badRequest(problem.CodeInvalidParameter, "offsets[%d].topic_id must be a positive topic id", i)
+			}
+			cr.Offsets[i].TopicID = *o.TopicID
+		}
 	}
 	if err := s.deps.Groups.Commit(c.Request().Context(), group, cr); err != nil {
 		return err
@@ -393,6 +405,8 @@ func (s *Server) groupFetch(c echo.Context) error {
 			buf = appendRecordJSON(buf, &gf.records[i][j], enc)
 			buf = append(buf[:len(buf)-1], `,"topic":`...)
 			buf = appendJSONString(buf, p.Topic)
+			buf = append(buf, `,"topic_id":`...)
+			buf = strconv.AppendInt(buf, p.TopicID, 10)
 			buf = append(buf, `,"partition":`...)
 			buf = strconv.AppendInt(buf, int64(p.Partition), 10)
 			buf = append(buf, '}')
@@ -405,6 +419,8 @@ func (s *Server) groupFetch(c echo.Context) error {
 		}
 		buf = append(buf, `{"topic":`...)
 		buf = appendJSONString(buf, p.Topic)
+		buf = append(buf, `,"topic_id":`...)
+		buf = strconv.AppendInt(buf, p.TopicID, 10)
 		buf = append(buf, `,"partition":`...)
 		buf = strconv.AppendInt(buf, int64(p.Partition), 10)
 		buf = append(buf, `,"offset":`...)
@@ -482,6 +498,11 @@ func (s *Server) fetchAssigned(ctx context.Context, gf *groupFetchState, wait ti
 			break
 		}
 		resp, err := s.fetchPosition(ctx, gf, i, 0)
+		if errors.Is(err, metadata.ErrPartitionNotFound) {
+			// The topic was deleted: the group rebalances at its next
+			// operation, which tells the member to rejoin.
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -515,6 +536,10 @@ func (s *Server) fetchAssigned(ctx context.Context, gf *groupFetchState, wait ti
 		case r.err == nil && len(r.resp.Records) > 0:
 			got[r.i] = r.resp
 			cancel() // the first records end the wait of the others
+		case errors.Is(r.err, metadata.ErrPartitionNotFound):
+			// A topic was deleted: end the wait now; the member's next
+			// operation learns of the rebalance.
+			cancel()
 		case r.err != nil && wctx.Err() == nil && !errors.Is(r.err, fetch.ErrOffsetOutOfRange):
 			// Out of range here means retention raced the first pass;
 			// the next fetch resets the position.

@@ -195,7 +195,11 @@ func (s *Server) produce(c echo.Context) error {
 		return badRequest(problem.CodeInvalidParameter, "sequence is for the single-partition route; use sequences here")
 	}
 	ctx := req.Context()
-	topic, err := s.topics.get(ctx, name)
+	pin, err := topicIDParam(c)
+	if err != nil {
+		return err
+	}
+	topic, err := s.pinnedTopic(ctx, name, pin)
 	if err != nil {
 		return err
 	}
@@ -208,12 +212,12 @@ func (s *Server) produce(c echo.Context) error {
 	}
 	results, err := s.deps.Producer.Produce(ctx, parts)
 	if err != nil {
-		return err
+		return s.gone(ctx, topic, pin, err)
 	}
 	resp := ProduceResponse{Offsets: make([]RecordOffset, len(where))}
 	for _, r := range results {
 		if r.Err != nil {
-			return r.Err
+			return s.gone(ctx, topic, pin, r.Err)
 		}
 		resp.Duplicate = resp.Duplicate || r.Duplicate
 	}

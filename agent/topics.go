@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"regexp"
 	"time"
@@ -177,6 +178,65 @@ func (s *Server) listTopics(c echo.Context) error {
 		out.Topics = append(out.Topics, topicJSON(t))
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// pinnedTopic resolves topic name for a request that may pin its id
+// (topic_id, as Kafka's topic ids): a topic deleted and created again
+// under the same name starts its offsets from 0, and a reader or writer
+// holding the old id must not carry on in the new log. A mismatch is
+// checked against Postgres, not only the cache, before it is refused.
+func (s *Server) pinnedTopic(ctx context.Context, name string, pin int64) (metadata.Topic, error) {
+	t, err := s.topics.get(ctx, name)
+	if err != nil || pin == 0 || t.ID == pin {
+		return t, err
+	}
+	s.topics.forget(name)
+	if t, err = s.topics.get(ctx, name); err != nil || t.ID == pin {
+		return t, err
+	}
+	return metadata.Topic{}, topicIDMismatch(name, pin, t.ID)
+}
+
+// topicIDMismatch is the 409 of a request pinning topic id pin when the
+// topic of that name has id current.
+func topicIDMismatch(name string, pin, current int64) *problem.Details {
+	p := newProblem(http.StatusConflict, problem.CodeTopicIDMismatch,
+		"topic %q has id %d, not %d: the topic was deleted and created again, and its offsets started over from 0", name, current, pin)
+	p.TopicID = &current
+	return p
+}
+
+// topicIDParam reads the optional topic_id query parameter (0: none).
+func topicIDParam(c echo.Context) (int64, error) {
+	return intParam(c, "topic_id", 0, 1, math.MaxInt64)
+}
+
+// gone turns the error of a read or write on topic t, resolved a moment
+// before, into what happened when its partitions are gone: the topic was
+// deleted meanwhile (or this agent had it cached). It is topic_not_found,
+// or, when a topic of that name exists again, topic_id_mismatch with the
+// new id: retriable when the request pinned no id, since it addressed the
+// topic by name. Other errors pass.
+func (s *Server) gone(ctx context.Context, t metadata.Topic, pin int64, err error) error {
+	if !errors.Is(err, metadata.ErrPartitionNotFound) {
+		return err
+	}
+	s.topics.forget(t.Name)
+	now, gerr := s.topics.get(ctx, t.Name)
+	switch {
+	case errors.Is(gerr, metadata.ErrTopicNotFound):
+		return notFound(problem.CodeTopicNotFound, "topic %q does not exist: it was deleted", t.Name)
+	case gerr != nil:
+		return gerr
+	case now.ID == t.ID:
+		return err // not a deletion after all
+	}
+	p := topicIDMismatch(t.Name, t.ID, now.ID)
+	if pin == 0 {
+		p.Detail = fmt.Sprintf("topic %q was deleted and created again (its id is now %d) while the request ran; retry", t.Name, now.ID)
+		p.Retriable = true
+	}
+	return p
 }
 
 // topicParam validates the :topic path parameter.

@@ -33,6 +33,8 @@ type Error struct {
 	// errors: the range of offsets the partition holds.
 	LogStartOffset int64
 	HighWatermark  int64
+	// TopicID is set on topic_id_mismatch errors: the topic's current id.
+	TopicID int64
 }
 
 func (e *Error) Error() string {
@@ -71,6 +73,7 @@ type problemJSON struct {
 	RetryAfter     int    `json:"retry_after"`
 	LogStartOffset *int64 `json:"log_start_offset"`
 	HighWatermark  *int64 `json:"high_watermark"`
+	TopicID        *int64 `json:"topic_id"`
 }
 
 // maxErrorBody bounds how much of an error body is kept.
@@ -94,6 +97,9 @@ func errorFromResponse(status int, h http.Header, body []byte) *Error {
 		}
 		if p.HighWatermark != nil {
 			e.HighWatermark = *p.HighWatermark
+		}
+		if p.TopicID != nil {
+			e.TopicID = *p.TopicID
 		}
 	} else {
 		e.Detail = strings.TrimSpace(string(truncate(body, 512)))

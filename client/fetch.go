@@ -50,6 +50,10 @@ type FetchOptions struct {
 	// ResetLatest fetch from there instead (FetchResult.Reset says so);
 	// ResetError, or empty, fails with offset_out_of_range.
 	OffsetReset string
+	// TopicID, when not 0, pins the topic's id (Topic.ID): if the topic was
+	// deleted and created again under its name, the fetch fails with
+	// topic_id_mismatch rather than reading the new topic's offsets.
+	TopicID int64
 }
 
 // FetchResult is a page of records.
@@ -124,7 +128,7 @@ func (c *Client) fetch(ctx context.Context, topic string, partition int32, offse
 	if err != nil {
 		return FetchResult{}, err
 	}
-	q := fetchQuery(opts.MaxRecords, opts.MaxBytes, opts.Wait)
+	q := topicIDQuery(fetchQuery(opts.MaxRecords, opts.MaxBytes, opts.Wait), opts.TopicID)
 	q.Set("offset", off)
 	if opts.Base64 {
 		q.Set("encoding", "base64")
@@ -262,6 +266,18 @@ func (c *Client) OffsetForTimestamp(ctx context.Context, topic string, partition
 		return 0, false, nil
 	}
 	return *out.Offset, true, nil
+}
+
+// topicIDQuery adds topic_id to q (a new one when nil) when id is set.
+func topicIDQuery(q url.Values, id int64) url.Values {
+	if id == 0 {
+		return q
+	}
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("topic_id", strconv.FormatInt(id, 10))
+	return q
 }
 
 // fetchQuery holds the fetch limits shared by partition and group fetches;

@@ -60,8 +60,10 @@ type JoinGroupRequest struct {
 
 // GroupAssignment is a partition assigned to a member.
 type GroupAssignment struct {
-	Topic     string `json:"topic"`
-	Partition int32  `json:"partition"`
+	Topic string `json:"topic"`
+	// TopicID is the topic's id, which OffsetCommit.TopicID may pin.
+	TopicID   int64 `json:"topic_id"`
+	Partition int32 `json:"partition"`
 	// CommittedOffset is the group's committed offset, nil when none.
 	CommittedOffset *int64 `json:"committed_offset"`
 	// Offset is where the member starts.
@@ -88,7 +90,12 @@ type HeartbeatResult struct {
 // OffsetCommit is one committed offset: the offset of the next record to
 // read.
 type OffsetCommit struct {
-	Topic     string `json:"topic"`
+	Topic string `json:"topic"`
+	// TopicID, when not 0, pins the topic's id (from GroupAssignment,
+	// GroupRecord or Topic.ID): if the topic was deleted and created again
+	// under its name, the commit fails with topic_id_mismatch rather than
+	// committing an offset of the old topic in the new one.
+	TopicID   int64  `json:"topic_id,omitempty"`
 	Partition int32  `json:"partition"`
 	Offset    int64  `json:"offset"`
 	Metadata  string `json:"metadata,omitempty"`
@@ -163,7 +170,8 @@ type GroupFetchOptions struct {
 
 // GroupRecord is a record of a group fetch.
 type GroupRecord struct {
-	Topic string
+	Topic   string
+	TopicID int64
 	Record
 }
 
@@ -307,7 +315,8 @@ func (c *Client) DeleteGroup(ctx context.Context, group string) error {
 
 // groupRecordJSON is a record of a group fetch body.
 type groupRecordJSON struct {
-	Topic string `json:"topic"`
+	Topic   string `json:"topic"`
+	TopicID int64  `json:"topic_id"`
 	recordjson.Record
 }
 
@@ -347,7 +356,7 @@ func (c *Client) GroupFetch(ctx context.Context, group, memberID string, opts Gr
 		if err != nil {
 			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: %w", group, memberID, err)
 		}
-		out.Records[i] = GroupRecord{Topic: j.Topic, Record: r}
+		out.Records[i] = GroupRecord{Topic: j.Topic, TopicID: j.TopicID, Record: r}
 	}
 	return out, nil
 }

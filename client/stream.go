@@ -30,6 +30,8 @@ type StreamOptions struct {
 	// continue from there; ResetError, or empty, ends the stream with
 	// offset_out_of_range.
 	OffsetReset string
+	// TopicID, when not 0, pins the topic's id (see FetchOptions.TopicID).
+	TopicID int64
 }
 
 // maxEventLine bounds one line of the event stream: a record's bytes,
@@ -135,7 +137,7 @@ func (s *stream) connect(ctx context.Context, off string, yield func(Record, err
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req := request{method: http.MethodGet, path: partitionPath(s.topic, s.partition, "stream"),
-		query: url.Values{"offset": {off}}, accept: mediaSSE}
+		query: topicIDQuery(url.Values{"offset": {off}}, s.opts.TopicID), accept: mediaSSE}
 	if s.last >= 0 {
 		req.header = http.Header{"Last-Event-Id": {strconv.FormatInt(s.last, 10)}}
 	}

@@ -108,7 +108,9 @@ type HeartbeatResult struct {
 
 // OffsetCommit is one offset to commit.
 type OffsetCommit struct {
-	Topic     string
+	Topic string
+	// TopicID, when not 0, must be the topic's id (TopicIDMismatchError).
+	TopicID   int64
 	Partition int32
 	Offset    int64
 	Metadata  string
@@ -365,6 +367,9 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 				if !ok {
 					return reject("partition %s/%d is not assigned to this member of group %q: %w", o.Topic, o.Partition, group, ErrNotAssigned)
 				}
+				if o.TopicID != 0 && o.TopicID != id {
+					return reject("%w", &TopicIDMismatchError{Topic: o.Topic, Pinned: o.TopicID, Current: id})
+				}
 				commits[i] = metadata.GroupCommit{TopicID: id, Partition: o.Partition, Offset: o.Offset, Metadata: o.Metadata}
 			}
 		} else {
@@ -384,6 +389,9 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 				t, ok := topics[o.Topic]
 				if !ok {
 					return reject("topic %q does not exist: %w", o.Topic, ErrTopicNotFound)
+				}
+				if o.TopicID != 0 && o.TopicID != t.ID {
+					return reject("%w", &TopicIDMismatchError{Topic: o.Topic, Pinned: o.TopicID, Current: t.ID})
 				}
 				if o.Partition >= t.Partitions {
 					return reject("topic %q has %d partitions; there is no partition %d: %w", o.Topic, t.Partitions, o.Partition, ErrPartitionNotFound)

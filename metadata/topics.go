@@ -240,8 +240,16 @@ func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Top
 	return t, err
 }
 
-// DeleteTopic removes a topic, its partitions and its index rows. Its
-// objects become unreferenced and the janitor removes them later.
+// TopicDeletedNotice is the NotifyChannel entry that DeleteTopic sends
+// for topic id: "topicID:*:deleted". Waiters on any partition of the topic
+// wake and find it gone; readers of the "topicID:partition:highWatermark"
+// entries that do not know it skip it (its partition is not a number).
+func TopicDeletedNotice(id int64) string { return fmt.Sprintf("%d:*:deleted", id) }
+
+// DeleteTopic removes a topic, its partitions and its index rows, and
+// NOTIFYs its deletion (TopicDeletedNotice) at commit so that long-polls
+// and streams on it end at once. Its objects become unreferenced and the
+// janitor removes them later.
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 	return s.inTx(ctx, "delete topic", func(tx pgx.Tx) error {
 		var id int64
@@ -261,7 +269,10 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM partitions WHERE topic_id = $1 ORDER BY partition FOR UPDATE`, id); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM topics WHERE id = $1`, id)
+		if _, err = tx.Exec(ctx, `DELETE FROM topics WHERE id = $1`, id); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, TopicDeletedNotice(id))
 		return err
 	})
 }

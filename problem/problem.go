@@ -49,6 +49,11 @@ const (
 	CodeNotAssigned     Code = "not_assigned"
 	CodeGroupNotEmpty   Code = "group_not_empty"
 	CodeGroupFull       Code = "group_full"
+
+	// CodeTopicIDMismatch: the request pinned a topic id (topic_id) and
+	// the topic of that name has another: it was deleted and created
+	// again, with offsets from 0. The problem's TopicID is the current id.
+	CodeTopicIDMismatch Code = "topic_id_mismatch"
 )
 
 // TypeURI is the problem type of a code.
@@ -68,6 +73,8 @@ type Details struct {
 	// LogStartOffset and HighWatermark accompany offset_out_of_range.
 	LogStartOffset *int64 `json:"log_start_offset,omitempty"`
 	HighWatermark  *int64 `json:"high_watermark,omitempty"`
+	// TopicID accompanies topic_id_mismatch: the topic's current id.
+	TopicID *int64 `json:"topic_id,omitempty"`
 }
 
 // Error makes Details usable as an error.

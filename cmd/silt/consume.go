@@ -26,8 +26,10 @@ type consumeConfig struct {
 	offset    int64 // or client.Earliest, client.Latest
 	// reset is where an offset out of range goes: client.ResetEarliest,
 	// ResetLatest or ResetError; resetSet says --offset-reset was given.
-	reset      string
-	resetSet   bool
+	reset    string
+	resetSet bool
+	// topicID pins the topic read (client.FetchOptions.TopicID).
+	topicID    int64
 	follow     bool
 	maxRecords int // 0: no limit
 	format     recordFormat
@@ -146,10 +148,14 @@ func runConsumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 			SessionTimeout: cfg.sessionTimeout, AutoOffsetReset: reset, MaxRecords: cfg.maxRecords, Format: cfg.format, Log: stderr,
 		}, stdout)
 	}
-	parts, err := consumePartitions(ctx, c, cfg)
+	t, parts, err := consumePartitions(ctx, c, cfg)
 	if err != nil {
 		return err
 	}
+	// Every read pins the topic described: one deleted and created again
+	// under its name meanwhile fails the reads (topic_id_mismatch) rather
+	// than being read from offsets of the old one.
+	cfg.topicID = t.ID
 	out := &recordWriter{w: bufio.NewWriter(stdout), format: cfg.format, left: cfg.maxRecords}
 	if cfg.follow {
 		err = follow(ctx, c, cfg, parts, out)
@@ -165,23 +171,23 @@ func runConsumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return err
 }
 
-// consumePartitions lists the partitions to read, checking the topic.
-func consumePartitions(ctx context.Context, c *client.Client, cfg consumeConfig) ([]int32, error) {
+// consumePartitions describes the topic and lists the partitions to read.
+func consumePartitions(ctx context.Context, c *client.Client, cfg consumeConfig) (client.Topic, []int32, error) {
 	t, err := c.DescribeTopic(ctx, cfg.topic)
 	if err != nil {
-		return nil, err
+		return t, nil, err
 	}
 	if cfg.partition >= 0 {
 		if cfg.partition >= t.Partitions {
-			return nil, fmt.Errorf("topic %s has %d partitions; there is no partition %d", cfg.topic, t.Partitions, cfg.partition)
+			return t, nil, fmt.Errorf("topic %s has %d partitions; there is no partition %d", cfg.topic, t.Partitions, cfg.partition)
 		}
-		return []int32{cfg.partition}, nil
+		return t, []int32{cfg.partition}, nil
 	}
 	parts := make([]int32, t.Partitions)
 	for i := range parts {
 		parts[i] = int32(i)
 	}
-	return parts, nil
+	return t, parts, nil
 }
 
 // errEnough ends reading once --max-records were printed.
@@ -246,7 +252,7 @@ func readPartition(ctx context.Context, c *client.Client, cfg consumeConfig, p i
 		fmt.Fprintf(stderr, "silt consume: %s/%d: offset %d is out of range; reading from %d (--offset-reset %s)\n", cfg.topic, p, cfg.offset, pos, cfg.reset)
 	}
 	for pos < end {
-		res, err := c.Fetch(ctx, cfg.topic, p, pos, client.FetchOptions{MaxRecords: 1000, OffsetReset: cfg.reset})
+		res, err := c.Fetch(ctx, cfg.topic, p, pos, client.FetchOptions{MaxRecords: 1000, OffsetReset: cfg.reset, TopicID: cfg.topicID})
 		if err != nil {
 			return err
 		}
@@ -283,7 +289,7 @@ func follow(ctx context.Context, c *client.Client, cfg consumeConfig, parts []in
 	}()
 	for _, p := range parts {
 		wg.Go(func() {
-			for r, err := range c.Stream(ctx, cfg.topic, p, cfg.offset, client.StreamOptions{OffsetReset: cfg.reset}) {
+			for r, err := range c.Stream(ctx, cfg.topic, p, cfg.offset, client.StreamOptions{OffsetReset: cfg.reset, TopicID: cfg.topicID}) {
 				if err != nil {
 					errs <- err
 					return
