@@ -213,6 +213,9 @@ func (s *Server) heartbeat(c echo.Context) error {
 	if req.Generation == nil {
 		return badRequest(problem.CodeInvalidParameter, "generation is required")
 	}
+	if *req.Generation < 0 {
+		return badRequest(problem.CodeInvalidParameter, "generation %d is negative", *req.Generation)
+	}
 	res, err := s.deps.Groups.Heartbeat(c.Request().Context(), group, member, *req.Generation)
 	if err != nil {
 		return err
@@ -244,6 +247,9 @@ func (s *Server) commitOffsets(c echo.Context) error {
 	if req.MemberID != "" {
 		if req.Generation == nil {
 			return badRequest(problem.CodeInvalidParameter, "generation is required with member_id")
+		}
+		if *req.Generation < 0 {
+			return badRequest(problem.CodeInvalidParameter, "generation %d is negative", *req.Generation)
 		}
 		cr.Generation = *req.Generation
 	}

@@ -277,6 +277,15 @@ func TestGroupErrors(t *testing.T) {
 		{"fetch unknown member", "GET", "/v1/groups/g/members/m-ghost/records", ``, 404, problem.CodeMemberNotFound},
 		{"fetch other generation", "GET", "/v1/groups/g/members/" + m1.id + "/records?generation=1", ``, 409, problem.CodeStaleGeneration},
 		{"join wrong media type", "POST", "/v1/groups/g/members", `topics=t`, 415, problem.CodeUnsupportedMediaType},
+		// Group inputs (issue 21): generations that never were, metadata
+		// past Kafka's offset.metadata.max.bytes.
+		{"heartbeat negative generation", "POST", "/v1/groups/g/members/" + m1.id + "/heartbeat", `{"generation":-1}`, 400, problem.CodeInvalidParameter},
+		{"heartbeat generation ahead", "POST", "/v1/groups/g/members/" + m1.id + "/heartbeat", `{"generation":3}`, 400, problem.CodeInvalidParameter},
+		{"heartbeat absurd generation", "POST", "/v1/groups/g/members/" + m1.id + "/heartbeat", `{"generation":9223372036854775807}`, 400, problem.CodeInvalidParameter},
+		{"commit negative generation", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":-2,"offsets":[{"topic":"t","partition":0,"offset":1}]}`, 400, problem.CodeInvalidParameter},
+		{"commit generation ahead", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":99,"offsets":[{"topic":"t","partition":0,"offset":1}]}`, 400, problem.CodeInvalidParameter},
+		{"fetch generation ahead", "GET", "/v1/groups/g/members/" + m1.id + "/records?generation=99", ``, 400, problem.CodeInvalidParameter},
+		{"metadata too long", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":2,"offsets":[{"topic":"t","partition":0,"offset":1,"metadata":"` + strings.Repeat("x", 4097) + `"}]}`, 400, problem.CodeInvalidParameter},
 	} {
 		ct := "application/json"
 		if tc.code == problem.CodeUnsupportedMediaType {
@@ -620,5 +629,18 @@ func TestGroupFetchLongPoll(t *testing.T) {
 		if i > 30 {
 			t.Fatalf("read %d of 30", len(seen))
 		}
+	}
+}
+
+// Commit metadata up to Kafka's 4 KiB is kept whole.
+func TestGroupCommitMetadataLimit(t *testing.T) {
+	a, _ := groupAgents(t)
+	createTopic(t, a, "t", 1, "")
+	meta := strings.Repeat("é", 2048) // 4096 bytes
+	postJSON(t, a.URL+"/v1/groups/g/offsets", map[string]any{"offsets": []map[string]any{{"topic": "t", "partition": 0, "offset": 0, "metadata": meta}}}, nil)
+	var offs agent.GroupOffsetsResponse
+	getJSON(t, a.URL+"/v1/groups/g/offsets", &offs)
+	if len(offs.Offsets) != 1 || offs.Offsets[0].Metadata != meta {
+		t.Fatalf("offsets %+v", offs)
 	}
 }

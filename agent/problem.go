@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"silt/groups"
 	"silt/problem"
 )
 
@@ -81,11 +82,13 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		return
 	}
 	p := s.toProblem(err)
-	switch {
+	// Member ids in paths and errors authorize members: logs get them
+	// shortened.
+	switch path := groups.RedactMemberIDs(c.Request().URL.Path); {
 	case c.Request().Context().Err() != nil:
-		s.logger.Debug("request ended by the client", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+		s.logger.Debug("request ended by the client", "method", c.Request().Method, "path", path, "err", groups.RedactMemberIDs(err.Error()))
 	case p.Status >= 500:
-		s.logger.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", p.Status, "code", p.Code, "err", err)
+		s.logger.Error("request failed", "method", c.Request().Method, "path", path, "status", p.Status, "code", p.Code, "err", groups.RedactMemberIDs(err.Error()))
 	}
 	if werr := writeProblem(c, p); werr != nil {
 		s.logger.Debug("write problem", "err", werr)

@@ -714,7 +714,7 @@ func TestProblemDetailsSpeakTheClientsTerms(t *testing.T) {
 		{"POST", "/v1/topics/t/records", "application/json", `{"records":[],"nope":1}`, 400, `unknown field "nope"`},
 		{"POST", "/v1/topics/t/records", "application/vnd.silt.records.v1", "SLP1\x00", 400, `malformed binary body: truncated`},
 		{"DELETE", "/v1/groups/nope", "", ``, 404, `group "nope" does not exist`},
-		{"POST", "/v1/groups/nope/members/m-1/heartbeat", "application/json", `{"generation":1}`, 404, `group "nope" does not exist, so it has no member "m-1"; join again without a member id`},
+		{"POST", "/v1/groups/nope/members/m-1/heartbeat", "application/json", `{"generation":1}`, 404, `group "nope" does not exist, so it has no member m-1; join again without a member id`},
 		{"POST", "/v1/groups/g/members", "application/json", `{"topics":["nope"]}`, 404, `topic "nope" does not exist`},
 		{"POST", "/v1/groups/g/members", "application/json", `{"topics":["t"],"session_timeout_ms":1}`, 400, `session_timeout_ms 1 must be from`},
 		{"POST", "/v1/groups/a%20b/members", "application/json", `{"topics":["t"]}`, 400, `group name "a b" must be 1 to 249 characters`},

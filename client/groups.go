@@ -221,7 +221,7 @@ func (c *Client) Heartbeat(ctx context.Context, group, memberID string, generati
 	in := map[string]int64{"generation": generation}
 	req := request{method: http.MethodPost, path: groupPath(group, "members", memberID, "heartbeat"), safe: true}
 	if err := c.callJSON(ctx, req, in, &out); err != nil {
-		return HeartbeatResult{}, fmt.Errorf("heartbeat %s/%s: %w", group, memberID, err)
+		return HeartbeatResult{}, fmt.Errorf("heartbeat %s/%s: %w", group, redact(memberID), err)
 	}
 	return out, nil
 }
@@ -229,7 +229,7 @@ func (c *Client) Heartbeat(ctx context.Context, group, memberID string, generati
 // LeaveGroup removes a member; the others rebalance.
 func (c *Client) LeaveGroup(ctx context.Context, group, memberID string) error {
 	if err := c.callJSON(ctx, request{method: http.MethodDelete, path: groupPath(group, "members", memberID)}, nil, nil); err != nil {
-		return fmt.Errorf("leave group %s/%s: %w", group, memberID, err)
+		return fmt.Errorf("leave group %s/%s: %w", group, redact(memberID), err)
 	}
 	return nil
 }
@@ -344,19 +344,28 @@ func (c *Client) GroupFetch(ctx context.Context, group, memberID string, opts Gr
 	}
 	req := request{method: http.MethodGet, path: groupPath(group, "members", memberID, "records"), query: q, retry: &RetryPolicy{}}
 	if err := c.callJSON(ctx, req, nil, &page); err != nil {
-		return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: %w", group, memberID, err)
+		return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: %w", group, redact(memberID), err)
 	}
 	out := GroupFetchResult{Generation: page.Generation, Records: make([]GroupRecord, len(page.Records)), Positions: page.Positions}
 	for i := range page.Records {
 		j := &page.Records[i]
 		if j.Partition == nil {
-			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: record without a partition", group, memberID)
+			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: record without a partition", group, redact(memberID))
 		}
 		r, err := recordFrom(&j.Record, *j.Partition)
 		if err != nil {
-			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: %w", group, memberID, err)
+			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: %w", group, redact(memberID), err)
 		}
 		out.Records[i] = GroupRecord{Topic: j.Topic, TopicID: j.TopicID, Record: r}
 	}
 	return out, nil
+}
+
+// redact shortens a member id for error messages, which end up in logs: a
+// member id authorizes the member's commits and fetches.
+func redact(memberID string) string {
+	if len(memberID) <= 8 {
+		return memberID
+	}
+	return memberID[:8] + "…"
 }

@@ -23,6 +23,9 @@ type Config struct {
 	MaxMembers int
 	// MaxTopics bounds the topics one member subscribes to.
 	MaxTopics int
+	// MaxMetadataBytes bounds a committed offset's metadata (Kafka's
+	// offset.metadata.max.bytes).
+	MaxMetadataBytes int
 	// LagCacheTTL is how long the lag collector reuses one read of
 	// Postgres across scrapes.
 	LagCacheTTL time.Duration
@@ -41,6 +44,7 @@ func DefaultConfig() Config {
 		MaxHeartbeatInterval:  3 * time.Second,
 		MaxMembers:            1000,
 		MaxTopics:             1000,
+		MaxMetadataBytes:      4096,
 		LagCacheTTL:           15 * time.Second,
 		LagMaxSeries:          10_000,
 		LagQueryTimeout:       5 * time.Second,
@@ -64,6 +68,8 @@ func (c Config) Validate() error {
 		return errors.New("groups: max members must be positive")
 	case c.MaxTopics < 1:
 		return errors.New("groups: max topics must be positive")
+	case c.MaxMetadataBytes < 0:
+		return errors.New("groups: max metadata bytes must not be negative")
 	case c.LagCacheTTL < 0:
 		return errors.New("groups: lag cache TTL must not be negative")
 	case c.LagMaxSeries < 1:
@@ -93,6 +99,17 @@ func ValidName(name string) error {
 // memberIDRE bounds the member ids a request may name. The coordinator
 // issues "m-" and a lowercase ULID; anything else is no member's.
 var memberIDRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,255}$`)
+
+// issuedIDRE matches the member ids the coordinator issues.
+var issuedIDRE = regexp.MustCompile(`m-[0-9a-z]{26}`)
+
+// RedactMemberIDs shortens every member id in s to its first eight
+// characters (the "m-" and the start of the ULID's time): a member id
+// authorizes the member's commits and fetches, so logs must not carry it
+// whole.
+func RedactMemberIDs(s string) string {
+	return issuedIDRE.ReplaceAllStringFunc(s, func(id string) string { return id[:8] + "…" })
+}
 
 // ValidMemberID reports whether id could be a member id.
 func ValidMemberID(id string) error {

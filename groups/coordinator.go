@@ -237,7 +237,7 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 		} else {
 			m = st.byID[req.MemberID]
 			if m == nil {
-				return reject("group %q has no member %q (it left or expired): %w", group, req.MemberID, ErrMemberNotFound)
+				return reject("group %q has no member %s (it left or expired): %w", group, RedactMemberIDs(req.MemberID), ErrMemberNotFound)
 			}
 			if topics != nil && !slices.Equal(m.Topics, topics) {
 				if err := st.requireTopics(ctx, topics); err != nil {
@@ -282,6 +282,9 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 	if err := ValidMemberID(member); err != nil {
 		return HeartbeatResult{}, err
 	}
+	if generation < 0 {
+		return HeartbeatResult{}, fmt.Errorf("%w: generation %d is negative", ErrInvalidArgument, generation)
+	}
 	var res HeartbeatResult
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		m, err := st.alive(member)
@@ -289,6 +292,9 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 			return err
 		}
 		gen := st.group.Generation
+		if generation > gen {
+			return reject("%w: generation %d is ahead of the group's generation %d; it was never the group's", ErrInvalidArgument, generation, gen)
+		}
 		res = HeartbeatResult{Generation: gen, Rejoin: m.Generation != gen || generation != gen}
 		return nil
 	})
@@ -341,6 +347,9 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 		}
 		if strings.IndexByte(o.Metadata, 0) >= 0 {
 			return fmt.Errorf("%w: %s/%d: metadata must not contain NUL characters", ErrInvalidArgument, o.Topic, o.Partition)
+		}
+		if len(o.Metadata) > c.cfg.MaxMetadataBytes {
+			return fmt.Errorf("%w: %s/%d: metadata is %d bytes; at most %d are kept with an offset", ErrInvalidArgument, o.Topic, o.Partition, len(o.Metadata), c.cfg.MaxMetadataBytes)
 		}
 		k := tp{o.Topic, o.Partition}
 		if seen[k] {
@@ -590,7 +599,7 @@ func (c *Coordinator) FinishFetch(ctx context.Context, group, member string, gen
 // either way it joins again from scratch.
 func memberError(err error, group, member string) error {
 	if errors.Is(err, ErrGroupNotFound) {
-		return fmt.Errorf("group %q does not exist, so it has no member %q: %w", group, member, ErrMemberNotFound)
+		return fmt.Errorf("group %q does not exist, so it has no member %s: %w", group, RedactMemberIDs(member), ErrMemberNotFound)
 	}
 	return err
 }
@@ -761,7 +770,7 @@ func (st *state) alive(id string) (*metadata.GroupMember, error) {
 func (st *state) member(id string) (*metadata.GroupMember, error) {
 	m := st.byID[id]
 	if m == nil {
-		return nil, reject("group %q has no member %q (it left or expired): %w", st.group.Name, id, ErrMemberNotFound)
+		return nil, reject("group %q has no member %s (it left or expired): %w", st.group.Name, RedactMemberIDs(id), ErrMemberNotFound)
 	}
 	return m, nil
 }
@@ -770,6 +779,9 @@ func (st *state) member(id string) (*metadata.GroupMember, error) {
 // names another one. Call after settle.
 func (st *state) current(m *metadata.GroupMember, generation int64) error {
 	gen := st.group.Generation
+	if generation > gen || generation < 0 {
+		return reject("%w: generation %d was never the group's (it is at %d)", ErrInvalidArgument, generation, gen)
+	}
 	if m.Generation != gen || generation != gen {
 		return reject("group %q is at generation %d, not %d (the member joined at %d); join again with the member id: %w",
 			st.group.Name, gen, generation, m.Generation, ErrStaleGeneration)

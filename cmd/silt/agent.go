@@ -77,6 +77,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&g.MinSessionTimeout, "group-min-session-timeout", g.MinSessionTimeout, "shortest session timeout a group member may ask for")
 	fs.DurationVar(&g.MaxSessionTimeout, "group-max-session-timeout", g.MaxSessionTimeout, "longest session timeout a group member may ask for")
 	fs.IntVar(&g.MaxMembers, "group-max-members", g.MaxMembers, "most members in one consumer group")
+	fs.IntVar(&g.MaxMetadataBytes, "group-max-metadata-bytes", g.MaxMetadataBytes, "largest metadata kept with a committed offset (Kafka's offset.metadata.max.bytes)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM, how long /readyz fails before the listener closes (for load balancers without retries)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests and the final flush")
 	fs.BoolVar(&c.HTTP.Pprof, "pprof", c.HTTP.Pprof, "serve Go's profiler under /debug/pprof/")

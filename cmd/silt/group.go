@@ -435,7 +435,8 @@ func (gc *groupConsumer) join(ctx context.Context, again bool) error {
 	for i, a := range m.Assignments {
 		parts[i] = fmt.Sprintf("%s/%d@%d", a.Topic, a.Partition, a.Offset)
 	}
-	gc.logf("joined group %s as %s, generation %d: %s", gc.group, m.MemberID, m.Generation, orDash(strings.Join(parts, " ")))
+	// The member id authorizes the member's commits: the log shows its start.
+	gc.logf("joined group %s as %s…, generation %d: %s", gc.group, m.MemberID[:min(8, len(m.MemberID))], m.Generation, orDash(strings.Join(parts, " ")))
 	return nil
 }
 
