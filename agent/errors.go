@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"silt/batcher"
 	"silt/binformat"
@@ -83,6 +84,15 @@ func mapDomainError(err error) *problem.Details {
 	var tim *groups.TopicIDMismatchError
 	if errors.As(err, &tim) {
 		return topicIDMismatch(tim.Topic, tim.Pinned, tim.Current)
+	}
+	var full *groups.GroupFullError
+	if errors.As(err, &full) {
+		// Retriable: members that are not heard from expire and free
+		// their places; Retry-After says when the first one could.
+		p := newProblem(http.StatusConflict, problem.CodeGroupFull,
+			"group %q is full: it has %d members, the most allowed; retry after %d s, when a member may have expired", full.Group, full.Members, int(full.RetryAfter/time.Second))
+		p.Retriable, p.RetryAfter = true, int(full.RetryAfter/time.Second)
+		return p
 	}
 	for _, d := range domainErrors {
 		if !errors.Is(err, d.sentinel) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"silt/agent"
+	"silt/internal/agentd"
 	"silt/internal/agenttest"
 	"silt/problem"
 	"silt/recordjson"
@@ -643,4 +644,19 @@ func TestGroupCommitMetadataLimit(t *testing.T) {
 	if len(offs.Offsets) != 1 || offs.Offsets[0].Metadata != meta {
 		t.Fatalf("offsets %+v", offs)
 	}
+}
+
+// A full group is retriable, with Retry-After; sessions are bounded.
+func TestGroupFullIsRetriable(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) { c.Groups.MaxMembers = 1 }})
+	createTopic(t, a, "t", 1, "")
+	joinGroup(t, a, "g", agent.JoinGroupRequest{Topics: []string{"t"}})
+	status, hdr, body := call(t, "POST", a.URL+"/v1/groups/g/members", "application/json", []byte(`{"topics":["t"]}`))
+	p := wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeGroupFull)
+	if !p.Retriable || p.RetryAfter < 1 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("group_full without a retry hint: %s (Retry-After %q)", body, hdr.Get("Retry-After"))
+	}
+	status, hdr, body = call(t, "POST", a.URL+"/v1/groups/h/members", "application/json", []byte(`{"topics":["t"],"session_timeout_ms":300001}`))
+	wantProblem(t, status, hdr, body, http.StatusBadRequest, problem.CodeInvalidParameter)
 }

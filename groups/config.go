@@ -16,6 +16,11 @@ type Config struct {
 	// member may ask for (Kafka's group.min/max.session.timeout.ms).
 	MinSessionTimeout time.Duration
 	MaxSessionTimeout time.Duration
+	// NewMemberTimeout bounds how long a member that joined is kept
+	// without a heartbeat, commit or group fetch since (its session
+	// timeout when shorter): members that join and are never heard of
+	// again cannot hold the group's places for a whole session.
+	NewMemberTimeout time.Duration
 	// MaxHeartbeatInterval caps the heartbeat interval joins suggest,
 	// which is otherwise a third of the session timeout.
 	MaxHeartbeatInterval time.Duration
@@ -40,7 +45,8 @@ func DefaultConfig() Config {
 	return Config{
 		DefaultSessionTimeout: 45 * time.Second,
 		MinSessionTimeout:     time.Second,
-		MaxSessionTimeout:     30 * time.Minute,
+		MaxSessionTimeout:     5 * time.Minute,
+		NewMemberTimeout:      30 * time.Second,
 		MaxHeartbeatInterval:  3 * time.Second,
 		MaxMembers:            1000,
 		MaxTopics:             1000,
@@ -62,6 +68,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("groups: default session timeout %v must be within [%v, %v]", c.DefaultSessionTimeout, c.MinSessionTimeout, c.MaxSessionTimeout)
 	case c.MaxSessionTimeout > 24*time.Hour:
 		return errors.New("groups: max session timeout must be at most 24h")
+	case c.NewMemberTimeout <= 0:
+		return errors.New("groups: new member timeout must be positive")
 	case c.MaxHeartbeatInterval <= 0:
 		return errors.New("groups: max heartbeat interval must be positive")
 	case c.MaxMembers < 1:

@@ -225,7 +225,7 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 		var m *metadata.GroupMember
 		if req.MemberID == "" {
 			if len(st.members) >= c.cfg.MaxMembers {
-				return reject("group %q is full: it has %d members, the most allowed: %w", group, len(st.members), ErrGroupFull)
+				return reject("%w", &GroupFullError{Group: group, Members: len(st.members), RetryAfter: st.firstExpiry()})
 			}
 			if err := st.requireTopics(ctx, topics); err != nil {
 				return err
@@ -634,6 +634,7 @@ func (c *Coordinator) locked(ctx context.Context, group string, create bool, op 
 	err := c.store.InGroup(ctx, group, create, func(ctx context.Context, tx *metadata.GroupTx) error {
 		rejected = nil
 		st := newState(tx)
+		st.newMember = c.cfg.NewMemberTimeout
 		st.maintain()
 		err := op(ctx, st)
 		var r *rejection
@@ -674,7 +675,9 @@ type state struct {
 	rebalance bool            // a rebalance is due
 	// rebalanced: settle bumped the generation and reassigned.
 	rebalanced bool
-	deleted    bool
+	// newMember is Config.NewMemberTimeout.
+	newMember time.Duration
+	deleted   bool
 }
 
 func newState(tx *metadata.GroupTx) *state {
@@ -702,10 +705,33 @@ func (st *state) remove(id string) {
 	st.removed = append(st.removed, id)
 }
 
+// expiresAt is when a member not heard from again expires: at the end of
+// its session, or, while it was never heard from since it joined, after
+// the new member timeout if that is shorter.
+func (st *state) expiresAt(m *metadata.GroupMember) time.Time {
+	timeout := m.SessionTimeout
+	if m.HeartbeatAt.Equal(m.JoinedAt) {
+		timeout = min(timeout, st.newMember)
+	}
+	return m.HeartbeatAt.Add(timeout)
+}
+
+// firstExpiry is how long until the first member could expire, in whole
+// seconds, at least one: when a full group may have a place again.
+func (st *state) firstExpiry() time.Duration {
+	first := time.Duration(0)
+	for i, m := range st.members {
+		if d := st.expiresAt(m).Sub(st.now); i == 0 || d < first {
+			first = d
+		}
+	}
+	return max(first.Round(time.Second), time.Second)
+}
+
 // maintain removes expired members and notices topic changes.
 func (st *state) maintain() {
 	for _, m := range slices.Clone(st.members) {
-		if m.HeartbeatAt.Add(m.SessionTimeout).Before(st.now) {
+		if st.expiresAt(m).Before(st.now) {
 			st.remove(m.ID)
 			st.expired++
 			st.rebalance = true

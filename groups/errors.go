@@ -3,6 +3,7 @@ package groups
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"silt/metadata"
 )
@@ -40,6 +41,22 @@ var (
 	// topic's (see TopicIDMismatchError).
 	ErrTopicIDMismatch = errors.New("groups: topic id mismatch")
 )
+
+// GroupFullError is a join refused because the group has MaxMembers
+// members; a place may free up after RetryAfter, when the member that
+// expires first would if it is not heard from.
+type GroupFullError struct {
+	Group      string
+	Members    int
+	RetryAfter time.Duration
+}
+
+func (e *GroupFullError) Error() string {
+	return fmt.Sprintf("group %q is full: it has %d members, the most allowed; a place may free up in %v", e.Group, e.Members, e.RetryAfter)
+}
+
+// Unwrap makes errors.Is(err, ErrGroupFull) hold.
+func (e *GroupFullError) Unwrap() error { return ErrGroupFull }
 
 // TopicIDMismatchError is a commit that pinned topic id Pinned for a
 // topic whose id is Current: the topic was deleted and created again,

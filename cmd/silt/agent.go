@@ -76,6 +76,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&g.DefaultSessionTimeout, "group-session-timeout", g.DefaultSessionTimeout, "consumer group session timeout when a join names none")
 	fs.DurationVar(&g.MinSessionTimeout, "group-min-session-timeout", g.MinSessionTimeout, "shortest session timeout a group member may ask for")
 	fs.DurationVar(&g.MaxSessionTimeout, "group-max-session-timeout", g.MaxSessionTimeout, "longest session timeout a group member may ask for")
+	fs.DurationVar(&g.NewMemberTimeout, "group-new-member-timeout", g.NewMemberTimeout, "how long a member that joined is kept until its first heartbeat, commit or group fetch (its session timeout when shorter)")
 	fs.IntVar(&g.MaxMembers, "group-max-members", g.MaxMembers, "most members in one consumer group")
 	fs.IntVar(&g.MaxMetadataBytes, "group-max-metadata-bytes", g.MaxMetadataBytes, "largest metadata kept with a committed offset (Kafka's offset.metadata.max.bytes)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM, how long /readyz fails before the listener closes (for load balancers without retries)")
