@@ -29,10 +29,16 @@ import (
 // that name the offending place in the client's terms
 // (records[2].partition), never Go's types.
 func strictUnmarshal(body []byte, v any) error {
+	return strictUnmarshalAt(body, v, "")
+}
+
+// strictUnmarshalAt is strictUnmarshal of a value found at path root of
+// the request body (such as "config"), which its messages name.
+func strictUnmarshalAt(body []byte, v any, root string) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return badRequest(problem.CodeInvalidJSON, "%s", jsonErrorText(body, err))
+		return badRequest(problem.CodeInvalidJSON, "%s", jsonErrorText(body, err, root))
 	}
 	if dec.More() {
 		return badRequest(problem.CodeInvalidJSON, "malformed JSON: trailing data after the value")
@@ -43,8 +49,9 @@ func strictUnmarshal(body []byte, v any) error {
 	return nil
 }
 
-// jsonErrorText words a decoding error for the client.
-func jsonErrorText(body []byte, err error) string {
+// jsonErrorText words a decoding error of the value at path root ("" for
+// the body) for the client.
+func jsonErrorText(body []byte, err error, root string) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -56,8 +63,13 @@ func jsonErrorText(body []byte, err error) string {
 		return fmt.Sprintf("malformed JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
 	case errors.As(err, &te):
 		where := pathAt(body, int(te.Offset)-1)
-		if where == "" {
+		switch {
+		case root == "" && where == "":
 			where = "the body"
+		case where == "":
+			where = root
+		case root != "":
+			where = root + "." + where
 		}
 		return fmt.Sprintf("%s must be %s, not %s", where, jsonKind(te.Type), te.Value)
 	}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -152,11 +153,13 @@ func mergeConfig(cfg *metadata.TopicConfig, raw json.RawMessage) error {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil
 	}
-	if err := strictUnmarshal(raw, cfg); err != nil {
+	if err := strictUnmarshalAt(raw, cfg, "config"); err != nil {
 		var p *problem.Details
 		if errors.As(err, &p) {
 			p.Code = problem.CodeInvalidConfig
-			p.Detail = "config: " + p.Detail
+			if !strings.HasPrefix(p.Detail, "config") {
+				p.Detail = "config: " + p.Detail
+			}
 		}
 		return err
 	}
