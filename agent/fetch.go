@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -48,25 +49,26 @@ func (s *Server) fetchRoutes(g *echo.Group) {
 	g.GET("/topics/:topic/partitions/:partition/offsets", s.offsets)
 }
 
-// partitionParams resolves the :topic and :partition path parameters.
-func (s *Server) partitionParams(c echo.Context) (metadata.Topic, int32, error) {
+// partitionParams resolves the :topic and :partition path parameters,
+// and the topic_id query parameter that may pin the topic (pin 0: none).
+func (s *Server) partitionParams(c echo.Context) (t metadata.Topic, part int32, pin int64, err error) {
 	name, err := topicParam(c)
 	if err != nil {
-		return metadata.Topic{}, 0, err
+		return t, 0, 0, err
 	}
-	raw := c.Param("partition")
-	p, err := strconv.ParseInt(raw, 10, 32)
-	if err != nil || p < 0 {
-		return metadata.Topic{}, 0, badRequest(problem.CodeInvalidParameter, "partition %q must be a non-negative integer", raw)
+	if part, err = partitionParam(c); err != nil {
+		return t, 0, 0, err
 	}
-	t, err := s.topics.get(c.Request().Context(), name)
-	if err != nil {
-		return metadata.Topic{}, 0, err
+	if pin, err = topicIDParam(c); err != nil {
+		return t, 0, 0, err
 	}
-	if int32(p) >= t.Partitions {
-		return metadata.Topic{}, 0, notFound(problem.CodePartitionNotFound, "topic %q has %d partitions; there is no partition %d", name, t.Partitions, p)
+	if t, err = s.pinnedTopic(c.Request().Context(), name, pin); err != nil {
+		return t, 0, 0, err
 	}
-	return t, int32(p), nil
+	if part >= t.Partitions {
+		return t, 0, 0, notFound(problem.CodePartitionNotFound, "topic %q has %d partitions; there is no partition %d", name, t.Partitions, part)
+	}
+	return t, part, pin, nil
 }
 
 // intParam parses an optional integer query parameter within [lo, hi].
@@ -75,7 +77,7 @@ func intParam(c echo.Context, name string, def, lo, hi int64) (int64, error) {
 	if raw == "" {
 		return def, nil
 	}
-	n, err := strconv.ParseInt(raw, 10, 64)
+	n, err := parseCanonicalInt(raw, 64)
 	if err != nil || n < lo || n > hi {
 		return 0, badRequest(problem.CodeInvalidParameter, "%s=%q must be an integer from %d to %d", name, raw, lo, hi)
 	}
@@ -98,7 +100,7 @@ func (s *Server) resolveOffset(ctx context.Context, raw, def string, topicID int
 		}
 		return st.HighWatermark, nil
 	}
-	n, err := strconv.ParseInt(raw, 10, 64)
+	n, err := parseCanonicalInt(raw, 64)
 	if err != nil || n < 0 {
 		return 0, badRequest(problem.CodeInvalidParameter, "offset=%q must be a non-negative integer, earliest or latest", raw)
 	}
@@ -163,17 +165,17 @@ func accepts(c echo.Context, mt string) bool {
 }
 
 func (s *Server) fetchRecords(c echo.Context) error {
-	t, part, err := s.partitionParams(c)
+	t, part, pin, err := s.partitionParams(c)
 	if err != nil {
 		return err
 	}
 	fp, err := s.parseFetch(c, t, part, "earliest")
 	if err != nil {
-		return err
+		return s.gone(c.Request().Context(), t, pin, err)
 	}
 	resp, err := s.deps.Fetcher.Fetch(c.Request().Context(), fp.req)
 	if err != nil {
-		return err
+		return s.gone(c.Request().Context(), t, pin, err)
 	}
 	h := c.Response().Header()
 	switch {
@@ -284,19 +286,19 @@ type offsetsResponse struct {
 }
 
 func (s *Server) offsets(c echo.Context) error {
-	t, part, err := s.partitionParams(c)
+	t, part, pin, err := s.partitionParams(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
 	if raw := c.QueryParam("timestamp"); raw != "" {
-		ts, err := strconv.ParseInt(raw, 10, 64)
+		ts, err := parseCanonicalInt(raw, 64)
 		if err != nil || ts < 0 {
 			return badRequest(problem.CodeInvalidParameter, "timestamp=%q must be milliseconds since the epoch", raw)
 		}
 		off, found, err := s.deps.Fetcher.OffsetForTimestamp(ctx, t.ID, part, ts)
 		if err != nil {
-			return err
+			return s.gone(c.Request().Context(), t, pin, err)
 		}
 		out := offsetsResponse{Timestamp: &ts}
 		if found {
@@ -306,7 +308,7 @@ func (s *Server) offsets(c echo.Context) error {
 	}
 	st, err := s.deps.Fetcher.Offsets(ctx, t.ID, part)
 	if err != nil {
-		return err
+		return s.gone(c.Request().Context(), t, pin, err)
 	}
 	return c.JSON(http.StatusOK, map[string]int64{"log_start_offset": st.LogStartOffset, "high_watermark": st.HighWatermark})
 }
@@ -315,17 +317,17 @@ func (s *Server) offsets(c echo.Context) error {
 // with its offset as id, heartbeat comments while idle, resumable with
 // Last-Event-ID, ended cleanly when the agent shuts down.
 func (s *Server) stream(c echo.Context) error {
-	t, part, err := s.partitionParams(c)
+	t, part, pin, err := s.partitionParams(c)
 	if err != nil {
 		return err
 	}
 	fp, err := s.parseFetch(c, t, part, "latest")
 	if err != nil {
-		return err
+		return s.gone(c.Request().Context(), t, pin, err)
 	}
 	if last := c.Request().Header.Get("Last-Event-ID"); last != "" {
-		n, err := strconv.ParseInt(last, 10, 64)
-		if err != nil || n < -1 {
+		n, err := parseCanonicalInt(last, 64)
+		if err != nil || n < -1 || n == math.MaxInt64 {
 			return badRequest(problem.CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
 		}
 		fp.req.Offset = n + 1
@@ -335,7 +337,7 @@ func (s *Server) stream(c echo.Context) error {
 	fp.req.Wait = 0
 	first, err := s.deps.Fetcher.Fetch(ctx, fp.req)
 	if err != nil {
-		return err
+		return s.gone(c.Request().Context(), t, pin, err)
 	}
 	w := c.Response()
 	h := w.Header()
@@ -380,11 +382,16 @@ func (s *Server) stream(c echo.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			err = s.gone(c.Request().Context(), t, pin, err)
 			p := s.toProblem(err)
+			if p.Instance == "" {
+				p.Instance = c.Request().URL.Path
+			}
 			b, _ := json.Marshal(p)
 			fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
 			w.Flush()
-			if !errors.Is(err, fetch.ErrOffsetOutOfRange) {
+			var pd *problem.Details
+			if !errors.Is(err, fetch.ErrOffsetOutOfRange) && !errors.As(err, &pd) {
 				s.logger.Warn("stream ended by error", "topic", t.Name, "partition", part, "err", err)
 			}
 			return nil

@@ -195,7 +195,7 @@ func TestFetchThroughAnotherAgentByteForByte(t *testing.T) {
 	}
 	check("binary", asFetched)
 
-	// Reading from the middle, and past the end.
+	// Reading from the middle, at the end, and past it (416, as in Kafka).
 	getJSON(t, base+"?offset=3", &resp)
 	if len(resp.Records) != 2 || resp.Records[0].Offset != 3 {
 		t.Fatalf("from 3: %+v", resp.Records)
@@ -204,10 +204,8 @@ func TestFetchThroughAnotherAgentByteForByte(t *testing.T) {
 	if len(resp.Records) != 0 || resp.NextOffset != 5 {
 		t.Fatalf("latest: %+v", resp)
 	}
-	getJSON(t, base+"?offset=9", &resp)
-	if len(resp.Records) != 0 || resp.NextOffset != 9 {
-		t.Fatalf("past the end: %+v", resp)
-	}
+	status, hdr, body = call(t, "GET", base+"?offset=9", "", nil)
+	wantProblem(t, status, hdr, body, http.StatusRequestedRangeNotSatisfiable, problem.CodeOffsetOutOfRange)
 }
 
 // counter reads a counter's value from a registry.
@@ -503,5 +501,26 @@ func TestFetchBadParametersAndRange(t *testing.T) {
 	getJSON(t, base+"/records?offset=earliest", &resp)
 	if len(resp.Records) != 1 || resp.Records[0].Offset != 1 {
 		t.Fatalf("earliest after the log start moved: %+v", resp)
+	}
+
+	// Past the high watermark (2): 416 with the offsets, in every form,
+	// as in Kafka; no record will ever be there. At it, an empty page.
+	for _, q := range []string{"/records?offset=3", "/records?offset=9223372036854775807", "/records?offset=3&wait_ms=30000"} {
+		for _, accept := range []string{"application/json", "application/x-ndjson", binformat.MediaType} {
+			status, hdr, b := call(t, "GET", base+q, "", nil, "Accept", accept)
+			p := wantProblem(t, status, hdr, b, http.StatusRequestedRangeNotSatisfiable, problem.CodeOffsetOutOfRange)
+			if p.LogStartOffset == nil || *p.LogStartOffset != 1 || p.HighWatermark == nil || *p.HighWatermark != 2 ||
+				!strings.Contains(p.Detail, "past the high watermark 2") {
+				t.Fatalf("%s (%s): 416 without the offsets: %s", q, accept, b)
+			}
+		}
+	}
+	status, hdr, b = call(t, "GET", base+"/stream?offset=3", "", nil, "Accept", "text/event-stream")
+	wantProblem(t, status, hdr, b, http.StatusRequestedRangeNotSatisfiable, problem.CodeOffsetOutOfRange)
+	status, hdr, b = call(t, "GET", base+"/stream", "", nil, "Accept", "text/event-stream", "Last-Event-ID", "2")
+	wantProblem(t, status, hdr, b, http.StatusRequestedRangeNotSatisfiable, problem.CodeOffsetOutOfRange)
+	getJSON(t, base+"/records?offset=2", &resp)
+	if len(resp.Records) != 0 || resp.NextOffset != 2 || resp.HighWatermark != 2 {
+		t.Fatalf("at the high watermark: %+v", resp)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"silt/fetch"
 	"silt/groups"
+	"silt/metadata"
 	"silt/problem"
 )
 
@@ -42,7 +43,9 @@ type JoinGroupRequest struct {
 
 // AssignmentJSON is an assigned partition and where the member starts.
 type AssignmentJSON struct {
-	Topic           string `json:"topic"`
+	Topic string `json:"topic"`
+	// TopicID is the topic's id, which commits may pin.
+	TopicID         int64  `json:"topic_id"`
 	Partition       int32  `json:"partition"`
 	CommittedOffset *int64 `json:"committed_offset"`
 	Offset          int64  `json:"offset"`
@@ -80,7 +83,10 @@ type CommitOffsetsRequest struct {
 // OffsetCommitJSON is one offset to commit: the offset of the next record
 // to read.
 type OffsetCommitJSON struct {
-	Topic     string `json:"topic"`
+	Topic string `json:"topic"`
+	// TopicID, when set, must be the topic's id: 409 topic_id_mismatch
+	// otherwise (the topic was deleted and created again).
+	TopicID   *int64 `json:"topic_id,omitempty"`
 	Partition *int32 `json:"partition"`
 	Offset    *int64 `json:"offset"`
 	Metadata  string `json:"metadata,omitempty"`
@@ -153,7 +159,24 @@ func (s *Server) groupRoutes(g *echo.Group) {
 	g.GET("/groups/:group/offsets", s.groupOffsets)
 }
 
+// memberParams reads the :group and (when routed) :member path parameters.
+func memberParams(c echo.Context) (group, member string, err error) {
+	if group, err = pathParam(c, "group"); err != nil {
+		return "", "", err
+	}
+	if c.Param("member") != "" {
+		if member, err = pathParam(c, "member"); err != nil {
+			return "", "", err
+		}
+	}
+	return group, member, nil
+}
+
 func (s *Server) joinGroup(c echo.Context) error {
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	var req JoinGroupRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -165,7 +188,7 @@ func (s *Server) joinGroup(c echo.Context) error {
 		}
 		jr.SessionTimeout = time.Duration(*req.SessionTimeoutMs) * time.Millisecond
 	}
-	res, err := s.deps.Groups.Join(c.Request().Context(), c.Param("group"), jr)
+	res, err := s.deps.Groups.Join(c.Request().Context(), group, jr)
 	if err != nil {
 		return err
 	}
@@ -173,12 +196,16 @@ func (s *Server) joinGroup(c echo.Context) error {
 		Assignments:         make([]AssignmentJSON, len(res.Assignments)),
 		HeartbeatIntervalMs: res.HeartbeatInterval.Milliseconds(), SessionTimeoutMs: res.SessionTimeout.Milliseconds()}
 	for i, a := range res.Assignments {
-		out.Assignments[i] = AssignmentJSON{Topic: a.Topic, Partition: a.Partition, CommittedOffset: a.Committed, Offset: a.Offset}
+		out.Assignments[i] = AssignmentJSON{Topic: a.Topic, TopicID: a.TopicID, Partition: a.Partition, CommittedOffset: a.Committed, Offset: a.Offset}
 	}
 	return c.JSON(http.StatusOK, out)
 }
 
 func (s *Server) heartbeat(c echo.Context) error {
+	group, member, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	var req HeartbeatRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -186,7 +213,10 @@ func (s *Server) heartbeat(c echo.Context) error {
 	if req.Generation == nil {
 		return badRequest(problem.CodeInvalidParameter, "generation is required")
 	}
-	res, err := s.deps.Groups.Heartbeat(c.Request().Context(), c.Param("group"), c.Param("member"), *req.Generation)
+	if *req.Generation < 0 {
+		return badRequest(problem.CodeInvalidParameter, "generation %d is negative", *req.Generation)
+	}
+	res, err := s.deps.Groups.Heartbeat(c.Request().Context(), group, member, *req.Generation)
 	if err != nil {
 		return err
 	}
@@ -194,13 +224,21 @@ func (s *Server) heartbeat(c echo.Context) error {
 }
 
 func (s *Server) leaveGroup(c echo.Context) error {
-	if err := s.deps.Groups.Leave(c.Request().Context(), c.Param("group"), c.Param("member")); err != nil {
+	group, member, err := memberParams(c)
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Groups.Leave(c.Request().Context(), group, member); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
 
 func (s *Server) commitOffsets(c echo.Context) error {
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	var req CommitOffsetsRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -209,6 +247,9 @@ func (s *Server) commitOffsets(c echo.Context) error {
 	if req.MemberID != "" {
 		if req.Generation == nil {
 			return badRequest(problem.CodeInvalidParameter, "generation is required with member_id")
+		}
+		if *req.Generation < 0 {
+			return badRequest(problem.CodeInvalidParameter, "generation %d is negative", *req.Generation)
 		}
 		cr.Generation = *req.Generation
 	}
@@ -220,15 +261,24 @@ func (s *Server) commitOffsets(c echo.Context) error {
 			return badRequest(problem.CodeInvalidTopicName, "offsets[%d]: %v", i, err)
 		}
 		cr.Offsets[i] = groups.OffsetCommit{Topic: o.Topic, Partition: *o.Partition, Offset: *o.Offset, Metadata: o.Metadata}
+		if o.TopicID != nil {
+			if *o.TopicID < 1 {
+				return badRequest(problem.CodeInvalidParameter, "offsets[%d].topic_id must be a positive topic id", i)
+			}
+			cr.Offsets[i].TopicID = *o.TopicID
+		}
 	}
-	if err := s.deps.Groups.Commit(c.Request().Context(), c.Param("group"), cr); err != nil {
+	if err := s.deps.Groups.Commit(c.Request().Context(), group, cr); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
 
 func (s *Server) groupOffsets(c echo.Context) error {
-	group := c.Param("group")
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	lags, err := s.deps.Groups.Offsets(c.Request().Context(), group)
 	if err != nil {
 		return err
@@ -256,7 +306,11 @@ func (s *Server) listGroups(c echo.Context) error {
 }
 
 func (s *Server) describeGroup(c echo.Context) error {
-	d, err := s.deps.Groups.Describe(c.Request().Context(), c.Param("group"))
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
+	d, err := s.deps.Groups.Describe(c.Request().Context(), group)
 	if err != nil {
 		return err
 	}
@@ -274,7 +328,11 @@ func (s *Server) describeGroup(c echo.Context) error {
 }
 
 func (s *Server) deleteGroup(c echo.Context) error {
-	if err := s.deps.Groups.Delete(c.Request().Context(), c.Param("group")); err != nil {
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Groups.Delete(c.Request().Context(), group); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -305,17 +363,22 @@ func (s *Server) groupFetch(c echo.Context) error {
 		return err
 	}
 	autoCommit := false
-	if raw := c.QueryParam("auto_commit"); raw != "" {
-		if autoCommit, err = strconv.ParseBool(raw); err != nil {
-			return badRequest(problem.CodeInvalidParameter, "auto_commit=%q must be true or false", raw)
-		}
+	switch raw := c.QueryParam("auto_commit"); raw {
+	case "", "false":
+	case "true":
+		autoCommit = true
+	default:
+		return badRequest(problem.CodeInvalidParameter, "auto_commit=%q must be true or false", raw)
 	}
 	enc, err := encodingParam(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	group, member := c.Param("group"), c.Param("member")
+	group, member, err := memberParams(c)
+	if err != nil {
+		return err
+	}
 	start, err := s.deps.Groups.StartFetch(ctx, group, member, generation, autoCommit)
 	if err != nil {
 		return err
@@ -348,6 +411,8 @@ func (s *Server) groupFetch(c echo.Context) error {
 			buf = appendRecordJSON(buf, &gf.records[i][j], enc)
 			buf = append(buf[:len(buf)-1], `,"topic":`...)
 			buf = appendJSONString(buf, p.Topic)
+			buf = append(buf, `,"topic_id":`...)
+			buf = strconv.AppendInt(buf, p.TopicID, 10)
 			buf = append(buf, `,"partition":`...)
 			buf = strconv.AppendInt(buf, int64(p.Partition), 10)
 			buf = append(buf, '}')
@@ -360,6 +425,8 @@ func (s *Server) groupFetch(c echo.Context) error {
 		}
 		buf = append(buf, `{"topic":`...)
 		buf = appendJSONString(buf, p.Topic)
+		buf = append(buf, `,"topic_id":`...)
+		buf = strconv.AppendInt(buf, p.TopicID, 10)
 		buf = append(buf, `,"partition":`...)
 		buf = strconv.AppendInt(buf, int64(p.Partition), 10)
 		buf = append(buf, `,"offset":`...)
@@ -437,6 +504,11 @@ func (s *Server) fetchAssigned(ctx context.Context, gf *groupFetchState, wait ti
 			break
 		}
 		resp, err := s.fetchPosition(ctx, gf, i, 0)
+		if errors.Is(err, metadata.ErrPartitionNotFound) {
+			// The topic was deleted: the group rebalances at its next
+			// operation, which tells the member to rejoin.
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -470,6 +542,10 @@ func (s *Server) fetchAssigned(ctx context.Context, gf *groupFetchState, wait ti
 		case r.err == nil && len(r.resp.Records) > 0:
 			got[r.i] = r.resp
 			cancel() // the first records end the wait of the others
+		case errors.Is(r.err, metadata.ErrPartitionNotFound):
+			// A topic was deleted: end the wait now; the member's next
+			// operation learns of the rebalance.
+			cancel()
 		case r.err != nil && wctx.Err() == nil && !errors.Is(r.err, fetch.ErrOffsetOutOfRange):
 			// Out of range here means retention raced the first pass;
 			// the next fetch resets the position.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"silt/agent"
+	"silt/internal/agentd"
 	"silt/internal/agenttest"
 	"silt/problem"
 	"silt/recordjson"
@@ -277,6 +278,15 @@ func TestGroupErrors(t *testing.T) {
 		{"fetch unknown member", "GET", "/v1/groups/g/members/m-ghost/records", ``, 404, problem.CodeMemberNotFound},
 		{"fetch other generation", "GET", "/v1/groups/g/members/" + m1.id + "/records?generation=1", ``, 409, problem.CodeStaleGeneration},
 		{"join wrong media type", "POST", "/v1/groups/g/members", `topics=t`, 415, problem.CodeUnsupportedMediaType},
+		// Group inputs (issue 21): generations that never were, metadata
+		// past Kafka's offset.metadata.max.bytes.
+		{"heartbeat negative generation", "POST", "/v1/groups/g/members/" + m1.id + "/heartbeat", `{"generation":-1}`, 400, problem.CodeInvalidParameter},
+		{"heartbeat generation ahead", "POST", "/v1/groups/g/members/" + m1.id + "/heartbeat", `{"generation":3}`, 400, problem.CodeInvalidParameter},
+		{"heartbeat absurd generation", "POST", "/v1/groups/g/members/" + m1.id + "/heartbeat", `{"generation":9223372036854775807}`, 400, problem.CodeInvalidParameter},
+		{"commit negative generation", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":-2,"offsets":[{"topic":"t","partition":0,"offset":1}]}`, 400, problem.CodeInvalidParameter},
+		{"commit generation ahead", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":99,"offsets":[{"topic":"t","partition":0,"offset":1}]}`, 400, problem.CodeInvalidParameter},
+		{"fetch generation ahead", "GET", "/v1/groups/g/members/" + m1.id + "/records?generation=99", ``, 400, problem.CodeInvalidParameter},
+		{"metadata too long", "POST", "/v1/groups/g/offsets", `{"member_id":"` + m1.id + `","generation":2,"offsets":[{"topic":"t","partition":0,"offset":1,"metadata":"` + strings.Repeat("x", 4097) + `"}]}`, 400, problem.CodeInvalidParameter},
 	} {
 		ct := "application/json"
 		if tc.code == problem.CodeUnsupportedMediaType {
@@ -621,4 +631,32 @@ func TestGroupFetchLongPoll(t *testing.T) {
 			t.Fatalf("read %d of 30", len(seen))
 		}
 	}
+}
+
+// Commit metadata up to Kafka's 4 KiB is kept whole.
+func TestGroupCommitMetadataLimit(t *testing.T) {
+	a, _ := groupAgents(t)
+	createTopic(t, a, "t", 1, "")
+	meta := strings.Repeat("é", 2048) // 4096 bytes
+	postJSON(t, a.URL+"/v1/groups/g/offsets", map[string]any{"offsets": []map[string]any{{"topic": "t", "partition": 0, "offset": 0, "metadata": meta}}}, nil)
+	var offs agent.GroupOffsetsResponse
+	getJSON(t, a.URL+"/v1/groups/g/offsets", &offs)
+	if len(offs.Offsets) != 1 || offs.Offsets[0].Metadata != meta {
+		t.Fatalf("offsets %+v", offs)
+	}
+}
+
+// A full group is retriable, with Retry-After; sessions are bounded.
+func TestGroupFullIsRetriable(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) { c.Groups.MaxMembers = 1 }})
+	createTopic(t, a, "t", 1, "")
+	joinGroup(t, a, "g", agent.JoinGroupRequest{Topics: []string{"t"}})
+	status, hdr, body := call(t, "POST", a.URL+"/v1/groups/g/members", "application/json", []byte(`{"topics":["t"]}`))
+	p := wantProblem(t, status, hdr, body, http.StatusConflict, problem.CodeGroupFull)
+	if !p.Retriable || p.RetryAfter < 1 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("group_full without a retry hint: %s (Retry-After %q)", body, hdr.Get("Retry-After"))
+	}
+	status, hdr, body = call(t, "POST", a.URL+"/v1/groups/h/members", "application/json", []byte(`{"topics":["t"],"session_timeout_ms":300001}`))
+	wantProblem(t, status, hdr, body, http.StatusBadRequest, problem.CodeInvalidParameter)
 }

@@ -1,11 +1,15 @@
 package agent_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -70,8 +74,15 @@ func wantProblem(t *testing.T, status int, hdr http.Header, body []byte, wantSta
 	if (wantStatus == 429 || wantStatus == 503) && (hdr.Get("Retry-After") == "" || !p.Retriable) {
 		t.Fatalf("%d without Retry-After or retriable: %+v", wantStatus, p)
 	}
+	if p.Detail == "" || internalWords.MatchString(p.Detail) {
+		t.Fatalf("detail %q is empty or names the agent's internals", p.Detail)
+	}
 	return p
 }
+
+// internalWords are what a problem's detail must not show a client: Go
+// package prefixes of sentinels and Go type names, paths, SQL.
+var internalWords = regexp.MustCompile(`\b(metadata|groups|batcher|fetch|binformat|recordjson|segment|objectstore|json|agent|pgx|s3|minio): |Go (struct|value|type)|\b(int32|int64|\[\]\*?[a-z]+\.[A-Z]\w*)\b|/tmp/|/var/|\.seg\b|SQLSTATE|\bSELECT\b|\bINSERT\b|127\.0\.0\.1`)
 
 func createTopic(t *testing.T, a *agenttest.Agent, name string, partitions int, config string) {
 	t.Helper()
@@ -110,3 +121,45 @@ func produceJSON(t *testing.T, a *agenttest.Agent, topic string, req agent.Produ
 func strp(s string) *string { return &s }
 func i32p(n int32) *int32   { return &n }
 func i64p(n int64) *int64   { return &n }
+
+// rawCall writes request byte for byte to the agent (for framing that no
+// HTTP client sends), half-closes the connection and reads the response.
+func rawCall(t *testing.T, baseURL, request string) (int, http.Header, []byte) {
+	t.Helper()
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(60 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	// The end of what we send: a body cut short ends here too.
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response to %q: %v", request, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+// chunkedRequest is a request with a chunked body given as its framing.
+func chunkedRequest(method, path, contentType, framing string) string {
+	return method + " " + path + " HTTP/1.1\r\nHost: silt\r\nContent-Type: " + contentType +
+		"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + framing
+}

@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 
 	"github.com/labstack/echo/v4"
 
+	"silt/groups"
 	"silt/problem"
 )
 
@@ -37,6 +40,23 @@ func notFound(code problem.Code, format string, args ...any) *problem.Details {
 	return newProblem(http.StatusNotFound, code, format, args...)
 }
 
+// readError is the problem for a request body that could not be read:
+// its chunked framing is broken, or it ended before its length or its
+// last chunk. Either is the client's doing, never the agent's; the
+// detail names no address (a connection error's text would).
+func readError(err error) *problem.Details {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return badRequest(problem.CodeBadRequest, "the request body ended before its declared length or its last chunk")
+	case errors.As(err, &ne), errors.Is(err, net.ErrClosed):
+		return badRequest(problem.CodeBadRequest, "the request body could not be read: the connection failed")
+	}
+	// net/http's chunked reader: "malformed chunked encoding", "invalid
+	// byte in chunk length" and the like, which name no address.
+	return badRequest(problem.CodeBadRequest, "the request body's chunked transfer coding is invalid: %v", err)
+}
+
 // writeProblem sends p as the response.
 func writeProblem(c echo.Context, p *problem.Details) error {
 	if p.Instance == "" {
@@ -62,11 +82,13 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		return
 	}
 	p := s.toProblem(err)
-	switch {
+	// Member ids in paths and errors authorize members: logs get them
+	// shortened.
+	switch path := groups.RedactMemberIDs(c.Request().URL.Path); {
 	case c.Request().Context().Err() != nil:
-		s.logger.Debug("request ended by the client", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+		s.logger.Debug("request ended by the client", "method", c.Request().Method, "path", path, "err", groups.RedactMemberIDs(err.Error()))
 	case p.Status >= 500:
-		s.logger.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", p.Status, "code", p.Code, "err", err)
+		s.logger.Error("request failed", "method", c.Request().Method, "path", path, "status", p.Status, "code", p.Code, "err", groups.RedactMemberIDs(err.Error()))
 	}
 	if werr := writeProblem(c, p); werr != nil {
 		s.logger.Debug("write problem", "err", werr)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +52,23 @@ type ProduceRequest struct {
 	// all of one partition, are written only if that partition's next
 	// offset is ExpectedOffset (also the expected_offset query parameter).
 	ExpectedOffset *int64 `json:"expected_offset,omitempty"`
+}
+
+// produceBody is a ProduceRequest as decoded: pointers tell a null record
+// or header, which is refused, from an empty one.
+type produceBody struct {
+	Records    []*recordBody    `json:"records"`
+	ProducerID int64            `json:"producer_id,omitempty"`
+	Sequences  map[string]int32 `json:"sequences,omitempty"`
+	Sequence   *int32           `json:"sequence,omitempty"`
+	// ExpectedOffset: see ProduceRequest.
+	ExpectedOffset *int64 `json:"expected_offset,omitempty"`
+}
+
+// recordBody is a recordjson.Record as decoded (see produceBody).
+type recordBody struct {
+	recordjson.Record
+	Headers []*recordjson.Header `json:"headers,omitempty"`
 }
 
 // RecordOffset is where one produced record landed.
@@ -106,14 +122,16 @@ func (s *Server) produce(c echo.Context) error {
 		return err
 	}
 	fixed := int32(-1)
-	if p := c.Param("partition"); p != "" {
-		n, err := strconv.ParseInt(p, 10, 32)
-		if err != nil || n < 0 {
-			return badRequest(problem.CodeInvalidParameter, "partition %q must be a non-negative integer", p)
+	if c.Param("partition") != "" {
+		if fixed, err = partitionParam(c); err != nil {
+			return err
 		}
-		fixed = int32(n)
 	}
 	req := c.Request()
+	ct, err := bodyMediaType(req)
+	if err != nil {
+		return err
+	}
 	if req.ContentLength > s.cfg.MaxRequestBytes {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body of %d bytes exceeds %d", req.ContentLength, s.cfg.MaxRequestBytes)
 	}
@@ -129,11 +147,10 @@ func (s *Server) produce(c echo.Context) error {
 		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many produce request bytes in flight; retry shortly")
 	}
 	defer s.bodies.Release(reserve)
-	ct := mediaType(req.Header.Get(echo.HeaderContentType))
 	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
 	var in *produceInput
 	switch ct {
-	case MediaJSON, "":
+	case MediaJSON:
 		in, err = s.parseJSON(body, req.ContentLength, fixed >= 0)
 	case MediaNDJSON:
 		in, err = s.parseNDJSON(body, c.QueryParams())
@@ -158,6 +175,10 @@ func (s *Server) produce(c echo.Context) error {
 			}()
 		}
 	default:
+		if ct == "" {
+			return newProblem(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType,
+				"a produce request needs a body and its Content-Type: %s, %s or %s", MediaJSON, MediaNDJSON, binformat.MediaType)
+		}
 		return newProblem(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType,
 			"content type %q is not supported; send %s, %s or %s", ct, MediaJSON, MediaNDJSON, binformat.MediaType)
 	}
@@ -185,7 +206,11 @@ func (s *Server) produce(c echo.Context) error {
 		return badRequest(problem.CodeInvalidParameter, "sequence is for the single-partition route; use sequences here")
 	}
 	ctx := req.Context()
-	topic, err := s.topics.get(ctx, name)
+	pin, err := topicIDParam(c)
+	if err != nil {
+		return err
+	}
+	topic, err := s.pinnedTopic(ctx, name, pin)
 	if err != nil {
 		return err
 	}
@@ -204,12 +229,12 @@ func (s *Server) produce(c echo.Context) error {
 	}
 	results, err := s.deps.Producer.Produce(ctx, parts)
 	if err != nil {
-		return err
+		return s.gone(ctx, topic, pin, err)
 	}
 	resp := ProduceResponse{Offsets: make([]RecordOffset, len(where))}
 	for _, r := range results {
 		if r.Err != nil {
-			return r.Err
+			return s.gone(ctx, topic, pin, r.Err)
 		}
 		resp.Duplicate = resp.Duplicate || r.Duplicate
 	}
@@ -224,7 +249,7 @@ func (s *Server) produce(c echo.Context) error {
 func expectedOffsetParam(c echo.Context, in *produceInput) error {
 	raw := c.QueryParam("expected_offset")
 	if raw != "" {
-		n, err := strconv.ParseInt(raw, 10, 64)
+		n, err := parseCanonicalInt(raw, 64)
 		if err != nil || n < 0 {
 			return badRequest(problem.CodeInvalidParameter, "expected_offset=%q must be a non-negative integer", raw)
 		}
@@ -239,19 +264,24 @@ func expectedOffsetParam(c echo.Context, in *produceInput) error {
 	return nil
 }
 
-// bodyError maps body read errors (size limit) to problems.
+// bodyError maps the errors of reading and parsing a produce body to
+// problems: every one is the client's doing.
 func bodyError(err error, limit int64) error {
+	var p *problem.Details
+	if errors.As(err, &p) {
+		return err
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", limit)
 	}
 	if errors.Is(err, binformat.ErrTooMany) {
-		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%v", err)
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "too many records: %s", userDetail(err))
 	}
 	if errors.Is(err, binformat.ErrMalformed) {
-		return badRequest(problem.CodeInvalidRecord, "%v", err)
+		return badRequest(problem.CodeInvalidRecord, "malformed binary body: %s", userDetail(err))
 	}
-	return err
+	return readError(err)
 }
 
 // position is a request record's part and index within it.
@@ -346,7 +376,7 @@ func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition 
 	}
 	// Decoding copies what it keeps (json.RawMessage copies its bytes), so
 	// the body can go back to the pool right away.
-	var req ProduceRequest
+	var req produceBody
 	err = strictUnmarshal(*buf, &req)
 	putBody(buf)
 	if err != nil {
@@ -356,9 +386,12 @@ func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition 
 		return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%d records in one request; the limit is %d", len(req.Records), s.cfg.MaxRecordsPerRequest)
 	}
 	in := &produceInput{records: make([]inRecord, len(req.Records)), producerID: req.ProducerID, expected: req.ExpectedOffset}
-	for i := range req.Records {
-		if err := convertRecord(&req.Records[i], &in.records[i]); err != nil {
-			return nil, badRequest(problem.CodeInvalidRecord, "record %d: %v", i, err)
+	for i, r := range req.Records {
+		if r == nil {
+			return nil, badRequest(problem.CodeInvalidRecord, "records[%d] is null; a record is an object, and a tombstone is one without a value", i)
+		}
+		if err := convertRecord(r, &in.records[i]); err != nil {
+			return nil, badRequest(problem.CodeInvalidRecord, "records[%d]: %v", i, err)
 		}
 	}
 	if in.sequences, err = parseSequences(req.Sequences, req.Sequence, singlePartition); err != nil {
@@ -382,7 +415,7 @@ func parseSequences(m map[string]int32, single *int32, singlePartition bool) (ma
 		out[-1] = *single
 	}
 	for k, v := range m {
-		p, err := strconv.ParseInt(k, 10, 32)
+		p, err := parseCanonicalInt(k, 32)
 		if err != nil || p < 0 {
 			return nil, badRequest(problem.CodeInvalidParameter, "sequences key %q is not a partition number", k)
 		}
@@ -394,7 +427,7 @@ func parseSequences(m map[string]int32, single *int32, singlePartition bool) (ma
 	return out, nil
 }
 
-func convertRecord(j *recordjson.Record, out *inRecord) error {
+func convertRecord(j *recordBody, out *inRecord) error {
 	var err error
 	out.partition = -1
 	if j.Partition != nil {
@@ -422,9 +455,12 @@ func convertRecord(j *recordjson.Record, out *inRecord) error {
 	if len(j.Headers) > 0 {
 		out.rec.Headers = make([]segment.Header, len(j.Headers))
 		for i, h := range j.Headers {
+			if h == nil {
+				return fmt.Errorf("headers[%d] is null; a header is an object", i)
+			}
 			v, err := recordjson.Decode("header value", h.Value, h.ValueB64)
 			if err != nil {
-				return fmt.Errorf("header %d: %w", i, err)
+				return fmt.Errorf("headers[%d]: %w", i, err)
 			}
 			out.rec.Headers[i] = segment.Header{Key: h.Key, Value: v}
 		}
@@ -447,7 +483,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 		if len(in.records) >= s.cfg.MaxRecordsPerRequest {
 			return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "more than %d records in one request", s.cfg.MaxRecordsPerRequest)
 		}
-		var j recordjson.Record
+		var j *recordBody
 		if err := strictUnmarshal(b, &j); err != nil {
 			var p *problem.Details
 			if errors.As(err, &p) {
@@ -455,8 +491,11 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 			}
 			return nil, err
 		}
+		if j == nil {
+			return nil, badRequest(problem.CodeInvalidRecord, "line %d is null; a record is an object, and a tombstone is one without a value", line)
+		}
 		var r inRecord
-		if err := convertRecord(&j, &r); err != nil {
+		if err := convertRecord(j, &r); err != nil {
 			return nil, badRequest(problem.CodeInvalidRecord, "line %d: %v", line, err)
 		}
 		in.records = append(in.records, r)
@@ -471,7 +510,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 	// "partition:sequence,..." (or sequence on the single-partition route).
 	var err error
 	if v := first(q, "producer_id"); v != "" {
-		if in.producerID, err = strconv.ParseInt(v, 10, 64); err != nil || in.producerID <= 0 {
+		if in.producerID, err = parseCanonicalInt(v, 64); err != nil || in.producerID <= 0 {
 			return nil, badRequest(problem.CodeInvalidParameter, "producer_id %q must be a positive integer", v)
 		}
 	}
@@ -481,7 +520,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 			continue
 		}
 		p, seq, ok := strings.Cut(pair, ":")
-		n, err := strconv.ParseInt(seq, 10, 32)
+		n, err := parseCanonicalInt(seq, 32)
 		if !ok || err != nil {
 			return nil, badRequest(problem.CodeInvalidParameter, "sequences entry %q must be partition:sequence", pair)
 		}
@@ -489,7 +528,7 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 	}
 	var single *int32
 	if v := first(q, "sequence"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 32)
+		n, err := parseCanonicalInt(v, 32)
 		if err != nil {
 			return nil, badRequest(problem.CodeInvalidParameter, "sequence %q must be an integer", v)
 		}

@@ -507,12 +507,103 @@ func TestBadRequestsAreProblems(t *testing.T) {
 		{"delete missing", "DELETE", "/v1/topics/nope", "", ``, 404, problem.CodeTopicNotFound},
 		{"unknown route", "GET", "/v1/nothing", "", ``, 404, problem.CodeRouteNotFound},
 		{"wrong method", "PUT", "/v1/topics", "", ``, 405, problem.CodeMethodNotAllowed},
+		{"NUL member id", "POST", "/v1/groups/g/members/%00/heartbeat", "application/json", `{"generation":1}`, 400, problem.CodeInvalidParameter},
+		{"non-UTF-8 member id", "DELETE", "/v1/groups/g/members/%ff", "", ``, 400, problem.CodeInvalidParameter},
+		{"member id too long", "GET", "/v1/groups/g/members/" + strings.Repeat("m", 256) + "/records", "", ``, 400, problem.CodeInvalidParameter},
+		{"NUL member id in join", "POST", "/v1/groups/g/members", "application/json", `{"topics":["t"],"member_id":"\u0000"}`, 400, problem.CodeInvalidParameter},
+		{"NUL in commit metadata", "POST", "/v1/groups/g/offsets", "application/json", `{"offsets":[{"topic":"t","partition":0,"offset":0,"metadata":"a\u0000"}]}`, 400, problem.CodeInvalidParameter},
+		{"bad group name", "POST", "/v1/groups/a%20b/members", "application/json", `{"topics":["t"]}`, 400, problem.CodeInvalidGroupName},
+		// Strict input (docs/security.md): I-JSON bodies.
+		{"duplicate record member", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1,"value":2}]}`, 400, problem.CodeInvalidJSON},
+		{"duplicate top-level member", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1}],"records":[{"value":2}]}`, 400, problem.CodeInvalidJSON},
+		{"duplicate escaped member", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1,"\u0076alue":2}]}`, 400, problem.CodeInvalidJSON},
+		{"duplicate member inside a value", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":{"a":1,"b":2,"a":3}}]}`, 400, problem.CodeInvalidJSON},
+		{"duplicate member of many", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":{` + manyMembers(40) + `,"m7":0}}]}`, 400, problem.CodeInvalidJSON},
+		{"duplicate ndjson member", "POST", "/v1/topics/t/records", "application/x-ndjson", "{\"value\":1,\"key\":1,\"key\":2}\n", 400, problem.CodeInvalidJSON},
+		{"duplicate topic name", "POST", "/v1/topics", "application/json", `{"name":"u","name":"v"}`, 400, problem.CodeInvalidJSON},
+		{"duplicate config key", "POST", "/v1/topics", "application/json", `{"name":"u","config":{"retention.ms":1,"retention.ms":-1}}`, 400, problem.CodeInvalidJSON},
+		{"duplicate group field", "POST", "/v1/groups/g/offsets", "application/json", `{"offsets":[{"topic":"t","partition":0,"partition":1,"offset":0}]}`, 400, problem.CodeInvalidJSON},
+		{"null record", "POST", "/v1/topics/t/records", "application/json", `{"records":[null]}`, 400, problem.CodeInvalidRecord},
+		{"null record after one", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1},null]}`, 400, problem.CodeInvalidRecord},
+		{"null header", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1,"headers":[null]}]}`, 400, problem.CodeInvalidRecord},
+		{"null ndjson line", "POST", "/v1/topics/t/records", "application/x-ndjson", "{\"value\":1}\nnull\n", 400, problem.CodeInvalidRecord},
+		{"invalid UTF-8 in a value", "POST", "/v1/topics/t/records", "application/json", "{\"records\":[{\"value\":\"\xff\"}]}", 400, problem.CodeInvalidJSON},
+		{"invalid UTF-8 in a header key", "POST", "/v1/topics/t/records", "application/json", "{\"records\":[{\"value\":1,\"headers\":[{\"key\":\"a\xc3\"}]}]}", 400, problem.CodeInvalidJSON},
+		{"invalid UTF-8 in ndjson", "POST", "/v1/topics/t/records", "application/x-ndjson", "{\"value\":\"\xed\xa0\x80\"}\n", 400, problem.CodeInvalidJSON},
+		{"invalid UTF-8 in a topic config", "POST", "/v1/topics", "application/json", "{\"name\":\"u\",\"config\":{\"cleanup.policy\":\"\xfe\"}}", 400, problem.CodeInvalidJSON},
+		{"lone high surrogate in a header key", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1,"headers":[{"key":"\ud800"}]}]}`, 400, problem.CodeInvalidJSON},
+		{"lone low surrogate in a value", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":"a\udc00b"}]}`, 400, problem.CodeInvalidJSON},
+		{"high surrogate then not low", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":"\ud83d\u0041"}]}`, 400, problem.CodeInvalidJSON},
+		// Strict input: media types and codings.
+		{"no content type (produce)", "POST", "/v1/topics/t/records", "", `{"records":[{"value":1}]}`, 415, problem.CodeUnsupportedMediaType},
+		{"no content type (create topic)", "POST", "/v1/topics", "", `{"name":"u"}`, 415, problem.CodeUnsupportedMediaType},
+		{"no content type (heartbeat)", "POST", "/v1/groups/g/members/m-1/heartbeat", "", `{"generation":1}`, 415, problem.CodeUnsupportedMediaType},
+		{"no content type (commit)", "POST", "/v1/groups/g/offsets", "", `{"offsets":[]}`, 415, problem.CodeUnsupportedMediaType},
+		{"charset not UTF-8", "POST", "/v1/topics/t/records", "application/json; charset=latin1", `{"records":[{"value":1}]}`, 415, problem.CodeUnsupportedMediaType},
+		{"malformed content type", "POST", "/v1/topics/t/records", "application/json; =", `{"records":[{"value":1}]}`, 415, problem.CodeUnsupportedMediaType},
+		// Strict input: canonical integers, percent-encoding, queries.
+		{"partition with plus", "POST", "/v1/topics/t/partitions/+1/records", "application/json", `{"records":[{"value":1}]}`, 400, problem.CodeInvalidParameter},
+		{"partition with leading zero", "POST", "/v1/topics/t/partitions/01/records", "application/json", `{"records":[{"value":1}]}`, 400, problem.CodeInvalidParameter},
+		{"partition minus zero", "GET", "/v1/topics/t/partitions/-0/records", "", ``, 400, problem.CodeInvalidParameter},
+		{"partition encoded plus", "GET", "/v1/topics/t/partitions/%2B1/records", "", ``, 400, problem.CodeInvalidParameter},
+		{"partition encoded leading zero", "GET", "/v1/topics/t/partitions/%300/offsets", "", ``, 400, problem.CodeInvalidParameter},
+		{"partition with space", "GET", "/v1/topics/t/partitions/%201/stream", "", ``, 400, problem.CodeInvalidParameter},
+		{"partition in hex", "GET", "/v1/topics/t/partitions/0x1/records", "", ``, 400, problem.CodeInvalidParameter},
+		{"offset with plus", "GET", "/v1/topics/t/partitions/0/records?offset=%2B1", "", ``, 400, problem.CodeInvalidParameter},
+		{"offset with leading zero", "GET", "/v1/topics/t/partitions/0/records?offset=00", "", ``, 400, problem.CodeInvalidParameter},
+		{"sequences key with leading zero", "POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1,"partition":0}],"producer_id":1000,"sequences":{"00":0}}`, 400, problem.CodeInvalidParameter},
+		{"encoded slash in a topic", "GET", "/v1/topics/a%2Fb/partitions/0/records", "", ``, 400, problem.CodeInvalidTopicName},
+		{"encoded slash in a group", "DELETE", "/v1/groups/a%2Fb", "", ``, 400, problem.CodeInvalidGroupName},
+		{"repeated query parameter", "GET", "/v1/topics/t/partitions/0/records?offset=0&offset=1", "", ``, 400, problem.CodeInvalidParameter},
+		{"repeated empty query parameter", "GET", "/v1/topics/t/partitions/0/records?wait_ms=&wait_ms=", "", ``, 400, problem.CodeInvalidParameter},
+		{"repeated ndjson sequence", "POST", "/v1/topics/t/partitions/0/records?producer_id=1000&sequence=0&sequence=1", "application/x-ndjson", "{\"value\":1}\n", 400, problem.CodeInvalidParameter},
+		{"semicolon in the query", "GET", "/v1/topics/t/partitions/0/records?offset=1;wait_ms=5", "", ``, 400, problem.CodeInvalidParameter},
+		{"bad escape in the query", "GET", "/v1/topics/t/partitions/0/records?offset=%zz", "", ``, 400, problem.CodeInvalidParameter},
+		{"auto_commit not a bool word", "GET", "/v1/groups/g/members/m-1/records?auto_commit=1", "", ``, 400, problem.CodeInvalidParameter},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			status, hdr, b := call(t, c.method, a.URL+c.path, c.ct, []byte(c.body))
 			wantProblem(t, status, hdr, b, c.status, c.code)
 		})
+	}
+	// A body in a content coding the agent does not decode.
+	for _, ce := range []string{"gzip", "br, identity", "x-custom"} {
+		status, hdr, b := call(t, "POST", a.URL+"/v1/topics/t/records", "application/json", []byte(`{"records":[{"value":1}]}`), "Content-Encoding", ce)
+		wantProblem(t, status, hdr, b, http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType)
+	}
+	// A Last-Event-ID past the largest offset.
+	status, hdr, b := call(t, "GET", a.URL+"/v1/topics/t/partitions/0/stream", "", nil, "Accept", "text/event-stream", "Last-Event-ID", "9223372036854775807")
+	wantProblem(t, status, hdr, b, http.StatusBadRequest, problem.CodeInvalidParameter)
+	// Bodies whose chunked framing is broken or cut short, on every route
+	// that reads a body: the client's mistake, 400, never 500.
+	badFraming := map[string]func(body string) string{
+		"chunk size not hex":   func(b string) string { return "zz\r\n" + b + "\r\n0\r\n\r\n" },
+		"negative chunk size":  func(b string) string { return "-1\r\n" + b + "\r\n0\r\n\r\n" },
+		"chunk size too large": func(b string) string { return "fffffffffffffffffff\r\n" + b },
+		"chunk cut short":      func(b string) string { return fmt.Sprintf("%x\r\n%s", len(b)+100, b) },
+		"chunk without CRLF":   func(b string) string { return fmt.Sprintf("%x\r\n%sXX0\r\n\r\n", len(b), b) },
+		"no last chunk":        func(b string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(b), b) },
+		"truncated size line":  func(string) string { return "1" },
+		"trailer never ends":   func(b string) string { return fmt.Sprintf("%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n", len(b), b) },
+	}
+	binBody := string(binformat.AppendRequest(nil, &binformat.Request{Records: []binformat.Record{{Partition: -1, Timestamp: -1, Value: []byte("v")}}}))
+	for _, route := range []struct{ method, path, ct, body string }{
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[{"value":1}]}`},
+		{"POST", "/v1/topics/t/partitions/0/records", "application/x-ndjson", "{\"value\":1}\n"},
+		{"POST", "/v1/topics/t/records", binformat.MediaType, binBody},
+		{"POST", "/v1/topics", "application/json", `{"name":"chunky"}`},
+		{"PATCH", "/v1/topics/t", "application/json", `{"partitions":3}`},
+		{"POST", "/v1/groups/g/members", "application/json", `{"topics":["t"]}`},
+		{"POST", "/v1/groups/g/members/m-1/heartbeat", "application/json", `{"generation":1}`},
+		{"POST", "/v1/groups/g/offsets", "application/json", `{"offsets":[{"topic":"t","partition":0,"offset":0}]}`},
+	} {
+		for name, framing := range badFraming {
+			t.Run("chunked "+route.method+" "+route.path+" "+route.ct+" "+name, func(t *testing.T) {
+				status, hdr, b := rawCall(t, a.URL, chunkedRequest(route.method, route.path, route.ct, framing(route.body)))
+				wantProblem(t, status, hdr, b, http.StatusBadRequest, problem.CodeBadRequest)
+			})
+		}
 	}
 	// Nothing above was written.
 	if hw := highWatermarks(t, a, "t"); hw[0] != 0 || hw[1] != 0 {
@@ -593,5 +684,84 @@ func TestFullBufferIs429(t *testing.T) {
 	}
 	if hw := highWatermarks(t, a, "t"); hw[0] != int64(ok) {
 		t.Fatalf("high watermark %d, accepted %d", hw[0], ok)
+	}
+}
+
+// Problem details speak the client's terms: what is wrong with the
+// request, never the agent's packages or Go's types.
+func TestProblemDetailsSpeakTheClientsTerms(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{})
+	createTopic(t, a, "t", 2, "")
+	for _, c := range []struct {
+		method, path, ct, body string
+		status                 int
+		detail                 string
+	}{
+		{"POST", "/v1/topics/nope/records", "application/json", `{"records":[{"value":1}]}`, 404, `topic "nope" does not exist`},
+		{"GET", "/v1/topics/nope", "", ``, 404, `topic "nope" does not exist`},
+		{"POST", "/v1/topics", "application/json", `{"name":"t"}`, 409, `topic "t" already exists`},
+		{"PATCH", "/v1/topics/t", "application/json", `{"partitions":1}`, 400, `topic "t" has 2 partitions and cannot shrink to 1`},
+		{"POST", "/v1/topics", "application/json", `{"name":"u","config":{"retention.ms":0}}`, 400, `retention.ms must be positive or -1`},
+		{"POST", "/v1/topics", "application/json", `{"name":"u","config":{"retention.ms":1e400}}`, 400, `config.retention.ms must be an integer from -9223372036854775808 to 9223372036854775807, not number 1e400`},
+		{"POST", "/v1/topics", "application/json", `{"name":"u","config":[]}`, 400, `config must be an object, not array`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":"x"}`, 400, `records must be an array, not string`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[1]}`, 400, `records[0] must be an object, not number`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[{},{"partition":1.5}]}`, 400, `records[1].partition must be an integer from -2147483648 to 2147483647, not number 1.5`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[{"headers":[{"key":"a"},{"key":5}]}]}`, 400, `records[0].headers[1].key must be a string, not number`},
+		{"POST", "/v1/topics/t/records", "application/json", `[]`, 400, `the body must be an object, not array`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[`, 400, `malformed JSON: the body ends in the middle of a value`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[}`, 400, `malformed JSON at byte 13: invalid character '}' looking for beginning of value`},
+		{"POST", "/v1/topics/t/records", "application/json", `{"records":[],"nope":1}`, 400, `unknown field "nope"`},
+		{"POST", "/v1/topics/t/records", "application/vnd.silt.records.v1", "SLP1\x00", 400, `malformed binary body: truncated`},
+		{"DELETE", "/v1/groups/nope", "", ``, 404, `group "nope" does not exist`},
+		{"POST", "/v1/groups/nope/members/m-1/heartbeat", "application/json", `{"generation":1}`, 404, `group "nope" does not exist, so it has no member m-1; join again without a member id`},
+		{"POST", "/v1/groups/g/members", "application/json", `{"topics":["nope"]}`, 404, `topic "nope" does not exist`},
+		{"POST", "/v1/groups/g/members", "application/json", `{"topics":["t"],"session_timeout_ms":1}`, 400, `session_timeout_ms 1 must be from`},
+		{"POST", "/v1/groups/a%20b/members", "application/json", `{"topics":["t"]}`, 400, `group name "a b" must be 1 to 249 characters`},
+	} {
+		t.Run(c.method+" "+c.path+" "+c.body, func(t *testing.T) {
+			status, hdr, b := call(t, c.method, a.URL+c.path, c.ct, []byte(c.body))
+			var p problem.Details
+			if err := json.Unmarshal(b, &p); err != nil {
+				t.Fatalf("%d %s: %v", status, b, err)
+			}
+			wantProblem(t, status, hdr, b, c.status, p.Code)
+			if !strings.HasPrefix(p.Detail, c.detail) {
+				t.Fatalf("detail %q, want it to start %q", p.Detail, c.detail)
+			}
+		})
+	}
+}
+
+// manyMembers is n distinct JSON members "m0":0,"m1":0,...
+func manyMembers(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf(`"m%d":0`, i)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Strict input refuses only what is ambiguous: percent-encoded path
+// parameters mean what they decode to, a surrogate pair is a character,
+// UTF-8 may be named as the charset, and identity is no content coding.
+func TestStrictInputKeepsWhatIsValid(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{})
+	createTopic(t, a, "t", 1, "")
+	body := `{"records":[{"value":"\ud83d\ude00","headers":[{"key":"\ud83d\ude00 \u00e9","value":1}]},{"value":{` + manyMembers(40) + `}}]}`
+	status, _, b := call(t, "POST", a.URL+"/v1/topics/%74/partitions/%30/records", "application/json; charset=UTF-8", []byte(body), "Content-Encoding", "identity")
+	if status != http.StatusOK {
+		t.Fatalf("produce: %d %s", status, b)
+	}
+	var resp fetchResponse
+	getJSON(t, a.URL+"/v1/topics/t/partitions/0/records?offset=0", &resp)
+	if len(resp.Records) != 2 || string(resp.Records[0].Value) != `"\ud83d\ude00"` || resp.Records[0].Headers[0].Key != "😀 é" {
+		t.Fatalf("read back %+v", resp)
+	}
+	getJSON(t, a.URL+"/v1/topics/%74/partitions/0/records?offset=1&max_records=1", &resp)
+	if len(resp.Records) != 1 || resp.Records[0].Offset != 1 {
+		t.Fatalf("percent-encoded topic: %+v", resp)
 	}
 }

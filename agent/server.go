@@ -156,7 +156,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(s.observe)
+	e.Use(s.observe, s.strictRequest)
 	s.echo = e
 	s.routes()
 	s.http = &http.Server{

@@ -1,14 +1,15 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -103,28 +104,18 @@ func decodeJSON(c echo.Context, v any) error {
 		if errors.As(err, &mbe) {
 			return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "body exceeds %d bytes", maxJSONBody)
 		}
-		return badRequest(problem.CodeBadRequest, "read body: %v", err)
+		return readError(err)
 	}
 	return strictUnmarshal(body, v)
 }
 
-// strictUnmarshal decodes exactly one JSON value, rejecting unknown fields.
-func strictUnmarshal(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequest(problem.CodeInvalidJSON, "malformed JSON: %v", err)
-	}
-	if dec.More() {
-		return badRequest(problem.CodeInvalidJSON, "malformed JSON: trailing data after the object")
-	}
-	return nil
-}
-
-// requireJSON accepts application/json (with parameters) or no body type.
+// requireJSON accepts an application/json body, or none.
 func requireJSON(c echo.Context) error {
-	ct := mediaType(c.Request().Header.Get(echo.HeaderContentType))
-	if ct != "" && ct != "application/json" {
+	ct, err := bodyMediaType(c.Request())
+	if err != nil {
+		return err
+	}
+	if ct != "" && ct != MediaJSON {
 		return newProblem(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMediaType, "content type %q is not supported; send application/json", ct)
 	}
 	return nil
@@ -162,16 +153,18 @@ func mergeConfig(cfg *metadata.TopicConfig, raw json.RawMessage) error {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil
 	}
-	if err := strictUnmarshal(raw, cfg); err != nil {
+	if err := strictUnmarshalAt(raw, cfg, "config"); err != nil {
 		var p *problem.Details
 		if errors.As(err, &p) {
 			p.Code = problem.CodeInvalidConfig
-			p.Detail = "config: " + p.Detail
+			if !strings.HasPrefix(p.Detail, "config") {
+				p.Detail = "config: " + p.Detail
+			}
 		}
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
-		return badRequest(problem.CodeInvalidConfig, "%v", err)
+		return badRequest(problem.CodeInvalidConfig, "%s", userDetail(err))
 	}
 	return nil
 }
@@ -190,9 +183,71 @@ func (s *Server) listTopics(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
+// pinnedTopic resolves topic name for a request that may pin its id
+// (topic_id, as Kafka's topic ids): a topic deleted and created again
+// under the same name starts its offsets from 0, and a reader or writer
+// holding the old id must not carry on in the new log. A mismatch is
+// checked against Postgres, not only the cache, before it is refused.
+func (s *Server) pinnedTopic(ctx context.Context, name string, pin int64) (metadata.Topic, error) {
+	t, err := s.topics.get(ctx, name)
+	if err != nil || pin == 0 || t.ID == pin {
+		return t, err
+	}
+	s.topics.forget(name)
+	if t, err = s.topics.get(ctx, name); err != nil || t.ID == pin {
+		return t, err
+	}
+	return metadata.Topic{}, topicIDMismatch(name, pin, t.ID)
+}
+
+// topicIDMismatch is the 409 of a request pinning topic id pin when the
+// topic of that name has id current.
+func topicIDMismatch(name string, pin, current int64) *problem.Details {
+	p := newProblem(http.StatusConflict, problem.CodeTopicIDMismatch,
+		"topic %q has id %d, not %d: the topic was deleted and created again, and its offsets started over from 0", name, current, pin)
+	p.TopicID = &current
+	return p
+}
+
+// topicIDParam reads the optional topic_id query parameter (0: none).
+func topicIDParam(c echo.Context) (int64, error) {
+	return intParam(c, "topic_id", 0, 1, math.MaxInt64)
+}
+
+// gone turns the error of a read or write on topic t, resolved a moment
+// before, into what happened when its partitions are gone: the topic was
+// deleted meanwhile (or this agent had it cached). It is topic_not_found,
+// or, when a topic of that name exists again, topic_id_mismatch with the
+// new id: retriable when the request pinned no id, since it addressed the
+// topic by name. Other errors pass.
+func (s *Server) gone(ctx context.Context, t metadata.Topic, pin int64, err error) error {
+	if !errors.Is(err, metadata.ErrPartitionNotFound) {
+		return err
+	}
+	s.topics.forget(t.Name)
+	now, gerr := s.topics.get(ctx, t.Name)
+	switch {
+	case errors.Is(gerr, metadata.ErrTopicNotFound):
+		return notFound(problem.CodeTopicNotFound, "topic %q does not exist: it was deleted", t.Name)
+	case gerr != nil:
+		return gerr
+	case now.ID == t.ID:
+		return err // not a deletion after all
+	}
+	p := topicIDMismatch(t.Name, t.ID, now.ID)
+	if pin == 0 {
+		p.Detail = fmt.Sprintf("topic %q was deleted and created again (its id is now %d) while the request ran; retry", t.Name, now.ID)
+		p.Retriable = true
+	}
+	return p
+}
+
 // topicParam validates the :topic path parameter.
 func topicParam(c echo.Context) (string, error) {
-	name := c.Param("topic")
+	name, err := pathParam(c, "topic")
+	if err != nil {
+		return "", err
+	}
 	if err := ValidTopicName(name); err != nil {
 		return "", badRequest(problem.CodeInvalidTopicName, "%v", err)
 	}

@@ -36,6 +36,8 @@ type Error struct {
 	// NextOffset is set on offset_mismatch errors: the partition's next
 	// offset, where a conditional append could go now.
 	NextOffset int64
+	// TopicID is set on topic_id_mismatch errors: the topic's current id.
+	TopicID int64
 }
 
 func (e *Error) Error() string {
@@ -75,6 +77,7 @@ type problemJSON struct {
 	LogStartOffset *int64 `json:"log_start_offset"`
 	HighWatermark  *int64 `json:"high_watermark"`
 	NextOffset     *int64 `json:"next_offset"`
+	TopicID        *int64 `json:"topic_id"`
 }
 
 // maxErrorBody bounds how much of an error body is kept.
@@ -101,6 +104,9 @@ func errorFromResponse(status int, h http.Header, body []byte) *Error {
 		}
 		if p.NextOffset != nil {
 			e.NextOffset = *p.NextOffset
+		}
+		if p.TopicID != nil {
+			e.TopicID = *p.TopicID
 		}
 	} else {
 		e.Detail = strings.TrimSpace(string(truncate(body, 512)))

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"silt/binformat"
+	"silt/problem"
 	"silt/recordjson"
 )
 
@@ -44,6 +46,14 @@ type FetchOptions struct {
 	// Base64 makes JSON and NDJSON bodies carry every key and value in
 	// base64 instead of as JSON text.
 	Base64 bool
+	// OffsetReset is what an offset out of range does: ResetEarliest or
+	// ResetLatest fetch from there instead (FetchResult.Reset says so);
+	// ResetError, or empty, fails with offset_out_of_range.
+	OffsetReset string
+	// TopicID, when not 0, pins the topic's id (Topic.ID): if the topic was
+	// deleted and created again under its name, the fetch fails with
+	// topic_id_mismatch rather than reading the new topic's offsets.
+	TopicID int64
 }
 
 // FetchResult is a page of records.
@@ -53,6 +63,10 @@ type FetchResult struct {
 	NextOffset     int64
 	HighWatermark  int64
 	LogStartOffset int64
+	// Reset is set when the offset asked for was out of range and
+	// FetchOptions.OffsetReset moved it: the records start at ResetTo.
+	Reset   bool
+	ResetTo int64
 }
 
 // Offsets is the range of offsets a partition holds.
@@ -79,11 +93,30 @@ func partitionPath(topic string, partition int32, leaf string) []string {
 }
 
 // Fetch reads records of one partition from offset (or Earliest, Latest).
-// An offset below the log start fails with offset_out_of_range, whose
-// *Error gives the partition's range; an offset at or past the high
-// watermark returns no records once opts.Wait has passed.
+// At the high watermark it waits up to opts.Wait for records and returns
+// none if none came. An offset below the log start or past the high
+// watermark is out of range: opts.OffsetReset says whether to fail with
+// offset_out_of_range, whose *Error gives the partition's range, or to
+// fetch from the log start or the high watermark instead.
 func (c *Client) Fetch(ctx context.Context, topic string, partition int32, offset int64, opts FetchOptions) (FetchResult, error) {
+	if err := validReset(opts.OffsetReset); err != nil {
+		return FetchResult{}, fmt.Errorf("fetch %s/%d: %w", topic, partition, err)
+	}
 	res, err := c.fetch(ctx, topic, partition, offset, opts)
+	// Retention may move the log start again between the two fetches:
+	// follow it a few times.
+	for moved := 0; err != nil && moved < 3; moved++ {
+		var e *Error
+		if !errors.As(err, &e) || e.Code != problem.CodeOffsetOutOfRange {
+			break
+		}
+		to, ok := resetTarget(opts.OffsetReset, e)
+		if !ok {
+			break
+		}
+		res, err = c.fetch(ctx, topic, partition, to, opts)
+		res.Reset, res.ResetTo = true, to
+	}
 	if err != nil {
 		return FetchResult{}, fmt.Errorf("fetch %s/%d: %w", topic, partition, err)
 	}
@@ -95,7 +128,7 @@ func (c *Client) fetch(ctx context.Context, topic string, partition int32, offse
 	if err != nil {
 		return FetchResult{}, err
 	}
-	q := fetchQuery(opts.MaxRecords, opts.MaxBytes, opts.Wait)
+	q := topicIDQuery(fetchQuery(opts.MaxRecords, opts.MaxBytes, opts.Wait), opts.TopicID)
 	q.Set("offset", off)
 	if opts.Base64 {
 		q.Set("encoding", "base64")
@@ -233,6 +266,18 @@ func (c *Client) OffsetForTimestamp(ctx context.Context, topic string, partition
 		return 0, false, nil
 	}
 	return *out.Offset, true, nil
+}
+
+// topicIDQuery adds topic_id to q (a new one when nil) when id is set.
+func topicIDQuery(q url.Values, id int64) url.Values {
+	if id == 0 {
+		return q
+	}
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("topic_id", strconv.FormatInt(id, 10))
+	return q
 }
 
 // fetchQuery holds the fetch limits shared by partition and group fetches;

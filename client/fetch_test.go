@@ -422,3 +422,82 @@ func TestStreamEndsWithContext(t *testing.T) {
 		t.Fatalf("%d records", n)
 	}
 }
+
+// An offset out of range fails with offset_out_of_range and the
+// partition's range, or moves to the log start or the high watermark, as
+// FetchOptions.OffsetReset and StreamOptions.OffsetReset say.
+func TestOffsetReset(t *testing.T) {
+	c, _ := start(t)
+	ctx := testContext(t)
+	if _, err := c.CreateTopic(ctx, client.NewTopic{Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := []client.Message{{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}}
+	if _, err := c.Produce(ctx, "t", msgs); err != nil {
+		t.Fatal(err)
+	}
+	for _, reset := range []string{"", client.ResetError} {
+		_, err := c.Fetch(ctx, "t", 0, 4, client.FetchOptions{OffsetReset: reset})
+		e := asError(t, err)
+		if e.Status != 416 || e.Code != problem.CodeOffsetOutOfRange || e.LogStartOffset != 0 || e.HighWatermark != 3 {
+			t.Fatalf("past the high watermark with reset %q: %v (%+v)", reset, err, e)
+		}
+	}
+	res, err := c.Fetch(ctx, "t", 0, 1<<62, client.FetchOptions{OffsetReset: client.ResetEarliest})
+	if err != nil || !res.Reset || res.ResetTo != 0 {
+		t.Fatalf("reset to earliest: %+v, %v", res, err)
+	}
+	checkRecords(t, res.Records, msgs, 0)
+	res, err = c.Fetch(ctx, "t", 0, 4, client.FetchOptions{OffsetReset: client.ResetLatest})
+	if err != nil || !res.Reset || res.ResetTo != 3 || len(res.Records) != 0 || res.NextOffset != 3 {
+		t.Fatalf("reset to latest: %+v, %v", res, err)
+	}
+	if res, err = c.Fetch(ctx, "t", 0, 3, client.FetchOptions{OffsetReset: client.ResetEarliest}); err != nil || res.Reset {
+		t.Fatalf("at the high watermark: %+v, %v", res, err)
+	}
+	if _, err := c.Fetch(ctx, "t", 0, 0, client.FetchOptions{OffsetReset: "nearest"}); err == nil {
+		t.Fatal("an unknown reset policy was accepted")
+	}
+
+	// A stream past the high watermark ends with the error, or starts
+	// where the policy says.
+	var errs []error
+	for _, err := range c.Stream(ctx, "t", 0, 9, client.StreamOptions{}) {
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !client.IsCode(errs[0], problem.CodeOffsetOutOfRange) {
+		t.Fatalf("stream past the high watermark yielded %v", errs)
+	}
+	checkRecords(t, collect(t, c.Stream(ctx, "t", 0, 9, client.StreamOptions{OffsetReset: client.ResetEarliest}), 3), msgs, 0)
+	got := make(chan []client.Record, 1)
+	go func() {
+		var out []client.Record
+		for r, err := range c.Stream(ctx, "t", 0, 9, client.StreamOptions{OffsetReset: client.ResetLatest}) {
+			if err != nil {
+				t.Errorf("stream: %v", err)
+				break
+			}
+			got <- append(out, r)
+			break
+		}
+	}()
+	// The latest reset starts at 3: only a record produced later arrives.
+	// Produce until one does (the stream may not be connected yet).
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case recs := <-got:
+			if recs[0].Offset < 3 || string(recs[0].Value) != "d" {
+				t.Fatalf("latest reset streamed %+v", recs)
+			}
+			return
+		case <-tick.C:
+			if _, err := c.Produce(ctx, "t", []client.Message{{Value: []byte("d")}}); err != nil {
+				t.Fatal(err)
+			}
+		case <-ctx.Done():
+			t.Fatal("no record from the stream reset to latest")
+		}
+	}
+}

@@ -10,11 +10,38 @@ import (
 	"silt/recordjson"
 )
 
-// Auto offset reset policies of JoinGroupRequest.
+// Offset reset policies, as Kafka's auto.offset.reset: where a reader
+// goes when its offset is out of range (below the log start after
+// retention, or past the high watermark, as with an offset of a topic
+// deleted and created again). JoinGroupRequest takes the first two: where
+// a member starts without a committed offset.
 const (
-	ResetEarliest = "earliest"
-	ResetLatest   = "latest"
+	ResetEarliest = "earliest" // the log start offset
+	ResetLatest   = "latest"   // the high watermark
+	// ResetError fails with the offset_out_of_range *Error, whose
+	// LogStartOffset and HighWatermark give the partition's range.
+	ResetError = "error"
 )
+
+// resetTarget is where policy moves an offset that e says is out of
+// range; ok is false when the policy is to fail.
+func resetTarget(policy string, e *Error) (offset int64, ok bool) {
+	switch policy {
+	case ResetEarliest:
+		return e.LogStartOffset, true
+	case ResetLatest:
+		return e.HighWatermark, true
+	}
+	return 0, false
+}
+
+func validReset(policy string) error {
+	switch policy {
+	case "", ResetEarliest, ResetLatest, ResetError:
+		return nil
+	}
+	return fmt.Errorf("offset reset %q: want earliest, latest or error", policy)
+}
 
 // JoinGroupRequest joins a consumer group, or rejoins it with MemberID.
 type JoinGroupRequest struct {
@@ -33,8 +60,10 @@ type JoinGroupRequest struct {
 
 // GroupAssignment is a partition assigned to a member.
 type GroupAssignment struct {
-	Topic     string `json:"topic"`
-	Partition int32  `json:"partition"`
+	Topic string `json:"topic"`
+	// TopicID is the topic's id, which OffsetCommit.TopicID may pin.
+	TopicID   int64 `json:"topic_id"`
+	Partition int32 `json:"partition"`
 	// CommittedOffset is the group's committed offset, nil when none.
 	CommittedOffset *int64 `json:"committed_offset"`
 	// Offset is where the member starts.
@@ -61,7 +90,12 @@ type HeartbeatResult struct {
 // OffsetCommit is one committed offset: the offset of the next record to
 // read.
 type OffsetCommit struct {
-	Topic     string `json:"topic"`
+	Topic string `json:"topic"`
+	// TopicID, when not 0, pins the topic's id (from GroupAssignment,
+	// GroupRecord or Topic.ID): if the topic was deleted and created again
+	// under its name, the commit fails with topic_id_mismatch rather than
+	// committing an offset of the old topic in the new one.
+	TopicID   int64  `json:"topic_id,omitempty"`
 	Partition int32  `json:"partition"`
 	Offset    int64  `json:"offset"`
 	Metadata  string `json:"metadata,omitempty"`
@@ -136,7 +170,8 @@ type GroupFetchOptions struct {
 
 // GroupRecord is a record of a group fetch.
 type GroupRecord struct {
-	Topic string
+	Topic   string
+	TopicID int64
 	Record
 }
 
@@ -186,7 +221,7 @@ func (c *Client) Heartbeat(ctx context.Context, group, memberID string, generati
 	in := map[string]int64{"generation": generation}
 	req := request{method: http.MethodPost, path: groupPath(group, "members", memberID, "heartbeat"), safe: true}
 	if err := c.callJSON(ctx, req, in, &out); err != nil {
-		return HeartbeatResult{}, fmt.Errorf("heartbeat %s/%s: %w", group, memberID, err)
+		return HeartbeatResult{}, fmt.Errorf("heartbeat %s/%s: %w", group, redact(memberID), err)
 	}
 	return out, nil
 }
@@ -194,7 +229,7 @@ func (c *Client) Heartbeat(ctx context.Context, group, memberID string, generati
 // LeaveGroup removes a member; the others rebalance.
 func (c *Client) LeaveGroup(ctx context.Context, group, memberID string) error {
 	if err := c.callJSON(ctx, request{method: http.MethodDelete, path: groupPath(group, "members", memberID)}, nil, nil); err != nil {
-		return fmt.Errorf("leave group %s/%s: %w", group, memberID, err)
+		return fmt.Errorf("leave group %s/%s: %w", group, redact(memberID), err)
 	}
 	return nil
 }
@@ -280,7 +315,8 @@ func (c *Client) DeleteGroup(ctx context.Context, group string) error {
 
 // groupRecordJSON is a record of a group fetch body.
 type groupRecordJSON struct {
-	Topic string `json:"topic"`
+	Topic   string `json:"topic"`
+	TopicID int64  `json:"topic_id"`
 	recordjson.Record
 }
 
@@ -308,19 +344,28 @@ func (c *Client) GroupFetch(ctx context.Context, group, memberID string, opts Gr
 	}
 	req := request{method: http.MethodGet, path: groupPath(group, "members", memberID, "records"), query: q, retry: &RetryPolicy{}}
 	if err := c.callJSON(ctx, req, nil, &page); err != nil {
-		return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: %w", group, memberID, err)
+		return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: %w", group, redact(memberID), err)
 	}
 	out := GroupFetchResult{Generation: page.Generation, Records: make([]GroupRecord, len(page.Records)), Positions: page.Positions}
 	for i := range page.Records {
 		j := &page.Records[i]
 		if j.Partition == nil {
-			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: record without a partition", group, memberID)
+			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: record without a partition", group, redact(memberID))
 		}
 		r, err := recordFrom(&j.Record, *j.Partition)
 		if err != nil {
-			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: %w", group, memberID, err)
+			return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: decode response: %w", group, redact(memberID), err)
 		}
-		out.Records[i] = GroupRecord{Topic: j.Topic, Record: r}
+		out.Records[i] = GroupRecord{Topic: j.Topic, TopicID: j.TopicID, Record: r}
 	}
 	return out, nil
+}
+
+// redact shortens a member id for error messages, which end up in logs: a
+// member id authorizes the member's commits and fetches.
+func redact(memberID string) string {
+	if len(memberID) <= 8 {
+		return memberID
+	}
+	return memberID[:8] + "…"
 }

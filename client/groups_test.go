@@ -40,7 +40,8 @@ func wantCode(t *testing.T, err error, code client.Code) {
 
 func TestGroupClient(t *testing.T) {
 	ctx, ca, cb := groupClients(t)
-	if _, err := ca.CreateTopic(ctx, client.NewTopic{Name: "orders", Partitions: 3}); err != nil {
+	orders, err := ca.CreateTopic(ctx, client.NewTopic{Name: "orders", Partitions: 3})
+	if err != nil {
 		t.Fatal(err)
 	}
 	var msgs []client.Message
@@ -60,7 +61,7 @@ func TestGroupClient(t *testing.T) {
 		t.Fatalf("join %+v", m1)
 	}
 	for _, a := range m1.Assignments {
-		if a.CommittedOffset != nil || a.Offset != 0 {
+		if a.CommittedOffset != nil || a.Offset != 0 || a.TopicID != orders.ID {
 			t.Fatalf("assignment %+v", a)
 		}
 	}
@@ -93,13 +94,13 @@ func TestGroupClient(t *testing.T) {
 	}
 	for _, r := range res.Records {
 		i := r.Value[1]
-		if r.Topic != "orders" || r.Partition != int32(i%3) || string(r.Key) != fmt.Sprint("k", i) || r.Value[0] != 0xff ||
+		if r.Topic != "orders" || r.TopicID != orders.ID || r.Partition != int32(i%3) || string(r.Key) != fmt.Sprint("k", i) || r.Value[0] != 0xff ||
 			len(r.Headers) != 1 || string(r.Headers[0].Value) != "v" || r.Timestamp.IsZero() {
 			t.Fatalf("record %+v", r)
 		}
 	}
 	for _, p := range res.Positions {
-		if p.Offset != 3 {
+		if p.Offset != 3 || p.TopicID != orders.ID {
 			t.Fatalf("positions %+v", res.Positions)
 		}
 	}
@@ -115,6 +116,8 @@ func TestGroupClient(t *testing.T) {
 	wantCode(t, err, problem.CodeNotAssigned)
 	err = ca.CommitOffsets(ctx, "g", m1.MemberID, m1.Generation, []client.OffsetCommit{{Topic: "orders", Partition: 0, Offset: 99}})
 	wantCode(t, err, problem.CodeInvalidOffset)
+	err = ca.CommitOffsets(ctx, "g", m1.MemberID, m1.Generation, []client.OffsetCommit{{Topic: "orders", TopicID: orders.ID + 1, Partition: 0, Offset: 1}})
+	wantCode(t, err, problem.CodeTopicIDMismatch)
 	err = ca.CommitOffsets(ctx, "g", "", 0, []client.OffsetCommit{{Topic: "orders", Partition: 0, Offset: 0}})
 	wantCode(t, err, problem.CodeGroupNotEmpty)
 

@@ -318,7 +318,7 @@ func TestOpenAPIGroupRoutes(t *testing.T) {
 			"413": nil, "415": nil,
 		},
 		"delete /v1/groups/{group}/members/{member}": {
-			"400": {"invalid_group_name"}, "404": {"member_not_found"},
+			"400": {"invalid_group_name", "invalid_parameter"}, "404": {"member_not_found"},
 		},
 		"post /v1/groups/{group}/members/{member}/heartbeat": {
 			"400": {"invalid_json", "invalid_parameter", "invalid_group_name"},
@@ -333,7 +333,7 @@ func TestOpenAPIGroupRoutes(t *testing.T) {
 		"post /v1/groups/{group}/offsets": {
 			"400": {"invalid_json", "invalid_group_name", "invalid_topic_name", "invalid_parameter", "invalid_offset"},
 			"404": {"member_not_found", "topic_not_found", "partition_not_found"},
-			"409": {"stale_generation", "not_assigned", "group_not_empty"},
+			"409": {"stale_generation", "not_assigned", "group_not_empty", "topic_id_mismatch"},
 			"413": nil, "415": nil,
 		},
 		"get /v1/groups/{group}/offsets": {
@@ -427,7 +427,7 @@ func TestOpenAPIClientFields(t *testing.T) {
 		"Group":                {"name", "state", "generation", "members"},
 		"GroupMember":          {"member_id", "generation", "topics", "session_timeout_ms", "auto_offset_reset", "assignments", "joined_at", "last_heartbeat"},
 		"GroupFetchResponse":   {"generation", "records", "positions"},
-		"GroupRecord":          {"topic", "partition", "offset", "timestamp", "key", "key_b64", "value", "value_b64", "headers"},
+		"GroupRecord":          {"topic", "topic_id", "partition", "offset", "timestamp", "key", "key_b64", "value", "value_b64", "headers"},
 		"Cluster":              {"agents"},
 		"Agent":                {"id", "address", "version", "started_at", "heartbeat_at", "partitions"},
 		"OwnedPartition":       {"topic", "partition", "epoch"},

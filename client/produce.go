@@ -34,6 +34,7 @@ type ProduceOption func(*produceParams)
 type produceParams struct {
 	producerID int64
 	sequences  map[int32]int32
+	topicID    int64
 	retry      *RetryPolicy
 	expected   *int64
 }
@@ -45,6 +46,13 @@ type produceParams struct {
 // the partition's next offset in Error.NextOffset.
 func WithExpectedOffset(offset int64) ProduceOption {
 	return func(p *produceParams) { p.expected = &offset }
+}
+
+// WithTopicID pins the topic's id (Topic.ID): if the topic was deleted and
+// created again under its name since, the request fails with
+// topic_id_mismatch instead of writing into the new topic.
+func WithTopicID(id int64) ProduceOption {
+	return func(p *produceParams) { p.topicID = id }
 }
 
 // WithSequences makes the request idempotent: producerID comes from
@@ -125,6 +133,7 @@ func (c *Client) produce(ctx context.Context, topic string, n int, p producePara
 	req := request{
 		method: http.MethodPost,
 		path:   []string{"v1", "topics", topic, "records"},
+		query:  topicIDQuery(nil, p.topicID),
 		body:   body,
 		ctype:  ctype,
 		accept: mediaJSON,

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"silt/problem"
 	"silt/recordjson"
 )
 
@@ -24,6 +25,13 @@ type StreamOptions struct {
 	IdleTimeout time.Duration
 	// MaxBackoff caps the wait between reconnections (default 5s).
 	MaxBackoff time.Duration
+	// OffsetReset is what an offset out of range does, at the start or
+	// when retention passes a slow reader: ResetEarliest or ResetLatest
+	// continue from there; ResetError, or empty, ends the stream with
+	// offset_out_of_range.
+	OffsetReset string
+	// TopicID, when not 0, pins the topic's id (see FetchOptions.TopicID).
+	TopicID int64
 }
 
 // maxEventLine bounds one line of the event stream: a record's bytes,
@@ -36,8 +44,9 @@ const maxEventLine = 64 << 20
 // Last-Event-ID so that no record is skipped or repeated; it keeps going
 // until ctx ends, then stops without an error. It yields a non-nil error,
 // and stops, only for failures that reconnecting cannot fix, such as
-// topic_not_found or offset_out_of_range. If nothing was received yet,
-// a reconnection with Latest starts from the high watermark of that time.
+// topic_not_found, or offset_out_of_range unless opts.OffsetReset moves
+// the offset. If nothing was received yet, a reconnection with Latest
+// starts from the high watermark of that time.
 func (c *Client) Stream(ctx context.Context, topic string, partition int32, offset int64, opts StreamOptions) iter.Seq2[Record, error] {
 	return func(yield func(Record, error) bool) {
 		s := &stream{c: c, topic: topic, partition: partition, opts: opts, last: -1}
@@ -65,6 +74,9 @@ func (s *stream) run(ctx context.Context, offset int64, yield func(Record, error
 	if err != nil {
 		return err
 	}
+	if err := validReset(s.opts.OffsetReset); err != nil {
+		return err
+	}
 	maxBackoff := s.opts.MaxBackoff
 	if maxBackoff <= 0 {
 		maxBackoff = 5 * time.Second
@@ -76,6 +88,16 @@ func (s *stream) run(ctx context.Context, offset int64, yield func(Record, error
 		switch {
 		case errors.Is(err, errStopped), ctx.Err() != nil:
 			return nil
+		case IsCode(err, problem.CodeOffsetOutOfRange):
+			var e *Error
+			errors.As(err, &e)
+			to, ok := resetTarget(s.opts.OffsetReset, e)
+			if !ok {
+				return err
+			}
+			// Continue from there, forgetting the records before: the
+			// next ones may have lower offsets (a topic created again).
+			off, s.last = strconv.FormatInt(to, 10), -1
 		case !reconnectable(err):
 			return err
 		}
@@ -115,7 +137,7 @@ func (s *stream) connect(ctx context.Context, off string, yield func(Record, err
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req := request{method: http.MethodGet, path: partitionPath(s.topic, s.partition, "stream"),
-		query: url.Values{"offset": {off}}, accept: mediaSSE}
+		query: topicIDQuery(url.Values{"offset": {off}}, s.opts.TopicID), accept: mediaSSE}
 	if s.last >= 0 {
 		req.header = http.Header{"Last-Event-Id": {strconv.FormatInt(s.last, 10)}}
 	}
@@ -145,6 +167,9 @@ func (s *stream) connect(ctx context.Context, off string, yield func(Record, err
 		if err != nil {
 			return &transportError{fmt.Errorf("read event stream: %w", err)}
 		}
+		if ev.event == "error" {
+			return streamError(ev.data)
+		}
 		if ev.event != "record" {
 			continue
 		}
@@ -160,6 +185,16 @@ func (s *stream) connect(ctx context.Context, off string, yield func(Record, err
 			return errStopped
 		}
 	}
+}
+
+// streamError is the *Error of an error event, which ends the stream: a
+// problem as error responses carry it.
+func streamError(data []byte) error {
+	var p problemJSON
+	if err := json.Unmarshal(data, &p); err != nil || p.Status == 0 {
+		return &transportError{fmt.Errorf("error event %q", truncate(data, 512))}
+	}
+	return errorFromResponse(p.Status, http.Header{"Content-Type": {problem.MediaType}}, data)
 }
 
 func (s *stream) decode(ev sseEvent) (Record, error) {

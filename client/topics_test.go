@@ -210,3 +210,52 @@ func TestNewRejectsBadURL(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Requests pinned to a topic's id fail with topic_id_mismatch, carrying
+// the new id, once the topic was deleted and created again; pinned to the
+// new id they work.
+func TestTopicIDPinning(t *testing.T) {
+	c, _ := start(t)
+	ctx := testContext(t)
+	old, err := c.CreateTopic(ctx, client.NewTopic{Name: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Produce(ctx, "t", []client.Message{{Value: []byte("old")}}, client.WithTopicID(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteTopic(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := c.CreateTopic(ctx, client.NewTopic{Name: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mismatch := func(what string, err error) {
+		t.Helper()
+		if e := asError(t, err); e.Status != 409 || e.Code != problem.CodeTopicIDMismatch || e.TopicID != cur.ID || e.Retriable {
+			t.Fatalf("%s pinned to the old topic: %v (%+v)", what, err, e)
+		}
+	}
+	_, err = c.Fetch(ctx, "t", 0, 0, client.FetchOptions{TopicID: old.ID})
+	mismatch("fetch", err)
+	_, err = c.Produce(ctx, "t", []client.Message{{Value: []byte("x")}}, client.WithTopicID(old.ID))
+	mismatch("produce", err)
+	_, err = c.ProduceBinary(ctx, "t", []client.Message{{Value: []byte("x")}}, client.WithTopicID(old.ID))
+	mismatch("binary produce", err)
+	err = c.CommitOffsets(ctx, "g", "", 0, []client.OffsetCommit{{Topic: "t", TopicID: old.ID, Partition: 0, Offset: 0}})
+	mismatch("commit", err)
+	for _, err := range c.Stream(ctx, "t", 0, client.Earliest, client.StreamOptions{TopicID: old.ID}) {
+		mismatch("stream", err)
+	}
+	if _, err := c.Produce(ctx, "t", []client.Message{{Value: []byte("new")}}, client.WithTopicID(cur.ID)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Fetch(ctx, "t", 0, 0, client.FetchOptions{TopicID: cur.ID})
+	if err != nil || len(res.Records) != 1 || string(res.Records[0].Value) != "new" {
+		t.Fatalf("fetch pinned to the new topic: %+v, %v", res, err)
+	}
+	if err := c.CommitOffsets(ctx, "g", "", 0, []client.OffsetCommit{{Topic: "t", TopicID: cur.ID, Partition: 0, Offset: 1}}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -9,9 +9,12 @@
 //   - Fetch never returns a record at or past the high watermark read in
 //     the same query as the index, and returns at least one whole record
 //     when one is available, even if it alone exceeds MaxBytes.
-//   - An offset below the log start offset fails with ErrOffsetOutOfRange
-//     (the error carries the partition's offsets); above the high
-//     watermark, Fetch waits up to Wait and returns no records.
+//   - An offset below the log start offset or above the high watermark
+//     fails with ErrOffsetOutOfRange (the error carries the partition's
+//     offsets), as in Kafka: no record will ever be there, and a reader
+//     holding such an offset (of a topic deleted and created again, say)
+//     must learn it rather than wait forever. At the high watermark, Fetch
+//     waits up to Wait for records.
 //   - Objects that retention removed between lookup and read surface as
 //     ErrOffsetOutOfRange after a second lookup, never as a raw storage
 //     error.

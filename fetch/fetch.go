@@ -18,7 +18,8 @@ import (
 	"silt/segment"
 )
 
-// ErrOffsetOutOfRange: the offset is below the partition's log start.
+// ErrOffsetOutOfRange: the offset is below the partition's log start or
+// above its high watermark.
 var ErrOffsetOutOfRange = errors.New("fetch: offset out of range")
 
 // ErrStorage: the object store failed a read; retriable. It wraps the
@@ -239,7 +240,7 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 		return nil, err
 	}
 	resp := &Response{NextOffset: req.Offset, HighWatermark: st.HighWatermark, LogStartOffset: st.LogStartOffset}
-	if req.Offset < st.LogStartOffset {
+	if req.Offset < st.LogStartOffset || req.Offset > st.HighWatermark {
 		return nil, &OutOfRangeError{Offset: req.Offset, LogStartOffset: st.LogStartOffset, HighWatermark: st.HighWatermark}
 	}
 	if len(refs) == 0 {

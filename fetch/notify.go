@@ -120,7 +120,8 @@ func (n *Notifier) listen(ctx context.Context) error {
 
 // dispatch wakes the waiters of every partition named in payload, a list
 // of "topicID:partition:highWatermark" entries (waiters re-read the
-// watermark themselves).
+// watermark themselves), and of every partition of a topic named in a
+// "topicID:*:deleted" entry (metadata.TopicDeletedNotice).
 func (n *Notifier) dispatch(payload string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -130,8 +131,21 @@ func (n *Notifier) dispatch(payload string) {
 			continue
 		}
 		t, err1 := strconv.ParseInt(parts[0], 10, 64)
+		if err1 != nil {
+			continue
+		}
+		if parts[1] == "*" {
+			for k, ch := range n.waiters {
+				if k.TopicID == t {
+					close(ch)
+					delete(n.waiters, k)
+				}
+			}
+			n.notes.Inc()
+			continue
+		}
 		p, err2 := strconv.ParseInt(parts[1], 10, 32)
-		if err1 != nil || err2 != nil {
+		if err2 != nil {
 			continue
 		}
 		k := PartitionKey{t, int32(p)}

@@ -16,6 +16,11 @@ type Config struct {
 	// member may ask for (Kafka's group.min/max.session.timeout.ms).
 	MinSessionTimeout time.Duration
 	MaxSessionTimeout time.Duration
+	// NewMemberTimeout bounds how long a member that joined is kept
+	// without a heartbeat, commit or group fetch since (its session
+	// timeout when shorter): members that join and are never heard of
+	// again cannot hold the group's places for a whole session.
+	NewMemberTimeout time.Duration
 	// MaxHeartbeatInterval caps the heartbeat interval joins suggest,
 	// which is otherwise a third of the session timeout.
 	MaxHeartbeatInterval time.Duration
@@ -23,6 +28,9 @@ type Config struct {
 	MaxMembers int
 	// MaxTopics bounds the topics one member subscribes to.
 	MaxTopics int
+	// MaxMetadataBytes bounds a committed offset's metadata (Kafka's
+	// offset.metadata.max.bytes).
+	MaxMetadataBytes int
 	// LagCacheTTL is how long the lag collector reuses one read of
 	// Postgres across scrapes.
 	LagCacheTTL time.Duration
@@ -37,10 +45,12 @@ func DefaultConfig() Config {
 	return Config{
 		DefaultSessionTimeout: 45 * time.Second,
 		MinSessionTimeout:     time.Second,
-		MaxSessionTimeout:     30 * time.Minute,
+		MaxSessionTimeout:     5 * time.Minute,
+		NewMemberTimeout:      30 * time.Second,
 		MaxHeartbeatInterval:  3 * time.Second,
 		MaxMembers:            1000,
 		MaxTopics:             1000,
+		MaxMetadataBytes:      4096,
 		LagCacheTTL:           15 * time.Second,
 		LagMaxSeries:          10_000,
 		LagQueryTimeout:       5 * time.Second,
@@ -58,12 +68,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("groups: default session timeout %v must be within [%v, %v]", c.DefaultSessionTimeout, c.MinSessionTimeout, c.MaxSessionTimeout)
 	case c.MaxSessionTimeout > 24*time.Hour:
 		return errors.New("groups: max session timeout must be at most 24h")
+	case c.NewMemberTimeout <= 0:
+		return errors.New("groups: new member timeout must be positive")
 	case c.MaxHeartbeatInterval <= 0:
 		return errors.New("groups: max heartbeat interval must be positive")
 	case c.MaxMembers < 1:
 		return errors.New("groups: max members must be positive")
 	case c.MaxTopics < 1:
 		return errors.New("groups: max topics must be positive")
+	case c.MaxMetadataBytes < 0:
+		return errors.New("groups: max metadata bytes must not be negative")
 	case c.LagCacheTTL < 0:
 		return errors.New("groups: lag cache TTL must not be negative")
 	case c.LagMaxSeries < 1:
@@ -85,7 +99,30 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 // characters of [a-zA-Z0-9._-], and neither "." nor "..".
 func ValidName(name string) error {
 	if name == "." || name == ".." || !nameRE.MatchString(name) {
-		return fmt.Errorf("%w: %q must be 1 to 249 characters of [a-zA-Z0-9._-], and not . or ..", ErrInvalidName, name)
+		return fmt.Errorf("%w: group name %q must be 1 to 249 characters of [a-zA-Z0-9._-], and not . or ..", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// memberIDRE bounds the member ids a request may name. The coordinator
+// issues "m-" and a lowercase ULID; anything else is no member's.
+var memberIDRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,255}$`)
+
+// issuedIDRE matches the member ids the coordinator issues.
+var issuedIDRE = regexp.MustCompile(`m-[0-9a-z]{26}`)
+
+// RedactMemberIDs shortens every member id in s to its first eight
+// characters (the "m-" and the start of the ULID's time): a member id
+// authorizes the member's commits and fetches, so logs must not carry it
+// whole.
+func RedactMemberIDs(s string) string {
+	return issuedIDRE.ReplaceAllStringFunc(s, func(id string) string { return id[:8] + "…" })
+}
+
+// ValidMemberID reports whether id could be a member id.
+func ValidMemberID(id string) error {
+	if !memberIDRE.MatchString(id) {
+		return fmt.Errorf("%w: member id %q is not one this group issued (1 to 255 characters of [a-zA-Z0-9._-])", ErrInvalidArgument, id)
 	}
 	return nil
 }

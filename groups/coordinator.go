@@ -108,7 +108,9 @@ type HeartbeatResult struct {
 
 // OffsetCommit is one offset to commit.
 type OffsetCommit struct {
-	Topic     string
+	Topic string
+	// TopicID, when not 0, must be the topic's id (TopicIDMismatchError).
+	TopicID   int64
 	Partition int32
 	Offset    int64
 	Metadata  string
@@ -196,6 +198,11 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 	if err := ValidName(group); err != nil {
 		return JoinResult{}, err
 	}
+	if req.MemberID != "" {
+		if err := ValidMemberID(req.MemberID); err != nil {
+			return JoinResult{}, err
+		}
+	}
 	var topics []string
 	if len(req.Topics) > 0 || req.MemberID == "" {
 		var err error
@@ -205,7 +212,7 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 	}
 	session := req.SessionTimeout
 	if session != 0 && (session < c.cfg.MinSessionTimeout || session > c.cfg.MaxSessionTimeout) {
-		return JoinResult{}, fmt.Errorf("%w: session timeout %v must be within [%v, %v]", ErrInvalidArgument, session, c.cfg.MinSessionTimeout, c.cfg.MaxSessionTimeout)
+		return JoinResult{}, fmt.Errorf("%w: session_timeout_ms %d must be from %d to %d", ErrInvalidArgument, session.Milliseconds(), c.cfg.MinSessionTimeout.Milliseconds(), c.cfg.MaxSessionTimeout.Milliseconds())
 	}
 	reset := req.AutoOffsetReset
 	switch reset {
@@ -218,7 +225,7 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 		var m *metadata.GroupMember
 		if req.MemberID == "" {
 			if len(st.members) >= c.cfg.MaxMembers {
-				return reject("group %q has %d members: %w", group, len(st.members), ErrGroupFull)
+				return reject("%w", &GroupFullError{Group: group, Members: len(st.members), RetryAfter: st.firstExpiry()})
 			}
 			if err := st.requireTopics(ctx, topics); err != nil {
 				return err
@@ -230,7 +237,7 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 		} else {
 			m = st.byID[req.MemberID]
 			if m == nil {
-				return reject("group %q member %q: %w", group, req.MemberID, ErrMemberNotFound)
+				return reject("group %q has no member %s (it left or expired): %w", group, RedactMemberIDs(req.MemberID), ErrMemberNotFound)
 			}
 			if topics != nil && !slices.Equal(m.Topics, topics) {
 				if err := st.requireTopics(ctx, topics); err != nil {
@@ -272,6 +279,12 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 	if err := ValidName(group); err != nil {
 		return HeartbeatResult{}, err
 	}
+	if err := ValidMemberID(member); err != nil {
+		return HeartbeatResult{}, err
+	}
+	if generation < 0 {
+		return HeartbeatResult{}, fmt.Errorf("%w: generation %d is negative", ErrInvalidArgument, generation)
+	}
 	var res HeartbeatResult
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		m, err := st.alive(member)
@@ -279,6 +292,9 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 			return err
 		}
 		gen := st.group.Generation
+		if generation > gen {
+			return reject("%w: generation %d is ahead of the group's generation %d; it was never the group's", ErrInvalidArgument, generation, gen)
+		}
 		res = HeartbeatResult{Generation: gen, Rejoin: m.Generation != gen || generation != gen}
 		return nil
 	})
@@ -288,6 +304,9 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 // Leave removes a member; the others rebalance.
 func (c *Coordinator) Leave(ctx context.Context, group, member string) error {
 	if err := ValidName(group); err != nil {
+		return err
+	}
+	if err := ValidMemberID(member); err != nil {
 		return err
 	}
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
@@ -306,8 +325,13 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 	if err := ValidName(group); err != nil {
 		return err
 	}
+	if req.MemberID != "" {
+		if err := ValidMemberID(req.MemberID); err != nil {
+			return err
+		}
+	}
 	if len(req.Offsets) == 0 {
-		return fmt.Errorf("%w: no offsets to commit", ErrInvalidArgument)
+		return fmt.Errorf("%w: offsets must name at least one partition", ErrInvalidArgument)
 	}
 	type tp struct {
 		topic string
@@ -320,6 +344,12 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 		}
 		if o.Partition < 0 {
 			return fmt.Errorf("%w: %s: partition %d is negative", ErrInvalidArgument, o.Topic, o.Partition)
+		}
+		if strings.IndexByte(o.Metadata, 0) >= 0 {
+			return fmt.Errorf("%w: %s/%d: metadata must not contain NUL characters", ErrInvalidArgument, o.Topic, o.Partition)
+		}
+		if len(o.Metadata) > c.cfg.MaxMetadataBytes {
+			return fmt.Errorf("%w: %s/%d: metadata is %d bytes; at most %d are kept with an offset", ErrInvalidArgument, o.Topic, o.Partition, len(o.Metadata), c.cfg.MaxMetadataBytes)
 		}
 		k := tp{o.Topic, o.Partition}
 		if seen[k] {
@@ -344,7 +374,10 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 			for i, o := range req.Offsets {
 				id, ok := assigned[tp{o.Topic, o.Partition}]
 				if !ok {
-					return reject("group %q member %q: %s/%d: %w", group, m.ID, o.Topic, o.Partition, ErrNotAssigned)
+					return reject("partition %s/%d is not assigned to this member of group %q: %w", o.Topic, o.Partition, group, ErrNotAssigned)
+				}
+				if o.TopicID != 0 && o.TopicID != id {
+					return reject("%w", &TopicIDMismatchError{Topic: o.Topic, Pinned: o.TopicID, Current: id})
 				}
 				commits[i] = metadata.GroupCommit{TopicID: id, Partition: o.Partition, Offset: o.Offset, Metadata: o.Metadata}
 			}
@@ -364,7 +397,10 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 			for i, o := range req.Offsets {
 				t, ok := topics[o.Topic]
 				if !ok {
-					return reject("topic %q: %w", o.Topic, ErrTopicNotFound)
+					return reject("topic %q does not exist: %w", o.Topic, ErrTopicNotFound)
+				}
+				if o.TopicID != 0 && o.TopicID != t.ID {
+					return reject("%w", &TopicIDMismatchError{Topic: o.Topic, Pinned: o.TopicID, Current: t.ID})
 				}
 				if o.Partition >= t.Partitions {
 					return reject("topic %q has %d partitions; there is no partition %d: %w", o.Topic, t.Partitions, o.Partition, ErrPartitionNotFound)
@@ -383,7 +419,7 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 		for i, cm := range commits {
 			o, ok := offs[parts[i]]
 			if !ok {
-				return reject("%s/%d: %w", req.Offsets[i].Topic, cm.Partition, ErrPartitionNotFound)
+				return reject("partition %s/%d does not exist: %w", req.Offsets[i].Topic, cm.Partition, ErrPartitionNotFound)
 			}
 			if cm.Offset > o.HighWatermark {
 				return reject("%s/%d: offset %d is past the high watermark %d: %w", req.Offsets[i].Topic, cm.Partition, cm.Offset, o.HighWatermark, ErrInvalidOffset)
@@ -478,7 +514,7 @@ func (c *Coordinator) Delete(ctx context.Context, group string) error {
 	return c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		st.settle()
 		if len(st.members) > 0 {
-			return reject("group %q has %d members: %w", group, len(st.members), ErrGroupNotEmpty)
+			return reject("group %q has %d members; delete it once they leave or expire: %w", group, len(st.members), ErrGroupNotEmpty)
 		}
 		st.deleted = true
 		return st.tx.Delete(ctx)
@@ -491,6 +527,9 @@ func (c *Coordinator) Delete(ctx context.Context, group string) error {
 // and returns the positions to read from.
 func (c *Coordinator) StartFetch(ctx context.Context, group, member string, generation int64, autoCommit bool) (FetchStart, error) {
 	if err := ValidName(group); err != nil {
+		return FetchStart{}, err
+	}
+	if err := ValidMemberID(member); err != nil {
 		return FetchStart{}, err
 	}
 	var fs FetchStart
@@ -529,6 +568,9 @@ func (c *Coordinator) FinishFetch(ctx context.Context, group, member string, gen
 	if err := ValidName(group); err != nil {
 		return err
 	}
+	if err := ValidMemberID(member); err != nil {
+		return err
+	}
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		m, err := st.member(member)
 		if err != nil {
@@ -557,7 +599,7 @@ func (c *Coordinator) FinishFetch(ctx context.Context, group, member string, gen
 // either way it joins again from scratch.
 func memberError(err error, group, member string) error {
 	if errors.Is(err, ErrGroupNotFound) {
-		return fmt.Errorf("group %q member %q: %w (the group does not exist)", group, member, ErrMemberNotFound)
+		return fmt.Errorf("group %q does not exist, so it has no member %s: %w", group, RedactMemberIDs(member), ErrMemberNotFound)
 	}
 	return err
 }
@@ -571,7 +613,7 @@ func (c *Coordinator) validTopics(topics []string) ([]string, error) {
 	sort.Strings(out)
 	out = slices.Compact(out)
 	if len(out) > c.cfg.MaxTopics {
-		return nil, fmt.Errorf("%w: %d topics; at most %d", ErrInvalidArgument, len(out), c.cfg.MaxTopics)
+		return nil, fmt.Errorf("%w: topics names %d topics, more than the %d allowed", ErrInvalidArgument, len(out), c.cfg.MaxTopics)
 	}
 	for _, t := range out {
 		if t == "." || t == ".." || !nameRE.MatchString(t) {
@@ -592,6 +634,7 @@ func (c *Coordinator) locked(ctx context.Context, group string, create bool, op 
 	err := c.store.InGroup(ctx, group, create, func(ctx context.Context, tx *metadata.GroupTx) error {
 		rejected = nil
 		st := newState(tx)
+		st.newMember = c.cfg.NewMemberTimeout
 		st.maintain()
 		err := op(ctx, st)
 		var r *rejection
@@ -632,7 +675,9 @@ type state struct {
 	rebalance bool            // a rebalance is due
 	// rebalanced: settle bumped the generation and reassigned.
 	rebalanced bool
-	deleted    bool
+	// newMember is Config.NewMemberTimeout.
+	newMember time.Duration
+	deleted   bool
 }
 
 func newState(tx *metadata.GroupTx) *state {
@@ -660,10 +705,33 @@ func (st *state) remove(id string) {
 	st.removed = append(st.removed, id)
 }
 
+// expiresAt is when a member not heard from again expires: at the end of
+// its session, or, while it was never heard from since it joined, after
+// the new member timeout if that is shorter.
+func (st *state) expiresAt(m *metadata.GroupMember) time.Time {
+	timeout := m.SessionTimeout
+	if m.HeartbeatAt.Equal(m.JoinedAt) {
+		timeout = min(timeout, st.newMember)
+	}
+	return m.HeartbeatAt.Add(timeout)
+}
+
+// firstExpiry is how long until the first member could expire, in whole
+// seconds, at least one: when a full group may have a place again.
+func (st *state) firstExpiry() time.Duration {
+	first := time.Duration(0)
+	for i, m := range st.members {
+		if d := st.expiresAt(m).Sub(st.now); i == 0 || d < first {
+			first = d
+		}
+	}
+	return max(first.Round(time.Second), time.Second)
+}
+
 // maintain removes expired members and notices topic changes.
 func (st *state) maintain() {
 	for _, m := range slices.Clone(st.members) {
-		if m.HeartbeatAt.Add(m.SessionTimeout).Before(st.now) {
+		if st.expiresAt(m).Before(st.now) {
 			st.remove(m.ID)
 			st.expired++
 			st.rebalance = true
@@ -705,7 +773,7 @@ func (st *state) requireTopics(ctx context.Context, topics []string) error {
 	for _, t := range missing {
 		ti, ok := found[t]
 		if !ok {
-			return reject("topic %q: %w", t, ErrTopicNotFound)
+			return reject("topic %q does not exist: %w", t, ErrTopicNotFound)
 		}
 		st.topics[t] = ti
 	}
@@ -728,7 +796,7 @@ func (st *state) alive(id string) (*metadata.GroupMember, error) {
 func (st *state) member(id string) (*metadata.GroupMember, error) {
 	m := st.byID[id]
 	if m == nil {
-		return nil, reject("group %q member %q: %w", st.group.Name, id, ErrMemberNotFound)
+		return nil, reject("group %q has no member %s (it left or expired): %w", st.group.Name, RedactMemberIDs(id), ErrMemberNotFound)
 	}
 	return m, nil
 }
@@ -737,9 +805,12 @@ func (st *state) member(id string) (*metadata.GroupMember, error) {
 // names another one. Call after settle.
 func (st *state) current(m *metadata.GroupMember, generation int64) error {
 	gen := st.group.Generation
+	if generation > gen || generation < 0 {
+		return reject("%w: generation %d was never the group's (it is at %d)", ErrInvalidArgument, generation, gen)
+	}
 	if m.Generation != gen || generation != gen {
-		return reject("group %q member %q: generation %d (joined at %d) but the group is at %d; rejoin: %w",
-			st.group.Name, m.ID, generation, m.Generation, gen, ErrStaleGeneration)
+		return reject("group %q is at generation %d, not %d (the member joined at %d); join again with the member id: %w",
+			st.group.Name, gen, generation, m.Generation, ErrStaleGeneration)
 	}
 	return nil
 }

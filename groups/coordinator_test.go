@@ -545,3 +545,54 @@ func TestLagCollector(t *testing.T) {
 		t.Fatalf("cached scrape %v", again)
 	}
 }
+
+// Members that join and are never heard from again hold their places for
+// NewMemberTimeout, not their whole session; a full group says when a
+// place may free up.
+func TestPhantomMembersExpireFirst(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	e := newEnv(t, func(c *groups.Config) { c.MaxMembers = 3; c.NewMemberTimeout = grace })
+	e.topic("t", 3)
+	real := e.join("g", groups.JoinRequest{Topics: []string{"t"}, SessionTimeout: time.Minute})
+	e.heartbeat("g", real.MemberID, real.Generation) // heard from: its session applies
+	var phantoms []string
+	for range 2 {
+		phantoms = append(phantoms, e.join("g", groups.JoinRequest{Topics: []string{"t"}, SessionTimeout: time.Minute}).MemberID)
+	}
+	_, err := e.c.Join(e.ctx, "g", groups.JoinRequest{Topics: []string{"t"}})
+	var full *groups.GroupFullError
+	if !errors.As(err, &full) || !errors.Is(err, groups.ErrGroupFull) || full.Members != 3 || full.RetryAfter != time.Second {
+		t.Fatalf("join of a full group: %v (%+v)", err, full)
+	}
+	// The phantoms go after the grace, long before their session ends;
+	// the member that was heard from stays.
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var joined groups.JoinResult
+	for {
+		e.heartbeat("g", real.MemberID, real.Generation)
+		joined, err = e.c.Join(e.ctx, "g", groups.JoinRequest{Topics: []string{"t"}})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, groups.ErrGroupFull) || time.Now().After(deadline) {
+			t.Fatalf("join after the grace: %v", err)
+		}
+		<-tick.C
+	}
+	d, err := e.c.Describe(e.ctx, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, m := range d.Members {
+		ids[m.ID] = true
+	}
+	if !ids[real.MemberID] || !ids[joined.MemberID] || ids[phantoms[0]] || ids[phantoms[1]] {
+		t.Fatalf("members %v: want %s and %s, without the phantoms %v", ids, real.MemberID, joined.MemberID, phantoms)
+	}
+	// A phantom learns it is gone.
+	_, err = e.c.Heartbeat(e.ctx, "g", phantoms[0], real.Generation)
+	wantErr(t, err, groups.ErrMemberNotFound)
+}

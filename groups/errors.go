@@ -3,6 +3,7 @@ package groups
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"silt/metadata"
 )
@@ -36,7 +37,41 @@ var (
 	ErrGroupNotEmpty = errors.New("groups: group has members")
 	// ErrGroupFull: the group has Config.MaxMembers members.
 	ErrGroupFull = errors.New("groups: group is full")
+	// ErrTopicIDMismatch: a commit pinned a topic id that is not the
+	// topic's (see TopicIDMismatchError).
+	ErrTopicIDMismatch = errors.New("groups: topic id mismatch")
 )
+
+// GroupFullError is a join refused because the group has MaxMembers
+// members; a place may free up after RetryAfter, when the member that
+// expires first would if it is not heard from.
+type GroupFullError struct {
+	Group      string
+	Members    int
+	RetryAfter time.Duration
+}
+
+func (e *GroupFullError) Error() string {
+	return fmt.Sprintf("group %q is full: it has %d members, the most allowed; a place may free up in %v", e.Group, e.Members, e.RetryAfter)
+}
+
+// Unwrap makes errors.Is(err, ErrGroupFull) hold.
+func (e *GroupFullError) Unwrap() error { return ErrGroupFull }
+
+// TopicIDMismatchError is a commit that pinned topic id Pinned for a
+// topic whose id is Current: the topic was deleted and created again,
+// with offsets from 0, since the committer read it.
+type TopicIDMismatchError struct {
+	Topic           string
+	Pinned, Current int64
+}
+
+func (e *TopicIDMismatchError) Error() string {
+	return fmt.Sprintf("topic %q has id %d, not %d: it was deleted and created again", e.Topic, e.Current, e.Pinned)
+}
+
+// Unwrap makes errors.Is(err, ErrTopicIDMismatch) hold.
+func (e *TopicIDMismatchError) Unwrap() error { return ErrTopicIDMismatch }
 
 // rejection marks an error of an operation that decided to refuse the
 // request after the group's maintenance (expiry, rebalance) was done: the

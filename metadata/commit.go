@@ -48,7 +48,7 @@ type OffsetMismatchError struct {
 }
 
 func (e *OffsetMismatchError) Error() string {
-	return fmt.Sprintf("metadata: expected next offset %d, the partition is at %d", e.Expected, e.NextOffset)
+	return fmt.Sprintf("expected next offset %d, the partition is at %d", e.Expected, e.NextOffset)
 }
 
 // Unwrap makes errors.Is(err, ErrOffsetMismatch) hold.
@@ -62,7 +62,7 @@ type SequenceError struct {
 }
 
 func (e *SequenceError) Error() string {
-	return fmt.Sprintf("metadata: producer %d: sequence %d, expected %d", e.ProducerID, e.Got, e.Want)
+	return fmt.Sprintf("sequence %d of producer %d is not the next one; expected %d", e.Got, e.ProducerID, e.Want)
 }
 
 // Unwrap makes errors.Is(err, ErrOutOfOrderSequence) hold.
@@ -259,14 +259,14 @@ func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error)
 		case codePartitionNotFound:
 			r.Err = fmt.Errorf("topic %d partition %d: %w", c.TopicID, c.Partition, ErrPartitionNotFound)
 		case codeOutOfOrder:
-			r.Err = fmt.Errorf("topic %d partition %d: %w", c.TopicID, c.Partition,
+			r.Err = fmt.Errorf("partition %d: %w", c.Partition,
 				&SequenceError{ProducerID: c.ProducerID, Got: c.BaseSequence, Want: int32(details[i])})
 		case codeUnknownProducer:
-			r.Err = fmt.Errorf("producer %d: %w", c.ProducerID, ErrUnknownProducer)
+			r.Err = fmt.Errorf("producer id %d is unknown: %w", c.ProducerID, ErrUnknownProducer)
 		case codeFencedEpoch:
-			r.Err = fmt.Errorf("producer %d epoch %d, current epoch %d: %w", c.ProducerID, c.ProducerEpoch, details[i], ErrProducerFenced)
+			r.Err = fmt.Errorf("producer %d has epoch %d, not %d: %w", c.ProducerID, details[i], c.ProducerEpoch, ErrProducerFenced)
 		case codeOffsetMismatch:
-			r.Err = fmt.Errorf("topic %d partition %d: %w", c.TopicID, c.Partition,
+			r.Err = fmt.Errorf("partition %d: %w", c.Partition,
 				&OffsetMismatchError{Expected: c.ExpectedOffset, NextOffset: details[i]})
 		default:
 			return nil, fmt.Errorf("commit flush: unknown result code %d", codes[i])

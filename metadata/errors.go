@@ -77,6 +77,12 @@ func classify(what string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	// Any failure to connect is unavailability, whatever the server said
+	// (a database not accepting connections answers 55000).
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return fmt.Errorf("%s: %w: %v", what, ErrUnavailable, err)
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
@@ -101,8 +107,7 @@ func classify(what string, err error) error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	var netErr net.Error
-	var connErr *pgconn.ConnectError
-	if errors.As(err, &netErr) || errors.As(err, &connErr) || pgconn.SafeToRetry(err) || errors.Is(err, pgx.ErrTxClosed) {
+	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || errors.Is(err, pgx.ErrTxClosed) {
 		return fmt.Errorf("%s: %w: %v", what, ErrUnavailable, err)
 	}
 	if isConnClosed(err) {

@@ -216,7 +216,7 @@ func lockGroup(ctx context.Context, tx pgx.Tx, name string, create bool) (*Group
 		return nil, err
 	}
 	if !found {
-		return nil, fmt.Errorf("group %q: %w", name, ErrGroupNotFound)
+		return nil, fmt.Errorf("group %q does not exist: %w", name, ErrGroupNotFound)
 	}
 	return g, nil
 }
@@ -404,7 +404,7 @@ func (g *GroupTx) Commit(ctx context.Context, commits []GroupCommit) error {
 		  committed_offset = EXCLUDED.committed_offset, metadata = EXCLUDED.metadata, committed_at = EXCLUDED.committed_at`,
 		g.group.ID, topics, parts, offs, metas, g.now)
 	if pgCode(err) == sqlForeignKeyViolation {
-		return fmt.Errorf("commit group offsets: %w", ErrPartitionNotFound)
+		return fmt.Errorf("a partition committed to no longer exists (its topic was deleted): %w", ErrPartitionNotFound)
 	}
 	return classify("commit group offsets", err)
 }
@@ -468,7 +468,7 @@ func (s *Store) GroupOffsets(ctx context.Context, name string) ([]GroupOffset, e
 	var id int64
 	err := s.pool.QueryRow(ctx, `SELECT id FROM groups WHERE name = $1`, name).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("group %q: %w", name, ErrGroupNotFound)
+		return nil, fmt.Errorf("group %q does not exist: %w", name, ErrGroupNotFound)
 	}
 	if err != nil {
 		return nil, s.classify("group offsets", err)

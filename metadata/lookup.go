@@ -86,7 +86,7 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 		return PartitionState{}, nil, s.classify("lookup batches", err)
 	}
 	if !found {
-		return PartitionState{}, nil, fmt.Errorf("topic %d partition %d: %w", topicID, partition, ErrPartitionNotFound)
+		return PartitionState{}, nil, fmt.Errorf("topic id %d has no partition %d: %w", topicID, partition, ErrPartitionNotFound)
 	}
 	return st, refs, nil
 }
@@ -97,7 +97,7 @@ func (s *Store) PartitionOffsets(ctx context.Context, topicID int64, partition i
 	err := s.pool.QueryRow(ctx, `SELECT log_start_offset, next_offset FROM partitions WHERE topic_id = $1 AND partition = $2`,
 		topicID, partition).Scan(&st.LogStartOffset, &st.HighWatermark)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return st, fmt.Errorf("topic %d partition %d: %w", topicID, partition, ErrPartitionNotFound)
+		return st, fmt.Errorf("topic id %d has no partition %d: %w", topicID, partition, ErrPartitionNotFound)
 	}
 	return st, s.classify("partition offsets", err)
 }

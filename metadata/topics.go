@@ -148,7 +148,7 @@ func (s *Store) CreateTopic(ctx context.Context, name string, partitions int32, 
 			RETURNING id, name, partitions, config, created_at, updated_at`,
 			name, partitions, raw).Scan(&t.ID, &t.Name, &t.Partitions, &t.Config, &t.CreatedAt, &t.UpdatedAt)
 		if pgCode(err) == sqlUniqueViolation {
-			return fmt.Errorf("create topic %q: %w", name, ErrTopicExists)
+			return fmt.Errorf("topic %q already exists: %w", name, ErrTopicExists)
 		}
 		if err != nil {
 			return err
@@ -171,7 +171,7 @@ func scanTopic(row pgx.Row) (Topic, error) {
 func (s *Store) GetTopic(ctx context.Context, name string) (Topic, error) {
 	t, err := scanTopic(s.pool.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE name = $1`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Topic{}, fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+		return Topic{}, fmt.Errorf("topic %q does not exist: %w", name, ErrTopicNotFound)
 	}
 	return t, s.classify("get topic", err)
 }
@@ -180,7 +180,7 @@ func (s *Store) GetTopic(ctx context.Context, name string) (Topic, error) {
 func (s *Store) GetTopicByID(ctx context.Context, id int64) (Topic, error) {
 	t, err := scanTopic(s.pool.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Topic{}, fmt.Errorf("topic id %d: %w", id, ErrTopicNotFound)
+		return Topic{}, fmt.Errorf("topic id %d does not exist: %w", id, ErrTopicNotFound)
 	}
 	return t, s.classify("get topic", err)
 }
@@ -276,14 +276,14 @@ func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Top
 		var err error
 		t, err = scanTopic(tx.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics WHERE name = $1 FOR UPDATE`, name))
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+			return fmt.Errorf("topic %q does not exist: %w", name, ErrTopicNotFound)
 		}
 		if err != nil {
 			return err
 		}
 		if u.Partitions != nil && *u.Partitions != t.Partitions {
 			if *u.Partitions < t.Partitions {
-				return fmt.Errorf("%w: topic %q has %d, asked for %d", ErrPartitionCount, name, t.Partitions, *u.Partitions)
+				return fmt.Errorf("topic %q has %d partitions and cannot shrink to %d: %w", name, t.Partitions, *u.Partitions, ErrPartitionCount)
 			}
 			if err := s.checkPartitionQuota(ctx, tx, int64(*u.Partitions-t.Partitions)); err != nil {
 				return err
@@ -315,9 +315,18 @@ func (s *Store) AlterTopic(ctx context.Context, name string, u TopicUpdate) (Top
 	return t, err
 }
 
+// TopicDeletedNotice is the NotifyChannel entry that DeleteTopic sends
+// for topic id: "topicID:*:deleted" (see silt_delete_topic). Waiters on
+// any partition of the topic wake and find it gone; readers of the
+// "topicID:partition:highWatermark" entries that do not know it skip it
+// (its partition is not a number).
+func TopicDeletedNotice(id int64) string { return fmt.Sprintf("%d:*:deleted", id) }
+
 // DeleteTopic removes a topic, its partitions and its index rows in one
-// server-side call (silt_delete_topic). Objects left without index rows
-// become unreferenced and the janitor removes them later.
+// server-side call (silt_delete_topic), and NOTIFYs its deletion
+// (TopicDeletedNotice) at commit so that long-polls and streams on it end
+// at once. Objects left without index rows become unreferenced and the
+// janitor removes them later.
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 	var found bool
 	err := s.pool.QueryRow(ctx, `SELECT silt_delete_topic($1::text)`, pgx.QueryExecModeSimpleProtocol, name).Scan(&found)
@@ -325,7 +334,7 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 		return s.classify("delete topic", err)
 	}
 	if !found {
-		return fmt.Errorf("topic %q: %w", name, ErrTopicNotFound)
+		return fmt.Errorf("topic %q does not exist: %w", name, ErrTopicNotFound)
 	}
 	return nil
 }

@@ -424,6 +424,8 @@ BEGIN
     SELECT array_agg(DISTINCT segment_id) INTO segs FROM d;
     DELETE FROM topics WHERE id = tid;
     PERFORM silt_mark_unreferenced(segs);
+    -- Long-polls and streams on the topic wake and end (TopicDeletedNotice).
+    PERFORM pg_notify('silt_commits', tid || ':*:deleted');
     RETURN true;
 END
 $fn$;

@@ -58,6 +58,11 @@ const (
 	CodeNotAssigned     Code = "not_assigned"
 	CodeGroupNotEmpty   Code = "group_not_empty"
 	CodeGroupFull       Code = "group_full"
+
+	// CodeTopicIDMismatch: the request pinned a topic id (topic_id) and
+	// the topic of that name has another: it was deleted and created
+	// again, with offsets from 0. The problem's TopicID is the current id.
+	CodeTopicIDMismatch Code = "topic_id_mismatch"
 )
 
 // TypeURI is the problem type of a code.
@@ -79,6 +84,8 @@ type Details struct {
 	HighWatermark  *int64 `json:"high_watermark,omitempty"`
 	// NextOffset accompanies offset_mismatch: the partition's next offset.
 	NextOffset *int64 `json:"next_offset,omitempty"`
+	// TopicID accompanies topic_id_mismatch: the topic's current id.
+	TopicID *int64 `json:"topic_id,omitempty"`
 }
 
 // Error makes Details usable as an error.

@@ -15,16 +15,21 @@ import (
 	"unicode/utf8"
 
 	"silt/client"
-	"silt/problem"
 )
 
-const synopsisConsume = "silt consume TOPIC [--partition P] [--offset earliest|latest|N] [--follow] [--group G [--session-timeout D]] [--max-records N] [--format value|kv|json]"
+const synopsisConsume = "silt consume TOPIC [--partition P] [--offset earliest|latest|N] [--offset-reset earliest|latest|error] [--follow] [--group G [--session-timeout D]] [--max-records N] [--format value|kv|json]"
 
 // consumeConfig is what `silt consume` is configured with.
 type consumeConfig struct {
-	topic      string
-	partition  int32 // -1: all
-	offset     int64 // or client.Earliest, client.Latest
+	topic     string
+	partition int32 // -1: all
+	offset    int64 // or client.Earliest, client.Latest
+	// reset is where an offset out of range goes: client.ResetEarliest,
+	// ResetLatest or ResetError; resetSet says --offset-reset was given.
+	reset    string
+	resetSet bool
+	// topicID pins the topic read (client.FetchOptions.TopicID).
+	topicID    int64
 	follow     bool
 	maxRecords int // 0: no limit
 	format     recordFormat
@@ -44,6 +49,7 @@ func parseConsumeArgs(args []string) (*apiFlags, consumeConfig, error) {
 	)
 	fs.IntVar(&partition, "partition", -1, "read only this partition (default: all, one after the other; with --follow, interleaved)")
 	fs.StringVar(&offset, "offset", "earliest", "where to start in each partition: earliest, latest or an offset")
+	fs.StringVar(&cfg.reset, "offset-reset", "", "where an offset out of range (below the log start, or past the high watermark) goes: earliest, latest or error (default: earliest with --offset earliest, latest with --offset latest, error with an offset)")
 	fs.BoolVar(&cfg.follow, "follow", false, "keep printing records as they are produced (a server-sent-events tail) until interrupted")
 	fs.IntVar(&cfg.maxRecords, "max-records", 0, "stop after this many records (0: no limit)")
 	fs.StringVar(&format, "format", "value", "value (the value and a newline), kv (key, separator, value) or json (one object per line)")
@@ -64,6 +70,21 @@ func parseConsumeArgs(args []string) (*apiFlags, consumeConfig, error) {
 	cfg.partition = int32(partition)
 	if cfg.offset, err = parseOffset(offset); err != nil {
 		return nil, cfg, err
+	}
+	cfg.resetSet = cfg.reset != ""
+	switch cfg.reset {
+	case "":
+		switch cfg.offset {
+		case client.Earliest:
+			cfg.reset = client.ResetEarliest
+		case client.Latest:
+			cfg.reset = client.ResetLatest
+		default:
+			cfg.reset = client.ResetError
+		}
+	case client.ResetEarliest, client.ResetLatest, client.ResetError:
+	default:
+		return nil, cfg, fmt.Errorf("--offset-reset %q: want earliest, latest or error", cfg.reset)
 	}
 	if cfg.maxRecords < 0 {
 		return nil, cfg, errors.New("--max-records must not be negative")
@@ -115,19 +136,31 @@ func runConsumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		} else if cfg.offset != client.Latest {
 			return errors.New("with --group, --offset is earliest or latest: where to start without a committed offset")
 		}
+		if cfg.resetSet {
+			// The group's auto_offset_reset: where members start without a
+			// committed offset and go when retention passes them.
+			if cfg.reset == client.ResetError {
+				return errors.New("with --group, --offset-reset is earliest or latest: the group moves out-of-range positions itself")
+			}
+			reset = cfg.reset
+		}
 		return consumeGroup(ctx, c, cfg.group, []string{cfg.topic}, groupConsumeOptions{
 			SessionTimeout: cfg.sessionTimeout, AutoOffsetReset: reset, MaxRecords: cfg.maxRecords, Format: cfg.format, Log: stderr,
 		}, stdout)
 	}
-	parts, err := consumePartitions(ctx, c, cfg)
+	t, parts, err := consumePartitions(ctx, c, cfg)
 	if err != nil {
 		return err
 	}
+	// Every read pins the topic described: one deleted and created again
+	// under its name meanwhile fails the reads (topic_id_mismatch) rather
+	// than being read from offsets of the old one.
+	cfg.topicID = t.ID
 	out := &recordWriter{w: bufio.NewWriter(stdout), format: cfg.format, left: cfg.maxRecords}
 	if cfg.follow {
 		err = follow(ctx, c, cfg, parts, out)
 	} else {
-		err = readToEnd(ctx, c, cfg, parts, out)
+		err = readToEnd(ctx, c, cfg, parts, out, stderr)
 	}
 	if ferr := out.w.Flush(); err == nil {
 		err = ferr
@@ -138,23 +171,23 @@ func runConsumeCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return err
 }
 
-// consumePartitions lists the partitions to read, checking the topic.
-func consumePartitions(ctx context.Context, c *client.Client, cfg consumeConfig) ([]int32, error) {
+// consumePartitions describes the topic and lists the partitions to read.
+func consumePartitions(ctx context.Context, c *client.Client, cfg consumeConfig) (client.Topic, []int32, error) {
 	t, err := c.DescribeTopic(ctx, cfg.topic)
 	if err != nil {
-		return nil, err
+		return t, nil, err
 	}
 	if cfg.partition >= 0 {
 		if cfg.partition >= t.Partitions {
-			return nil, fmt.Errorf("topic %s has %d partitions; there is no partition %d", cfg.topic, t.Partitions, cfg.partition)
+			return t, nil, fmt.Errorf("topic %s has %d partitions; there is no partition %d", cfg.topic, t.Partitions, cfg.partition)
 		}
-		return []int32{cfg.partition}, nil
+		return t, []int32{cfg.partition}, nil
 	}
 	parts := make([]int32, t.Partitions)
 	for i := range parts {
 		parts[i] = int32(i)
 	}
-	return parts, nil
+	return t, parts, nil
 }
 
 // errEnough ends reading once --max-records were printed.
@@ -182,16 +215,16 @@ func (rw *recordWriter) write(r client.Record) error {
 
 // readToEnd reads each partition in turn, from the start offset up to
 // the high watermark it has when reading begins.
-func readToEnd(ctx context.Context, c *client.Client, cfg consumeConfig, parts []int32, out *recordWriter) error {
+func readToEnd(ctx context.Context, c *client.Client, cfg consumeConfig, parts []int32, out *recordWriter, stderr io.Writer) error {
 	for _, p := range parts {
-		if err := readPartition(ctx, c, cfg, p, out); err != nil {
+		if err := readPartition(ctx, c, cfg, p, out, stderr); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func readPartition(ctx context.Context, c *client.Client, cfg consumeConfig, p int32, out *recordWriter) error {
+func readPartition(ctx context.Context, c *client.Client, cfg consumeConfig, p int32, out *recordWriter, stderr io.Writer) error {
 	offs, err := c.ListOffsets(ctx, cfg.topic, p)
 	if err != nil {
 		return err
@@ -204,15 +237,28 @@ func readPartition(ctx context.Context, c *client.Client, cfg consumeConfig, p i
 	case client.Latest:
 		pos = end
 	}
-	for pos < end {
-		res, err := c.Fetch(ctx, cfg.topic, p, pos, client.FetchOptions{MaxRecords: 1000})
-		var e *client.Error
-		if errors.As(err, &e) && e.Code == problem.CodeOffsetOutOfRange && cfg.offset == client.Earliest && e.LogStartOffset > pos {
-			pos = e.LogStartOffset // retention removed records meanwhile
-			continue
+	if pos < offs.LogStartOffset || pos > end {
+		// Out of range before any fetch: one past the high watermark
+		// would otherwise read nothing and say nothing.
+		switch cfg.reset {
+		case client.ResetEarliest:
+			pos = offs.LogStartOffset
+		case client.ResetLatest:
+			pos = end
+		default:
+			return fmt.Errorf("%s/%d: offset %d is out of range: the partition holds offsets from %d up to the high watermark %d (see --offset-reset)",
+				cfg.topic, p, cfg.offset, offs.LogStartOffset, end)
 		}
+		fmt.Fprintf(stderr, "silt consume: %s/%d: offset %d is out of range; reading from %d (--offset-reset %s)\n", cfg.topic, p, cfg.offset, pos, cfg.reset)
+	}
+	for pos < end {
+		res, err := c.Fetch(ctx, cfg.topic, p, pos, client.FetchOptions{MaxRecords: 1000, OffsetReset: cfg.reset, TopicID: cfg.topicID})
 		if err != nil {
 			return err
+		}
+		if res.Reset {
+			// Retention removed records meanwhile.
+			fmt.Fprintf(stderr, "silt consume: %s/%d: offset %d is out of range; reading from %d (--offset-reset %s)\n", cfg.topic, p, pos, res.ResetTo, cfg.reset)
 		}
 		for _, r := range res.Records {
 			if r.Offset >= end {
@@ -243,7 +289,7 @@ func follow(ctx context.Context, c *client.Client, cfg consumeConfig, parts []in
 	}()
 	for _, p := range parts {
 		wg.Go(func() {
-			for r, err := range c.Stream(ctx, cfg.topic, p, cfg.offset, client.StreamOptions{}) {
+			for r, err := range c.Stream(ctx, cfg.topic, p, cfg.offset, client.StreamOptions{OffsetReset: cfg.reset, TopicID: cfg.topicID}) {
 				if err != nil {
 					errs <- err
 					return

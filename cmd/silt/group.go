@@ -230,7 +230,9 @@ func runGroupReset(ctx context.Context, args []string, stdout io.Writer) error {
 			off = min(max(toOffset, p.LogStartOffset), p.HighWatermark)
 		}
 		plan = append(plan, resetPlan{Topic: topic, Partition: p.Partition, Previous: previous[p.Partition], Offset: off})
-		commits = append(commits, client.OffsetCommit{Topic: topic, Partition: p.Partition, Offset: off})
+		// Pinned: offsets computed from this topic must not land in one
+		// created under its name meanwhile.
+		commits = append(commits, client.OffsetCommit{Topic: topic, TopicID: t.ID, Partition: p.Partition, Offset: off})
 	}
 	if !dryRun {
 		if err := c.CommitOffsets(ctx, group, "", 0, commits); err != nil {
@@ -433,7 +435,8 @@ func (gc *groupConsumer) join(ctx context.Context, again bool) error {
 	for i, a := range m.Assignments {
 		parts[i] = fmt.Sprintf("%s/%d@%d", a.Topic, a.Partition, a.Offset)
 	}
-	gc.logf("joined group %s as %s, generation %d: %s", gc.group, m.MemberID, m.Generation, orDash(strings.Join(parts, " ")))
+	// The member id authorizes the member's commits: the log shows its start.
+	gc.logf("joined group %s as %s…, generation %d: %s", gc.group, m.MemberID[:min(8, len(m.MemberID))], m.Generation, orDash(strings.Join(parts, " ")))
 	return nil
 }
 
@@ -517,9 +520,13 @@ func (gc *groupConsumer) recover(ctx context.Context, err error, failures *int) 
 // when ctx has just ended, so that what was printed is not printed again.
 // A rebalance in between only means those records may be printed again.
 func (gc *groupConsumer) commit(ctx context.Context, gen int64, recs []client.GroupRecord) error {
-	next := map[client.TopicPartition]int64{}
+	type pinned struct {
+		client.TopicPartition
+		id int64
+	}
+	next := map[pinned]int64{}
 	for _, r := range recs {
-		k := client.TopicPartition{Topic: r.Topic, Partition: r.Partition}
+		k := pinned{client.TopicPartition{Topic: r.Topic, Partition: r.Partition}, r.TopicID}
 		next[k] = max(next[k], r.Offset+1)
 	}
 	if len(next) == 0 {
@@ -527,7 +534,9 @@ func (gc *groupConsumer) commit(ctx context.Context, gen int64, recs []client.Gr
 	}
 	offsets := make([]client.OffsetCommit, 0, len(next))
 	for k, off := range next {
-		offsets = append(offsets, client.OffsetCommit{Topic: k.Topic, Partition: k.Partition, Offset: off})
+		// Pinned to the topic the records came from: a topic deleted and
+		// created again since must not get this offset.
+		offsets = append(offsets, client.OffsetCommit{Topic: k.Topic, TopicID: k.id, Partition: k.Partition, Offset: off})
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -536,7 +545,8 @@ func (gc *groupConsumer) commit(ctx context.Context, gen int64, recs []client.Gr
 	switch {
 	case err == nil:
 		return nil
-	case client.IsCode(err, problem.CodeStaleGeneration), client.IsCode(err, problem.CodeNotAssigned), client.IsCode(err, problem.CodeMemberNotFound):
+	case client.IsCode(err, problem.CodeStaleGeneration), client.IsCode(err, problem.CodeNotAssigned), client.IsCode(err, problem.CodeMemberNotFound),
+		client.IsCode(err, problem.CodeTopicIDMismatch):
 		gc.logf("commit refused (%v); those records may be delivered again", err)
 		gc.mu.Lock()
 		if client.IsCode(err, problem.CodeMemberNotFound) {

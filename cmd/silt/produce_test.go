@@ -193,6 +193,31 @@ func TestProduceAndConsumeErrors(t *testing.T) {
 	silt(t, nil, "consume", "t", "--partition", "1", url).fails(t, "no partition 1")
 	silt(t, nil, "consume", "t", "--format", "xml", url).fails(t, "want value, kv or json")
 	silt(t, nil, "consume", "t", "--offset", "first", url).fails(t, "want earliest, latest")
+	silt(t, nil, "consume", "t", "--offset-reset", "nearest", url).fails(t, "want earliest, latest or error")
+}
+
+// An offset out of range is an error unless --offset-reset moves it: an
+// offset past the high watermark no longer reads nothing silently.
+func TestConsumeOffsetOutOfRange(t *testing.T) {
+	a := agenttest.Start(t, agenttest.Options{})
+	url := "--url=" + a.URL
+	silt(t, nil, "topic", "create", "t", url).ok(t)
+	silt(t, strings.NewReader("a\nb\n"), "produce", "t", url).ok(t)
+	silt(t, nil, "consume", "t", "--offset", "7", url).fails(t, "offset 7 is out of range: the partition holds offsets from 0 up to the high watermark 2")
+	silt(t, nil, "consume", "t", "--offset", "7", "--follow", url).fails(t, "offset_out_of_range")
+	r := silt(t, nil, "consume", "t", "--offset", "7", "--offset-reset", "earliest", url).ok(t)
+	if r.stdout != "a\nb\n" || !strings.Contains(r.stderr, "offset 7 is out of range; reading from 0") {
+		t.Fatalf("reset to earliest: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	r = silt(t, nil, "consume", "t", "--offset", "7", "--offset-reset", "latest", url).ok(t)
+	if r.stdout != "" || !strings.Contains(r.stderr, "reading from 2") {
+		t.Fatalf("reset to latest: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	r = silt(t, nil, "consume", "t", "--offset", "7", "--offset-reset", "earliest", "--follow", "--max-records", "2", url).ok(t)
+	if r.stdout != "a\nb\n" {
+		t.Fatalf("follow reset to earliest: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	silt(t, nil, "consume", "t", "--group", "g", "--offset-reset", "error", url).fails(t, "with --group, --offset-reset is earliest or latest")
 }
 
 func TestConsumeFollow(t *testing.T) {
