@@ -13,12 +13,15 @@ import (
 // Cluster reports live agents and their partitions; ownership.Owner
 // implements it.
 type Cluster interface {
-	Cluster(ctx context.Context) ([]ownership.AgentView, error)
+	Cluster(ctx context.Context, afterTopic string, afterPartition int32, limit int) (ownership.ClusterPage, error)
 }
 
 // ClusterJSON is the body of GET /v1/cluster.
 type ClusterJSON struct {
-	Agents []AgentJSON `json:"agents"`
+	// Agents lists every live agent, each with its share of a page of the
+	// owned partitions (limit and cursor), continued at NextCursor.
+	Agents     []AgentJSON `json:"agents"`
+	NextCursor string      `json:"next_cursor,omitempty"`
 }
 
 // AgentJSON is one live agent.
@@ -39,10 +42,19 @@ type OwnedPartition struct {
 }
 
 func (s *Server) cluster(c echo.Context) error {
-	views, err := s.deps.Cluster.Cluster(c.Request().Context())
+	pg, err := pageParams(c)
 	if err != nil {
 		return err
 	}
+	afterTopic, afterPart, err := parsePartitionCursor(pg.cursor)
+	if err != nil {
+		return err
+	}
+	cp, err := s.deps.Cluster.Cluster(c.Request().Context(), afterTopic, afterPart, pg.limit)
+	if err != nil {
+		return err
+	}
+	views := cp.Agents
 	out := ClusterJSON{Agents: make([]AgentJSON, len(views))}
 	for i, v := range views {
 		a := AgentJSON{ID: v.ID, Address: v.Address, Version: v.Version, StartedAt: v.StartedAt, HeartbeatAt: v.HeartbeatAt,
@@ -51,6 +63,9 @@ func (s *Server) cluster(c echo.Context) error {
 			a.Partitions[j] = OwnedPartition{Topic: p.Topic, Partition: p.Partition, Epoch: p.Epoch}
 		}
 		out.Agents[i] = a
+	}
+	if cp.Last != nil {
+		out.NextCursor = nextCursor(partitionCursor(cp.Last.Topic, cp.Last.Partition))
 	}
 	return c.JSON(http.StatusOK, out)
 }

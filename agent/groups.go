@@ -24,7 +24,7 @@ type GroupCoordinator interface {
 	Leave(ctx context.Context, group, member string) error
 	Commit(ctx context.Context, group string, req groups.CommitRequest) error
 	Offsets(ctx context.Context, group string) ([]groups.PartitionLag, error)
-	List(ctx context.Context) ([]groups.Summary, error)
+	List(ctx context.Context, after string, limit int) ([]groups.Summary, error)
 	Describe(ctx context.Context, group string) (groups.Description, error)
 	Delete(ctx context.Context, group string) error
 	StartFetch(ctx context.Context, group, member string, generation int64, autoCommit bool) (groups.FetchStart, error)
@@ -292,15 +292,23 @@ func (s *Server) groupOffsets(c echo.Context) error {
 }
 
 func (s *Server) listGroups(c echo.Context) error {
-	list, err := s.deps.Groups.List(c.Request().Context())
+	pg, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	list, err := s.deps.Groups.List(c.Request().Context(), pg.cursor, pg.limit)
 	if err != nil {
 		return err
 	}
 	out := struct {
-		Groups []GroupSummaryJSON `json:"groups"`
+		Groups     []GroupSummaryJSON `json:"groups"`
+		NextCursor string             `json:"next_cursor,omitempty"`
 	}{Groups: make([]GroupSummaryJSON, len(list))}
 	for i, g := range list {
 		out.Groups[i] = GroupSummaryJSON{Name: g.Name, State: g.State, Generation: g.Generation, Members: g.Members}
+	}
+	if len(list) == pg.limit {
+		out.NextCursor = nextCursor(list[len(list)-1].Name)
 	}
 	return c.JSON(http.StatusOK, out)
 }

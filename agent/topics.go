@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,8 +23,8 @@ import (
 type TopicStore interface {
 	CreateTopic(ctx context.Context, name string, partitions int32, cfg metadata.TopicConfig) (metadata.Topic, error)
 	GetTopic(ctx context.Context, name string) (metadata.Topic, error)
-	ListTopics(ctx context.Context) ([]metadata.Topic, error)
-	Partitions(ctx context.Context, topicID int64) ([]metadata.PartitionInfo, error)
+	ListTopics(ctx context.Context, after string, limit int) ([]metadata.Topic, error)
+	Partitions(ctx context.Context, topicID int64, from int32, limit int) ([]metadata.PartitionInfo, error)
 	AlterTopic(ctx context.Context, name string, u metadata.TopicUpdate) (metadata.Topic, error)
 	DeleteTopic(ctx context.Context, name string) error
 	NewProducerID(ctx context.Context) (int64, error)
@@ -53,8 +54,10 @@ type TopicJSON struct {
 	Config     metadata.TopicConfig `json:"config"`
 	CreatedAt  time.Time            `json:"created_at"`
 	UpdatedAt  time.Time            `json:"updated_at"`
-	// States is present in describe responses.
-	States []PartitionJSON `json:"partition_states,omitempty"`
+	// States is present in describe responses: a page of the
+	// partitions (limit and cursor), continued at NextCursor.
+	States     []PartitionJSON `json:"partition_states,omitempty"`
+	NextCursor string          `json:"next_cursor,omitempty"`
 }
 
 // PartitionJSON is one partition's state.
@@ -170,15 +173,23 @@ func mergeConfig(cfg *metadata.TopicConfig, raw json.RawMessage) error {
 }
 
 func (s *Server) listTopics(c echo.Context) error {
-	topics, err := s.deps.Topics.ListTopics(c.Request().Context())
+	pg, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	topics, err := s.deps.Topics.ListTopics(c.Request().Context(), pg.cursor, pg.limit)
 	if err != nil {
 		return err
 	}
 	out := struct {
-		Topics []TopicJSON `json:"topics"`
+		Topics     []TopicJSON `json:"topics"`
+		NextCursor string      `json:"next_cursor,omitempty"`
 	}{Topics: make([]TopicJSON, 0, len(topics))}
 	for _, t := range topics {
 		out.Topics = append(out.Topics, topicJSON(t))
+	}
+	if len(topics) == pg.limit {
+		out.NextCursor = nextCursor(topics[len(topics)-1].Name)
 	}
 	return c.JSON(http.StatusOK, out)
 }
@@ -264,11 +275,24 @@ func (s *Server) describeTopic(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	parts, err := s.deps.Topics.Partitions(ctx, t.ID)
+	pg, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	from := int64(0)
+	if pg.cursor != "" {
+		if from, err = strconv.ParseInt(pg.cursor, 10, 32); err != nil || from < 0 {
+			return badRequest(problem.CodeInvalidParameter, "cursor is not a cursor this API gave out")
+		}
+	}
+	parts, err := s.deps.Topics.Partitions(ctx, t.ID, int32(from), pg.limit)
 	if err != nil {
 		return err
 	}
 	out := topicJSON(t)
+	if len(parts) == pg.limit {
+		out.NextCursor = nextCursor(strconv.Itoa(int(parts[len(parts)-1].Partition) + 1))
+	}
 	out.States = make([]PartitionJSON, len(parts))
 	for i, p := range parts {
 		out.States[i] = PartitionJSON{Partition: p.Partition, LogStartOffset: p.LogStartOffset, HighWatermark: p.HighWatermark,

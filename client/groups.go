@@ -265,15 +265,23 @@ func (c *Client) GroupOffsets(ctx context.Context, group string) ([]GroupOffset,
 	return out.Offsets, nil
 }
 
-// ListGroups returns every group.
+// ListGroups returns every group, reading the listing's pages one after
+// the other.
 func (c *Client) ListGroups(ctx context.Context) ([]GroupSummary, error) {
-	var out struct {
-		Groups []GroupSummary `json:"groups"`
-	}
-	if err := c.callJSON(ctx, request{method: http.MethodGet, path: []string{"v1", "groups"}}, nil, &out); err != nil {
+	var all []GroupSummary
+	err := c.pages(ctx, []string{"v1", "groups"}, func(cursor string) (string, error) {
+		var out struct {
+			Groups     []GroupSummary `json:"groups"`
+			NextCursor string         `json:"next_cursor"`
+		}
+		err := c.callJSON(ctx, request{method: http.MethodGet, path: []string{"v1", "groups"}, query: pageQuery(cursor)}, nil, &out)
+		all = append(all, out.Groups...)
+		return out.NextCursor, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("list groups: %w", err)
 	}
-	return out.Groups, nil
+	return all, nil
 }
 
 // DescribeGroup returns a group's state, members and assignments.

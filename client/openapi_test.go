@@ -303,8 +303,8 @@ func TestOpenAPIGroupRoutes(t *testing.T) {
 	body := map[string][]string{"413": {"request_too_large"}, "415": {"unsupported_media_type"}}
 	common := map[string][]string{"503": {"unavailable", "shutting_down"}, "500": {"internal"}}
 	want := map[string]map[string][]string{
-		"get /v1/cluster": {},
-		"get /v1/groups":  {},
+		"get /v1/cluster": {"400": {"invalid_parameter"}},
+		"get /v1/groups":  {"400": {"invalid_parameter"}},
 		"get /v1/groups/{group}": {
 			"400": {"invalid_group_name"}, "404": {"group_not_found"},
 		},

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -86,24 +89,75 @@ func (c *Client) CreateTopic(ctx context.Context, t NewTopic) (Topic, error) {
 	return out, nil
 }
 
-// ListTopics returns every topic, without partition states.
+// ListTopics returns every topic, without partition states, reading the
+// listing's pages one after the other.
 func (c *Client) ListTopics(ctx context.Context) ([]Topic, error) {
-	var out struct {
-		Topics []Topic `json:"topics"`
-	}
-	if err := c.callJSON(ctx, request{method: http.MethodGet, path: []string{"v1", "topics"}}, nil, &out); err != nil {
+	var all []Topic
+	err := c.pages(ctx, []string{"v1", "topics"}, func(cursor string) (string, error) {
+		var out struct {
+			Topics     []Topic `json:"topics"`
+			NextCursor string  `json:"next_cursor"`
+		}
+		err := c.callJSON(ctx, request{method: http.MethodGet, path: []string{"v1", "topics"}, query: pageQuery(cursor)}, nil, &out)
+		all = append(all, out.Topics...)
+		return out.NextCursor, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("list topics: %w", err)
 	}
-	return out.Topics, nil
+	return all, nil
 }
 
-// DescribeTopic returns a topic with its partition states.
+// DescribeTopic returns a topic with the states of all its partitions,
+// reading their pages one after the other.
 func (c *Client) DescribeTopic(ctx context.Context, name string) (Topic, error) {
-	var out Topic
-	if err := c.callJSON(ctx, request{method: http.MethodGet, path: []string{"v1", "topics", name}}, nil, &out); err != nil {
+	var t Topic
+	var states []PartitionState
+	err := c.pages(ctx, []string{"v1", "topics", name}, func(cursor string) (string, error) {
+		var out struct {
+			Topic
+			NextCursor string `json:"next_cursor"`
+		}
+		err := c.callJSON(ctx, request{method: http.MethodGet, path: []string{"v1", "topics", name}, query: pageQuery(cursor)}, nil, &out)
+		t = out.Topic
+		states = append(states, out.PartitionStates...)
+		return out.NextCursor, err
+	})
+	if err != nil {
 		return Topic{}, fmt.Errorf("describe topic %s: %w", name, err)
 	}
-	return out, nil
+	t.PartitionStates = states
+	return t, nil
+}
+
+// pageLimit is the page size the client asks listings for.
+const pageLimit = 10_000
+
+// pageQuery asks for the page at cursor ("" for the first).
+func pageQuery(cursor string) url.Values {
+	q := url.Values{"limit": {strconv.Itoa(pageLimit)}}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	return q
+}
+
+// pages calls page with each cursor, from "" on, until a page gives none.
+func (c *Client) pages(ctx context.Context, what []string, page func(cursor string) (next string, err error)) error {
+	cursor := ""
+	for {
+		next, err := page(cursor)
+		if err != nil || next == "" {
+			return err
+		}
+		if next == cursor {
+			return fmt.Errorf("%s: the agent gave the same cursor twice", strings.Join(what, "/"))
+		}
+		cursor = next
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 }
 
 // AlterTopic adds partitions and changes settings of a topic.

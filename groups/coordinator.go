@@ -19,7 +19,7 @@ import (
 // Store is what the coordinator needs of the metadata store.
 type Store interface {
 	InGroup(ctx context.Context, name string, create bool, fn func(ctx context.Context, g *metadata.GroupTx) error) error
-	ListGroups(ctx context.Context) ([]metadata.GroupSummary, error)
+	ListGroups(ctx context.Context, after string, limit int) ([]metadata.GroupSummary, error)
 	GroupOffsets(ctx context.Context, name string) ([]metadata.GroupOffset, error)
 }
 
@@ -457,11 +457,12 @@ func (c *Coordinator) Offsets(ctx context.Context, group string) ([]PartitionLag
 	return out, nil
 }
 
-// List returns every group. It takes no lock: members past their session
+// List returns, by name, up to limit groups after after (limit <= 0:
+// all). It takes no lock: members past their session
 // timeout are not counted, though they are removed only by the next
 // operation on their group.
-func (c *Coordinator) List(ctx context.Context) ([]Summary, error) {
-	rows, err := c.store.ListGroups(ctx)
+func (c *Coordinator) List(ctx context.Context, after string, limit int) ([]Summary, error) {
+	rows, err := c.store.ListGroups(ctx, after, limit)
 	if err != nil {
 		return nil, translate(err)
 	}

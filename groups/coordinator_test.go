@@ -480,7 +480,7 @@ func TestListStates(t *testing.T) {
 	if err := e.c.Commit(e.ctx, "empty", groups.CommitRequest{Offsets: []groups.OffsetCommit{{Topic: "t", Partition: 0, Offset: 0}}}); err != nil {
 		t.Fatal(err)
 	}
-	list, err := e.c.List(e.ctx)
+	list, err := e.c.List(e.ctx, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

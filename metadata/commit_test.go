@@ -41,7 +41,7 @@ func TestCommitFlushAssignsContiguousOffsets(t *testing.T) {
 			t.Fatalf("chunk %d: %+v, want base %d", i, r, want[i])
 		}
 	}
-	parts, _ := s.Partitions(ctx, top.ID)
+	parts, _ := s.Partitions(ctx, top.ID, 0, 0)
 	if parts[0].HighWatermark != 7 || parts[1].HighWatermark != 2 || parts[0].TotalBytes != 700 {
 		t.Fatalf("partitions after commit: %+v", parts)
 	}
@@ -65,7 +65,7 @@ func TestCommitFlushAssignsContiguousOffsets(t *testing.T) {
 	if _, err := s.CommitFlush(ctx, f); !errors.Is(err, metadata.ErrSegmentExpired) {
 		t.Fatalf("second commit of one segment: %v", err)
 	}
-	parts, _ = s.Partitions(ctx, top.ID)
+	parts, _ = s.Partitions(ctx, top.ID, 0, 0)
 	if parts[0].HighWatermark != 8 {
 		t.Fatalf("failed commit moved the watermark: %+v", parts[0])
 	}
@@ -110,7 +110,7 @@ func TestCommitFlushIdempotence(t *testing.T) {
 	if r := commit("e", idem(5, 1)); r[0].Err != nil || r[0].Duplicate || r[0].BaseOffset != 10 {
 		t.Fatalf("next: %+v", r)
 	}
-	parts, _ := s.Partitions(ctx, top.ID)
+	parts, _ := s.Partitions(ctx, top.ID, 0, 0)
 	if parts[0].HighWatermark != 11 {
 		t.Fatalf("high watermark %d, want 11", parts[0].HighWatermark)
 	}
@@ -166,7 +166,7 @@ func TestCommitFlushConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	parts, _ := s.Partitions(ctx, top.ID)
+	parts, _ := s.Partitions(ctx, top.ID, 0, 0)
 	for p, ranges := range got {
 		sort.Slice(ranges, func(i, j int) bool { return ranges[i][0] < ranges[j][0] })
 		next := int64(0)

@@ -427,8 +427,9 @@ type GroupSummary struct {
 	Behind  int
 }
 
-// ListGroups returns every group by name.
-func (s *Store) ListGroups(ctx context.Context) ([]GroupSummary, error) {
+// ListGroups returns, by name, up to limit groups whose names sort after
+// after (limit <= 0: all).
+func (s *Store) ListGroups(ctx context.Context, after string, limit int) ([]GroupSummary, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT g.name, g.generation,
 		       count(m.member_id),
@@ -436,7 +437,8 @@ func (s *Store) ListGroups(ctx context.Context) ([]GroupSummary, error) {
 		       count(m.member_id) FILTER (WHERE m.heartbeat_at + m.session_timeout_ms * interval '1 millisecond' >= clock_timestamp()
 		                                    AND m.generation < g.generation)
 		FROM groups g LEFT JOIN group_members m ON m.group_id = g.id
-		GROUP BY g.id ORDER BY g.name`)
+		WHERE g.name > $1
+		GROUP BY g.id ORDER BY g.name LIMIT $2`, after, sqlLimit(limit))
 	if err != nil {
 		return nil, s.classify("list groups", err)
 	}

@@ -305,7 +305,7 @@ func TestListAndDeleteGroups(t *testing.T) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		list, err := s.ListGroups(ctx)
+		list, err := s.ListGroups(ctx, "", 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -136,14 +136,15 @@ type OwnedPartition struct {
 	Epoch     int64
 }
 
-// Owners lists every partition with an unexpired lease, by topic and partition.
-func (s *Store) Owners(ctx context.Context) ([]OwnedPartition, error) {
+// Owners lists, by topic name and partition, up to limit partitions with
+// a valid lease after (afterTopic, afterPartition) (limit <= 0: all).
+func (s *Store) Owners(ctx context.Context, afterTopic string, afterPartition int32, limit int) ([]OwnedPartition, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT t.name, l.topic_id, l.partition, l.owner_agent, l.epoch
 		FROM leases l JOIN topics t ON t.id = l.topic_id
 		JOIN agent_leases a ON a.agent_id = l.owner_agent AND a.incarnation = l.incarnation
-		WHERE a.expires_at > now()
-		ORDER BY t.name, l.partition`)
+		WHERE a.expires_at > now() AND (t.name, l.partition) > ($1, $2)
+		ORDER BY t.name, l.partition LIMIT $3`, afterTopic, afterPartition, sqlLimit(limit))
 	if err != nil {
 		return nil, s.classify("owners", err)
 	}

@@ -58,7 +58,7 @@ func TestLeasesFairShareAndEpochs(t *testing.T) {
 			t.Fatalf("moved partition has epoch %d, want 2", l.Epoch)
 		}
 	}
-	owners, _ := s.Owners(ctx)
+	owners, _ := s.Owners(ctx, "", -1, 0)
 	if len(owners) != 10 {
 		t.Fatalf("%d owned partitions, want 10", len(owners))
 	}
@@ -288,7 +288,7 @@ func TestLeaseRenewalCostAndIncarnations(t *testing.T) {
 	if err != nil || len(r.Claimed) != 5000 || !r.Full || len(r.All) != 5000 || r.All[0].Epoch != 2 {
 		t.Fatalf("after a restart: %d claimed, full %v, %+v (%v)", len(r.Claimed), r.Full, r.All[:1], err)
 	}
-	owners, err := s.Owners(ctx)
+	owners, err := s.Owners(ctx, "", -1, 0)
 	if err != nil || len(owners) != 5000 {
 		t.Fatalf("owners %d (%v)", len(owners), err)
 	}

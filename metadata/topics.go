@@ -185,9 +185,10 @@ func (s *Store) GetTopicByID(ctx context.Context, id int64) (Topic, error) {
 	return t, s.classify("get topic", err)
 }
 
-// ListTopics returns all topics ordered by name.
-func (s *Store) ListTopics(ctx context.Context) ([]Topic, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+topicColumns+` FROM topics ORDER BY name`)
+// ListTopics returns, ordered by name, up to limit topics whose names
+// sort after after (limit <= 0: all of them).
+func (s *Store) ListTopics(ctx context.Context, after string, limit int) ([]Topic, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+topicColumns+` FROM topics WHERE name > $1 ORDER BY name LIMIT $2`, after, sqlLimit(limit))
 	if err != nil {
 		return nil, s.classify("list topics", err)
 	}
@@ -195,16 +196,25 @@ func (s *Store) ListTopics(ctx context.Context) ([]Topic, error) {
 	return topics, s.classify("list topics", err)
 }
 
-// Partitions returns the state of a topic's partitions in order. Owner is
-// set only while the owner's lease is unexpired.
-func (s *Store) Partitions(ctx context.Context, topicID int64) ([]PartitionInfo, error) {
+// sqlLimit turns "limit <= 0: no limit" into a LIMIT argument (NULL).
+func sqlLimit(limit int) *int {
+	if limit <= 0 {
+		return nil
+	}
+	return &limit
+}
+
+// Partitions returns the state of up to limit of a topic's partitions
+// from partition from on, in order (limit <= 0: all). Owner is set only
+// while the owner's lease is valid.
+func (s *Store) Partitions(ctx context.Context, topicID int64, from int32, limit int) ([]PartitionInfo, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT p.partition, p.log_start_offset, p.next_offset, p.total_bytes,
 		       CASE WHEN a.expires_at > now() THEN l.owner_agent ELSE '' END,
 		       coalesce(l.epoch, 0)
 		FROM partitions p LEFT JOIN leases l ON l.topic_id = p.topic_id AND l.partition = p.partition
 		LEFT JOIN agent_leases a ON a.agent_id = l.owner_agent AND a.incarnation = l.incarnation
-		WHERE p.topic_id = $1 ORDER BY p.partition`, topicID)
+		WHERE p.topic_id = $1 AND p.partition >= $2 ORDER BY p.partition LIMIT $3`, topicID, from, sqlLimit(limit))
 	if err != nil {
 		return nil, s.classify("partitions", err)
 	}

@@ -36,7 +36,7 @@ func TestTopicLifecycle(t *testing.T) {
 	if err != nil || got.ID != top.ID || got.Config != cfg {
 		t.Fatalf("get = %+v, %v", got, err)
 	}
-	parts, err := s.Partitions(ctx, top.ID)
+	parts, err := s.Partitions(ctx, top.ID, 0, 0)
 	if err != nil || len(parts) != 3 {
 		t.Fatalf("partitions = %+v, %v", parts, err)
 	}
@@ -52,7 +52,7 @@ func TestTopicLifecycle(t *testing.T) {
 	if err != nil || alt.Partitions != 5 || !alt.Config.Compacted() {
 		t.Fatalf("alter = %+v, %v", alt, err)
 	}
-	if parts, _ := s.Partitions(ctx, top.ID); len(parts) != 5 {
+	if parts, _ := s.Partitions(ctx, top.ID, 0, 0); len(parts) != 5 {
 		t.Fatalf("after grow: %d partitions", len(parts))
 	}
 	two := int32(2)
@@ -66,7 +66,7 @@ func TestTopicLifecycle(t *testing.T) {
 	if _, err := s.CreateTopic(ctx, "another", 1, metadata.DefaultTopicConfig()); err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.ListTopics(ctx)
+	list, err := s.ListTopics(ctx, "", 0)
 	if err != nil || len(list) != 2 || list[0].Name != "another" || list[1].Name != "orders" {
 		t.Fatalf("list = %+v, %v", list, err)
 	}
@@ -79,7 +79,7 @@ func TestTopicLifecycle(t *testing.T) {
 	if _, err := s.GetTopic(ctx, "orders"); !errors.Is(err, metadata.ErrTopicNotFound) {
 		t.Fatalf("get deleted: %v", err)
 	}
-	if parts, _ := s.Partitions(ctx, top.ID); len(parts) != 0 {
+	if parts, _ := s.Partitions(ctx, top.ID, 0, 0); len(parts) != 0 {
 		t.Fatalf("partitions of deleted topic remain: %+v", parts)
 	}
 }

@@ -21,7 +21,7 @@ import (
 // JanitorStore is what the janitor needs of the metadata store.
 type JanitorStore interface {
 	GetTopicByID(ctx context.Context, id int64) (metadata.Topic, error)
-	Partitions(ctx context.Context, topicID int64) ([]metadata.PartitionInfo, error)
+	Partitions(ctx context.Context, topicID int64, from int32, limit int) ([]metadata.PartitionInfo, error)
 	ListBatches(ctx context.Context, topicID int64, partition int32, offset int64, limit int) ([]metadata.BatchRef, error)
 	AdvanceLogStart(ctx context.Context, agentID string, l metadata.Lease, newStart int64) (int64, error)
 	RegisterSegment(ctx context.Context, key string, size int64, kind string, ttl time.Duration) (int64, error)
@@ -122,7 +122,7 @@ func (j *janitor) pass(ctx context.Context) {
 				continue // deleted meanwhile
 			}
 			topics[l.TopicID] = t
-			if parts[l.TopicID], err = j.o.store.Partitions(ctx, l.TopicID); err != nil {
+			if parts[l.TopicID], err = j.o.store.Partitions(ctx, l.TopicID, 0, 0); err != nil {
 				continue
 			}
 		}

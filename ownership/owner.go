@@ -23,7 +23,7 @@ type Registry interface {
 	Heartbeat(ctx context.Context, a metadata.AgentInfo) error
 	RemoveAgent(ctx context.Context, id string) error
 	LiveAgents(ctx context.Context, ttl time.Duration) ([]metadata.AgentInfo, error)
-	Owners(ctx context.Context) ([]metadata.OwnedPartition, error)
+	Owners(ctx context.Context, afterTopic string, afterPartition int32, limit int) ([]metadata.OwnedPartition, error)
 	SyncLeases(ctx context.Context, agentID string, incarnation int64, cfg metadata.LeaseConfig, full bool) (metadata.LeaseRound, error)
 	ReleaseLeases(ctx context.Context, agentID string) error
 }
@@ -167,28 +167,41 @@ type AgentView struct {
 	Partitions []metadata.OwnedPartition
 }
 
-// Cluster lists live agents and their partitions.
-func (o *Owner) Cluster(ctx context.Context) ([]AgentView, error) {
+// Cluster lists live agents, each with its partitions among up to limit
+// owned partitions after (afterTopic, afterPartition) in (topic name,
+// partition) order (limit <= 0: all).
+// ClusterPage is a page of the cluster view: the live agents with their
+// share of the page's partitions. Last is the page's last partition when
+// the page is full (more may follow), else nil.
+type ClusterPage struct {
+	Agents []AgentView
+	Last   *metadata.OwnedPartition
+}
+
+func (o *Owner) Cluster(ctx context.Context, afterTopic string, afterPartition int32, limit int) (ClusterPage, error) {
 	agents, err := o.store.LiveAgents(ctx, o.cfg.AgentTTL)
 	if err != nil {
-		return nil, err
+		return ClusterPage{}, err
 	}
-	owners, err := o.store.Owners(ctx)
+	owners, err := o.store.Owners(ctx, afterTopic, afterPartition, limit)
 	if err != nil {
-		return nil, err
+		return ClusterPage{}, err
 	}
 	byAgent := map[string]int{}
-	out := make([]AgentView, len(agents))
+	page := ClusterPage{Agents: make([]AgentView, len(agents))}
 	for i, a := range agents {
-		out[i].AgentInfo = a
+		page.Agents[i].AgentInfo = a
 		byAgent[a.ID] = i
 	}
 	for _, p := range owners {
 		if i, ok := byAgent[p.Owner]; ok {
-			out[i].Partitions = append(out[i].Partitions, p)
+			page.Agents[i].Partitions = append(page.Agents[i].Partitions, p)
 		}
 	}
-	return out, nil
+	if limit > 0 && len(owners) == limit {
+		page.Last = &owners[len(owners)-1]
+	}
+	return page, nil
 }
 
 // loop runs fn every interval until ctx ends, each run bounded by the
