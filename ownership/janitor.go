@@ -40,8 +40,13 @@ type JanitorStore interface {
 // orphanLock serializes orphan scans across agents.
 const orphanLock = "orphans"
 
-// maxIndexRows bounds the index rows one duty reads for a partition.
+// maxIndexRows bounds the index rows one duty reads for a partition in a
+// pass; the next pass goes on from there.
 const maxIndexRows = 100_000
+
+// maxRunChunks bounds the chunks one merge writes into one segment (and
+// so one swap's size).
+const maxRunChunks = 10_000
 
 // janitor runs the owner's duties from one goroutine.
 type janitor struct {
@@ -52,6 +57,7 @@ type janitor struct {
 	due        map[dutyKey]time.Time    // next visit per partition and duty
 	compacted  map[metadata.Lease]int64 // high watermark at the last clean compaction
 	cleanedTo  map[metadata.Lease]int64 // where the last compaction pass stopped
+	mergedTo   map[metadata.Lease]int64 // below it, chunks are settled for merging
 	lastGC     time.Time
 	lastScan   time.Time
 	lastExpiry time.Time
@@ -67,7 +73,8 @@ type dutyKey struct {
 
 func newJanitor(o *Owner) *janitor {
 	return &janitor{o: o, cfg: o.cfg.Janitor, due: map[dutyKey]time.Time{}, compacted: map[metadata.Lease]int64{}, cleanedTo: map[metadata.Lease]int64{},
-		entropy: ulid.Monotonic(rand.Reader, 0), lastScan: time.Now()}
+		mergedTo: map[metadata.Lease]int64{},
+		entropy:  ulid.Monotonic(rand.Reader, 0), lastScan: time.Now()}
 }
 
 // run visits owned partitions and runs due duties until ctx ends.
@@ -167,6 +174,11 @@ func (j *janitor) pass(ctx context.Context) {
 			delete(j.cleanedTo, l)
 		}
 	}
+	for l := range j.mergedTo {
+		if !held[l] {
+			delete(j.mergedTo, l)
+		}
+	}
 	if now.Sub(j.lastGC) >= j.cfg.GCInterval {
 		j.lastGC = now
 		j.bounded(ctx, "gc", j.gc)
@@ -255,20 +267,31 @@ func (j *janitor) retention(ctx context.Context, l metadata.Lease, t metadata.To
 		return 0, nil
 	}
 	cutoff := time.Now().UnixMilli() - ms
-	refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, p.LogStartOffset, maxIndexRows)
-	if err != nil {
-		return 0, err
-	}
+	// Read the index a page at a time from the log start, and stop at the
+	// first chunk that stays: a pass costs what it drops, plus a page.
 	newStart := p.LogStartOffset
 	var overdue int64
-	for _, r := range refs {
-		expired := ms > 0 && r.MaxTimestamp < cutoff
-		if !expired && over <= 0 {
+	from := p.LogStartOffset
+scan:
+	for read := 0; read < maxIndexRows; {
+		refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, from, indexPage)
+		if err != nil {
+			return 0, err
+		}
+		for _, r := range refs {
+			expired := ms > 0 && r.MaxTimestamp < cutoff
+			if !expired && over <= 0 {
+				break scan
+			}
+			newStart = r.LastOffset + 1
+			over -= int64(r.ByteLength)
+			overdue += int64(r.ByteLength)
+		}
+		read += len(refs)
+		if len(refs) < indexPage {
 			break
 		}
-		newStart = r.LastOffset + 1
-		over -= int64(r.ByteLength)
-		overdue += int64(r.ByteLength)
+		from = refs[len(refs)-1].LastOffset + 1
 	}
 	if newStart == p.LogStartOffset {
 		return 0, nil
@@ -285,44 +308,75 @@ func (j *janitor) retention(ctx context.Context, l metadata.Lease, t metadata.To
 // merge rewrites runs of small chunks of flush segments into per-partition
 // segments, bytes unchanged. It returns the small chunks left waiting.
 func (j *janitor) merge(ctx context.Context, l metadata.Lease, p metadata.PartitionInfo) (int, error) {
-	refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, p.LogStartOffset, maxIndexRows)
-	if err != nil {
-		return 0, err
-	}
+	// Chunks below mergedTo are settled: merged, or not small, or small
+	// ones left between larger ones. A pass reads on from there, a page
+	// at a time, so its cost follows what is new, whatever the partition's
+	// size.
+	from := max(j.mergedTo[l], p.LogStartOffset)
 	var run []metadata.BatchRef
 	var runBytes int64
+	settled := from
 	flushRun := func() error {
 		defer func() { run, runBytes = nil, 0 }()
 		if len(run) < j.cfg.MergeMinChunks {
-			return nil
+			return nil // too few to merge: left as they are
 		}
 		return j.rewriteRaw(ctx, l, run, runBytes)
 	}
-	pending := 0
-	for _, r := range refs {
-		small := r.SegmentKind == metadata.KindFlush && int64(r.ByteLength) < j.cfg.MergeSmallChunkBytes && r.SegmentAge >= j.cfg.MergeMinAge
-		if !small {
-			if err := flushRun(); err != nil {
-				return 0, err
-			}
-			continue
+	done := false
+	for read := 0; !done && read < maxIndexRows; {
+		refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, from, indexPage)
+		if err != nil {
+			return 0, err
 		}
-		if runBytes+int64(r.ByteLength) > j.cfg.MergeTargetBytes {
-			if err := flushRun(); err != nil {
-				return 0, err
+		for _, r := range refs {
+			smallFlush := r.SegmentKind == metadata.KindFlush && int64(r.ByteLength) < j.cfg.MergeSmallChunkBytes
+			if smallFlush && r.SegmentAge < j.cfg.MergeMinAge {
+				done = true // this chunk and those after it are too young
+				break
 			}
+			if !smallFlush {
+				if err := flushRun(); err != nil {
+					return 0, err
+				}
+				settled = r.LastOffset + 1
+				continue
+			}
+			if runBytes+int64(r.ByteLength) > j.cfg.MergeTargetBytes || len(run) >= maxRunChunks {
+				if err := flushRun(); err != nil {
+					return 0, err
+				}
+			}
+			if len(run) == 0 {
+				settled = r.BaseOffset
+			}
+			run = append(run, r)
+			runBytes += int64(r.ByteLength)
 		}
-		run = append(run, r)
-		runBytes += int64(r.ByteLength)
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		read += len(refs)
+		if len(refs) < indexPage {
+			done = true
+		} else {
+			from = refs[len(refs)-1].LastOffset + 1
 		}
 	}
-	pending = len(run)
-	if len(run) >= j.cfg.MergeMinChunks {
+	pending := len(run)
+	if pending >= j.cfg.MergeMinChunks {
+		// A full run merges now; then only chunks not read yet are left.
 		pending = 0
+		if err := flushRun(); err != nil {
+			return 0, err
+		}
+		settled = from
+		if done {
+			settled = max(settled, j.mergedTo[l])
+		}
 	}
-	return pending, flushRun()
+	j.mergedTo[l] = settled
+	return pending, nil
 }
 
 // readChunks fetches the bytes of refs, in order.

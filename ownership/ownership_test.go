@@ -19,6 +19,7 @@ import (
 	"silt/metadata"
 	"silt/objectstore"
 	"silt/objectstore/objectstoretest"
+	"silt/segment"
 )
 
 // quiet keeps the background janitor idle so tests drive it with RunJanitor.
@@ -572,4 +573,61 @@ func countRowsWhere(t *testing.T, s *metadata.Store, table, where string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// A partition of more chunks than a pass reads (100,000) merges, over
+// several passes, all of it.
+func TestMergeBeyondOnePass(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Configure: quiet}) // in-memory bucket
+	post(t, a.URL+"/v1/topics", `{"name":"big","partitions":1}`)
+	owning(t, a, 1)
+	topic, err := a.Store().GetTopic(context.Background(), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One object of 120,000 one-record chunks, indexed as a flush would.
+	const n = 120_000
+	b := segment.NewBuilder(segment.NewEncoder())
+	key := segment.ChunkKey{TopicID: topic.ID, Partition: 0}
+	for i := range n {
+		rec := []segment.Record{{Value: []byte(fmt.Sprint(i)), Timestamp: time.Now().UnixMilli()}}
+		if _, err := b.Add(key, rec, segment.BatchOptions{Compression: segment.CompressionNone}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	obj, refs, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	segKey := "segments/2020/01/01/big.seg"
+	id, err := a.Store().RegisterSegment(ctx, segKey, int64(len(obj)), metadata.KindFlush, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Bucket().Put(ctx, segKey, bytes.NewReader(obj), int64(len(obj)), objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f := metadata.Flush{SegmentID: id, SegmentSize: int64(len(obj)), Chunks: make([]metadata.Chunk, n)}
+	for i, r := range refs {
+		f.Chunks[i] = metadata.Chunk{TopicID: topic.ID, ByteOffset: r.Offset, ByteLength: int32(r.Length), Records: r.Records, LastOffsetDelta: r.LastOffsetDelta, MaxTimestamp: r.MaxTimestamp}
+	}
+	if _, err := a.Store().CommitFlush(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	passes := 0
+	for left := n; left > 0; passes++ {
+		if passes == 10 {
+			t.Fatalf("%d flush chunks left after %d passes", left, passes)
+		}
+		a.Owner().RunJanitor(ctx)
+		left = countRowsWhere(t, a.Store(), "batches b JOIN segments s ON s.id = b.segment_id", "s.kind = 'flush'")
+	}
+	t.Logf("%d chunks merged in %d passes into %d segments, %d index rows", n, passes,
+		countRowsWhere(t, a.Store(), "segments", "kind = 'merged' AND state = 'live'"), countRows(t, a.Store(), "batches"))
+	got := readAll(t, a.URL, "big", n-5)
+	if len(got) != 5 || got[n-1] != fmt.Sprint("=", n-1) {
+		t.Fatalf("the last records after the merge: %v", got)
+	}
 }
