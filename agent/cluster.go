@@ -19,6 +19,8 @@ type Cluster interface {
 // ClusterJSON is the body of GET /v1/cluster.
 type ClusterJSON struct {
 	Agents []AgentJSON `json:"agents"`
+	// Auth is the answering agent's mode: required or none.
+	Auth string `json:"auth"`
 }
 
 // AgentJSON is one live agent.
@@ -43,7 +45,7 @@ func (s *Server) cluster(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := ClusterJSON{Agents: make([]AgentJSON, len(views))}
+	out := ClusterJSON{Agents: make([]AgentJSON, len(views)), Auth: s.cfg.Auth}
 	for i, v := range views {
 		a := AgentJSON{ID: v.ID, Address: v.Address, Version: v.Version, StartedAt: v.StartedAt, HeartbeatAt: v.HeartbeatAt,
 			Partitions: make([]OwnedPartition, len(v.Partitions))}

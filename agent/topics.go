@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"silt/auth"
 	"silt/metadata"
 	"silt/problem"
 )
@@ -185,6 +186,9 @@ func (s *Server) listTopics(c echo.Context) error {
 		Topics []TopicJSON `json:"topics"`
 	}{Topics: make([]TopicJSON, 0, len(topics))}
 	for _, t := range topics {
+		if !visible(c, auth.ResourceTopic, t.Name) {
+			continue
+		}
 		out.Topics = append(out.Topics, topicJSON(t))
 	}
 	return c.JSON(http.StatusOK, out)

@@ -22,6 +22,10 @@ const (
 	ActionGroupDelete = "group.delete"
 )
 
+// AuditKey is the resource type of audited key changes (not an ACL
+// resource type: only admin keys manage keys).
+const AuditKey ResourceType = "key"
+
 // Event is an admin mutation that happened.
 type Event struct {
 	Principal    *Principal

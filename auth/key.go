@@ -151,6 +151,10 @@ func (s KeySpec) Validate() error {
 // ErrInvalidKey: a key spec or ACL list is not valid.
 var ErrInvalidKey = errors.New("auth: invalid key")
 
+// ErrBootstrapRevoked: the bootstrap admin key exists and was revoked; it
+// stays revoked.
+var ErrBootstrapRevoked = errors.New("auth: the bootstrap admin key was revoked; it stays revoked (drop it from the configuration)")
+
 // KeyStore is what managing keys needs of the metadata store.
 type KeyStore interface {
 	CreateKey(ctx context.Context, k metadata.Key) (metadata.Key, error)
@@ -206,7 +210,7 @@ func (k *Keys) Bootstrap(ctx context.Context, token, name string) error {
 			return fmt.Errorf("%w: the bootstrap admin key's id is taken by another key", ErrInvalidKey)
 		}
 		if existing.RevokedAt != nil {
-			return fmt.Errorf("%w: the bootstrap admin key was revoked; generate a new one", ErrInvalidKey)
+			return ErrBootstrapRevoked
 		}
 		return nil
 	case !errors.Is(err, metadata.ErrKeyNotFound):

@@ -185,8 +185,11 @@ func TestBootstrap(t *testing.T) {
 	if _, err := keys.Revoke(ctx, p.KeyID); err != nil {
 		t.Fatal(err)
 	}
-	if err := keys.Bootstrap(ctx, token, "bootstrap-admin"); !errors.Is(err, auth.ErrInvalidKey) {
+	if err := keys.Bootstrap(ctx, token, "bootstrap-admin"); !errors.Is(err, auth.ErrBootstrapRevoked) {
 		t.Fatalf("a revoked bootstrap key came back: %v", err)
+	}
+	if _, err := authn.Authenticate(ctx, token); !errors.Is(err, auth.ErrRevoked) {
+		t.Fatalf("after a second bootstrap: %v", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"silt/agent"
 	"silt/batcher"
 	"silt/internal/agentd"
 )
@@ -80,6 +81,7 @@ func (l LocalAgent) Config() agentd.Config {
 	cfg.DatabaseURL = l.DatabaseURL
 	cfg.ObjectStore = l.ObjectStore
 	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.HTTP.Auth = agent.AuthNone // Configure turns keys (and TLS) on
 	cfg.ShutdownTimeout = time.Minute
 	if l.Linger > 0 {
 		cfg.Batcher.Linger = l.Linger

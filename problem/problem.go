@@ -49,6 +49,20 @@ const (
 	CodeNotAssigned     Code = "not_assigned"
 	CodeGroupNotEmpty   Code = "group_not_empty"
 	CodeGroupFull       Code = "group_full"
+
+	// Security.
+	// CodeUnauthenticated (401): no key, or a malformed, unknown, revoked
+	// or expired one; the response carries WWW-Authenticate: Bearer.
+	CodeUnauthenticated Code = "unauthenticated"
+	// CodeForbidden (403): the key's ACLs do not allow the operation on the
+	// resource (or the route needs an admin key).
+	CodeForbidden Code = "forbidden"
+	// CodeQuotaExceeded (429): the key is over one of its quotas; retry
+	// after Retry-After.
+	CodeQuotaExceeded Code = "quota_exceeded"
+	CodeKeyNotFound   Code = "key_not_found"
+	CodeKeyExists     Code = "key_exists"
+	CodeInvalidKey    Code = "invalid_key"
 )
 
 // TypeURI is the problem type of a code.
