@@ -29,6 +29,13 @@ import (
 // bucket of the test services. extraEnv overrides agent settings.
 func startLBCluster(t *testing.T, agents int, extraEnv ...string) *localstack.Cluster {
 	t.Helper()
+	return startLBClusterTLS(t, agents, nil, extraEnv...)
+}
+
+// startLBClusterTLS is startLBCluster with TLS on the agents (and, with
+// FrontCert, on HAProxy's front).
+func startLBClusterTLS(t *testing.T, agents int, tlsFiles *localstack.ClusterTLS, extraEnv ...string) *localstack.Cluster {
+	t.Helper()
 	bin := siltBinary(t)
 	db := testenv.PostgresURL(t)
 	srv, bucket := testenv.MinIOBucket(t)
@@ -48,6 +55,7 @@ func startLBCluster(t *testing.T, agents int, extraEnv ...string) *localstack.Cl
 		DatabaseURL: db,
 		ObjectStore: srv.URL("s3", bucket, ""),
 		Env:         env,
+		TLS:         tlsFiles,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -153,11 +161,19 @@ func (tt *tallyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // the default retry policy and its responses counted per agent.
 func lbClient(t *testing.T, c *localstack.Cluster, tally *agentTally) *client.Client {
 	t.Helper()
+	return lbClientAs(t, c, tally, c.AdminKey)
+}
+
+// lbClientAs is lbClient with the API key token.
+func lbClientAs(t *testing.T, c *localstack.Cluster, tally *agentTally, token string) *client.Client {
+	t.Helper()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = c.ClientTLS
+	tr.ForceAttemptHTTP2 = true
 	t.Cleanup(tr.CloseIdleConnections)
 	cl, err := client.New(c.LBURL,
 		client.WithHTTPClient(&http.Client{Transport: &tallyTransport{base: tr, tally: tally}}),
-		client.WithRetry(client.DefaultRetryPolicy()))
+		client.WithRetry(client.DefaultRetryPolicy()), client.WithToken(token))
 	if err != nil {
 		t.Fatal(err)
 	}
