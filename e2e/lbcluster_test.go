@@ -29,15 +29,33 @@ import (
 // bucket of the test services. extraEnv overrides agent settings.
 func startLBCluster(t *testing.T, agents int, extraEnv ...string) *localstack.Cluster {
 	t.Helper()
-	return startLBClusterTLS(t, agents, nil, extraEnv...)
+	return startLBClusterWith(t, lbOptions{agents: agents, env: extraEnv})
 }
 
 // startLBClusterTLS is startLBCluster with TLS on the agents (and, with
 // FrontCert, on HAProxy's front).
 func startLBClusterTLS(t *testing.T, agents int, tlsFiles *localstack.ClusterTLS, extraEnv ...string) *localstack.Cluster {
 	t.Helper()
+	return startLBClusterWith(t, lbOptions{agents: agents, tls: tlsFiles, env: extraEnv})
+}
+
+// lbOptions tune startLBClusterWith.
+type lbOptions struct {
+	agents int
+	tls    *localstack.ClusterTLS
+	env    []string
+	// dbURL, when set, edits the database URL the agents get.
+	dbURL func(string) string
+}
+
+func startLBClusterWith(t *testing.T, o lbOptions) *localstack.Cluster {
+	t.Helper()
+	agents, tlsFiles, extraEnv := o.agents, o.tls, o.env
 	bin := siltBinary(t)
 	db := testenv.PostgresURL(t)
+	if o.dbURL != nil {
+		db = o.dbURL(db)
+	}
 	srv, bucket := testenv.MinIOBucket(t)
 	if _, err := localstack.FindHAProxy(); err != nil {
 		t.Fatalf("%v (the end-to-end tests run a real load balancer)", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"silt/agent"
+	"silt/metadata"
 
 	"silt/internal/pgcluster"
 )
@@ -76,7 +77,7 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	return runAgent(ctx, cfg, logger, func(addr string) {
 		fmt.Fprintf(stdout, "Silt is running: http://%s (Postgres %s, data in %s; objects in %s). Ctrl-C stops it.\n",
-			displayAddr(addr), cfg.Agent.DatabaseURL, pg.DataDir(), filepath.Join(abs, "objects"))
+			displayAddr(addr), metadata.RedactURL(cfg.Agent.DatabaseURL), pg.DataDir(), filepath.Join(abs, "objects"))
 	})
 }
 

@@ -301,7 +301,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		logger.Warn("authentication is off (--auth=none): anyone who reaches this agent may read, write and delete every topic and group")
 	}
 	logger.Info("agent started", "listen", a.ln.Addr().String(), "tls", cfg.TLS.Enabled(), "mutual_tls", cfg.TLS.ClientCAFile != "",
-		"auth", cfg.HTTP.Auth, "objectstore", a.bucket.Name(), "version", cfg.HTTP.Version)
+		"auth", cfg.HTTP.Auth, "database", metadata.RedactURL(cfg.DatabaseURL), "objectstore", a.bucket.Name(), "version", cfg.HTTP.Version)
 	return a, nil
 }
 

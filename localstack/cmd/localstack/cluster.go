@@ -12,6 +12,7 @@ import (
 	"reflect"
 
 	"silt/localstack"
+	"silt/metadata"
 )
 
 // clusterFlags configure the cluster verb.
@@ -153,7 +154,7 @@ func printBanner(w io.Writer, c *localstack.Cluster, svc *localstack.Services, d
 	for _, a := range c.Agents() {
 		fmt.Fprintf(w, "  %-15s %s   (log %s)\n", a.ID, a.URL, a.Log)
 	}
-	fmt.Fprintf(w, "  postgres        %s\n", dbURL)
+	fmt.Fprintf(w, "  postgres        %s\n", metadata.RedactURL(dbURL))
 	fmt.Fprintf(w, "  minio           %s   (bucket silt; access key %s, secret %s)\n", svc.MinIO.Endpoint, localstack.MinIOAccessKey, localstack.MinIOSecretKey)
 	fmt.Fprintf(w, "  state           %s   (haproxy log %s)\n", state, c.LB().Log)
 	fmt.Fprintf(w, `
