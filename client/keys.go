@@ -45,7 +45,7 @@ func TLSConfig(caFile string) (*tls.Config, error) {
 func WithTLSConfig(cfg *tls.Config) Option {
 	return func(c *Client) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = cfg
+		tr.TLSClientConfig = cfg.Clone() // HTTP/2 edits its copy's protocols
 		tr.ForceAttemptHTTP2 = true
 		c.http = &http.Client{Transport: tr}
 	}

@@ -186,7 +186,9 @@ func lbClient(t *testing.T, c *localstack.Cluster, tally *agentTally) *client.Cl
 func lbClientAs(t *testing.T, c *localstack.Cluster, tally *agentTally, token string) *client.Client {
 	t.Helper()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = c.ClientTLS
+	if c.ClientTLS != nil {
+		tr.TLSClientConfig = c.ClientTLS.Clone()
+	}
 	tr.ForceAttemptHTTP2 = true
 	t.Cleanup(tr.CloseIdleConnections)
 	cl, err := client.New(c.LBURL,

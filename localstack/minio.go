@@ -177,7 +177,7 @@ func waitHTTPS(ctx context.Context, cfg *tls.Config, url string, limit time.Dura
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
 	if cfg != nil {
-		tr := &http.Transport{TLSClientConfig: cfg}
+		tr := &http.Transport{TLSClientConfig: cfg.Clone()}
 		defer tr.CloseIdleConnections()
 		client.Transport = tr
 	}
