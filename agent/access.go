@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -185,8 +186,22 @@ var accessRules = map[string]rule{
 	"GET /v1/audit":          adminOnly,
 }
 
+// accessIndex is accessRules by method, then path: looked up on every
+// request without building a key.
+var accessIndex = func() map[string]map[string]rule {
+	out := map[string]map[string]rule{}
+	for route, r := range accessRules {
+		method, path, _ := strings.Cut(route, " ")
+		if out[method] == nil {
+			out[method] = map[string]rule{}
+		}
+		out[method][path] = r
+	}
+	return out
+}()
+
 // ruleFor returns the rule of the route c matched.
 func ruleFor(c echo.Context) (rule, bool) {
-	r, ok := accessRules[c.Request().Method+" "+c.Path()]
+	r, ok := accessIndex[c.Request().Method][c.Path()]
 	return r, ok
 }
