@@ -129,12 +129,17 @@ func TestRevocationEndsStreamsAndLongPolls(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		poll <- result{resp.StatusCode, b, err}
 	}()
-	// The long-poll is waiting once the stream is; give both a moment by
-	// waiting for a heartbeat-free condition: the poll has not answered.
-	select {
-	case r := <-poll:
-		t.Fatalf("the long-poll answered early: %d %s %v", r.status, r.body, r.err)
-	case <-time.After(300 * time.Millisecond):
+	// Revoke once both are parked waiting for a commit.
+	deadline := time.Now().Add(10 * time.Second)
+	for fetchWaits(t, a) < 2 {
+		select {
+		case r := <-poll:
+			t.Fatalf("the long-poll answered early: %d %s %v", r.status, r.body, r.err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream and the long-poll did not park")
+		}
 	}
 	start := time.Now()
 	mustAs(t, http.StatusOK, admin, "DELETE", a.URL+"/v1/keys/"+id, nil)
@@ -332,4 +337,19 @@ func TestWhoAmIAndMode(t *testing.T) {
 	if err := json.Unmarshal(mustAs(t, 200, "", "GET", anon.URL+"/v1/cluster", nil), &cl); err != nil || cl.Auth != "none" {
 		t.Fatalf("cluster %+v %v", cl, err)
 	}
+}
+
+// fetchWaits is how many fetches parked waiting for a commit.
+func fetchWaits(t *testing.T, a *agenttest.Agent) float64 {
+	t.Helper()
+	fams, err := a.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == "silt_fetch_waits_total" {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
