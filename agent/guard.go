@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -194,7 +195,7 @@ func resolveNeeds(c echo.Context, r rule, body bodyFields) []resolvedNeed {
 		rn := resolvedNeed{op: n.op, rt: n.rt, any: n.any}
 		switch {
 		case n.param != "":
-			rn.names = []string{c.Param(n.param)}
+			rn.names = []string{decodedParam(c, n.param)}
 		case n.body != nil:
 			rn.names = n.body(body)
 			// A body that names nothing (or is not JSON) is the
@@ -207,6 +208,22 @@ func resolveNeeds(c echo.Context, r rule, body bodyFields) []resolvedNeed {
 		out = append(out, rn)
 	}
 	return out
+}
+
+// decodedParam is a path parameter as handlers see it: echo leaves it
+// percent-encoded when the request escaped more than it had to (%6F for
+// o), and handlers decode it, so the name authorized is the name acted
+// on. A value that does not decode is authorized as it is (the handler
+// refuses it).
+func decodedParam(c echo.Context, name string) string {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" || !strings.Contains(v, "%") {
+		return v
+	}
+	if d, err := url.PathUnescape(v); err == nil {
+		return d
+	}
+	return v
 }
 
 // authorize checks p against a rule's needs.

@@ -30,6 +30,12 @@ func TestForbiddenBeforeNotFound(t *testing.T) {
 	wantProblem(t, status, hdr, b, http.StatusNotFound, problem.CodeTopicNotFound)
 	status, hdr, b = as(t, tok, "GET", a.URL+"/v1/topics/mine-none", nil)
 	wantProblem(t, status, hdr, b, http.StatusNotFound, problem.CodeTopicNotFound)
+	// An escaped name is authorized as the handler will read it.
+	status, hdr, b = as(t, tok, "GET", a.URL+"/v1/topics/%73ecret-none", nil)
+	wantProblem(t, status, hdr, b, http.StatusForbidden, problem.CodeForbidden)
+	if status, _, b := as(t, tok, "GET", a.URL+"/v1/topics/%6Dine-none/partitions/0/records", nil); status == http.StatusForbidden || status == http.StatusUnauthorized {
+		t.Fatalf("an escaped name the key may read: %d %s", status, b)
+	}
 	// A body naming a topic the key may not create: 403, not 409.
 	mustAs(t, http.StatusCreated, admin, "POST", a.URL+"/v1/topics", map[string]any{"name": "secret-exists"})
 	status, hdr, b = as(t, tok, "POST", a.URL+"/v1/topics", map[string]any{"name": "secret-exists"})
