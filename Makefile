@@ -22,7 +22,7 @@ help: ## list the targets
 build: ## build bin/silt
 	$(GO) build -o $(BIN) ./cmd/silt
 
-run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), on :8080
+run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), anonymous, on 127.0.0.1:8080
 	./$(BIN) dev
 
 test: postgres minio toxiproxy haproxy ## start Postgres and MinIO (HAProxy and Toxiproxy for the load-balanced and fault tests), run every test with -race, stop them

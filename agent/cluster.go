@@ -22,6 +22,8 @@ type ClusterJSON struct {
 	// owned partitions (limit and cursor), continued at NextCursor.
 	Agents     []AgentJSON `json:"agents"`
 	NextCursor string      `json:"next_cursor,omitempty"`
+	// Auth is the answering agent's mode: required or none.
+	Auth string `json:"auth"`
 }
 
 // AgentJSON is one live agent.
@@ -55,7 +57,7 @@ func (s *Server) cluster(c echo.Context) error {
 		return err
 	}
 	views := cp.Agents
-	out := ClusterJSON{Agents: make([]AgentJSON, len(views))}
+	out := ClusterJSON{Agents: make([]AgentJSON, len(views)), Auth: s.cfg.Auth}
 	for i, v := range views {
 		a := AgentJSON{ID: v.ID, Address: v.Address, Version: v.Version, StartedAt: v.StartedAt, HeartbeatAt: v.HeartbeatAt,
 			Partitions: make([]OwnedPartition, len(v.Partitions))}

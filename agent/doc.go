@@ -11,4 +11,11 @@
 // anything is buffered. /healthz answers while the process runs; /readyz
 // answers 200 only while every dependency check passes and the server is
 // not shutting down; /metrics serves Prometheus text.
+//
+// Access: one table (access.go) gives every route its decision, which a
+// middleware (guard.go) applies before any handler runs: authenticate
+// (401), authorize with package auth (403, before anything a handler
+// could answer), apply the key's quotas (429), and audit admin mutations
+// that succeeded. Handlers never check permissions; lists filter by what
+// the key may describe.
 package agent

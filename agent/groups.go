@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"silt/auth"
 	"silt/fetch"
 	"silt/groups"
 	"silt/metadata"
@@ -303,9 +304,12 @@ func (s *Server) listGroups(c echo.Context) error {
 	out := struct {
 		Groups     []GroupSummaryJSON `json:"groups"`
 		NextCursor string             `json:"next_cursor,omitempty"`
-	}{Groups: make([]GroupSummaryJSON, len(list))}
-	for i, g := range list {
-		out.Groups[i] = GroupSummaryJSON{Name: g.Name, State: g.State, Generation: g.Generation, Members: g.Members}
+	}{Groups: make([]GroupSummaryJSON, 0, len(list))}
+	for _, g := range list {
+		if !visible(c, auth.ResourceGroup, g.Name) {
+			continue
+		}
+		out.Groups = append(out.Groups, GroupSummaryJSON{Name: g.Name, State: g.State, Generation: g.Generation, Members: g.Members})
 	}
 	if len(list) == pg.limit {
 		out.NextCursor = nextCursor(list[len(list)-1].Name)

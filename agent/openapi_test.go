@@ -67,6 +67,7 @@ func openAPIServer(t *testing.T) *Server {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Pprof = false
+	cfg.Auth = AuthNone
 	s, err := New(cfg, Deps{Groups: struct{ GroupCoordinator }{}})
 	if err != nil {
 		t.Fatal(err)

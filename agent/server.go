@@ -47,6 +47,11 @@ type Config struct {
 	Pprof bool
 	// Version is reported by /v1/cluster and the agent registry.
 	Version string
+	// Auth is AuthRequired (a key on every route but /healthz, /readyz
+	// and /metrics) or AuthNone (anonymous, for development).
+	Auth string
+	// MetricsElsewhere leaves /metrics out: another listener serves it.
+	MetricsElsewhere bool
 }
 
 // DefaultConfig returns the defaults.
@@ -63,6 +68,7 @@ func DefaultConfig() Config {
 		MaxWait:                 30 * time.Second,
 		SSEHeartbeat:            15 * time.Second,
 		Version:                 "dev",
+		Auth:                    AuthRequired,
 	}
 }
 
@@ -89,6 +95,8 @@ func (c Config) Validate() error {
 		return errors.New("agent: max wait must be positive")
 	case c.SSEHeartbeat <= 0:
 		return errors.New("agent: SSE heartbeat must be positive")
+	case c.Auth != AuthRequired && c.Auth != AuthNone:
+		return fmt.Errorf("agent: auth %q: want %s or %s", c.Auth, AuthRequired, AuthNone)
 	}
 	return nil
 }
@@ -113,6 +121,9 @@ type Deps struct {
 
 	// Groups serves /v1/groups; nil leaves those routes out.
 	Groups GroupCoordinator
+
+	// Auth authenticates and authorizes requests (see guard.go).
+	Auth AuthDeps
 }
 
 // Server is the HTTP API.
@@ -129,6 +140,8 @@ type Server struct {
 	bodies   *semaphore.Weighted // produce request bytes in flight
 	stopping chan struct{}       // closed when shutdown begins: ends streams and long-polls
 	stopOnce sync.Once
+
+	guardState guardState
 }
 
 // New builds the server and its routes.
@@ -145,6 +158,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Gatherer == nil {
 		deps.Gatherer = prometheus.NewRegistry()
 	}
+	if deps.Auth.Producers != nil {
+		b := &producerBindings{store: deps.Auth.Producers, owner: map[int64]string{}}
+		if deps.Producer != nil {
+			deps.Producer = boundProducer{Producer: deps.Producer, bindings: b}
+		}
+		if deps.Topics != nil {
+			deps.Topics = bindingTopics{TopicStore: deps.Topics, bindings: b}
+		}
+	}
 	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{}), bodies: semaphore.NewWeighted(cfg.MaxInflightRequestBytes)}
 	s.topics = newTopicCache(deps.Topics, cfg.TopicCacheTTL)
 	m, err := newServerMetrics(deps.Registerer)
@@ -156,7 +178,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(s.observe, s.strictRequest)
+	e.Use(s.observe, s.guard, s.strictRequest)
 	s.echo = e
 	s.routes()
 	s.http = &http.Server{
@@ -171,7 +193,9 @@ func (s *Server) routes() {
 	e := s.echo
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})))
+	if !s.cfg.MetricsElsewhere {
+		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})))
+	}
 	if s.cfg.Pprof {
 		e.GET("/debug/pprof/*", echo.WrapHandler(http.HandlerFunc(pprof.Index)))
 		e.GET("/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
@@ -185,6 +209,7 @@ func (s *Server) routes() {
 	s.groupRoutes(v1)
 	v1.GET("/cluster", s.cluster)
 	v1.GET("/openapi.json", s.openapi)
+	s.securityRoutes(v1)
 }
 
 // Handler exposes the HTTP handler (for in-process tests).

@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"silt/auth"
 	"silt/metadata"
 	"silt/problem"
 )
@@ -186,6 +187,9 @@ func (s *Server) listTopics(c echo.Context) error {
 		NextCursor string      `json:"next_cursor,omitempty"`
 	}{Topics: make([]TopicJSON, 0, len(topics))}
 	for _, t := range topics {
+		if !visible(c, auth.ResourceTopic, t.Name) {
+			continue
+		}
 		out.Topics = append(out.Topics, topicJSON(t))
 	}
 	if len(topics) == pg.limit {

@@ -74,6 +74,7 @@ type AgentFigures struct {
 type RunResult struct {
 	System       string           `json:"system"` // silt or nats
 	Label        string           `json:"label,omitempty"`
+	Security     string           `json:"security,omitempty"` // none, auth or auth+tls (Silt)
 	Options      Options          `json:"options"`
 	LingerMs     float64          `json:"linger_ms,omitempty"`
 	SegmentBytes int64            `json:"segment_bytes,omitempty"`

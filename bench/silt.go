@@ -119,7 +119,7 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 	if err := o.Validate(); err != nil {
 		return nil, t, err
 	}
-	admin, err := client.New(t.URL, client.WithRetry(client.DefaultRetryPolicy()))
+	admin, err := client.New(t.URL, append([]client.Option{client.WithRetry(client.DefaultRetryPolicy())}, t.clientOptions()...)...)
 	if err != nil {
 		return nil, t, err
 	}
@@ -195,7 +195,7 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 		return nil, t, err
 	}
 
-	res := &RunResult{System: "silt", Options: o, LingerMs: ms(t.Linger), SegmentBytes: t.SegmentBytes}
+	res := &RunResult{System: "silt", Options: o, LingerMs: ms(t.Linger), SegmentBytes: t.SegmentBytes, Security: t.Security}
 	res.setProduce(stats, o.Duration, tailHist)
 	if p := res.Produce; p.Records == 0 {
 		msg := "no record was acknowledged"
@@ -265,9 +265,9 @@ func (r *siltRun) produce(ctx context.Context) []*producerStats {
 		interval = time.Duration(float64(time.Second) * float64(o.Batch) * float64(o.Producers) / o.Rate)
 	}
 	for p := range o.Producers {
-		hc := &http.Client{Transport: &http.Transport{
+		hc := r.t.client(&http.Transport{
 			MaxIdleConnsPerHost: inflight + 1, DisableCompression: true, ForceAttemptHTTP2: false,
-		}}
+		})
 		var seq, rr atomic.Int64
 		rr.Store(int64(p))
 		var idem []*client.IdempotentProducer // one per topic
@@ -415,12 +415,12 @@ func (r *siltRun) post(ctx context.Context, hc *http.Client, u string, body []by
 	}
 }
 
-// consumerClients returns one HTTP client per consumer, each with its own
-// connections.
-func consumerClients(n, conns int) []*http.Client {
+// consumerClients returns one HTTP client of t per consumer, each with its
+// own connections.
+func consumerClients(t *Target, n, conns int) []*http.Client {
 	out := make([]*http.Client, n)
 	for i := range out {
-		out[i] = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns + 1, DisableCompression: true}}
+		out[i] = t.client(&http.Transport{MaxIdleConnsPerHost: conns + 1, DisableCompression: true})
 	}
 	return out
 }
@@ -476,7 +476,7 @@ func (f *fetcher) fetch(ctx context.Context, p partitionRef, offset int64, maxBy
 // partitions i, i+n, i+2n... One goroutine per partition.
 func (r *siltRun) tail(ctx context.Context, producersDone <-chan struct{}) (*Histogram, error) {
 	parts := r.partitions()
-	clients := consumerClients(r.o.Consumers, (len(parts)+r.o.Consumers-1)/r.o.Consumers)
+	clients := consumerClients(r.t, r.o.Consumers, (len(parts)+r.o.Consumers-1)/r.o.Consumers)
 	hists := make([]*Histogram, len(clients))
 	mus := make([]sync.Mutex, len(clients))
 	for i := range hists {
@@ -549,7 +549,7 @@ func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchU
 	ctx, cancel := context.WithTimeout(ctx, r.o.CatchUpTimeout)
 	defer cancel()
 	parts := r.partitions()
-	clients := consumerClients(r.o.Consumers, 1)
+	clients := consumerClients(t, r.o.Consumers, 1)
 	before, _ := readCounters(t.Metrics)
 	var records, byteCount atomic.Int64
 	var complete atomic.Bool

@@ -3,13 +3,17 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
+	"silt/agent"
 	"silt/batcher"
+	"silt/client"
 	"silt/internal/agentd"
 )
 
@@ -25,16 +29,74 @@ type Target struct {
 	SegmentBytes int64
 	// InflightFlushes is the agent's bound on concurrent flushes (0: unknown).
 	InflightFlushes int
+	// Token is the API key every request carries ("" for none); TLS, when
+	// set, is how HTTPS agents are reached.
+	Token string
+	TLS   *tls.Config
+	// Security names how the agent is reached: none, auth or auth+tls.
+	Security string
 
 	restart func(ctx context.Context) (*Target, error)
 	stop    func(ctx context.Context) error
 }
 
 // ExternalTarget is an agent running elsewhere, whose metrics are scraped
-// from /metrics.
-func ExternalTarget(url string) *Target {
-	return &Target{URL: url, Metrics: ScrapeGatherer{URL: metricsURL(url)}}
+// from /metrics; token and tlsCfg (either may be empty) are how to reach
+// it.
+func ExternalTarget(url, token string, tlsCfg *tls.Config) *Target {
+	t := &Target{URL: url, Token: token, TLS: tlsCfg, Security: SecurityNone}
+	if token != "" {
+		t.Security = SecurityAuth
+	}
+	if tlsCfg != nil {
+		t.Security += "+tls"
+	}
+	t.Metrics = ScrapeGatherer{URL: metricsURL(url), Client: t.client(&http.Transport{})}
+	return t
 }
+
+// client returns an HTTP client over base that speaks TLS with t.TLS and
+// sends t.Token with every request.
+func (t *Target) client(base *http.Transport) *http.Client {
+	if t.TLS != nil {
+		// A copy each: an HTTP/2 transport adds "h2" to its config's
+		// protocols, which an HTTP/1 transport sharing it must not offer.
+		base.TLSClientConfig = t.TLS.Clone()
+	}
+	var rt http.RoundTripper = base
+	if t.Token != "" {
+		rt = bearer{base: base, value: "Bearer " + t.Token}
+	}
+	return &http.Client{Transport: rt}
+}
+
+// clientOptions are the Go client's options to reach t.
+func (t *Target) clientOptions() []client.Option {
+	var opts []client.Option
+	if t.TLS != nil {
+		opts = append(opts, client.WithTLSConfig(t.TLS))
+	}
+	if t.Token != "" {
+		opts = append(opts, client.WithToken(t.Token))
+	}
+	return opts
+}
+
+// bearer adds an Authorization header to every request.
+type bearer struct {
+	base  *http.Transport
+	value string
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", b.value)
+	return b.base.RoundTrip(r)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport.
+func (b bearer) CloseIdleConnections() { b.base.CloseIdleConnections() }
 
 // Local reports whether the target runs in this process.
 func (t *Target) Local() bool { return t.stop != nil }
@@ -66,6 +128,12 @@ type LocalAgent struct {
 	// Configure, when set, edits the config before the agent starts.
 	Configure func(*agentd.Config)
 	Logger    *slog.Logger
+	// Security is how the agent is reached: SecurityNone (anonymous, plain
+	// HTTP; the default), SecurityAuth (keys required: the run uses a key
+	// limited to the bench's topics) or SecurityAuthTLS (and HTTPS).
+	Security string
+
+	sec *securityState // made by the first Start, kept across restarts
 }
 
 // Config returns the agent configuration a LocalAgent starts with. The
@@ -80,6 +148,7 @@ func (l LocalAgent) Config() agentd.Config {
 	cfg.DatabaseURL = l.DatabaseURL
 	cfg.ObjectStore = l.ObjectStore
 	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.HTTP.Auth = agent.AuthNone // Security turns keys (and TLS) on
 	cfg.ShutdownTimeout = time.Minute
 	if l.Linger > 0 {
 		cfg.Batcher.Linger = l.Linger
@@ -100,6 +169,14 @@ func (l LocalAgent) Config() agentd.Config {
 // Start starts the agent; Target.Stop stops it.
 func (l LocalAgent) Start(ctx context.Context) (*Target, error) {
 	cfg := l.Config()
+	if l.sec == nil {
+		sec, err := newSecurityState(l.Security)
+		if err != nil {
+			return nil, err
+		}
+		l.sec = sec
+	}
+	l.sec.configure(&cfg)
 	logger := l.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -121,7 +198,15 @@ func (l LocalAgent) Start(ctx context.Context) (*Target, error) {
 		SegmentBytes:    int64(cfg.Batcher.MaxSegmentBytes),
 		InflightFlushes: cfg.Batcher.MaxInflightFlushes,
 	}
-	t.stop = func(ctx context.Context) error { return a.Stop(ctx) }
+	if err := l.sec.target(ctx, t); err != nil {
+		_ = a.Stop(ctx)
+		return nil, err
+	}
+	t.stop = func(ctx context.Context) error {
+		err := a.Stop(ctx)
+		l.sec.remove()
+		return err
+	}
 	t.restart = func(ctx context.Context) (*Target, error) {
 		if err := a.Stop(ctx); err != nil {
 			return nil, err

@@ -19,6 +19,7 @@ type Client struct {
 	base  *url.URL
 	http  *http.Client
 	retry RetryPolicy
+	token string // API key, sent as a bearer token
 }
 
 // Option configures a Client.
@@ -157,6 +158,9 @@ func (c *Client) open(ctx context.Context, req request) (*http.Response, error) 
 	}
 	if req.accept != "" {
 		hr.Header.Set("Accept", req.accept)
+	}
+	if c.token != "" {
+		hr.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(hr)
 	if err != nil {

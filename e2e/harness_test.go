@@ -94,6 +94,9 @@ func newCluster(t *testing.T, extraEnv ...string) *cluster {
 		"SILT_LOG_LEVEL=info",
 		"SILT_LINGER=20ms",
 		"SILT_SHUTDOWN_TIMEOUT=20s",
+		// These clusters test failover, not security: anonymous, said
+		// explicitly (agents require keys by default).
+		"SILT_AUTH=none",
 	}, extraEnv...)
 	t.Cleanup(func() {
 		c.mu.Lock()

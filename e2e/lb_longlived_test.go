@@ -37,6 +37,7 @@ func TestLBLongLivedRequests(t *testing.T) {
 		start := time.Now()
 		url := fmt.Sprintf("%s/v1/topics/%s/partitions/1/records?offset=0&wait_ms=30000", c.LBURL, topic)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+c.AdminKey)
 		resp, err := hc.Do(req)
 		if err != nil {
 			pollDone <- err
@@ -64,6 +65,7 @@ func TestLBLongLivedRequests(t *testing.T) {
 	url := fmt.Sprintf("%s/v1/topics/%s/partitions/0/stream?offset=latest", c.LBURL, topic)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+c.AdminKey)
 	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)

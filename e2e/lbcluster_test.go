@@ -29,8 +29,33 @@ import (
 // bucket of the test services. extraEnv overrides agent settings.
 func startLBCluster(t *testing.T, agents int, extraEnv ...string) *localstack.Cluster {
 	t.Helper()
+	return startLBClusterWith(t, lbOptions{agents: agents, env: extraEnv})
+}
+
+// startLBClusterTLS is startLBCluster with TLS on the agents (and, with
+// FrontCert, on HAProxy's front).
+func startLBClusterTLS(t *testing.T, agents int, tlsFiles *localstack.ClusterTLS, extraEnv ...string) *localstack.Cluster {
+	t.Helper()
+	return startLBClusterWith(t, lbOptions{agents: agents, tls: tlsFiles, env: extraEnv})
+}
+
+// lbOptions tune startLBClusterWith.
+type lbOptions struct {
+	agents int
+	tls    *localstack.ClusterTLS
+	env    []string
+	// dbURL, when set, edits the database URL the agents get.
+	dbURL func(string) string
+}
+
+func startLBClusterWith(t *testing.T, o lbOptions) *localstack.Cluster {
+	t.Helper()
+	agents, tlsFiles, extraEnv := o.agents, o.tls, o.env
 	bin := siltBinary(t)
 	db := testenv.PostgresURL(t)
+	if o.dbURL != nil {
+		db = o.dbURL(db)
+	}
 	srv, bucket := testenv.MinIOBucket(t)
 	if _, err := localstack.FindHAProxy(); err != nil {
 		t.Fatalf("%v (the end-to-end tests run a real load balancer)", err)
@@ -48,6 +73,7 @@ func startLBCluster(t *testing.T, agents int, extraEnv ...string) *localstack.Cl
 		DatabaseURL: db,
 		ObjectStore: srv.URL("s3", bucket, ""),
 		Env:         env,
+		TLS:         tlsFiles,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -153,11 +179,21 @@ func (tt *tallyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // the default retry policy and its responses counted per agent.
 func lbClient(t *testing.T, c *localstack.Cluster, tally *agentTally) *client.Client {
 	t.Helper()
+	return lbClientAs(t, c, tally, c.AdminKey)
+}
+
+// lbClientAs is lbClient with the API key token.
+func lbClientAs(t *testing.T, c *localstack.Cluster, tally *agentTally, token string) *client.Client {
+	t.Helper()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if c.ClientTLS != nil {
+		tr.TLSClientConfig = c.ClientTLS.Clone()
+	}
+	tr.ForceAttemptHTTP2 = true
 	t.Cleanup(tr.CloseIdleConnections)
 	cl, err := client.New(c.LBURL,
 		client.WithHTTPClient(&http.Client{Transport: &tallyTransport{base: tr, tally: tally}}),
-		client.WithRetry(client.DefaultRetryPolicy()))
+		client.WithRetry(client.DefaultRetryPolicy()), client.WithToken(token))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,14 @@ type Notifier struct {
 	readyOnce sync.Once
 	stopped   chan struct{}
 	notes     prometheus.Counter
+	others    []channelHandler // further channels on the same connection
+}
+
+// channelHandler receives the notifications of another channel.
+type channelHandler struct {
+	channel string
+	note    func(payload string)
+	gap     func() // notifications may have been missed
 }
 
 // NewNotifier returns a Notifier for channel on the database at url.
@@ -55,6 +63,13 @@ func NewNotifier(url, channel string, logger *slog.Logger, reg prometheus.Regist
 		}
 	}
 	return n, nil
+}
+
+// Also listens on another channel over the same connection: note gets
+// each notification's payload, and gap is called whenever notifications
+// may have been missed (after a reconnection). Call it before Run.
+func (n *Notifier) Also(channel string, note func(payload string), gap func()) {
+	n.others = append(n.others, channelHandler{channel: channel, note: note, gap: gap})
 }
 
 // Ready is closed once the notifier listens for the first time.
@@ -107,12 +122,28 @@ func (n *Notifier) listen(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{n.channel}.Sanitize()); err != nil {
 		return err
 	}
+	for _, h := range n.others {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{h.channel}.Sanitize()); err != nil {
+			return err
+		}
+	}
 	n.readyOnce.Do(func() { close(n.ready) })
 	n.wakeAll() // anything committed while we were not listening
+	for _, h := range n.others {
+		h.gap()
+	}
 	for {
 		note, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		if note.Channel != n.channel {
+			for _, h := range n.others {
+				if h.channel == note.Channel {
+					h.note(note.Payload)
+				}
+			}
+			continue
 		}
 		n.dispatch(note.Payload)
 	}

@@ -2,15 +2,18 @@ package localstack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"silt/auth"
 	"silt/internal/pgcluster"
 )
 
@@ -22,13 +25,16 @@ type AgentConfig struct {
 	Env      []string // extra KEY=VALUE settings (SILT_* flags, AWS_* credentials)
 	LogDir   string   // where <id>.log goes
 	Detached bool     // survive this process
+	// ClientTLS, when the agent serves TLS (SILT_TLS_CERT in Env), is how
+	// to reach it: its URL is then https.
+	ClientTLS *tls.Config
 }
 
 // AgentProc is a running agent process.
 type AgentProc struct {
 	ID     string
 	Port   int
-	URL    string // http://127.0.0.1:port
+	URL    string // http(s)://127.0.0.1:port
 	Log    string
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited
@@ -65,12 +71,16 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*AgentProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("localstack: start agent %s: %w", cfg.ID, err)
 	}
-	p := &AgentProc{ID: cfg.ID, Port: port, URL: "http://" + addr, Log: logPath, cmd: cmd, exited: make(chan struct{})}
+	scheme := "http://"
+	if cfg.ClientTLS != nil {
+		scheme = "https://"
+	}
+	p := &AgentProc{ID: cfg.ID, Port: port, URL: scheme + addr, Log: logPath, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
-	if err := waitHTTP(ctx, p.URL+"/readyz", 60*time.Second, p.exited); err != nil {
+	if err := waitHTTPS(ctx, cfg.ClientTLS, p.URL+"/readyz", 60*time.Second, p.exited); err != nil {
 		_ = cmd.Process.Kill()
 		tail, _ := os.ReadFile(logPath)
 		if len(tail) > 3000 {
@@ -79,6 +89,30 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*AgentProc, error) {
 		return nil, fmt.Errorf("localstack: agent %s not ready: %w\n%s", cfg.ID, err, tail)
 	}
 	return p, nil
+}
+
+// AdminKeyFile returns the admin key kept in path, making (and keeping,
+// readable by its owner only) a fresh one the first time.
+func AdminKeyFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		key := strings.TrimSpace(string(b))
+		if _, ok := auth.ParseToken(key); ok {
+			return key, nil
+		}
+		return "", fmt.Errorf("localstack: %s does not hold an API key; delete it to make a new one", path)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("localstack: admin key: %w", err)
+	}
+	key, _, err := auth.NewToken()
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("localstack: admin key: %w", err)
+	}
+	return key, nil
 }
 
 // PID is the agent's process id.

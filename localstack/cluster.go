@@ -2,6 +2,7 @@ package localstack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"silt/auth"
+	"silt/client"
 	"silt/internal/pgcluster"
 )
 
@@ -33,6 +36,25 @@ type ClusterConfig struct {
 	// it is killed (default 60s; the agents' --shutdown-timeout is 20s).
 	StopGrace time.Duration
 	Logger    *slog.Logger
+	// AdminKey is made a live admin key by the agents at start
+	// (SILT_BOOTSTRAP_ADMIN_KEY): the agents require keys, as in
+	// production. Empty generates one; Cluster.AdminKey has it.
+	AdminKey string
+	// TLS, when set, makes the agents serve HTTPS and HAProxy speak TLS
+	// to them.
+	TLS *ClusterTLS
+}
+
+// ClusterTLS is the local cluster's TLS: PEM files.
+type ClusterTLS struct {
+	CertFile, KeyFile string // the agents' certificate (for 127.0.0.1) and key
+	CAFile            string // the CA that signed it: HAProxy and clients verify against it
+	// FrontCert, when set, is HAProxy's own certificate and key in one file:
+	// the API through the load balancer is then HTTPS too.
+	FrontCert string
+	// ClientCAFile, when set, lets the agents take client certificates
+	// (mutual TLS).
+	ClientCAFile string
 }
 
 // Cluster is a running local cluster. Agents keep their id and port across
@@ -42,6 +64,10 @@ type Cluster struct {
 	LBURL string
 	// StatsURL serves HAProxy's /stats, /healthz and /metrics.
 	StatsURL string
+	// AdminKey is an admin API key of the cluster.
+	AdminKey string
+	// ClientTLS trusts the cluster's CA (nil without TLS).
+	ClientTLS *tls.Config
 
 	cfg    ClusterConfig
 	env    []string
@@ -90,8 +116,23 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "logs"), 0o755); err != nil {
 		return nil, fmt.Errorf("localstack: cluster state dir: %w", err)
 	}
-	c := &Cluster{cfg: cfg, logger: cfg.Logger}
-	c.env = append(SharedAgentEnv(), "SILT_DATABASE_URL="+cfg.DatabaseURL, "SILT_OBJECTSTORE="+cfg.ObjectStore)
+	c := &Cluster{cfg: cfg, logger: cfg.Logger, AdminKey: cfg.AdminKey}
+	if c.AdminKey == "" {
+		if c.AdminKey, _, err = auth.NewToken(); err != nil {
+			return nil, err
+		}
+	}
+	c.env = append(SharedAgentEnv(), "SILT_DATABASE_URL="+cfg.DatabaseURL, "SILT_OBJECTSTORE="+cfg.ObjectStore,
+		"SILT_BOOTSTRAP_ADMIN_KEY="+c.AdminKey)
+	if t := cfg.TLS; t != nil {
+		if c.ClientTLS, err = client.TLSConfig(t.CAFile); err != nil {
+			return nil, err
+		}
+		c.env = append(c.env, "SILT_TLS_CERT="+t.CertFile, "SILT_TLS_KEY="+t.KeyFile)
+		if t.ClientCAFile != "" {
+			c.env = append(c.env, "SILT_TLS_CLIENT_CA="+t.ClientCAFile)
+		}
+	}
 	c.env = append(c.env, cfg.Env...)
 	for i := 1; i <= cfg.Agents; i++ {
 		port, err := pgcluster.FreePort()
@@ -121,9 +162,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	for i, s := range c.agents {
 		servers[i] = HAProxyServer{Name: s.id, Addr: "127.0.0.1:" + strconv.Itoa(s.port)}
 	}
-	lb, err := StartHAProxy(ctx, HAProxyConfig{
-		Bin: cfg.HAProxyBin, Dir: cfg.StateDir, Port: cfg.Port, Stats: cfg.StatsPort, Servers: servers,
-	})
+	hc := HAProxyConfig{Bin: cfg.HAProxyBin, Dir: cfg.StateDir, Port: cfg.Port, Stats: cfg.StatsPort, Servers: servers}
+	if cfg.TLS != nil {
+		hc.FrontCert, hc.AgentCA = cfg.TLS.FrontCert, cfg.TLS.CAFile
+	}
+	lb, err := StartHAProxy(ctx, hc)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +183,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 // startSlot starts the agent of a slot on its port.
 func (c *Cluster) startSlot(ctx context.Context, s *slot) error {
 	p, err := StartAgent(ctx, AgentConfig{
-		Bin: c.cfg.SiltBin, ID: s.id, Port: s.port, Env: c.env, LogDir: filepath.Join(c.cfg.StateDir, "logs"),
+		Bin: c.cfg.SiltBin, ID: s.id, Port: s.port, Env: c.env, LogDir: filepath.Join(c.cfg.StateDir, "logs"), ClientTLS: c.ClientTLS,
 	})
 	if err != nil {
 		return err

@@ -45,10 +45,19 @@ type HAProxyTemplate struct {
 	DockerDNS bool
 	// Generated adds a do-not-edit banner (the committed compose rendering).
 	Generated bool
+	// FrontCert, when set, serves the API over TLS with this PEM file (the
+	// certificate followed by its key).
+	FrontCert string
+	// AgentCA, when set, speaks TLS to the agents (and checks them over
+	// it), verifying their certificates against this PEM CA file.
+	AgentCA string
 }
 
 // RenderHAProxyConfig renders the shared template.
 func RenderHAProxyConfig(t HAProxyTemplate) ([]byte, error) {
+	if strings.ContainsAny(t.FrontCert+t.AgentCA, " \t\n#") {
+		return nil, fmt.Errorf("localstack: haproxy TLS file names must not hold spaces or #: %q %q", t.FrontCert, t.AgentCA)
+	}
 	if t.Bind == "" || t.StatsBind == "" || strings.ContainsAny(t.Bind+t.StatsBind, " \t\n#") {
 		return nil, fmt.Errorf("localstack: haproxy config needs bind addresses, got %q and %q", t.Bind, t.StatsBind)
 	}
@@ -104,11 +113,13 @@ type HAProxyConfig struct {
 	Port    int    // API port on 127.0.0.1; 0 picks a free one
 	Stats   int    // stats port on 127.0.0.1; 0 picks a free one
 	Servers []HAProxyServer
+	// FrontCert and AgentCA: see HAProxyTemplate.
+	FrontCert, AgentCA string
 }
 
 // HAProxy is a running HAProxy, a child process in the foreground (-db).
 type HAProxy struct {
-	URL      string // http://127.0.0.1:port: the API through the load balancer
+	URL      string // http(s)://127.0.0.1:port: the API through the load balancer
 	StatsURL string // http://127.0.0.1:port: /stats, /healthz, /metrics
 	Config   string // the rendered config file
 	Log      string
@@ -141,6 +152,8 @@ func StartHAProxy(ctx context.Context, cfg HAProxyConfig) (*HAProxy, error) {
 		Bind:      "127.0.0.1:" + strconv.Itoa(port),
 		StatsBind: "127.0.0.1:" + strconv.Itoa(stats),
 		Servers:   cfg.Servers,
+		FrontCert: cfg.FrontCert,
+		AgentCA:   cfg.AgentCA,
 	})
 	if err != nil {
 		return nil, err
@@ -168,8 +181,12 @@ func StartHAProxy(ctx context.Context, cfg HAProxyConfig) (*HAProxy, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("localstack: start haproxy: %w", err)
 	}
+	scheme := "http://"
+	if cfg.FrontCert != "" {
+		scheme = "https://"
+	}
 	h := &HAProxy{
-		URL:      "http://127.0.0.1:" + strconv.Itoa(port),
+		URL:      scheme + "127.0.0.1:" + strconv.Itoa(port),
 		StatsURL: "http://127.0.0.1:" + strconv.Itoa(stats),
 		Config:   path, Log: logPath, cmd: cmd, exited: make(chan struct{}),
 	}

@@ -2,6 +2,7 @@ package localstack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -167,9 +168,19 @@ func alive(pid int) bool {
 
 // waitHTTP polls url until it answers 200, the deadline passes, or exited fires.
 func waitHTTP(ctx context.Context, url string, limit time.Duration, exited <-chan struct{}) error {
+	return waitHTTPS(ctx, nil, url, limit, exited)
+}
+
+// waitHTTPS is waitHTTP over TLS with cfg (when not nil).
+func waitHTTPS(ctx context.Context, cfg *tls.Config, url string, limit time.Duration, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
+	if cfg != nil {
+		tr := &http.Transport{TLSClientConfig: cfg.Clone()}
+		defer tr.CloseIdleConnections()
+		client.Transport = tr
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -63,6 +63,19 @@ const (
 	// the topic of that name has another: it was deleted and created
 	// again, with offsets from 0. The problem's TopicID is the current id.
 	CodeTopicIDMismatch Code = "topic_id_mismatch"
+	// Security.
+	// CodeUnauthenticated (401): no key, or a malformed, unknown, revoked
+	// or expired one; the response carries WWW-Authenticate: Bearer.
+	CodeUnauthenticated Code = "unauthenticated"
+	// CodeForbidden (403): the key's ACLs do not allow the operation on the
+	// resource (or the route needs an admin key).
+	CodeForbidden Code = "forbidden"
+	// CodeQuotaExceeded (429): the key is over one of its quotas; retry
+	// after Retry-After.
+	CodeQuotaExceeded Code = "quota_exceeded"
+	CodeKeyNotFound   Code = "key_not_found"
+	CodeKeyExists     Code = "key_exists"
+	CodeInvalidKey    Code = "invalid_key"
 )
 
 // TypeURI is the problem type of a code.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"silt/bench"
+	"silt/client"
 	"silt/objectstore/bucketurl"
 )
 
@@ -36,6 +38,11 @@ type benchConfig struct {
 	cpuProfile   string
 	memProfile   string
 	logLevel     string
+	token        string
+	caFile       string
+	security     string
+	modes        []string
+	rounds       int
 }
 
 func (fs *flagSet) float64Var(p *float64, name string, def float64, usage string) {
@@ -78,6 +85,10 @@ func benchFlags(fs *flagSet, c *benchConfig) {
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (load generator and in-process agent) to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile of this process to this file")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level of the agent run in this process")
+	fs.StringVar(&c.token, "token", "", "API key for --url (it must be allowed to create, produce to and consume from bench-* topics)")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA of the --url agent's TLS certificate")
+	fs.StringVar(&c.security, "security", bench.SecurityNone, "how the agent run in this process is reached: none (anonymous, HTTP), auth (keys required; the bench uses a key limited to its topics) or auth+tls (and HTTPS); a list (none,auth,auth+tls) runs the workload once per mode, --rounds times, on fresh agents, and compares them")
+	fs.IntVar(&c.rounds, "rounds", 1, "with several --security modes: how many times each runs, interleaved (medians are reported)")
 }
 
 // finish checks the flags and fills the options.
@@ -95,6 +106,15 @@ func (c *benchConfig) finish() error {
 	}
 	if c.suite && c.url != "" {
 		return errors.New("--suite runs its own agents: give --database-url and --objectstore, not --url")
+	}
+	if c.modes, err = bench.ParseSecurity(c.security); err != nil {
+		return err
+	}
+	if (len(c.modes) > 1 || c.modes[0] != bench.SecurityNone) && c.url != "" {
+		return errors.New("--security is for the agent run in this process; for --url give --token and --ca-file")
+	}
+	if c.rounds < 1 {
+		return errors.New("--rounds must be at least 1")
 	}
 	for _, b := range strings.Split(c.baselines, ",") {
 		switch strings.TrimSpace(b) {
@@ -200,12 +220,22 @@ func runBenchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 // runBench runs one workload against Silt and the chosen baselines.
 func runBench(ctx context.Context, c *benchConfig, pr *bench.Progress, logger *slog.Logger, stdout io.Writer) error {
+	if len(c.modes) > 1 || c.rounds > 1 {
+		return runSecurityBench(ctx, c, pr, logger, stdout)
+	}
 	var t *bench.Target
 	var err error
 	if c.url != "" {
-		t = bench.ExternalTarget(c.url)
+		var tlsCfg *tls.Config
+		if c.caFile != "" {
+			if tlsCfg, err = client.TLSConfig(c.caFile); err != nil {
+				return err
+			}
+		}
+		t = bench.ExternalTarget(c.url, c.token, tlsCfg)
 	} else {
-		la := bench.LocalAgent{DatabaseURL: c.databaseURL, ObjectStore: c.objectStore, Linger: c.linger, SegmentBytes: c.segmentBytes, Logger: logger}
+		la := bench.LocalAgent{DatabaseURL: c.databaseURL, ObjectStore: c.objectStore, Linger: c.linger, SegmentBytes: c.segmentBytes, Logger: logger,
+			Security: c.modes[0]}
 		if t, err = la.Start(ctx); err != nil {
 			return err
 		}
@@ -249,6 +279,41 @@ func runBench(ctx context.Context, c *benchConfig, pr *bench.Progress, logger *s
 		}
 	}
 	rep.Compare()
+	rep.WriteText(stdout)
+	if c.jsonPath != "" {
+		return bench.WriteJSON(c.jsonPath, rep)
+	}
+	return nil
+}
+
+// runSecurityBench runs the workload once per security mode, --rounds
+// times, interleaved, each on a fresh agent of this process, and compares
+// the modes: the cost of keys, and of keys over TLS, in one run.
+func runSecurityBench(ctx context.Context, c *benchConfig, pr *bench.Progress, logger *slog.Logger, stdout io.Writer) error {
+	if c.url != "" {
+		return errors.New("--rounds and several --security modes need the agent run in this process")
+	}
+	var runs []*bench.RunResult
+	for round := 1; round <= c.rounds; round++ {
+		for _, mode := range c.modes {
+			pr.Logf("security %s, round %d of %d", mode, round, c.rounds)
+			la := bench.LocalAgent{DatabaseURL: c.databaseURL, ObjectStore: c.objectStore, Linger: c.linger, SegmentBytes: c.segmentBytes,
+				Logger: logger, Security: mode}
+			t, err := la.Start(ctx)
+			if err != nil {
+				return err
+			}
+			res, t, err := bench.RunSilt(ctx, t, c.opts, pr)
+			if t != nil {
+				err = errors.Join(err, t.Stop(context.WithoutCancel(ctx)))
+			}
+			if err != nil {
+				return fmt.Errorf("security %s: %w", mode, err)
+			}
+			runs = append(runs, res)
+		}
+	}
+	rep := bench.NewSecurityReport(runs)
 	rep.WriteText(stdout)
 	if c.jsonPath != "" {
 		return bench.WriteJSON(c.jsonPath, rep)

@@ -7,8 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"silt/agent"
+	"silt/auth"
 	"silt/bench"
+	"silt/internal/agentd"
 	"silt/internal/agenttest"
+	"silt/internal/testcerts"
 	"silt/internal/testenv"
 )
 
@@ -80,6 +84,56 @@ func TestBenchFlags(t *testing.T) {
 	} {
 		if r := silt(t, nil, args...); r.code == 0 {
 			t.Fatalf("%q: exit 0", args)
+		}
+	}
+}
+
+// --token and --ca-file reach an agent that requires keys over TLS; the
+// bench's key is not an admin, only allowed its topics. Several
+// --security modes run the same workload on fresh agents of this process
+// and compare them.
+func TestBenchSecurity(t *testing.T) {
+	ca := testcerts.NewCA(t, "bench")
+	pair := ca.Server(t, "agent")
+	admin, _, _ := auth.NewToken()
+	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) {
+		c.HTTP.Auth = agent.AuthRequired
+		c.BootstrapAdminKey = admin
+		c.TLS.CertFile, c.TLS.KeyFile = pair.CertFile, pair.KeyFile
+	}})
+	key := lastLine(silt(t, nil, "keys", "create", "--url", a.URL, "--ca-file", ca.File, "--token", admin, "--name", "bench",
+		"--allow", "create,produce,consume,describe:topic:bench-*").ok(t).stdout)
+	r := silt(t, nil, "bench", "--url", a.URL, "--token", key, "--ca-file", ca.File, "--producers", "2", "--consumers", "1",
+		"--partitions", "2", "--batch", "20", "--record-size", "100", "--duration", "500ms", "--warmup", "0s", "--idempotent",
+		"--rate", "2000", "--baselines", "none", "--catch-up=false").ok(t)
+	if !strings.Contains(r.stdout, "transactions per flush") {
+		t.Fatalf("output:\n%s", r.stdout)
+	}
+
+	db := testenv.PostgresURL(t)
+	srv, bucket := testenv.MinIOBucket(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	out := filepath.Join(t.TempDir(), "security.json")
+	r = silt(t, nil, "bench", "--database-url", db, "--objectstore", srv.URL("s3", bucket, "bench"), "--security", "none,auth,auth+tls",
+		"--producers", "2", "--consumers", "1", "--partitions", "2", "--batch", "20", "--record-size", "100",
+		"--duration", "500ms", "--warmup", "100ms", "--linger", "20ms", "--baselines", "none", "--catch-up=false", "--json", out).ok(t)
+	var rep bench.SecurityReport
+	b, err := os.ReadFile(out)
+	if err != nil || json.Unmarshal(b, &rep) != nil {
+		t.Fatalf("report: %v\n%s", err, b)
+	}
+	if len(rep.Modes) != 3 || rep.Modes[0].Mode != "none" || rep.Modes[2].Mode != "auth+tls" {
+		t.Fatalf("modes %+v", rep.Modes)
+	}
+	for _, run := range rep.Runs {
+		if run.Produce.Records == 0 || run.Produce.Errors != 0 {
+			t.Fatalf("%s: %+v", run.Security, run.Produce)
+		}
+	}
+	for _, want := range []string{"auth+tls", "p99 ms", "base"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Fatalf("output lacks %q:\n%s", want, r.stdout)
 		}
 	}
 }

@@ -21,19 +21,34 @@ const defaultURL = "http://127.0.0.1:8080"
 
 // apiFlags are the flags of every command that talks to an agent.
 type apiFlags struct {
-	url string
+	url    string
+	token  string
+	caFile string
 }
 
 func addAPIFlags(fs *flagSet) *apiFlags {
 	a := &apiFlags{}
 	fs.StringVar(&a.url, "url", defaultURL, "base URL of an agent")
+	fs.StringVar(&a.token, "token", "", "API key (silt_<id>_<secret>) sent as a bearer token")
+	fs.StringVar(&a.caFile, "ca-file", "", "PEM file of the CA that signed the agent's TLS certificate (default: the system's roots)")
 	return a
 }
 
 // client returns a client of the agent that retries what the agent marks
 // retriable (backpressure, unavailability), within a bounded time.
 func (a *apiFlags) client() (*client.Client, error) {
-	return client.New(a.url, client.WithRetry(client.DefaultRetryPolicy()))
+	opts := []client.Option{client.WithRetry(client.DefaultRetryPolicy())}
+	if a.caFile != "" {
+		cfg, err := client.TLSConfig(a.caFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithTLSConfig(cfg))
+	}
+	if a.token != "" {
+		opts = append(opts, client.WithToken(a.token))
+	}
+	return client.New(a.url, opts...)
 }
 
 // listValue is a repeatable string flag.
@@ -178,7 +193,7 @@ func runSubcommand(ctx context.Context, args []string, stdout io.Writer, subs []
 		for _, s := range subs {
 			fmt.Fprintf(stdout, "  %s\n", s.synopsis)
 		}
-		fmt.Fprintf(stdout, "\nEvery subcommand takes --url (SILT_URL, default %s) and --output table|json.\n%s", defaultURL, notes)
+		fmt.Fprintf(stdout, "\nEvery subcommand takes --url (SILT_URL, default %s), --token (SILT_TOKEN), --ca-file (SILT_CA_FILE) and --output table|json.\n%s", defaultURL, notes)
 	}
 	if len(args) == 0 {
 		usage()

@@ -18,7 +18,7 @@ func configReference() []byte {
 	fs := newFlagSet("agent")
 	agentFlags(fs, &cfg, true)
 	fs.markdown(&b)
-	b.WriteString("\n## silt dev\n\n`silt dev` takes the agent's flags except `--database-url` and `--objectstore`, which it provides, plus:\n\n")
+	b.WriteString("\n## silt dev\n\n`silt dev` takes the agent's flags except `--database-url` and `--objectstore`, which it provides; it defaults to `--auth none` and `--listen 127.0.0.1:8080`, and refuses a non-loopback address while anonymous. Plus:\n\n")
 	dfs := newFlagSet("dev")
 	var dataDir string
 	dfs.StringVar(&dataDir, "data-dir", ".silt", "where the private Postgres and the objects live")

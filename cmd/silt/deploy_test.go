@@ -30,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"silt/agent"
+	"silt/auth"
 )
 
 // repoRoot is the repository, seen from cmd/silt.
@@ -163,13 +164,19 @@ func TestDeployYAMLParses(t *testing.T) {
 }
 
 // No file under deploy/ or localstack/ (other than Go code) names a SILT_*
-// variable that is not an agent flag's twin, in settings or in comments.
+// variable that is not an agent flag's twin (or, in instructions, a CLI
+// flag's: SILT_TOKEN), in settings or in comments.
 func TestDeploySiltEnvNamesAreFlags(t *testing.T) {
 	fs := newFlagSet("agent")
 	cfg := defaultAgentConfig()
 	agentFlags(fs, &cfg, true)
 	known := map[string]bool{}
 	for _, env := range fs.envs {
+		known[env] = true
+	}
+	cli := newFlagSet("topic")
+	addAPIFlags(cli)
+	for _, env := range cli.envs {
 		known[env] = true
 	}
 	files := deployFiles(t, func(name string) bool {
@@ -213,7 +220,8 @@ type composeService struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
 	Healthcheck *struct {
-		Test []string `yaml:"test"`
+		Test    []string `yaml:"test"`
+		Disable bool     `yaml:"disable"`
 	} `yaml:"healthcheck"`
 	StopGracePeriod string   `yaml:"stop_grace_period"`
 	Command         []string `yaml:"command"`
@@ -257,7 +265,7 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatal(err)
 	}
 	svcs := cf.Services
-	for _, name := range []string{"postgres", "minio", "minio-init", "agent1", "agent2", "agent3", "lb"} {
+	for _, name := range []string{"postgres", "minio", "minio-init", "keys-init", "agent1", "agent2", "agent3", "lb"} {
 		if _, ok := svcs[name]; !ok {
 			t.Fatalf("no service %s", name)
 		}
@@ -267,7 +275,8 @@ func TestDockerCompose(t *testing.T) {
 		if s.Image == "" {
 			t.Errorf("%s: no image", name)
 		}
-		if name != "minio-init" && (s.Healthcheck == nil || len(s.Healthcheck.Test) < 2) {
+		oneShot := name == "minio-init" || name == "keys-init"
+		if !oneShot && (s.Healthcheck == nil || len(s.Healthcheck.Test) < 2) {
 			t.Errorf("%s: no healthcheck (docker compose up --wait needs one)", name)
 		}
 		for dep, d := range s.DependsOn {
@@ -289,6 +298,13 @@ func TestDockerCompose(t *testing.T) {
 	}
 	if svcs["minio-init"].DependsOn["minio"].Condition != "service_healthy" {
 		t.Error("minio-init must wait for a healthy minio")
+	}
+	// keys-init makes the admin key: an admin `silt keys create` on the
+	// agents' database, after Postgres is up.
+	ki := svcs["keys-init"]
+	if ki.DependsOn["postgres"].Condition != "service_healthy" || len(ki.Command) < 2 || ki.Command[0] != "keys" || ki.Command[1] != "create" ||
+		!slices.Contains(ki.Command, "--admin") || ki.Environment["SILT_DATABASE_URL"] != svcs["agent1"].Environment["SILT_DATABASE_URL"] {
+		t.Errorf("keys-init: %+v", ki)
 	}
 
 	shared := readEnvFile(t, filepath.Join(dir, "agent.env"))
@@ -325,6 +341,12 @@ func TestDockerCompose(t *testing.T) {
 		grace, err := time.ParseDuration(s.StopGracePeriod)
 		if err != nil || grace <= cfg.Agent.ShutdownTimeout {
 			t.Errorf("%s: stop_grace_period %q must exceed the shutdown timeout %s (final flush)", name, s.StopGracePeriod, cfg.Agent.ShutdownTimeout)
+		}
+		if cfg.Agent.HTTP.Auth != agent.AuthRequired {
+			t.Errorf("%s: runs with --auth=%s; the local cluster requires keys as production does", name, cfg.Agent.HTTP.Auth)
+		}
+		if s.DependsOn["keys-init"].Condition != "service_completed_successfully" {
+			t.Errorf("%s: must wait for the admin key: %+v", name, s.DependsOn)
 		}
 		if s.DependsOn["postgres"].Condition != "service_healthy" || s.DependsOn["minio-init"].Condition != "service_completed_successfully" {
 			t.Errorf("%s: must wait for a healthy postgres and a created bucket: %+v", name, s.DependsOn)
@@ -560,7 +582,8 @@ func TestKubernetesManifests(t *testing.T) {
 	if len(cm.Data) < 5 {
 		t.Fatalf("the ConfigMap holds %d settings", len(cm.Data))
 	}
-	for _, k := range []string{"SILT_DATABASE_URL", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"} {
+	credentials := map[string]bool{"SILT_DATABASE_URL": true, "SILT_BOOTSTRAP_ADMIN_KEY": true}
+	for _, k := range []string{"SILT_DATABASE_URL", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "SILT_BOOTSTRAP_ADMIN_KEY"} {
 		if _, ok := cm.Data[k]; ok {
 			t.Errorf("ConfigMap holds the credential %s; it belongs in the Secret", k)
 		}
@@ -569,10 +592,24 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Error("the Secret does not hold SILT_DATABASE_URL (it carries the password)")
 	}
 	for k := range secret.StringData {
-		if strings.HasPrefix(k, "SILT_") && k != "SILT_DATABASE_URL" {
+		if strings.HasPrefix(k, "SILT_") && !credentials[k] {
 			t.Errorf("the Secret holds %s, which is not a credential; put it in the ConfigMap", k)
 		}
 	}
+	// The admin key's placeholder is not a key: agents refuse to start
+	// until it is replaced with a generated one (as an operator would).
+	placeholder := secret.StringData["SILT_BOOTSTRAP_ADMIN_KEY"]
+	if placeholder == "" {
+		t.Fatal("the Secret does not hold SILT_BOOTSTRAP_ADMIN_KEY: nothing would make the first admin key")
+	}
+	if _, ok := auth.ParseToken(placeholder); ok {
+		t.Fatal("the Secret ships a usable admin key; it must be a placeholder")
+	}
+	generated, _, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.StringData["SILT_BOOTSTRAP_ADMIN_KEY"] = generated
 	cs := dep.Spec.Template.Spec.Containers
 	if len(cs) != 1 {
 		t.Fatalf("want one container, found %d", len(cs))
@@ -595,11 +632,32 @@ func TestKubernetesManifests(t *testing.T) {
 			env[e.Name] = e.Value
 		}
 	}
+	env["SILT_BOOTSTRAP_ADMIN_KEY"] = generated
 	cfg := agentEnvConfig(t, "kubernetes", env)
 	if err := cfg.finish(); err != nil {
 		t.Errorf("the agent would refuse this configuration: %v", err)
 	}
 	port := listenPort(t, cfg.Agent.HTTP.Listen)
+	if cfg.Agent.HTTP.Auth != agent.AuthRequired {
+		t.Errorf("the agents run with --auth=%s", cfg.Agent.HTTP.Auth)
+	}
+	// Prometheus scrapes the metrics listener, a port of the container.
+	var ann struct {
+		Spec struct {
+			Template struct {
+				Metadata struct {
+					Annotations map[string]string `yaml:"annotations"`
+				} `yaml:"metadata"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	if err := depObj.node.Decode(&ann); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Agent.MetricsListen == "" || ann.Spec.Template.Metadata.Annotations["prometheus.io/port"] != strconv.Itoa(listenPort(t, cfg.Agent.MetricsListen)) ||
+		resolvePort(c, "metrics") != listenPort(t, cfg.Agent.MetricsListen) {
+		t.Errorf("metrics listen %q, scrape port %q: Prometheus must scrape the metrics listener", cfg.Agent.MetricsListen, ann.Spec.Template.Metadata.Annotations["prometheus.io/port"])
+	}
 
 	// Probes hit the agent's routes on its listen port.
 	probes := map[string]*k8sProbe{"/readyz": c.ReadinessProbe, "/healthz": c.LivenessProbe}

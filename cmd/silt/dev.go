@@ -10,6 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"silt/agent"
+	"silt/metadata"
+
 	"silt/internal/pgcluster"
 )
 
@@ -19,11 +22,17 @@ import (
 func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := defaultAgentConfig()
 	cfg.LogFormat = "text"
+	// Anonymous, so on loopback only.
+	cfg.Agent.HTTP.Auth = agent.AuthNone
+	cfg.Agent.HTTP.Listen = devListen
 	fs := newFlagSet("dev")
 	var dataDir string
 	fs.StringVar(&dataDir, "data-dir", ".silt", "where the private Postgres and the objects live")
 	agentFlags(fs, &cfg, false)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkDevListen(cfg.Agent.HTTP.Listen, cfg.Agent.HTTP.Auth); err != nil {
 		return err
 	}
 	logger, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
@@ -68,8 +77,27 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	return runAgent(ctx, cfg, logger, func(addr string) {
 		fmt.Fprintf(stdout, "Silt is running: http://%s (Postgres %s, data in %s; objects in %s). Ctrl-C stops it.\n",
-			displayAddr(addr), cfg.Agent.DatabaseURL, pg.DataDir(), filepath.Join(abs, "objects"))
+			displayAddr(addr), metadata.RedactURL(cfg.Agent.DatabaseURL), pg.DataDir(), filepath.Join(abs, "objects"))
 	})
+}
+
+// devListen is where silt dev listens: loopback only, since it is
+// anonymous.
+const devListen = "127.0.0.1:8080"
+
+// checkDevListen refuses an anonymous dev agent on a non-loopback address.
+func checkDevListen(listen, authMode string) error {
+	if authMode != agent.AuthNone {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--listen %q: silt dev serves without authentication, so it listens on loopback only (127.0.0.1, ::1 or localhost); run silt agent to serve others", listen)
+	}
+	return nil
 }
 
 // ensureDatabase creates database name if it is missing.

@@ -29,6 +29,7 @@ func commands() []command {
 		{"produce", "produce the lines of stdin to a topic", runProduceCmd},
 		{"consume", "print a topic's records, or follow them", runConsumeCmd},
 		{"group", "list, describe, reset the offsets of and delete consumer groups", runGroupCmd},
+		{"keys", "create, list and revoke API keys (offline with --database-url, or through an agent)", runKeysCmd},
 		{"bench", "benchmark Silt, with the raw object store and NATS JetStream as baselines", runBenchCmd},
 	}
 }

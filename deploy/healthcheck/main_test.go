@@ -31,3 +31,17 @@ func TestRun(t *testing.T) {
 		t.Fatalf("two URLs: exit %d", code)
 	}
 }
+
+// An agent serving TLS is probed with -insecure: its certificate names
+// another host than loopback.
+func TestRunInsecureTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	if code := run([]string{srv.URL + "/readyz"}, io.Discard); code != 1 {
+		t.Fatalf("an unverifiable certificate without -insecure: exit %d", code)
+	}
+	var stderr strings.Builder
+	if code := run([]string{"-insecure", srv.URL + "/readyz"}, &stderr); code != 0 {
+		t.Fatalf("-insecure: exit %d: %s", code, stderr.String())
+	}
+}

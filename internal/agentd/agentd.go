@@ -2,20 +2,26 @@ package agentd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"silt/agent"
+	"silt/auth"
 	"silt/batcher"
 	"silt/fetch"
 	"silt/groups"
+	"silt/internal/tlsreload"
 	"silt/metadata"
 	"silt/migrations"
 	"silt/objectstore"
@@ -46,6 +52,19 @@ type Config struct {
 
 	// Groups bounds consumer groups and their lag metrics.
 	Groups groups.Config
+
+	// Auth tunes key authentication (on unless HTTP.Auth is none) and
+	// Quotas the per-key quotas.
+	Auth   auth.Config
+	Quotas auth.QuotaConfig
+	// BootstrapAdminKey, when set, is made a live admin key at start
+	// (for deployments that cannot run `silt keys create` first).
+	BootstrapAdminKey string
+	// TLS serves HTTPS (and optional mutual TLS) when a certificate is set.
+	TLS tlsreload.Config
+	// MetricsListen, when set, serves /metrics there instead of on the
+	// API listener.
+	MetricsListen string
 }
 
 // DefaultConfig returns the defaults; AgentID, DatabaseURL and
@@ -61,6 +80,9 @@ func DefaultConfig() Config {
 		Fetch:                fetch.DefaultConfig(),
 		Ownership:            ownership.DefaultConfig(),
 		Groups:               groups.DefaultConfig(),
+		Auth:                 auth.DefaultConfig(),
+		Quotas:               auth.DefaultQuotaConfig(),
+		TLS:                  tlsreload.DefaultConfig(),
 	}
 }
 
@@ -92,6 +114,20 @@ func (c Config) Validate() error {
 	}
 	if err := c.Groups.Validate(); err != nil {
 		return err
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return err
+	}
+	if err := c.Quotas.Validate(); err != nil {
+		return err
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if c.BootstrapAdminKey != "" {
+		if _, ok := auth.ParseToken(c.BootstrapAdminKey); !ok {
+			return errors.New("the bootstrap admin key is not of the form silt_<16 hex digits>_<64 hex digits> (make one with `silt keys generate`)")
+		}
 	}
 	return c.Batcher.Validate()
 }
@@ -126,6 +162,9 @@ type Agent struct {
 	ln      net.Listener
 	served  chan error
 	reg     *prometheus.Registry
+	bg      sync.WaitGroup // background loops on the stopBG context
+	metrics *http.Server   // --metrics-listen, when set
+	mln     net.Listener
 }
 
 // Start builds and starts an agent. Stop shuts it down.
@@ -185,8 +224,14 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopBG = stopBG
+	authDeps, err := a.startAuth(ctx, bg)
+	if err != nil {
+		stopBG()
+		a.bg.Wait()
+		return nil, err
+	}
 	go a.notify.Run(bg)
-	closers = append(closers, func() { stopBG(); <-a.notify.Stopped() })
+	closers = append(closers, func() { stopBG(); <-a.notify.Stopped(); a.bg.Wait() })
 	if a.fetcher, err = fetch.New(cfg.Fetch, fetch.Deps{
 		Index: a.store, Objects: a.bucket, Watcher: a.notify, Logger: logger, Registerer: a.reg, Done: a.drain,
 	}); err != nil {
@@ -215,7 +260,9 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		return nil, fmt.Errorf("group lag metrics: %w", err)
 	}
 
-	a.http, err = agent.New(cfg.HTTP, agent.Deps{
+	httpCfg := cfg.HTTP
+	httpCfg.MetricsElsewhere = cfg.MetricsListen != ""
+	a.http, err = agent.New(httpCfg, agent.Deps{
 		Topics:   a.store,
 		Producer: a.batcher,
 		Fetcher:  a.fetcher,
@@ -229,19 +276,106 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		Registerer: a.reg,
 		Logger:     logger,
 		Groups:     coordinator,
+		Auth:       authDeps,
 	})
 	if err != nil {
 		return nil, err
 	}
+	if err := a.startMetrics(); err != nil {
+		return nil, err
+	}
+	closers = append(closers, a.stopMetrics)
 	a.ln = ov.Listener
 	if a.ln == nil {
 		if a.ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 			return nil, fmt.Errorf("listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
-	go func() { a.served <- a.http.Serve(a.ln) }()
-	logger.Info("agent started", "listen", a.ln.Addr().String(), "objectstore", a.bucket.Name(), "version", cfg.HTTP.Version)
+	ln := a.ln
+	if cfg.TLS.Enabled() {
+		certs, err := tlsreload.New(cfg.TLS, logger, a.reg)
+		if err != nil {
+			a.ln.Close()
+			return nil, err
+		}
+		a.bg.Go(func() { certs.Run(bg) })
+		ln = tls.NewListener(a.ln, certs.ServerConfig())
+	}
+	go func() { a.served <- a.http.Serve(ln) }()
+	if cfg.HTTP.Auth == agent.AuthNone {
+		logger.Warn("authentication is off (--auth=none): anyone who reaches this agent may read, write and delete every topic and group")
+	}
+	logger.Info("agent started", "listen", a.ln.Addr().String(), "tls", cfg.TLS.Enabled(), "mutual_tls", cfg.TLS.ClientCAFile != "",
+		"auth", cfg.HTTP.Auth, "database", metadata.RedactURL(cfg.DatabaseURL), "objectstore", a.bucket.Name(), "version", cfg.HTTP.Version)
 	return a, nil
+}
+
+// startAuth builds authentication, quotas and the audit log, and runs
+// their background loops on bg: the key cache is invalidated by NOTIFY on
+// metadata.KeysChannel, over the commit listener's connection.
+func (a *Agent) startAuth(ctx, bg context.Context) (agent.AuthDeps, error) {
+	keys := auth.NewKeys(a.store)
+	if a.cfg.BootstrapAdminKey != "" {
+		id, _ := auth.ParseToken(a.cfg.BootstrapAdminKey)
+		switch err := keys.Bootstrap(ctx, a.cfg.BootstrapAdminKey, "bootstrap-admin-"+id); {
+		case errors.Is(err, auth.ErrBootstrapRevoked):
+			a.logger.Warn("the bootstrap admin key was revoked and stays revoked; drop --bootstrap-admin-key", "key_id", id)
+		case err != nil:
+			return agent.AuthDeps{}, fmt.Errorf("bootstrap admin key: %w", err)
+		}
+	}
+	authn, err := auth.New(a.cfg.Auth, auth.Deps{Store: a.store, Logger: a.logger, Registerer: a.reg})
+	if err != nil {
+		return agent.AuthDeps{}, err
+	}
+	a.notify.Also(metadata.KeysChannel, authn.Invalidate, authn.InvalidateAll)
+	ttl := a.cfg.Ownership.AgentTTL
+	quotas, err := auth.NewQuotas(a.cfg.Quotas, func(ctx context.Context) (int, error) {
+		live, err := a.store.LiveAgents(ctx, ttl)
+		return len(live), err
+	}, a.logger, a.reg)
+	if err != nil {
+		return agent.AuthDeps{}, err
+	}
+	a.bg.Go(func() { authn.Run(bg) })
+	a.bg.Go(func() { quotas.Run(bg) })
+	return agent.AuthDeps{Authenticator: authn, Keys: keys, Audit: auth.NewAuditor(a.store, a.logger, a.cfg.AgentID),
+		Quotas: quotas, Producers: a.store}, nil
+}
+
+// startMetrics serves /metrics on --metrics-listen, when set.
+func (a *Agent) startMetrics() error {
+	if a.cfg.MetricsListen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", a.cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("metrics listen %s: %w", a.cfg.MetricsListen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	a.mln, a.metrics = ln, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := a.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("metrics listener failed", "err", err)
+		}
+	}()
+	a.logger.Info("metrics listening", "addr", ln.Addr().String())
+	return nil
+}
+
+func (a *Agent) stopMetrics() {
+	if a.metrics != nil {
+		_ = a.metrics.Close()
+	}
+}
+
+// MetricsAddr is the address of the metrics listener ("" without one).
+func (a *Agent) MetricsAddr() string {
+	if a.mln == nil {
+		return ""
+	}
+	return a.mln.Addr().String()
 }
 
 // Addr is the address the HTTP server listens on.
@@ -258,6 +392,9 @@ func (a *Agent) Owner() *ownership.Owner { return a.owner }
 
 // Notifier is the agent's commit listener.
 func (a *Agent) Notifier() *fetch.Notifier { return a.notify }
+
+// HTTP is the agent's API server.
+func (a *Agent) HTTP() *agent.Server { return a.http }
 
 // Metrics is the agent's Prometheus registry.
 func (a *Agent) Metrics() *prometheus.Registry { return a.reg }
@@ -301,8 +438,10 @@ func (a *Agent) Stop(ctx context.Context) error {
 	if err := a.batcher.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	a.stopMetrics()
 	a.stopBG()
 	<-a.notify.Stopped()
+	a.bg.Wait()
 	a.store.Close()
 	a.logger.Info("agent stopped")
 	return errors.Join(errs...)

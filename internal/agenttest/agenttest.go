@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"silt/agent"
 	"silt/internal/agentd"
 	"silt/internal/testenv"
 	"silt/metadata/metadatatest"
@@ -35,7 +36,7 @@ type Options struct {
 // Agent is a running in-process agent.
 type Agent struct {
 	*agentd.Agent
-	URL         string // http://127.0.0.1:port
+	URL         string // http://127.0.0.1:port (https with TLS)
 	DatabaseURL string
 	Raw         objectstore.Bucket // the bucket as passed in, before instrumentation
 	stopped     atomic.Bool
@@ -66,6 +67,9 @@ func Start(t testing.TB, opts Options) *Agent {
 	cfg.Ownership.AgentTTL = 2 * time.Second
 	cfg.Ownership.LeaseTTL = 2 * time.Second
 	cfg.Ownership.LeaseInterval = 200 * time.Millisecond
+	// Tests that are not about security run anonymously; those that are
+	// set AuthRequired (and a bootstrap key) in Configure.
+	cfg.HTTP.Auth = agent.AuthNone
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
@@ -86,7 +90,11 @@ func Start(t testing.TB, opts Options) *Agent {
 		ln.Close()
 		t.Fatalf("agenttest: start agent: %v", err)
 	}
-	ag := &Agent{Agent: a, URL: "http://" + ln.Addr().String(), DatabaseURL: opts.DatabaseURL, Raw: opts.Bucket}
+	scheme := "http://"
+	if cfg.TLS.Enabled() {
+		scheme = "https://"
+	}
+	ag := &Agent{Agent: a, URL: scheme + ln.Addr().String(), DatabaseURL: opts.DatabaseURL, Raw: opts.Bucket}
 	t.Cleanup(func() { ag.Stop(t) })
 	return ag
 }

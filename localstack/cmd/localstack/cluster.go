@@ -12,6 +12,7 @@ import (
 	"reflect"
 
 	"silt/localstack"
+	"silt/metadata"
 )
 
 // clusterFlags configure the cluster verb.
@@ -93,7 +94,12 @@ func cluster(ctx context.Context, f clusterFlags, stdout io.Writer, logger *slog
 	if err := localstack.EnsureBucket(ctx, svc.MinIO.Endpoint, localstack.MinIOAccessKey, localstack.MinIOSecretKey, name); err != nil {
 		return err
 	}
+	adminKey, err := localstack.AdminKeyFile(filepath.Join(state, "admin-key"))
+	if err != nil {
+		return err
+	}
 	c, err := localstack.StartCluster(ctx, localstack.ClusterConfig{
+		AdminKey:    adminKey,
 		StateDir:    filepath.Join(state, "cluster"),
 		SiltBin:     siltBin,
 		HAProxyBin:  haproxyBin,
@@ -148,20 +154,25 @@ func printBanner(w io.Writer, c *localstack.Cluster, svc *localstack.Services, d
 	for _, a := range c.Agents() {
 		fmt.Fprintf(w, "  %-15s %s   (log %s)\n", a.ID, a.URL, a.Log)
 	}
-	fmt.Fprintf(w, "  postgres        %s\n", dbURL)
+	fmt.Fprintf(w, "  postgres        %s\n", metadata.RedactURL(dbURL))
 	fmt.Fprintf(w, "  minio           %s   (bucket silt; access key %s, secret %s)\n", svc.MinIO.Endpoint, localstack.MinIOAccessKey, localstack.MinIOSecretKey)
 	fmt.Fprintf(w, "  state           %s   (haproxy log %s)\n", state, c.LB().Log)
 	fmt.Fprintf(w, `
+The agents require API keys. An admin key (kept in %[2]s/admin-key):
+
+  export SILT_TOKEN=%[3]s
+
 Try it (every request goes through the load balancer; X-Silt-Agent says which agent answered):
 
-  curl -s -XPOST %[1]s/v1/topics -H 'content-type: application/json' -d '{"name":"demo","partitions":3}'
-  curl -si -XPOST %[1]s/v1/topics/demo/records -H 'content-type: application/json' \
+  curl -s -XPOST %[1]s/v1/topics -H "authorization: Bearer $SILT_TOKEN" -H 'content-type: application/json' -d '{"name":"demo","partitions":3}'
+  curl -si -XPOST %[1]s/v1/topics/demo/records -H "authorization: Bearer $SILT_TOKEN" -H 'content-type: application/json' \
     -d '{"records":[{"key":"user-1","value":{"amount":5},"partition":0},{"value":"hi","partition":0}]}'
-  curl -si '%[1]s/v1/topics/demo/partitions/0/records?offset=0&wait_ms=5000'
-  curl -N -H 'accept: text/event-stream' '%[1]s/v1/topics/demo/partitions/0/stream?offset=earliest'
-  curl -s %[1]s/v1/cluster
+  curl -si -H "authorization: Bearer $SILT_TOKEN" '%[1]s/v1/topics/demo/partitions/0/records?offset=0&wait_ms=5000'
+  curl -N -H "authorization: Bearer $SILT_TOKEN" -H 'accept: text/event-stream' '%[1]s/v1/topics/demo/partitions/0/stream?offset=earliest'
+  curl -s -H "authorization: Bearer $SILT_TOKEN" %[1]s/v1/cluster
   SILT_URL=%[1]s ./bin/silt topic list
+  SILT_URL=%[1]s ./bin/silt keys create --name demo-reader --allow consume:topic:demo
 
 Ctrl-C stops the agents, HAProxy, MinIO and Postgres.
-`, lb)
+`, lb, state, c.AdminKey)
 }
