@@ -26,7 +26,9 @@ func (failingGroups) Heartbeat(_ context.Context, group, member string, _ int64)
 // logs carry it shortened, in the path and in the error alike.
 func TestLogsShortenMemberIDs(t *testing.T) {
 	var logs bytes.Buffer
-	s, err := New(DefaultConfig(), Deps{Groups: failingGroups{}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	cfg := DefaultConfig()
+	cfg.Auth = AuthNone
+	s, err := New(cfg, Deps{Groups: failingGroups{}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -350,7 +350,7 @@ func TestOpenAPIGroupRoutes(t *testing.T) {
 		method, path, _ := strings.Cut(key, " ")
 		if key == "get /v1/groups" {
 			// Any key may list; the list shows what it may describe.
-			statuses = map[string][]string{"403": {}}
+			statuses = map[string][]string{"400": {"invalid_parameter"}, "403": {}}
 		}
 		op, ok := lookup(doc, "#/paths/"+strings.ReplaceAll(path, "/", "~1")+"/"+method)
 		if !ok {
