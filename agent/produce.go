@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -112,29 +111,26 @@ func (s *Server) produce(c echo.Context) error {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body of %d bytes exceeds %d", req.ContentLength, s.cfg.MaxRequestBytes)
 	}
 	// Request bodies being read or parsed are bounded too, before the
-	// batcher's own bound applies: reserve the body's size (the limit when
-	// unknown) or refuse with 429.
-	reserve := req.ContentLength
-	if reserve < 0 {
-		reserve = s.cfg.MaxRequestBytes
-	}
-	if !s.bodies.TryAcquire(reserve) {
-		s.metrics.bodyBackpressure.Inc()
-		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many produce request bytes in flight; retry shortly")
-	}
-	defer s.bodies.Release(reserve)
+	// batcher's own bound applies: the request reserves the bytes it has
+	// received as they arrive, or is refused with 429. The body must
+	// arrive within the body timeout.
+	res := s.reserveBody()
+	defer res.release()
+	liftDeadline := s.bodyDeadline(c)
 	ct := mediaType(req.Header.Get(echo.HeaderContentType))
 	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
 	var in *produceInput
 	switch ct {
 	case MediaJSON, "":
-		in, err = s.parseJSON(body, req.ContentLength, fixed >= 0)
+		in, err = s.parseJSON(body, req.ContentLength, fixed >= 0, res, liftDeadline)
 	case MediaNDJSON:
-		in, err = s.parseNDJSON(body, c.QueryParams())
+		in, err = s.parseNDJSON(&meteredReader{r: body, res: res}, c.QueryParams())
+		liftDeadline()
 	case binformat.MediaType:
 		// The records alias the body buffer until Produce returns.
 		var buf *[]byte
-		buf, err = readBody(body, req.ContentLength, s.cfg.MaxRequestBytes)
+		buf, err = readBody(body, req.ContentLength, s.cfg.MaxRequestBytes, res)
+		liftDeadline()
 		if err == nil {
 			in, err = s.parseBinary(*buf)
 			defer func() {
@@ -156,7 +152,7 @@ func (s *Server) produce(c echo.Context) error {
 			"content type %q is not supported; send %s, %s or %s", ct, MediaJSON, MediaNDJSON, binformat.MediaType)
 	}
 	if err != nil {
-		return bodyError(err, s.cfg.MaxRequestBytes)
+		return s.bodyError(err)
 	}
 	if len(in.records) == 0 {
 		return badRequest(problem.CodeInvalidRecord, "the request has no records")
@@ -204,11 +200,19 @@ func (s *Server) produce(c echo.Context) error {
 	return c.JSON(http.StatusOK, resp)
 }
 
-// bodyError maps body read errors (size limit) to problems.
-func bodyError(err error, limit int64) error {
+// bodyError maps body read errors (size limit, budget, timeout) to problems.
+func (s *Server) bodyError(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", limit)
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", s.cfg.MaxRequestBytes)
+	}
+	if errors.Is(err, errBodyBackpressure) {
+		s.metrics.bodyBackpressure.Inc()
+		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many produce request bytes in flight; retry shortly")
+	}
+	if isBodyTimeout(err) {
+		s.metrics.bodyTimeouts.Inc()
+		return newProblem(http.StatusRequestTimeout, problem.CodeRequestTimeout, "the request body did not arrive within %v", s.cfg.RequestBodyTimeout)
 	}
 	if errors.Is(err, binformat.ErrTooMany) {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%v", err)
@@ -301,8 +305,9 @@ func recordBytes(r *segment.Record) int {
 	return n
 }
 
-func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition bool) (*produceInput, error) {
-	buf, err := readBody(body, contentLength, s.cfg.MaxRequestBytes)
+func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition bool, res *bodyReservation, bodyRead func()) (*produceInput, error) {
+	buf, err := readBody(body, contentLength, s.cfg.MaxRequestBytes, res)
+	bodyRead()
 	if err != nil {
 		return nil, err
 	}
@@ -507,70 +512,6 @@ func (s *Server) parseBinary(raw []byte) (*produceInput, error) {
 		}
 	}
 	return in, nil
-}
-
-// bodyPool recycles produce request bodies (*[]byte), which at hundreds of
-// MB/s would otherwise be allocated, zeroed and grown for every request.
-var bodyPool sync.Pool
-
-// maxPooledBody keeps rare huge bodies out of the pool.
-const maxPooledBody = 64 << 20
-
-// readBody reads r to its end into a pooled buffer sized from the
-// request's Content-Length (when it is within limit; r enforces the limit
-// itself). Give the buffer back with putBody once nothing refers to it.
-func readBody(r io.Reader, contentLength, limit int64) (*[]byte, error) {
-	bp, _ := bodyPool.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	buf := (*bp)[:0]
-	if contentLength > 0 && contentLength <= limit && int64(cap(buf)) < contentLength {
-		buf = make([]byte, 0, contentLength)
-	}
-	if cap(buf) == 0 {
-		buf = make([]byte, 0, 4096)
-	}
-	for {
-		if len(buf) == cap(buf) {
-			// Full: an exact Content-Length ends here, at EOF.
-			var probe [1]byte
-			n, err := r.Read(probe[:])
-			if n > 0 {
-				buf = append(buf, probe[0])
-				continue
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				*bp = buf
-				putBody(bp)
-				return nil, err
-			}
-			continue
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			*bp = buf
-			putBody(bp)
-			return nil, err
-		}
-	}
-	*bp = buf
-	return bp, nil
-}
-
-func putBody(bp *[]byte) {
-	if cap(*bp) > maxPooledBody {
-		return
-	}
-	*bp = (*bp)[:0]
-	bodyPool.Put(bp)
 }
 
 // hasJSONSpace reports whether raw has a byte that json.Compact could

@@ -33,6 +33,9 @@ type Config struct {
 	MaxInflightRequestBytes int64
 	// MaxRecordsPerRequest bounds the records in one produce request.
 	MaxRecordsPerRequest int
+	// RequestBodyTimeout bounds the time to receive a produce request's
+	// body once its headers are in; past it the request gets 408.
+	RequestBodyTimeout time.Duration
 	// ReadyTimeout bounds each readiness check.
 	ReadyTimeout time.Duration
 	// MaxPartitions bounds a topic's partition count.
@@ -57,6 +60,7 @@ func DefaultConfig() Config {
 		MaxRequestBytes:         16 << 20,
 		MaxRecordsPerRequest:    100_000,
 		MaxInflightRequestBytes: 256 << 20,
+		RequestBodyTimeout:      60 * time.Second,
 		ReadyTimeout:            2 * time.Second,
 		MaxPartitions:           100_000,
 		TopicCacheTTL:           2 * time.Second,
@@ -79,6 +83,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("agent: max in-flight request bytes (%d) must be at least max request bytes (%d)", c.MaxInflightRequestBytes, c.MaxRequestBytes)
 	case c.MaxRecordsPerRequest < 1:
 		return errors.New("agent: max records per request must be positive")
+	case c.RequestBodyTimeout <= 0:
+		return errors.New("agent: request body timeout must be positive")
 	case c.ReadyTimeout <= 0:
 		return errors.New("agent: ready timeout must be positive")
 	case c.MaxPartitions < 1:
@@ -126,7 +132,7 @@ type Server struct {
 	metrics  *serverMetrics
 	topics   *topicCache
 	sticky   partitioner.Sticky
-	bodies   *semaphore.Weighted // produce request bytes in flight
+	bodies   *semaphore.Weighted // produce request bytes in flight (bodyReservation)
 	stopping chan struct{}       // closed when shutdown begins: ends streams and long-polls
 	stopOnce sync.Once
 }

@@ -49,6 +49,11 @@ const (
 	CodeNotAssigned     Code = "not_assigned"
 	CodeGroupNotEmpty   Code = "group_not_empty"
 	CodeGroupFull       Code = "group_full"
+
+	// Hostile or broken clients (docs/security.md).
+	// CodeRequestTimeout: the request body did not arrive within the
+	// body timeout (408).
+	CodeRequestTimeout Code = "request_timeout"
 )
 
 // TypeURI is the problem type of a code.
