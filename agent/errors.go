@@ -50,6 +50,8 @@ func mapDomainError(err error) *problem.Details {
 		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "the agent's produce buffer is full; retry shortly")
 	case errors.Is(err, batcher.ErrClosed):
 		return newProblem(http.StatusServiceUnavailable, problem.CodeShuttingDown, "the agent is shutting down; retry on another agent")
+	case errors.Is(err, fetch.ErrBackpressure):
+		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many fetch response bytes in flight; retry shortly")
 	case errors.Is(err, fetch.ErrStorage):
 		return newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "object store read failed: %v", err)
 	case errors.Is(err, context.Canceled):

@@ -36,6 +36,9 @@ type Config struct {
 	// RequestBodyTimeout bounds the time to receive a produce request's
 	// body once its headers are in; past it the request gets 408.
 	RequestBodyTimeout time.Duration
+	// WriteTimeout bounds each write of a response (see progressWriter);
+	// past it the connection is closed.
+	WriteTimeout time.Duration
 	// ReadyTimeout bounds each readiness check.
 	ReadyTimeout time.Duration
 	// MaxPartitions bounds a topic's partition count.
@@ -61,6 +64,7 @@ func DefaultConfig() Config {
 		MaxRecordsPerRequest:    100_000,
 		MaxInflightRequestBytes: 256 << 20,
 		RequestBodyTimeout:      60 * time.Second,
+		WriteTimeout:            60 * time.Second,
 		ReadyTimeout:            2 * time.Second,
 		MaxPartitions:           100_000,
 		TopicCacheTTL:           2 * time.Second,
@@ -85,6 +89,8 @@ func (c Config) Validate() error {
 		return errors.New("agent: max records per request must be positive")
 	case c.RequestBodyTimeout <= 0:
 		return errors.New("agent: request body timeout must be positive")
+	case c.WriteTimeout <= 0:
+		return errors.New("agent: write timeout must be positive")
 	case c.ReadyTimeout <= 0:
 		return errors.New("agent: ready timeout must be positive")
 	case c.MaxPartitions < 1:
@@ -166,7 +172,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.echo = e
 	s.routes()
 	s.http = &http.Server{
-		Handler:           e,
+		Handler:           s.withWriteDeadlines(e),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
@@ -194,7 +200,7 @@ func (s *Server) routes() {
 }
 
 // Handler exposes the HTTP handler (for in-process tests).
-func (s *Server) Handler() http.Handler { return s.echo }
+func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {

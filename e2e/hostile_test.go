@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -327,5 +330,161 @@ func TestHostileSlowBodies(t *testing.T) {
 	}
 	if peak > bound {
 		t.Errorf("agent RSS peaked at %d MiB, over the bound of %d MiB", peak/mib, bound/mib)
+	}
+}
+
+// dialTinyReceiveBuffer connects with a 4 KiB receive buffer.
+func dialTinyReceiveBuffer(addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return d.Dial("tcp", addr)
+}
+
+// fetchOnce fetches up to 1 MiB from offset, honoring Retry-After on 429
+// until limit; first reports whether the first attempt succeeded.
+func (a *hostileAgent) fetchOnce(topic string, offset int64, limit time.Duration) (status int, first bool, err error) {
+	deadline := time.Now().Add(limit)
+	for attempt := 0; ; attempt++ {
+		resp, err := httpClient.Get(fmt.Sprintf("%s/v1/topics/%s/partitions/0/records?offset=%d&max_bytes=%d", a.url, topic, offset, mib))
+		if err != nil {
+			return 0, false, err
+		}
+		var body struct {
+			Records []json.RawMessage `json:"records"`
+		}
+		derr := json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && (derr != nil || len(body.Records) == 0) {
+			return 0, false, fmt.Errorf("fetch at %d: 200 with %d records, %v", offset, len(body.Records), derr)
+		}
+		if resp.StatusCode != http.StatusTooManyRequests || time.Now().After(deadline) {
+			return resp.StatusCode, attempt == 0, nil
+		}
+		wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		t := time.NewTimer(time.Duration(max(wait, 1)) * time.Second)
+		<-t.C
+	}
+}
+
+// Attack 2: 20 sockets with a 4 KiB receive buffer ask for 64 MiB of
+// records and never read. Legitimate produce and fetch must keep
+// succeeding, the agent's memory must stay bounded, and the agent must
+// drop the non-readers once the write timeout passes.
+func TestHostileNonReadingFetchers(t *testing.T) {
+	const (
+		writeTimeout = 5 * time.Second
+		fetchBudget  = 128 * mib
+		cacheBytes   = 64 * mib
+		objectCache  = 64 * mib // fetch.DefaultConfig().ObjectCacheBytes
+		bufferBytes  = 64 * mib // the batcher's default
+		dataBytes    = 72 * mib
+		valueBytes   = 64 << 10
+	)
+	a := startHostileAgent(t,
+		"SILT_WRITE_TIMEOUT="+writeTimeout.String(),
+		"SILT_MAX_INFLIGHT_FETCH_BYTES="+strconv.Itoa(fetchBudget),
+		"SILT_CACHE_BYTES="+strconv.Itoa(cacheBytes))
+	topic := fmt.Sprintf("tail-%d", time.Now().UnixNano())
+	a.createTopic(topic)
+	idle := a.rss()
+
+	// 72 MiB of incompressible records, 1 MiB per request.
+	raw := make([]byte, valueBytes*3/4)
+	for sent := 0; sent < dataBytes; {
+		var b strings.Builder
+		b.WriteString(`{"records":[`)
+		for i := 0; i < mib/valueBytes; i++ {
+			_, _ = rand.Read(raw)
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"value":%q}`, base64.StdEncoding.EncodeToString(raw))
+			sent += valueBytes
+		}
+		b.WriteString(`]}`)
+		status, code, err := a.rawProduce(topic, "application/json", []byte(b.String()))
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("load data: %d %s %v", status, code, err)
+		}
+	}
+	records := int64(dataBytes / valueBytes)
+	if status, _, err := a.fetchOnce(topic, 0, time.Minute); err != nil || status != http.StatusOK {
+		t.Fatalf("fetch before the attack: %d %v", status, err)
+	}
+
+	watch := a.watchRSS()
+	const attackers = 20
+	conns := make([]net.Conn, attackers)
+	for i := range conns {
+		c, err := dialTinyReceiveBuffer(a.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns[i] = c
+		fmt.Fprintf(c, "GET /v1/topics/%s/partitions/0/records?offset=0&max_bytes=%d&max_records=100000 HTTP/1.1\r\nHost: %s\r\n\r\n", topic, 64*mib, a.addr)
+	}
+	var produced, fetched tally
+	firstTry := 0
+	for i := range 30 {
+		produced.add(a.produceOnce(topic, i))
+		status, first, err := a.fetchOnce(topic, int64(i)*records/30, time.Minute)
+		fetched.add(status, err)
+		if first && status == http.StatusOK {
+			firstTry++
+		}
+	}
+	peak := watch.halt()
+	bound := idle + 2*(fetchBudget+cacheBytes+objectCache+bufferBytes)
+	t.Logf("non-reading fetchers: legitimate produce %s; legitimate fetch %s, %d/30 at the first attempt; agent RSS idle %d MiB, peak %d MiB (bound %d MiB)",
+		&produced, &fetched, firstTry, idle/mib, peak/mib, bound/mib)
+	if !produced.all() {
+		t.Errorf("legitimate produce failed during the attack: %s", &produced)
+	}
+	if !fetched.all() {
+		t.Errorf("legitimate fetch failed during the attack (after retries): %s", &fetched)
+	}
+	if peak > bound {
+		t.Errorf("agent RSS peaked at %d MiB, over the bound of %d MiB", peak/mib, bound/mib)
+	}
+
+	// The agent gives up on the non-readers: nothing stays reserved, and
+	// each of them got a refusal or a response cut short.
+	waitFor(t, "fetch bytes in flight back to 0", 2*time.Minute, func() bool {
+		v, ok := a.metric("silt_fetch_inflight_bytes")
+		return ok && v == 0
+	})
+	outcomes := map[string]int{}
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				err = errors.New("timed out")
+			}
+			outcomes["no response: "+err.Error()]++
+			continue
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusTooManyRequests:
+			outcomes["429"]++
+		case resp.StatusCode == http.StatusOK && err != nil && n < 64*mib:
+			outcomes["200 cut short"]++
+		default:
+			outcomes[fmt.Sprintf("%d with %d bytes, %v", resp.StatusCode, n, err)]++
+		}
+	}
+	t.Logf("non-readers: %v", outcomes)
+	if outcomes["429"]+outcomes["200 cut short"] != attackers {
+		t.Errorf("non-readers: %v; want each refused or cut short", outcomes)
 	}
 }

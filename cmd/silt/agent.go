@@ -57,6 +57,8 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.BytesVar(&ac.MaxRequestBytes, "max-request-bytes", ac.MaxRequestBytes, "largest produce request body")
 	fs.BytesVar(&c.HTTP.MaxInflightRequestBytes, "max-inflight-request-bytes", c.HTTP.MaxInflightRequestBytes, "bound on produce request bodies being read and parsed at once; past it produce gets 429")
 	fs.IntVar(&c.HTTP.MaxRecordsPerRequest, "max-records-per-request", c.HTTP.MaxRecordsPerRequest, "most records in one produce request")
+	fs.DurationVar(&c.HTTP.WriteTimeout, "write-timeout", c.HTTP.WriteTimeout, "time each write of a response has to reach the client (a client that stops reading is cut off after it; streams that keep reading are not)")
+	fs.BytesVar(&c.Fetch.MaxInflightBytes, "max-inflight-fetch-bytes", c.Fetch.MaxInflightBytes, "bound on the record bytes of fetch responses being read or written at once; past it fetches are served smaller, then get 429")
 	fs.DurationVar(&c.HTTP.RequestBodyTimeout, "request-body-timeout", c.HTTP.RequestBodyTimeout, "time a produce request's body has to arrive once its headers are in; past it the request gets 408")
 	o, j := &c.Ownership, &c.Ownership.Janitor
 	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "how often this agent heartbeats into the registry")
