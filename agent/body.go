@@ -2,20 +2,32 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
+
+	"silt/binformat"
+	"silt/problem"
+	"silt/recordjson"
+	"silt/segment"
 )
 
 // errBodyBackpressure: the produce request bytes in flight reached
 // MaxInflightRequestBytes while this body was being read.
 var errBodyBackpressure = errors.New("agent: too many produce request bytes in flight")
+
+// errBodyTooLarge: a produce request needs more than the whole of
+// MaxInflightRequestBytes (its body and what its records hold decoded);
+// waiting would not help.
+var errBodyTooLarge = errors.New("agent: produce request needs more memory than the in-flight bound")
 
 // bodyReservation is one produce request's share of the budget of
 // request bytes in flight (Config.MaxInflightRequestBytes). It grows as
@@ -24,19 +36,23 @@ var errBodyBackpressure = errors.New("agent: too many produce request bytes in f
 // nothing holds a few KiB, whatever its Content-Length.
 type bodyReservation struct {
 	sem   *semaphore.Weighted
+	max   int64 // the semaphore's size
 	gauge prometheus.Gauge
 	held  int64
 }
 
 func (s *Server) reserveBody() *bodyReservation {
-	return &bodyReservation{sem: s.bodies, gauge: s.metrics.inflightRequestBytes}
+	return &bodyReservation{sem: s.bodies, max: s.cfg.MaxInflightRequestBytes, gauge: s.metrics.inflightRequestBytes}
 }
 
 // grow makes the reservation at least n bytes, or fails with
-// errBodyBackpressure.
+// errBodyBackpressure (errBodyTooLarge past the whole budget).
 func (r *bodyReservation) grow(n int64) error {
 	if n <= r.held {
 		return nil
+	}
+	if n > r.max {
+		return errBodyTooLarge
 	}
 	if !r.sem.TryAcquire(n - r.held) {
 		return errBodyBackpressure
@@ -45,6 +61,9 @@ func (r *bodyReservation) grow(n int64) error {
 	r.held = n
 	return nil
 }
+
+// add grows the reservation by n bytes.
+func (r *bodyReservation) add(n int64) error { return r.grow(r.held + n) }
 
 func (r *bodyReservation) release() {
 	if r.held > 0 {
@@ -128,7 +147,9 @@ func readBody(r io.Reader, contentLength, limit int64, res *bodyReservation) (*[
 	if contentLength >= 0 && contentLength <= limit {
 		ceiling = max(contentLength, 1)
 	}
-	size := bodyBufSize(min(int64(minBodyBuf), ceiling))
+	// Classes round up; never past what the budget can hold at all.
+	class := func(n int64) int64 { return min(bodyBufSize(n), max(res.max, n)) }
+	size := class(min(int64(minBodyBuf), ceiling))
 	if err := res.grow(size); err != nil {
 		return nil, err
 	}
@@ -160,7 +181,7 @@ func readBody(r io.Reader, contentLength, limit int64, res *bodyReservation) (*[
 				// on, up to the limit r enforces.
 				extra, ceiling = probe[:1], max(limit, int64(cap(buf))+1)
 			}
-			next := bodyBufSize(min(2*int64(cap(buf)), ceiling))
+			next := class(min(2*int64(cap(buf)), ceiling))
 			if err := res.grow(next); err != nil {
 				return fail(err)
 			}
@@ -198,4 +219,33 @@ func (s *Server) bodyDeadline(c echo.Context) (lift func()) {
 // isBodyTimeout reports whether err is a body read cut by bodyDeadline.
 func isBodyTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// What a parsed produce request holds per record and per header besides
+// the records' bytes: the wire form's structs, the parsed record and the
+// record handed to the batcher. A request reserves it, from counts taken
+// before decoding, on top of its body.
+var (
+	jsonRecordCost = int64(unsafe.Sizeof(recordjson.Record{}) + unsafe.Sizeof(inRecord{}) + unsafe.Sizeof(segment.Record{}))
+	jsonHeaderCost = int64(unsafe.Sizeof(recordjson.Header{}) + unsafe.Sizeof(segment.Header{}))
+	binRecordCost  = int64(unsafe.Sizeof(binformat.Record{}) + unsafe.Sizeof(inRecord{}) + unsafe.Sizeof(segment.Record{}))
+	binHeaderCost  = int64(unsafe.Sizeof(binformat.Header{}) + unsafe.Sizeof(segment.Header{}))
+)
+
+// checkCounts applies the header cap and the record limit to what
+// countJSON found, before decoding, and reserves what the decoded records
+// will hold; where prefixes the problem's detail ("line 3: ").
+func (s *Server) checkCounts(n jsonCounts, res *bodyReservation, where string) error {
+	if n.over >= 0 {
+		if where == "" {
+			where = fmt.Sprintf("record %d: ", n.over)
+		}
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyHeaders,
+			"%smore than %d headers; that is the limit per record", where, s.cfg.MaxRecordHeaders)
+	}
+	if n.records > s.cfg.MaxRecordsPerRequest {
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords,
+			"%d records in one request; the limit is %d", n.records, s.cfg.MaxRecordsPerRequest)
+	}
+	return res.add(int64(n.records)*jsonRecordCost + int64(n.headers)*jsonHeaderCost)
 }

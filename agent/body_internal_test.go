@@ -35,7 +35,7 @@ func TestReadBodyGrowsWithTheBytes(t *testing.T) {
 				if oneByte {
 					r = iotest.OneByteReader(r)
 				}
-				res := &bodyReservation{sem: semaphore.NewWeighted(4 * limit), gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
+				res := &bodyReservation{sem: semaphore.NewWeighted(4 * limit), max: 4 * limit, gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
 				bp, err := readBody(r, cl, limit, res)
 				if err != nil {
 					t.Fatalf("%d bytes (announced %v): %v", n, announced, err)
@@ -57,22 +57,29 @@ func TestReadBodyGrowsWithTheBytes(t *testing.T) {
 // is the caller's reader's), and a body past the budget fails.
 func TestReadBodyLongerThanAnnouncedAndOverBudget(t *testing.T) {
 	data := bytes.Repeat([]byte("x"), 10_000)
-	res := &bodyReservation{sem: semaphore.NewWeighted(1 << 20), gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
+	res := &bodyReservation{sem: semaphore.NewWeighted(1 << 20), max: 1 << 20, gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
 	bp, err := readBody(bytes.NewReader(data), 4096, 1<<20, res)
 	if err != nil || !bytes.Equal(*bp, data) {
 		t.Fatalf("longer than announced: %d bytes, %v", len(*bp), err)
 	}
 	res.release()
 
-	res = &bodyReservation{sem: semaphore.NewWeighted(8 << 10), gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
+	sem := semaphore.NewWeighted(16 << 10)
+	sem.TryAcquire(8 << 10)
+	res = &bodyReservation{sem: sem, max: 16 << 10, gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
 	if _, err := readBody(bytes.NewReader(data), -1, 1<<20, res); !errors.Is(err, errBodyBackpressure) {
-		t.Fatalf("over budget: %v", err)
+		t.Fatalf("over what is free of the budget: %v", err)
+	}
+	res.release()
+	res = &bodyReservation{sem: semaphore.NewWeighted(8 << 10), max: 8 << 10, gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
+	if _, err := readBody(bytes.NewReader(data), -1, 1<<20, res); !errors.Is(err, errBodyTooLarge) {
+		t.Fatalf("over the whole budget: %v", err)
 	}
 	res.release()
 
 	// Past the request limit, http.MaxBytesReader's error comes through.
 	rec := httptest.NewRecorder()
-	res = &bodyReservation{sem: semaphore.NewWeighted(1 << 20), gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
+	res = &bodyReservation{sem: semaphore.NewWeighted(1 << 20), max: 1 << 20, gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})}
 	body := http.MaxBytesReader(rec, io.NopCloser(bytes.NewReader(data)), 8192)
 	var mbe *http.MaxBytesError
 	if _, err := readBody(body, -1, 8192, res); !errors.As(err, &mbe) {

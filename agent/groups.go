@@ -14,6 +14,7 @@ import (
 	"silt/fetch"
 	"silt/groups"
 	"silt/problem"
+	"silt/segment"
 )
 
 // GroupCoordinator runs consumer groups; groups.Coordinator implements it.
@@ -417,10 +418,7 @@ func (gf *groupFetchState) take(i int, resp *fetch.Response) {
 	kept := 0
 	for j := range resp.Records {
 		r := &resp.Records[j]
-		size := int64(len(r.Key) + len(r.Value))
-		for _, h := range r.Headers {
-			size += int64(len(h.Key) + len(h.Value))
-		}
+		size := segment.RecordSize(&r.Record)
 		if gf.count > 0 && (gf.count >= gf.maxRecords || gf.bytes+size > gf.maxBytes) {
 			break
 		}

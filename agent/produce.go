@@ -124,7 +124,7 @@ func (s *Server) produce(c echo.Context) error {
 	case MediaJSON, "":
 		in, err = s.parseJSON(body, req.ContentLength, fixed >= 0, res, liftDeadline)
 	case MediaNDJSON:
-		in, err = s.parseNDJSON(&meteredReader{r: body, res: res}, c.QueryParams())
+		in, err = s.parseNDJSON(&meteredReader{r: body, res: res}, c.QueryParams(), res)
 		liftDeadline()
 	case binformat.MediaType:
 		// The records alias the body buffer until Produce returns.
@@ -132,7 +132,7 @@ func (s *Server) produce(c echo.Context) error {
 		buf, err = readBody(body, req.ContentLength, s.cfg.MaxRequestBytes, res)
 		liftDeadline()
 		if err == nil {
-			in, err = s.parseBinary(*buf)
+			in, err = s.parseBinary(*buf, res)
 			defer func() {
 				if buf != nil {
 					putBody(buf)
@@ -206,6 +206,10 @@ func (s *Server) bodyError(err error) error {
 	if errors.As(err, &mbe) {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", s.cfg.MaxRequestBytes)
 	}
+	if errors.Is(err, errBodyTooLarge) {
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge,
+			"the request's records would hold more than the %d bytes produce requests in flight may hold; send fewer records or headers per request", s.cfg.MaxInflightRequestBytes)
+	}
 	if errors.Is(err, errBodyBackpressure) {
 		s.metrics.bodyBackpressure.Inc()
 		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many produce request bytes in flight; retry shortly")
@@ -216,6 +220,9 @@ func (s *Server) bodyError(err error) error {
 	}
 	if errors.Is(err, binformat.ErrTooMany) {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "%v", err)
+	}
+	if errors.Is(err, binformat.ErrTooManyHeaders) {
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyHeaders, "%v; the limit is %d headers per record", err, s.cfg.MaxRecordHeaders)
 	}
 	if errors.Is(err, binformat.ErrMalformed) {
 		return badRequest(problem.CodeInvalidRecord, "%v", err)
@@ -243,7 +250,7 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 	// so that pass 2 fills slices of the right size.
 	for i := range in.records {
 		r := &in.records[i]
-		if size := recordBytes(&r.rec); size > maxRecord {
+		if size := segment.RecordSize(&r.rec); size > int64(maxRecord) {
 			return nil, nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeRecordTooLarge,
 				"record %d is %d bytes; the limit for topic %q is %d", i, size, topic.Name, maxRecord)
 		}
@@ -296,19 +303,18 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 	return parts, where, nil
 }
 
-// recordBytes is a record's size for the record limit: key, value and headers.
-func recordBytes(r *segment.Record) int {
-	n := len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
-	}
-	return n
-}
-
 func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition bool, res *bodyReservation, bodyRead func()) (*produceInput, error) {
 	buf, err := readBody(body, contentLength, s.cfg.MaxRequestBytes, res)
 	bodyRead()
 	if err != nil {
+		return nil, err
+	}
+	// Count records and headers before decoding: a record over the
+	// header cap is refused before its headers exist, and the memory the
+	// decoded records will hold besides their bytes is reserved first.
+	n := countJSON(*buf, false, s.cfg.MaxRecordHeaders)
+	if err := s.checkCounts(n, res, ""); err != nil {
+		putBody(buf)
 		return nil, err
 	}
 	// Decoding copies what it keeps (json.RawMessage copies its bytes), so
@@ -399,7 +405,7 @@ func convertRecord(j *recordjson.Record, out *inRecord) error {
 	return nil
 }
 
-func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInput, error) {
+func (s *Server) parseNDJSON(body io.Reader, q map[string][]string, res *bodyReservation) (*produceInput, error) {
 	sc := bufio.NewScanner(body)
 	// A line holds one record: its bytes, base64-expanded, plus JSON.
 	sc.Buffer(make([]byte, 64<<10), s.cfg.MaxRecordBytes*2+1<<20)
@@ -413,6 +419,9 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 		}
 		if len(in.records) >= s.cfg.MaxRecordsPerRequest {
 			return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "more than %d records in one request", s.cfg.MaxRecordsPerRequest)
+		}
+		if err := s.checkCounts(countJSON(b, true, s.cfg.MaxRecordHeaders), res, fmt.Sprintf("line %d: ", line)); err != nil {
+			return nil, err
 		}
 		var j recordjson.Record
 		if err := strictUnmarshal(b, &j); err != nil {
@@ -478,8 +487,16 @@ func first(q map[string][]string, k string) string {
 
 // parseBinary decodes a binary body; the records' keys, values and
 // headers alias raw.
-func (s *Server) parseBinary(raw []byte) (*produceInput, error) {
-	req, err := binformat.DecodeRequest(raw, binformat.Limits{MaxRecords: s.cfg.MaxRecordsPerRequest})
+func (s *Server) parseBinary(raw []byte, res *bodyReservation) (*produceInput, error) {
+	lim := binformat.Limits{MaxRecords: s.cfg.MaxRecordsPerRequest, MaxHeaders: s.cfg.MaxRecordHeaders}
+	records, headers, err := binformat.Count(raw, lim)
+	if err != nil {
+		return nil, err
+	}
+	if err := res.add(int64(records)*binRecordCost + int64(headers)*binHeaderCost); err != nil {
+		return nil, err
+	}
+	req, err := binformat.DecodeRequest(raw, lim)
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,11 @@ import (
 // Config holds the HTTP server's settings and request limits.
 type Config struct {
 	Listen string // host:port
-	// MaxRecordBytes bounds one record (key + value + headers).
+	// MaxRecordBytes bounds one record's encoded size
+	// (segment.RecordSize).
 	MaxRecordBytes int
+	// MaxRecordHeaders bounds one record's headers.
+	MaxRecordHeaders int
 	// MaxRequestBytes bounds one produce request body.
 	MaxRequestBytes int64
 	// MaxInflightRequestBytes bounds the produce request bodies being
@@ -60,6 +63,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:                  ":8080",
 		MaxRecordBytes:          1 << 20,
+		MaxRecordHeaders:        1000,
 		MaxRequestBytes:         16 << 20,
 		MaxRecordsPerRequest:    100_000,
 		MaxInflightRequestBytes: 256 << 20,
@@ -85,6 +89,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("agent: max request bytes (%d) must be at least max record bytes (%d)", c.MaxRequestBytes, c.MaxRecordBytes)
 	case c.MaxInflightRequestBytes < c.MaxRequestBytes:
 		return fmt.Errorf("agent: max in-flight request bytes (%d) must be at least max request bytes (%d)", c.MaxInflightRequestBytes, c.MaxRequestBytes)
+	case c.MaxRecordHeaders < 1:
+		return errors.New("agent: max record headers must be positive")
 	case c.MaxRecordsPerRequest < 1:
 		return errors.New("agent: max records per request must be positive")
 	case c.RequestBodyTimeout <= 0:

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -486,5 +488,157 @@ func TestHostileNonReadingFetchers(t *testing.T) {
 	t.Logf("non-readers: %v", outcomes)
 	if outcomes["429"]+outcomes["200 cut short"] != attackers {
 		t.Errorf("non-readers: %v; want each refused or cut short", outcomes)
+	}
+}
+
+// headerBomb builds one record with n empty headers in a produce form.
+func headerBomb(form string, n int) ([]byte, string) {
+	var b bytes.Buffer
+	switch form {
+	case "json", "ndjson":
+		if form == "json" {
+			b.WriteString(`{"records":[`)
+		}
+		b.WriteString(`{"value":"x","headers":[`)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`{"key":""}`)
+		}
+		b.WriteString(`]}`)
+		if form == "json" {
+			b.WriteString(`]}`)
+			return b.Bytes(), "application/json"
+		}
+		b.WriteByte('\n')
+		return b.Bytes(), "application/x-ndjson"
+	}
+	// The binary form (docs/http-binary.md): magic, producer id, no
+	// sequences, one record with partition -1, timestamp -1, null key,
+	// value "x" and n headers with an empty key and a null value.
+	be := binary.BigEndian
+	w := func(v any) { _ = binary.Write(&b, be, v) }
+	b.WriteString("SLP1")
+	w(int64(0))
+	w(uint32(0))
+	w(uint32(1))
+	w(int32(-1))
+	w(int64(-1))
+	w(int32(-1))
+	w(int32(1))
+	b.WriteByte('x')
+	w(uint32(n))
+	for range n {
+		w(uint32(0))
+		w(int32(-1))
+	}
+	return b.Bytes(), "application/vnd.silt.records.v1"
+}
+
+// Attack 3: one record carrying 1.5 million empty headers (a 16.5 MB JSON
+// body; 250,000 on an NDJSON line, which is bounded by the line limit;
+// 1.5 million in the binary form) is refused with 413 before its headers
+// are built, legitimate produce keeps succeeding, and records with many
+// headers that are accepted are priced by their encoded size on fetch and
+// in the decoded-chunk cache.
+func TestHostileHeaderBombs(t *testing.T) {
+	a := startHostileAgent(t)
+	topic := fmt.Sprintf("bomb-%d", time.Now().UnixNano())
+	a.createTopic(topic)
+	idle := a.rss()
+	watch := a.watchRSS()
+
+	var legit tally
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			legit.add(a.produceOnce(topic, i))
+		}
+	}()
+	answers := map[string]string{}
+	for _, bomb := range []struct {
+		form    string
+		headers int
+	}{{"json", 1_500_000}, {"ndjson", 250_000}, {"binary", 1_500_000}} {
+		body, ct := headerBomb(bomb.form, bomb.headers)
+		status, code, err := a.rawProduce(topic, ct, body)
+		answers[bomb.form] = fmt.Sprintf("%d %s %v (%d bytes)", status, code, err, len(body))
+	}
+	close(stop)
+	<-done
+	peak := watch.halt()
+	// Each bomb costs about its body (at most --max-request-bytes, 16
+	// MiB): its buffer, the half-size one it grew from and the smaller
+	// ones kept for reuse (2×), twice over for the garbage collector's
+	// headroom, and room for the legitimate requests and the allocator.
+	bound := idle + 6*16*mib
+	t.Logf("header bombs: %v; legitimate produce %s; agent RSS idle %d MiB, peak %d MiB (bound %d MiB)",
+		answers, &legit, idle/mib, peak/mib, bound/mib)
+	for form, got := range answers {
+		if !strings.HasPrefix(got, "413 too_many_headers ") {
+			t.Errorf("%s header bomb answered %s, want 413 too_many_headers", form, got)
+		}
+	}
+	if !legit.all() {
+		t.Errorf("legitimate produce failed during the attack: %s", &legit)
+	}
+	if peak > bound {
+		t.Errorf("agent RSS peaked at %d MiB, over the bound of %d MiB", peak/mib, bound/mib)
+	}
+
+	// Within the cap, headers are priced by their encoded size: 100
+	// records of 1,000 empty headers are about 2 KB each on the wire and
+	// in a segment, so max_bytes=10000 returns at most 5 of them.
+	const perRecord, count = 1000, 100
+	var b strings.Builder
+	b.WriteString(`{"records":[`)
+	for i := range count {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"value":"x","headers":[`)
+		for j := range perRecord {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`{"key":""}`)
+		}
+		b.WriteString(`]}`)
+	}
+	b.WriteString(`]}`)
+	priced := fmt.Sprintf("pricing-%d", time.Now().UnixNano())
+	a.createTopic(priced)
+	if status, code, err := a.rawProduce(priced, "application/json", []byte(b.String())); err != nil || status != http.StatusOK {
+		t.Fatalf("records of %d headers: %d %s %v", perRecord, status, code, err)
+	}
+	resp, err := httpClient.Get(a.url + "/v1/topics/" + priced + "/partitions/0/records?offset=0&max_bytes=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page struct {
+		Records []json.RawMessage `json:"records"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&page)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("fetch: %d %v", resp.StatusCode, err)
+	}
+	cache, _ := a.metric("silt_fetch_cache_bytes")
+	// Each record is at least 2 bytes per header in a segment.
+	minCache := float64(count * perRecord * 2)
+	t.Logf("records of %d headers: max_bytes=10000 returned %d records; decoded-chunk cache gauge %.0f bytes (at least %.0f)", perRecord, len(page.Records), cache, minCache)
+	if len(page.Records) < 1 || len(page.Records) > 5 {
+		t.Errorf("max_bytes=10000 returned %d records of %d headers, want 1 to 5", len(page.Records), perRecord)
+	}
+	if cache < minCache || math.IsNaN(cache) {
+		t.Errorf("decoded-chunk cache gauge %.0f bytes, below the %.0f bytes the records take encoded", cache, minCache)
 	}
 }

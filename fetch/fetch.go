@@ -369,19 +369,15 @@ func trimRefs(refs []metadata.BatchRef, n int64) []metadata.BatchRef {
 	return refs
 }
 
-// recordMemory is what a fetched record holds in memory: its bytes and
-// its Record.
+// recordMemory is what a fetched record holds in memory: what the record
+// holds decoded and its offset.
 func recordMemory(r *segment.Record) int64 {
-	return recordSize(r) + int64(unsafe.Sizeof(Record{}))
+	return segment.RecordMemory(r) + int64(unsafe.Sizeof(Record{})-unsafe.Sizeof(segment.Record{}))
 }
 
-func recordSize(r *segment.Record) int64 {
-	n := len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
-	}
-	return int64(n)
-}
+// recordSize prices a record for max_bytes: its encoded size, as Kafka
+// prices fetch.max.bytes.
+func recordSize(r *segment.Record) int64 { return segment.RecordSize(r) }
 
 // Offsets returns a partition's log start offset and high watermark.
 func (f *Fetcher) Offsets(ctx context.Context, topicID int64, partition int32) (metadata.PartitionState, error) {
@@ -620,12 +616,13 @@ func readAll(rc io.ReadCloser, size int64) ([]byte, error) {
 	return buf, nil
 }
 
-// decodedSize estimates a decoded chunk's memory: its records' bytes plus
-// per-record overhead, or the chunk size if larger.
+// decodedSize is a decoded chunk's memory: what its records hold
+// (segment.RecordMemory, the measure of every memory bound), or the
+// chunk's size if larger.
 func decodedSize(b *segment.Batch, chunk int64) int64 {
-	n := int64(len(b.Records)) * 64
+	var n int64
 	for i := range b.Records {
-		n += recordSize(&b.Records[i])
+		n += segment.RecordMemory(&b.Records[i])
 	}
 	return max(n, chunk)
 }

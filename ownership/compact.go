@@ -93,7 +93,7 @@ func (j *janitor) compact(ctx context.Context, l metadata.Lease, t metadata.Topi
 			}
 			keep = append(keep, r)
 			keepOff = append(keepOff, off)
-			size += int64(len(r.Key) + len(r.Value))
+			size += segment.RecordSize(&r)
 			if size >= compactChunkBytes {
 				if err := emit(); err != nil {
 					return err
