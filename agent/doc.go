@@ -7,8 +7,11 @@
 //
 // Contract: every error response is application/problem+json with a
 // stable code and a retriable flag; 429 and 503 carry Retry-After. Limits
-// (record bytes, request bytes, records per request) are enforced before
-// anything is buffered. /healthz answers while the process runs; /readyz
+// (record bytes, headers per record, request bytes, records per request)
+// are enforced before anything is buffered; produce bodies reserve the
+// in-flight budget by the bytes that arrive and must arrive within the
+// body timeout; every response write has its own deadline and fetch
+// responses are written in pieces (docs/security.md). /healthz answers while the process runs; /readyz
 // answers 200 only while every dependency check passes and the server is
 // not shutting down; /metrics serves Prometheus text.
 //

@@ -45,6 +45,7 @@ var domainErrors = []domainError{
 	{sentinel: groups.ErrGroupFull, status: http.StatusConflict, code: problem.CodeGroupFull, fallback: "the group is full"},
 	{sentinel: batcher.ErrBackpressure, status: http.StatusTooManyRequests, code: problem.CodeBackpressure, detail: "the agent's produce buffer is full; retry shortly"},
 	{sentinel: batcher.ErrClosed, status: http.StatusServiceUnavailable, code: problem.CodeShuttingDown, detail: "the agent is shutting down; retry on another agent"},
+	{sentinel: fetch.ErrBackpressure, status: http.StatusTooManyRequests, code: problem.CodeBackpressure, detail: "too many fetch response bytes in flight; retry shortly"},
 	{sentinel: fetch.ErrStorage, status: http.StatusServiceUnavailable, code: problem.CodeUnavailable, detail: "reading from the object store failed; retry shortly"},
 	// The client went away (or the agent is stopping): nobody reads this
 	// answer, but it must not count as an internal error.

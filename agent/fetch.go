@@ -177,7 +177,12 @@ func (s *Server) fetchRecords(c echo.Context) error {
 	if err != nil {
 		return s.gone(c.Request().Context(), t, pin, err)
 	}
-	h := c.Response().Header()
+	defer resp.Release()
+	w := c.Response()
+	h := w.Header()
+	// The body is encoded and written in pieces, never built whole; a
+	// write that fails (the client went away or stopped reading past the
+	// write timeout) ends the response, and the connection with it.
 	switch {
 	case accepts(c, binformat.MediaType):
 		var r binformat.Record
@@ -186,38 +191,59 @@ func (s *Server) fetchRecords(c echo.Context) error {
 			toBinRecord(&resp.Records[i], &r)
 			size += binformat.FetchRecordSize(&r)
 		}
-		buf := binformat.AppendFetchHeader(make([]byte, 0, size), resp.NextOffset, resp.HighWatermark, resp.LogStartOffset, len(resp.Records))
+		h.Set(echo.HeaderContentType, binformat.MediaType)
+		h.Set(echo.HeaderContentLength, strconv.Itoa(size))
+		w.WriteHeader(http.StatusOK)
+		pw := newPieceWriter(w)
+		pw.buf = binformat.AppendFetchHeader(pw.buf, resp.NextOffset, resp.HighWatermark, resp.LogStartOffset, len(resp.Records))
 		for i := range resp.Records {
 			toBinRecord(&resp.Records[i], &r)
-			buf = binformat.AppendFetchRecord(buf, &r)
+			pw.buf = binformat.AppendFetchRecord(pw.buf, &r)
+			pw.maybeFlush()
 		}
-		return c.Blob(http.StatusOK, binformat.MediaType, buf)
+		return s.endPieces(pw)
 	case accepts(c, MediaNDJSON):
 		h.Set(HeaderNextOffset, strconv.FormatInt(resp.NextOffset, 10))
 		h.Set(HeaderHighWatermark, strconv.FormatInt(resp.HighWatermark, 10))
 		h.Set(HeaderLogStartOffset, strconv.FormatInt(resp.LogStartOffset, 10))
-		var buf []byte
+		h.Set(echo.HeaderContentType, MediaNDJSON)
+		w.WriteHeader(http.StatusOK)
+		pw := newPieceWriter(w)
 		for i := range resp.Records {
-			buf = appendRecordJSON(buf, &resp.Records[i], fp.enc)
-			buf = append(buf, '\n')
+			pw.buf = appendRecordJSON(pw.buf, &resp.Records[i], fp.enc)
+			pw.buf = append(pw.buf, '\n')
+			pw.maybeFlush()
 		}
-		return c.Blob(http.StatusOK, MediaNDJSON, buf)
+		return s.endPieces(pw)
 	}
-	buf := append(make([]byte, 0, 256), `{"records":[`...)
+	h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	w.WriteHeader(http.StatusOK)
+	pw := newPieceWriter(w)
+	pw.buf = append(pw.buf, `{"records":[`...)
 	for i := range resp.Records {
 		if i > 0 {
-			buf = append(buf, ',')
+			pw.buf = append(pw.buf, ',')
 		}
-		buf = appendRecordJSON(buf, &resp.Records[i], fp.enc)
+		pw.buf = appendRecordJSON(pw.buf, &resp.Records[i], fp.enc)
+		pw.maybeFlush()
 	}
-	buf = append(buf, `],"next_offset":`...)
-	buf = strconv.AppendInt(buf, resp.NextOffset, 10)
-	buf = append(buf, `,"high_watermark":`...)
-	buf = strconv.AppendInt(buf, resp.HighWatermark, 10)
-	buf = append(buf, `,"log_start_offset":`...)
-	buf = strconv.AppendInt(buf, resp.LogStartOffset, 10)
-	buf = append(buf, "}\n"...)
-	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, buf)
+	pw.buf = append(pw.buf, `],"next_offset":`...)
+	pw.buf = strconv.AppendInt(pw.buf, resp.NextOffset, 10)
+	pw.buf = append(pw.buf, `,"high_watermark":`...)
+	pw.buf = strconv.AppendInt(pw.buf, resp.HighWatermark, 10)
+	pw.buf = append(pw.buf, `,"log_start_offset":`...)
+	pw.buf = strconv.AppendInt(pw.buf, resp.LogStartOffset, 10)
+	pw.buf = append(pw.buf, "}\n"...)
+	return s.endPieces(pw)
+}
+
+// endPieces finishes a response written in pieces. A failed write is
+// not the handler's error: the status is sent, and the connection closes.
+func (s *Server) endPieces(pw *pieceWriter) error {
+	if err := pw.close(); err != nil {
+		s.logger.Debug("response cut short", "err", err)
+	}
+	return nil
 }
 
 func toBinRecord(in *fetch.Record, out *binformat.Record) {
@@ -349,22 +375,25 @@ func (s *Server) stream(c echo.Context) error {
 	w.Flush()
 	fp.req.Wait = s.cfg.SSEHeartbeat
 	resp := first
-	var buf []byte
+	pw := newPieceWriter(w)
+	defer func() { _ = pw.close() }()
 	for {
-		buf = buf[:0]
 		for i := range resp.Records {
 			r := &resp.Records[i]
-			buf = append(buf, "id: "...)
-			buf = strconv.AppendInt(buf, r.Offset, 10)
-			buf = append(buf, "\nevent: record\ndata: "...)
-			buf = appendRecordJSON(buf, r, fp.enc)
-			buf = append(buf, "\n\n"...)
+			pw.buf = append(pw.buf, "id: "...)
+			pw.buf = strconv.AppendInt(pw.buf, r.Offset, 10)
+			pw.buf = append(pw.buf, "\nevent: record\ndata: "...)
+			pw.buf = appendRecordJSON(pw.buf, r, fp.enc)
+			pw.buf = append(pw.buf, "\n\n"...)
+			pw.maybeFlush()
 		}
 		if len(resp.Records) == 0 {
-			buf = append(buf, ": keepalive\n\n"...)
+			pw.buf = append(pw.buf, ": keepalive\n\n"...)
 		}
-		if _, err := w.Write(buf); err != nil {
-			return nil // the client went away
+		pw.flush()
+		resp.Release()
+		if pw.err != nil {
+			return nil // the client went away, or stopped reading
 		}
 		w.Flush()
 		fp.req.Offset = resp.NextOffset
@@ -378,6 +407,11 @@ func (s *Server) stream(c echo.Context) error {
 		default:
 		}
 		resp, err = s.deps.Fetcher.Fetch(ctx, fp.req)
+		if errors.Is(err, fetch.ErrBackpressure) {
+			// Too many response bytes in flight: the stream pauses and
+			// tries again rather than ending.
+			resp, err = &fetch.Response{NextOffset: fp.req.Offset}, s.pause(ctx, time.Second)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -397,4 +431,17 @@ func (s *Server) stream(c echo.Context) error {
 			return nil
 		}
 	}
+}
+
+// pause waits d, or until the agent stops or ctx ends (its error).
+func (s *Server) pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.stopping:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }

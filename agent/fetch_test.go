@@ -424,7 +424,8 @@ func TestOffsetsAndTimestampLookup(t *testing.T) {
 }
 
 // max_bytes never splits a record; a single record larger than max_bytes
-// is still returned whole; max_records caps the count.
+// is still returned whole; max_records caps the count. Records are priced
+// by their encoded size: 5,025 bytes for a 5,000-byte value.
 func TestFetchMaxBytesAndRecords(t *testing.T) {
 	t.Parallel()
 	a := agenttest.Start(t, agenttest.Options{})
@@ -440,8 +441,8 @@ func TestFetchMaxBytesAndRecords(t *testing.T) {
 		query string
 		want  int
 	}{
-		{"&max_bytes=1", 1}, {"&max_bytes=5000", 1}, {"&max_bytes=9999", 1}, {"&max_bytes=10000", 2}, {"&max_bytes=12000", 2},
-		{"&max_records=3", 3}, {"&max_records=3&max_bytes=10000", 2}, {"", 4},
+		{"&max_bytes=1", 1}, {"&max_bytes=5025", 1}, {"&max_bytes=10049", 1}, {"&max_bytes=10050", 2}, {"&max_bytes=12000", 2},
+		{"&max_records=3", 3}, {"&max_records=3&max_bytes=10050", 2}, {"", 4},
 	} {
 		var resp fetchResponse
 		getJSON(t, base+c.query, &resp)

@@ -16,6 +16,7 @@ import (
 	"silt/groups"
 	"silt/metadata"
 	"silt/problem"
+	"silt/segment"
 )
 
 // GroupCoordinator runs consumer groups; groups.Coordinator implements it.
@@ -400,6 +401,7 @@ func (s *Server) groupFetch(c echo.Context) error {
 		records:    make([][]fetch.Record, len(start.Positions)),
 		maxRecords: int(maxRecords), maxBytes: maxBytes, reset: start.AutoOffsetReset,
 	}
+	defer gf.release()
 	if err := s.fetchAssigned(ctx, gf, time.Duration(waitMs)*time.Millisecond); err != nil {
 		return err
 	}
@@ -408,45 +410,51 @@ func (s *Server) groupFetch(c echo.Context) error {
 			return err
 		}
 	}
-	buf := append(make([]byte, 0, 256), `{"generation":`...)
-	buf = strconv.AppendInt(buf, start.Generation, 10)
-	buf = append(buf, `,"records":[`...)
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	w.WriteHeader(http.StatusOK)
+	pw := newPieceWriter(w)
+	pw.buf = append(pw.buf, `{"generation":`...)
+	pw.buf = strconv.AppendInt(pw.buf, start.Generation, 10)
+	pw.buf = append(pw.buf, `,"records":[`...)
 	n := 0
 	for _, i := range gf.order {
 		p := gf.positions[i]
 		for j := range gf.records[i] {
 			if n > 0 {
-				buf = append(buf, ',')
+				pw.buf = append(pw.buf, ',')
 			}
 			n++
 			// The partition fetch's record object, with topic and partition added.
-			buf = appendRecordJSON(buf, &gf.records[i][j], enc)
-			buf = append(buf[:len(buf)-1], `,"topic":`...)
-			buf = appendJSONString(buf, p.Topic)
-			buf = append(buf, `,"topic_id":`...)
-			buf = strconv.AppendInt(buf, p.TopicID, 10)
-			buf = append(buf, `,"partition":`...)
-			buf = strconv.AppendInt(buf, int64(p.Partition), 10)
-			buf = append(buf, '}')
+			pw.buf = appendRecordJSON(pw.buf, &gf.records[i][j], enc)
+			pw.buf = append(pw.buf[:len(pw.buf)-1], `,"topic":`...)
+			pw.buf = appendJSONString(pw.buf, p.Topic)
+			pw.buf = append(pw.buf, `,"topic_id":`...)
+			pw.buf = strconv.AppendInt(pw.buf, p.TopicID, 10)
+			pw.buf = append(pw.buf, `,"partition":`...)
+			pw.buf = strconv.AppendInt(pw.buf, int64(p.Partition), 10)
+			pw.buf = append(pw.buf, '}')
+			pw.maybeFlush()
 		}
 	}
-	buf = append(buf, `],"positions":[`...)
+	pw.buf = append(pw.buf, `],"positions":[`...)
 	for i, p := range gf.positions {
 		if i > 0 {
-			buf = append(buf, ',')
+			pw.buf = append(pw.buf, ',')
 		}
-		buf = append(buf, `{"topic":`...)
-		buf = appendJSONString(buf, p.Topic)
-		buf = append(buf, `,"topic_id":`...)
-		buf = strconv.AppendInt(buf, p.TopicID, 10)
-		buf = append(buf, `,"partition":`...)
-		buf = strconv.AppendInt(buf, int64(p.Partition), 10)
-		buf = append(buf, `,"offset":`...)
-		buf = strconv.AppendInt(buf, p.Offset, 10)
-		buf = append(buf, '}')
+		pw.buf = append(pw.buf, `{"topic":`...)
+		pw.buf = appendJSONString(pw.buf, p.Topic)
+		pw.buf = append(pw.buf, `,"topic_id":`...)
+		pw.buf = strconv.AppendInt(pw.buf, p.TopicID, 10)
+		pw.buf = append(pw.buf, `,"partition":`...)
+		pw.buf = strconv.AppendInt(pw.buf, int64(p.Partition), 10)
+		pw.buf = append(pw.buf, `,"offset":`...)
+		pw.buf = strconv.AppendInt(pw.buf, p.Offset, 10)
+		pw.buf = append(pw.buf, '}')
+		pw.maybeFlush()
 	}
-	buf = append(buf, "]}\n"...)
-	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, buf)
+	pw.buf = append(pw.buf, "]}\n"...)
+	return s.endPieces(pw)
 }
 
 // groupFetchState is one group fetch in progress.
@@ -459,6 +467,15 @@ type groupFetchState struct {
 	reset      string
 	count      int
 	bytes      int64
+	held       []*fetch.Response // released once the answer is written
+}
+
+// release gives back the fetched responses' share of the in-flight budget.
+func (gf *groupFetchState) release() {
+	for _, r := range gf.held {
+		r.Release()
+	}
+	gf.held = nil
 }
 
 func (gf *groupFetchState) full() bool { return gf.count >= gf.maxRecords || gf.bytes >= gf.maxBytes }
@@ -476,13 +493,11 @@ func (gf *groupFetchState) moved(from []groups.Position) bool {
 // The first record of the whole fetch is kept even when larger than
 // max_bytes, as in a partition fetch.
 func (gf *groupFetchState) take(i int, resp *fetch.Response) {
+	gf.held = append(gf.held, resp)
 	kept := 0
 	for j := range resp.Records {
 		r := &resp.Records[j]
-		size := int64(len(r.Key) + len(r.Value))
-		for _, h := range r.Headers {
-			size += int64(len(h.Key) + len(h.Value))
-		}
+		size := segment.RecordSize(&r.Record)
 		if gf.count > 0 && (gf.count >= gf.maxRecords || gf.bytes+size > gf.maxBytes) {
 			break
 		}
@@ -520,6 +535,9 @@ func (s *Server) fetchAssigned(ctx context.Context, gf *groupFetchState, wait ti
 			// The topic was deleted: the group rebalances at its next
 			// operation, which tells the member to rejoin.
 			continue
+		}
+		if errors.Is(err, fetch.ErrBackpressure) && gf.count > 0 {
+			break // too many response bytes in flight: answer with what came
 		}
 		if err != nil {
 			return err
@@ -566,6 +584,9 @@ func (s *Server) fetchAssigned(ctx context.Context, gf *groupFetchState, wait ti
 		}
 	}
 	if err := ctx.Err(); err != nil {
+		for _, r := range got {
+			r.Release()
+		}
 		return err
 	}
 	for _, i := range gf.order {

@@ -13,6 +13,10 @@ type serverMetrics struct {
 	requests         *prometheus.CounterVec
 	latency          *prometheus.HistogramVec
 	bodyBackpressure prometheus.Counter
+	bodyTimeouts     prometheus.Counter
+	// inflightRequestBytes is what produce requests reserved of
+	// MaxInflightRequestBytes.
+	inflightRequestBytes prometheus.Gauge
 }
 
 func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
@@ -31,7 +35,15 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		Name: "silt_http_produce_body_backpressure_total",
 		Help: "Produce requests refused because too many request bytes were in flight.",
 	})
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.bodyBackpressure} {
+	m.bodyTimeouts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "silt_http_request_body_timeouts_total",
+		Help: "Produce requests answered 408 because their body did not arrive within the body timeout.",
+	})
+	m.inflightRequestBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "silt_http_produce_inflight_bytes",
+		Help: "Produce request bytes being read and parsed (bounded by --max-inflight-request-bytes).",
+	})
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.bodyBackpressure, m.bodyTimeouts, m.inflightRequestBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent metrics: %w", err)
 		}

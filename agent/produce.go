@@ -10,7 +10,6 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -136,30 +135,27 @@ func (s *Server) produce(c echo.Context) error {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body of %d bytes exceeds %d", req.ContentLength, s.cfg.MaxRequestBytes)
 	}
 	// Request bodies being read or parsed are bounded too, before the
-	// batcher's own bound applies: reserve the body's size (the limit when
-	// unknown) or refuse with 429.
-	reserve := req.ContentLength
-	if reserve < 0 {
-		reserve = s.cfg.MaxRequestBytes
-	}
-	if !s.bodies.TryAcquire(reserve) {
-		s.metrics.bodyBackpressure.Inc()
-		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many produce request bytes in flight; retry shortly")
-	}
-	defer s.bodies.Release(reserve)
+	// batcher's own bound applies: the request reserves the bytes it has
+	// received as they arrive, or is refused with 429. The body must
+	// arrive within the body timeout.
+	res := s.reserveBody()
+	defer res.release()
+	liftDeadline := s.bodyDeadline(c)
 	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
 	var in *produceInput
 	switch ct {
 	case MediaJSON:
-		in, err = s.parseJSON(body, req.ContentLength, fixed >= 0)
+		in, err = s.parseJSON(body, req.ContentLength, fixed >= 0, res, liftDeadline)
 	case MediaNDJSON:
-		in, err = s.parseNDJSON(body, c.QueryParams())
+		in, err = s.parseNDJSON(&meteredReader{r: body, res: res}, c.QueryParams(), res)
+		liftDeadline()
 	case binformat.MediaType:
 		// The records alias the body buffer until Produce returns.
 		var buf *[]byte
-		buf, err = readBody(body, req.ContentLength, s.cfg.MaxRequestBytes)
+		buf, err = readBody(body, req.ContentLength, s.cfg.MaxRequestBytes, res)
+		liftDeadline()
 		if err == nil {
-			in, err = s.parseBinary(*buf)
+			in, err = s.parseBinary(*buf, res)
 			defer func() {
 				if buf != nil {
 					putBody(buf)
@@ -183,7 +179,7 @@ func (s *Server) produce(c echo.Context) error {
 			"content type %q is not supported; send %s, %s or %s", ct, MediaJSON, MediaNDJSON, binformat.MediaType)
 	}
 	if err != nil {
-		return bodyError(err, s.cfg.MaxRequestBytes)
+		return s.bodyError(err)
 	}
 	if err := expectedOffsetParam(c, in); err != nil {
 		return err
@@ -264,19 +260,35 @@ func expectedOffsetParam(c echo.Context, in *produceInput) error {
 	return nil
 }
 
-// bodyError maps the errors of reading and parsing a produce body to
-// problems: every one is the client's doing.
-func bodyError(err error, limit int64) error {
+// bodyError maps the errors of reading and parsing a produce body (size
+// limit, budget, timeout, malformed input) to problems: every one is the
+// client's doing.
+func (s *Server) bodyError(err error) error {
 	var p *problem.Details
 	if errors.As(err, &p) {
 		return err
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", limit)
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge, "request body exceeds %d bytes", s.cfg.MaxRequestBytes)
+	}
+	if errors.Is(err, errBodyTooLarge) {
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeRequestTooLarge,
+			"the request's records would hold more than the %d bytes produce requests in flight may hold; send fewer records or headers per request", s.cfg.MaxInflightRequestBytes)
+	}
+	if errors.Is(err, errBodyBackpressure) {
+		s.metrics.bodyBackpressure.Inc()
+		return newProblem(http.StatusTooManyRequests, problem.CodeBackpressure, "too many produce request bytes in flight; retry shortly")
+	}
+	if isBodyTimeout(err) {
+		s.metrics.bodyTimeouts.Inc()
+		return newProblem(http.StatusRequestTimeout, problem.CodeRequestTimeout, "the request body did not arrive within %v", s.cfg.RequestBodyTimeout)
 	}
 	if errors.Is(err, binformat.ErrTooMany) {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "too many records: %s", userDetail(err))
+	}
+	if errors.Is(err, binformat.ErrTooManyHeaders) {
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyHeaders, "%v; the limit is %d headers per record", err, s.cfg.MaxRecordHeaders)
 	}
 	if errors.Is(err, binformat.ErrMalformed) {
 		return badRequest(problem.CodeInvalidRecord, "malformed binary body: %s", userDetail(err))
@@ -304,7 +316,7 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 	// so that pass 2 fills slices of the right size.
 	for i := range in.records {
 		r := &in.records[i]
-		if size := recordBytes(&r.rec); size > maxRecord {
+		if size := segment.RecordSize(&r.rec); size > int64(maxRecord) {
 			return nil, nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeRecordTooLarge,
 				"record %d is %d bytes; the limit for topic %q is %d", i, size, topic.Name, maxRecord)
 		}
@@ -360,18 +372,18 @@ func (s *Server) partition(topic metadata.Topic, in *produceInput) ([]batcher.Pa
 	return parts, where, nil
 }
 
-// recordBytes is a record's size for the record limit: key, value and headers.
-func recordBytes(r *segment.Record) int {
-	n := len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
-	}
-	return n
-}
-
-func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition bool) (*produceInput, error) {
-	buf, err := readBody(body, contentLength, s.cfg.MaxRequestBytes)
+func (s *Server) parseJSON(body io.Reader, contentLength int64, singlePartition bool, res *bodyReservation, bodyRead func()) (*produceInput, error) {
+	buf, err := readBody(body, contentLength, s.cfg.MaxRequestBytes, res)
+	bodyRead()
 	if err != nil {
+		return nil, err
+	}
+	// Count records and headers before decoding: a record over the
+	// header cap is refused before its headers exist, and the memory the
+	// decoded records will hold besides their bytes is reserved first.
+	n := countJSON(*buf, false, s.cfg.MaxRecordHeaders)
+	if err := s.checkCounts(n, res, ""); err != nil {
+		putBody(buf)
 		return nil, err
 	}
 	// Decoding copies what it keeps (json.RawMessage copies its bytes), so
@@ -468,7 +480,7 @@ func convertRecord(j *recordBody, out *inRecord) error {
 	return nil
 }
 
-func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInput, error) {
+func (s *Server) parseNDJSON(body io.Reader, q map[string][]string, res *bodyReservation) (*produceInput, error) {
 	sc := bufio.NewScanner(body)
 	// A line holds one record: its bytes, base64-expanded, plus JSON.
 	sc.Buffer(make([]byte, 64<<10), s.cfg.MaxRecordBytes*2+1<<20)
@@ -482,6 +494,9 @@ func (s *Server) parseNDJSON(body io.Reader, q map[string][]string) (*produceInp
 		}
 		if len(in.records) >= s.cfg.MaxRecordsPerRequest {
 			return nil, newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "more than %d records in one request", s.cfg.MaxRecordsPerRequest)
+		}
+		if err := s.checkCounts(countJSON(b, true, s.cfg.MaxRecordHeaders), res, fmt.Sprintf("line %d: ", line)); err != nil {
+			return nil, err
 		}
 		var j *recordBody
 		if err := strictUnmarshal(b, &j); err != nil {
@@ -550,8 +565,16 @@ func first(q map[string][]string, k string) string {
 
 // parseBinary decodes a binary body; the records' keys, values and
 // headers alias raw.
-func (s *Server) parseBinary(raw []byte) (*produceInput, error) {
-	req, err := binformat.DecodeRequest(raw, binformat.Limits{MaxRecords: s.cfg.MaxRecordsPerRequest})
+func (s *Server) parseBinary(raw []byte, res *bodyReservation) (*produceInput, error) {
+	lim := binformat.Limits{MaxRecords: s.cfg.MaxRecordsPerRequest, MaxHeaders: s.cfg.MaxRecordHeaders}
+	records, headers, err := binformat.Count(raw, lim)
+	if err != nil {
+		return nil, err
+	}
+	if err := res.add(int64(records)*binRecordCost + int64(headers)*binHeaderCost); err != nil {
+		return nil, err
+	}
+	req, err := binformat.DecodeRequest(raw, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -584,70 +607,6 @@ func (s *Server) parseBinary(raw []byte) (*produceInput, error) {
 		}
 	}
 	return in, nil
-}
-
-// bodyPool recycles produce request bodies (*[]byte), which at hundreds of
-// MB/s would otherwise be allocated, zeroed and grown for every request.
-var bodyPool sync.Pool
-
-// maxPooledBody keeps rare huge bodies out of the pool.
-const maxPooledBody = 64 << 20
-
-// readBody reads r to its end into a pooled buffer sized from the
-// request's Content-Length (when it is within limit; r enforces the limit
-// itself). Give the buffer back with putBody once nothing refers to it.
-func readBody(r io.Reader, contentLength, limit int64) (*[]byte, error) {
-	bp, _ := bodyPool.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	buf := (*bp)[:0]
-	if contentLength > 0 && contentLength <= limit && int64(cap(buf)) < contentLength {
-		buf = make([]byte, 0, contentLength)
-	}
-	if cap(buf) == 0 {
-		buf = make([]byte, 0, 4096)
-	}
-	for {
-		if len(buf) == cap(buf) {
-			// Full: an exact Content-Length ends here, at EOF.
-			var probe [1]byte
-			n, err := r.Read(probe[:])
-			if n > 0 {
-				buf = append(buf, probe[0])
-				continue
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				*bp = buf
-				putBody(bp)
-				return nil, err
-			}
-			continue
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			*bp = buf
-			putBody(bp)
-			return nil, err
-		}
-	}
-	*bp = buf
-	return bp, nil
-}
-
-func putBody(bp *[]byte) {
-	if cap(*bp) > maxPooledBody {
-		return
-	}
-	*bp = (*bp)[:0]
-	bodyPool.Put(bp)
 }
 
 // hasJSONSpace reports whether raw has a byte that json.Compact could

@@ -24,8 +24,11 @@ import (
 // Config holds the HTTP server's settings and request limits.
 type Config struct {
 	Listen string // host:port
-	// MaxRecordBytes bounds one record (key + value + headers).
+	// MaxRecordBytes bounds one record's encoded size
+	// (segment.RecordSize).
 	MaxRecordBytes int
+	// MaxRecordHeaders bounds one record's headers.
+	MaxRecordHeaders int
 	// MaxRequestBytes bounds one produce request body.
 	MaxRequestBytes int64
 	// MaxInflightRequestBytes bounds the produce request bodies being
@@ -33,6 +36,12 @@ type Config struct {
 	MaxInflightRequestBytes int64
 	// MaxRecordsPerRequest bounds the records in one produce request.
 	MaxRecordsPerRequest int
+	// RequestBodyTimeout bounds the time to receive a produce request's
+	// body once its headers are in; past it the request gets 408.
+	RequestBodyTimeout time.Duration
+	// WriteTimeout bounds each write of a response (see progressWriter);
+	// past it the connection is closed.
+	WriteTimeout time.Duration
 	// ReadyTimeout bounds each readiness check.
 	ReadyTimeout time.Duration
 	// MaxPartitions bounds a topic's partition count.
@@ -59,9 +68,12 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:                  ":8080",
 		MaxRecordBytes:          1 << 20,
+		MaxRecordHeaders:        1000,
 		MaxRequestBytes:         16 << 20,
 		MaxRecordsPerRequest:    100_000,
 		MaxInflightRequestBytes: 256 << 20,
+		RequestBodyTimeout:      60 * time.Second,
+		WriteTimeout:            60 * time.Second,
 		ReadyTimeout:            2 * time.Second,
 		MaxPartitions:           10_000,
 		TopicCacheTTL:           2 * time.Second,
@@ -83,8 +95,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("agent: max request bytes (%d) must be at least max record bytes (%d)", c.MaxRequestBytes, c.MaxRecordBytes)
 	case c.MaxInflightRequestBytes < c.MaxRequestBytes:
 		return fmt.Errorf("agent: max in-flight request bytes (%d) must be at least max request bytes (%d)", c.MaxInflightRequestBytes, c.MaxRequestBytes)
+	case c.MaxRecordHeaders < 1:
+		return errors.New("agent: max record headers must be positive")
 	case c.MaxRecordsPerRequest < 1:
 		return errors.New("agent: max records per request must be positive")
+	case c.RequestBodyTimeout <= 0:
+		return errors.New("agent: request body timeout must be positive")
+	case c.WriteTimeout <= 0:
+		return errors.New("agent: write timeout must be positive")
 	case c.ReadyTimeout <= 0:
 		return errors.New("agent: ready timeout must be positive")
 	case c.MaxPartitions < 1:
@@ -137,7 +155,7 @@ type Server struct {
 	metrics  *serverMetrics
 	topics   *topicCache
 	sticky   partitioner.Sticky
-	bodies   *semaphore.Weighted // produce request bytes in flight
+	bodies   *semaphore.Weighted // produce request bytes in flight (bodyReservation)
 	stopping chan struct{}       // closed when shutdown begins: ends streams and long-polls
 	stopOnce sync.Once
 
@@ -182,7 +200,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.echo = e
 	s.routes()
 	s.http = &http.Server{
-		Handler:           e,
+		Handler:           s.withWriteDeadlines(e),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
@@ -213,7 +231,7 @@ func (s *Server) routes() {
 }
 
 // Handler exposes the HTTP handler (for in-process tests).
-func (s *Server) Handler() http.Handler { return s.echo }
+func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {

@@ -220,14 +220,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Batcher, error) {
 	return b, nil
 }
 
-// RecordSize is the bytes a record is charged against the buffer.
-func RecordSize(r *segment.Record) int64 {
-	n := int64(len(r.Key) + len(r.Value) + 24)
-	for _, h := range r.Headers {
-		n += int64(len(h.Key) + len(h.Value) + 8)
-	}
-	return n
-}
+// RecordSize is the bytes a record is charged against the buffer: what
+// it holds in memory (segment.RecordMemory), as every memory bound does.
+func RecordSize(r *segment.Record) int64 { return segment.RecordMemory(r) }
 
 // Produce buffers parts, waits for their flush and returns one Result per
 // part. If ctx ends first, Produce returns ctx's error; the records may

@@ -87,13 +87,17 @@ func appendBytes(dst, b []byte) []byte {
 	return append(dst, b...)
 }
 
-// Limits bound what Decode accepts.
+// Limits bound what Decode accepts; zero means no limit.
 type Limits struct {
 	MaxRecords int
+	// MaxHeaders bounds the headers of one record; it is checked before
+	// the record's headers are allocated.
+	MaxHeaders int
 }
 
 type reader struct {
 	b   []byte
+	lim Limits
 	err error
 }
 
@@ -146,14 +150,15 @@ func (r *reader) nullable(what string) []byte {
 	return r.take(int(n), what)
 }
 
-// count reads a count and checks that at least min bytes per item remain.
-func (r *reader) count(what string, minItem int, max int) int {
+// count reads a count and checks that at least min bytes per item remain
+// and, when max > 0, that there are at most max (else tooMany).
+func (r *reader) count(what string, minItem int, max int, tooMany error) int {
 	n := r.u32(what)
 	if r.err != nil {
 		return 0
 	}
 	if max > 0 && int64(n) > int64(max) {
-		r.err = fmt.Errorf("%w: %d %s, at most %d", ErrTooMany, n, what, max)
+		r.err = fmt.Errorf("%w: %d %s, at most %d", tooMany, n, what, max)
 		return 0
 	}
 	if int64(n)*int64(minItem) > int64(len(r.b)) {
@@ -166,11 +171,24 @@ func (r *reader) count(what string, minItem int, max int) int {
 // ErrTooMany reports more records than Limits allow.
 var ErrTooMany = errors.New("binformat: too many records")
 
-func (r *reader) recordBody(rec *Record) {
-	rec.Timestamp = int64(r.u64("timestamp"))
-	rec.Key = r.nullable("key")
-	rec.Value = r.nullable("value")
-	nh := r.count("headers", 8, 0)
+// ErrTooManyHeaders reports a record with more headers than Limits allow.
+var ErrTooManyHeaders = errors.New("binformat: too many headers in a record")
+
+// recordBody reads a record body into rec, or only walks it when rec is
+// nil, and returns its header count.
+func (r *reader) recordBody(rec *Record) int {
+	ts := int64(r.u64("timestamp"))
+	key := r.nullable("key")
+	value := r.nullable("value")
+	nh := r.count("headers", 8, r.lim.MaxHeaders, ErrTooManyHeaders)
+	if rec == nil {
+		for j := 0; j < nh && r.err == nil; j++ {
+			r.take(int(r.u32("header key length")), "header key")
+			r.nullable("header value")
+		}
+		return nh
+	}
+	rec.Timestamp, rec.Key, rec.Value = ts, key, value
 	if nh > 0 {
 		rec.Headers = make([]Header, nh)
 		for j := range rec.Headers {
@@ -179,6 +197,32 @@ func (r *reader) recordBody(rec *Record) {
 			rec.Headers[j].Value = r.nullable("header value")
 		}
 	}
+	return nh
+}
+
+// Count walks a produce request body without allocating, checking its
+// layout and lim, and returns its record and header counts: what
+// DecodeRequest would build, for callers that budget memory first.
+func Count(body []byte, lim Limits) (records, headers int, err error) {
+	if len(body) < len(Magic) || string(body[:len(Magic)]) != Magic {
+		return 0, 0, fmt.Errorf("%w: missing magic %q", ErrMalformed, Magic)
+	}
+	r := &reader{b: body[len(Magic):], lim: lim}
+	r.u64("producer id")
+	ns := r.count("sequences", 8, 1<<20, ErrTooMany)
+	r.take(8*ns, "sequences")
+	nr := r.count("records", 4+8+4+4+4, lim.MaxRecords, ErrTooMany)
+	for i := 0; i < nr && r.err == nil; i++ {
+		r.u32("partition")
+		headers += r.recordBody(nil)
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail(fmt.Sprintf("%d trailing bytes", len(r.b)))
+	}
+	if r.err != nil {
+		return 0, 0, r.err
+	}
+	return nr, headers, nil
 }
 
 // DecodeRequest parses a produce request body.
@@ -186,16 +230,16 @@ func DecodeRequest(body []byte, lim Limits) (*Request, error) {
 	if len(body) < len(Magic) || string(body[:len(Magic)]) != Magic {
 		return nil, fmt.Errorf("%w: missing magic %q", ErrMalformed, Magic)
 	}
-	r := &reader{b: body[len(Magic):]}
+	r := &reader{b: body[len(Magic):], lim: lim}
 	req := &Request{ProducerID: int64(r.u64("producer id"))}
-	ns := r.count("sequences", 8, 1<<20)
+	ns := r.count("sequences", 8, 1<<20, ErrTooMany)
 	if ns > 0 {
 		req.Sequences = make([]Sequence, ns)
 		for i := range req.Sequences {
 			req.Sequences[i] = Sequence{Partition: int32(r.u32("sequence partition")), BaseSequence: int32(r.u32("base sequence"))}
 		}
 	}
-	nr := r.count("records", 4+8+4+4+4, lim.MaxRecords)
+	nr := r.count("records", 4+8+4+4+4, lim.MaxRecords, ErrTooMany)
 	if r.err == nil {
 		req.Records = make([]Record, nr)
 	}
@@ -261,7 +305,7 @@ func DecodeFetch(body []byte) (*FetchResponse, error) {
 		HighWatermark:  int64(r.u64("high watermark")),
 		LogStartOffset: int64(r.u64("log start offset")),
 	}
-	n := r.count("records", 8+8+4+4+4, 0)
+	n := r.count("records", 8+8+4+4+4, 0, ErrTooMany)
 	if r.err == nil {
 		out.Records = make([]Record, n)
 	}

@@ -67,13 +67,53 @@ func TestDecodeRejectsBadInput(t *testing.T) {
 	}
 }
 
+// Count walks what DecodeRequest decodes, with the same limits; a record
+// with more headers than allowed is refused before its headers exist.
+func TestCountAndHeaderLimit(t *testing.T) {
+	full := AppendRequest(nil, sample())
+	records, headers, err := Count(full, Limits{})
+	if err != nil || records != 3 || headers != 2 {
+		t.Fatalf("count: %d records, %d headers, %v", records, headers, err)
+	}
+	for i := 0; i < len(full); i++ {
+		if _, _, err := Count(full[:i], Limits{}); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("truncated at %d: err = %v", i, err)
+		}
+	}
+	for _, lim := range []Limits{{MaxHeaders: 1}} {
+		if _, _, err := Count(full, lim); !errors.Is(err, ErrTooManyHeaders) || errors.Is(err, ErrTooMany) {
+			t.Fatalf("count with %+v: %v", lim, err)
+		}
+		if _, err := DecodeRequest(full, lim); !errors.Is(err, ErrTooManyHeaders) {
+			t.Fatalf("decode with %+v: %v", lim, err)
+		}
+	}
+	if _, _, err := Count(full, Limits{MaxRecords: 2}); !errors.Is(err, ErrTooMany) {
+		t.Fatalf("record limit: %v", err)
+	}
+	if _, err := DecodeRequest(full, Limits{MaxHeaders: 2}); err != nil {
+		t.Fatalf("at the header limit: %v", err)
+	}
+}
+
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, sample()))
 	f.Add([]byte(Magic))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := DecodeRequest(b, Limits{MaxRecords: 1000})
+		records, headers, cerr := Count(b, Limits{MaxRecords: 1000})
+		if (err == nil) != (cerr == nil) {
+			t.Fatalf("decode: %v, count: %v", err, cerr)
+		}
 		if err != nil {
 			return
+		}
+		n := 0
+		for i := range req.Records {
+			n += len(req.Records[i].Headers)
+		}
+		if records != len(req.Records) || headers != n {
+			t.Fatalf("count says %d records, %d headers; decoded %d, %d", records, headers, len(req.Records), n)
 		}
 		if again := AppendRequest(nil, req); !bytes.Equal(again, b) {
 			t.Fatalf("re-encoding differs")

@@ -335,6 +335,7 @@ func TestOpenAPIGroupRoutes(t *testing.T) {
 			"400": {"invalid_parameter", "invalid_group_name"},
 			"404": {"member_not_found", "partition_not_found"},
 			"409": {"stale_generation"},
+			"429": {"backpressure"},
 		},
 		"post /v1/groups/{group}/offsets": {
 			"400": {"invalid_json", "invalid_group_name", "invalid_topic_name", "invalid_parameter", "invalid_offset"},

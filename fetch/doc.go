@@ -18,6 +18,11 @@
 //   - Objects that retention removed between lookup and read surface as
 //     ErrOffsetOutOfRange after a second lookup, never as a raw storage
 //     error.
+//   - A response's records hold a share of Config.MaxInflightBytes, taken
+//     before the read (up to MaxBytes of what is free: fewer records when
+//     less is free, ErrBackpressure when nothing is), until the caller's
+//     Response.Release. Records are priced by segment.RecordSize for
+//     MaxBytes and by segment.RecordMemory for the budget and the cache.
 //   - The Notifier holds one LISTEN connection per agent and fans commits
 //     out in memory; when that connection drops, every waiter is woken to
 //     re-check, so no commit is missed.

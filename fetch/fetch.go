@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -21,6 +23,10 @@ import (
 // ErrOffsetOutOfRange: the offset is below the partition's log start or
 // above its high watermark.
 var ErrOffsetOutOfRange = errors.New("fetch: offset out of range")
+
+// ErrBackpressure: the bytes of fetch responses in flight are at
+// Config.MaxInflightBytes; retriable.
+var ErrBackpressure = errors.New("fetch: too many response bytes in flight")
 
 // ErrStorage: the object store failed a read; retriable. It wraps the
 // store's error, so objectstore sentinels still match.
@@ -76,6 +82,12 @@ type Config struct {
 	ReadConcurrency int
 	// MaxDecompressedBytes bounds one chunk's decoded size.
 	MaxDecompressedBytes int
+	// MaxInflightBytes bounds the bytes of the records of responses in
+	// flight, from the read until the caller releases the response (once
+	// it is written). A fetch takes what is free up to its MaxBytes and is
+	// served smaller when less is free; with nothing free it fails with
+	// ErrBackpressure.
+	MaxInflightBytes int64
 }
 
 // DefaultConfig returns the defaults.
@@ -89,6 +101,7 @@ func DefaultConfig() Config {
 		MaxChunksPerFetch:    256,
 		ReadConcurrency:      8,
 		MaxDecompressedBytes: segment.DefaultMaxDecompressedSize,
+		MaxInflightBytes:     256 << 20,
 	}
 }
 
@@ -103,6 +116,8 @@ func (c Config) Validate() error {
 		return errors.New("fetch: read concurrency must be positive")
 	case c.MaxDecompressedBytes < 1:
 		return errors.New("fetch: max decompressed bytes must be positive")
+	case c.MaxInflightBytes < 1:
+		return errors.New("fetch: max in-flight bytes must be positive")
 	}
 	return nil
 }
@@ -124,12 +139,28 @@ type Record struct {
 	segment.Record
 }
 
-// Response is the outcome of a fetch.
+// Response is the outcome of a fetch. Its records hold a share of
+// Config.MaxInflightBytes until Release.
 type Response struct {
 	Records        []Record
 	NextOffset     int64
 	HighWatermark  int64
 	LogStartOffset int64
+
+	budget *budget
+	held   int64
+}
+
+// Release gives the response's bytes back to the in-flight budget; call
+// it once the records are written (or dropped). The records stay valid
+// (the budget is an account, not an allocator). Release of a nil or
+// released response does nothing.
+func (r *Response) Release() {
+	if r == nil || r.budget == nil {
+		return
+	}
+	r.budget.give(r.held)
+	r.budget, r.held = nil, 0
 }
 
 // chunkKey names a chunk in the decoded-chunk cache.
@@ -140,17 +171,18 @@ type chunkKey struct {
 
 // Fetcher reads partitions.
 type Fetcher struct {
-	cfg     Config
-	index   Index
-	objects Reader
-	watch   Watcher
-	logger  *slog.Logger
-	metrics *metrics
-	chunks  *lru[chunkKey, *segment.Batch]
-	whole   *lru[string, []byte]
-	flight  singleflight.Group
-	decode  segment.DecodeOptions
-	done    <-chan struct{}
+	cfg      Config
+	index    Index
+	objects  Reader
+	watch    Watcher
+	logger   *slog.Logger
+	metrics  *metrics
+	chunks   *lru[chunkKey, *segment.Batch]
+	whole    *lru[string, []byte]
+	inflight *budget
+	flight   singleflight.Group
+	decode   segment.DecodeOptions
+	done     <-chan struct{}
 }
 
 // Deps are the fetcher's collaborators.
@@ -179,7 +211,8 @@ func New(cfg Config, deps Deps) (*Fetcher, error) {
 		deps.Registerer = prometheus.NewRegistry()
 	}
 	f := &Fetcher{cfg: cfg, index: deps.Index, objects: deps.Objects, watch: deps.Watcher, logger: deps.Logger,
-		decode: segment.DecodeOptions{MaxDecompressedSize: cfg.MaxDecompressedBytes}, done: deps.Done}
+		decode: segment.DecodeOptions{MaxDecompressedSize: cfg.MaxDecompressedBytes}, done: deps.Done,
+		inflight: &budget{max: cfg.MaxInflightBytes}}
 	m, err := newMetrics(deps.Registerer, f)
 	if err != nil {
 		return nil, err
@@ -246,11 +279,23 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 	if len(refs) == 0 {
 		return resp, nil
 	}
+	// Take the response's share of the in-flight budget before reading:
+	// up to MaxBytes, or what is free (the fetch is then served smaller,
+	// reading fewer chunks); nothing free fails the fetch with 429.
+	grant := f.inflight.upTo(req.MaxBytes)
+	if grant == 0 {
+		f.metrics.backpressure.Inc()
+		return nil, ErrBackpressure
+	}
+	refs = trimRefs(refs, grant)
 	// A fetch that reaches the high watermark is a tail read: it may share
 	// whole fresh objects with the other partitions' tails. One that stops
 	// short of it is reading history and reads its own ranges.
 	head := refs[len(refs)-1].LastOffset+1 >= st.HighWatermark
 	batches, err := f.batches(ctx, refs, head)
+	if err != nil {
+		f.inflight.give(grant)
+	}
 	if errors.Is(err, objectstore.ErrNotExist) {
 		// Gone under us: if retention moved the log start past the
 		// offset, say so; otherwise let Fetch look up again.
@@ -262,7 +307,7 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 	if err != nil {
 		return nil, err
 	}
-	var size int64
+	var size, held int64
 	for i, b := range batches {
 		base := refs[i].BaseOffset
 		full := true // every record of the chunk was returned or skipped
@@ -272,12 +317,28 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 			if off < req.Offset {
 				continue
 			}
-			rs := recordSize(r)
+			rs, rm := recordSize(r), recordMemory(r)
 			if off >= st.HighWatermark || len(resp.Records) > 0 && (size+rs > req.MaxBytes || len(resp.Records) >= req.MaxRecords) {
 				full = false
 				break
 			}
+			if held+rm > grant {
+				// Past what was taken ahead (records cost more in memory
+				// than their bytes): take more, or stop here. The first
+				// record is returned whole if the budget has room for it.
+				if f.inflight.take(held + rm - grant) {
+					grant = held + rm
+				} else if len(resp.Records) > 0 {
+					full = false
+					break
+				} else {
+					f.inflight.give(grant)
+					f.metrics.backpressure.Inc()
+					return nil, ErrBackpressure
+				}
+			}
 			size += rs
+			held += rm
 			resp.Records = append(resp.Records, Record{Offset: off, Record: *r})
 			resp.NextOffset = off + 1
 		}
@@ -287,18 +348,37 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 		// Offsets a compaction left empty at the chunk's end are passed too.
 		resp.NextOffset = max(resp.NextOffset, refs[i].LastOffset+1)
 	}
+	f.inflight.give(grant - held)
+	if held > 0 {
+		resp.budget, resp.held = f.inflight, held
+	}
 	f.metrics.records.Add(float64(len(resp.Records)))
 	f.metrics.bytes.Add(float64(size))
 	return resp, nil
 }
 
-func recordSize(r *segment.Record) int64 {
-	n := len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
+// trimRefs keeps the chunks whose stored bytes fit in n, at least one:
+// a fetch served smaller reads less.
+func trimRefs(refs []metadata.BatchRef, n int64) []metadata.BatchRef {
+	var sum int64
+	for i, r := range refs {
+		sum += int64(r.ByteLength)
+		if i > 0 && sum > n {
+			return refs[:i]
+		}
 	}
-	return int64(n)
+	return refs
 }
+
+// recordMemory is what a fetched record holds in memory: what the record
+// holds decoded and its offset.
+func recordMemory(r *segment.Record) int64 {
+	return segment.RecordMemory(r) + int64(unsafe.Sizeof(Record{})-unsafe.Sizeof(segment.Record{}))
+}
+
+// recordSize prices a record for max_bytes: its encoded size, as Kafka
+// prices fetch.max.bytes.
+func recordSize(r *segment.Record) int64 { return segment.RecordSize(r) }
 
 // Offsets returns a partition's log start offset and high watermark.
 func (f *Fetcher) Offsets(ctx context.Context, topicID int64, partition int32) (metadata.PartitionState, error) {
@@ -441,17 +521,37 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 		if lo < 0 || hi > int64(len(data)) {
 			return fmt.Errorf("read %s: chunk [%d,%d) outside the %d bytes read: %w", p.key, r.ByteOffset, r.ByteOffset+int64(r.ByteLength), len(data), segment.ErrCorrupt)
 		}
-		b, err := segment.DecodeBatch(data[lo:hi:hi], f.decode)
+		b, err := f.decodeChunk(p.key, r, data[lo:hi:hi])
 		if err != nil {
-			return fmt.Errorf("decode %s@%d: %w", p.key, r.ByteOffset, err)
-		}
-		if n := b.LastOffsetDelta; int64(n) != r.LastOffset-r.BaseOffset {
-			return fmt.Errorf("decode %s@%d: chunk spans %d offsets, index says %d: %w", p.key, r.ByteOffset, n+1, r.LastOffset-r.BaseOffset+1, segment.ErrCorrupt)
+			return err
 		}
 		out[i] = b
-		f.chunks.add(chunkKey{p.key, r.ByteOffset}, b, decodedSize(b, hi-lo))
 	}
 	return nil
+}
+
+// decodeChunk decodes the chunk of r and caches it. Concurrent readers of
+// the same chunk share one decode (and its memory).
+func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte) (*segment.Batch, error) {
+	k := chunkKey{key, r.ByteOffset}
+	v, err, _ := f.flight.Do("chunk:"+key+"@"+strconv.FormatInt(r.ByteOffset, 10), func() (any, error) {
+		if b, ok := f.chunks.get(k); ok {
+			return b, nil
+		}
+		b, err := segment.DecodeBatch(chunk, f.decode)
+		if err != nil {
+			return nil, fmt.Errorf("decode %s@%d: %w", key, r.ByteOffset, err)
+		}
+		if n := b.LastOffsetDelta; int64(n) != r.LastOffset-r.BaseOffset {
+			return nil, fmt.Errorf("decode %s@%d: chunk spans %d offsets, index says %d: %w", key, r.ByteOffset, n+1, r.LastOffset-r.BaseOffset+1, segment.ErrCorrupt)
+		}
+		f.chunks.add(k, b, decodedSize(b, int64(len(chunk))))
+		return b, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*segment.Batch), nil
 }
 
 // wholeObject returns a whole object, reading it once for all concurrent
@@ -460,7 +560,7 @@ func (f *Fetcher) wholeObject(ctx context.Context, key string, size int64) ([]by
 	if b, ok := f.whole.get(key); ok {
 		return b, nil
 	}
-	ch := f.flight.DoChan(key, func() (any, error) {
+	ch := f.flight.DoChan("object:"+key, func() (any, error) {
 		if b, ok := f.whole.get(key); ok {
 			return b, nil
 		}
@@ -517,12 +617,13 @@ func readAll(rc io.ReadCloser, size int64) ([]byte, error) {
 	return buf, nil
 }
 
-// decodedSize estimates a decoded chunk's memory: its records' bytes plus
-// per-record overhead, or the chunk size if larger.
+// decodedSize is a decoded chunk's memory: what its records hold
+// (segment.RecordMemory, the measure of every memory bound), or the
+// chunk's size if larger.
 func decodedSize(b *segment.Batch, chunk int64) int64 {
-	n := int64(len(b.Records)) * 64
+	var n int64
 	for i := range b.Records {
-		n += recordSize(&b.Records[i])
+		n += segment.RecordMemory(&b.Records[i])
 	}
 	return max(n, chunk)
 }

@@ -11,6 +11,7 @@ type metrics struct {
 	gets                    *prometheus.CounterVec
 	records, bytes          prometheus.Counter
 	waits                   prometheus.Counter
+	backpressure            prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
@@ -24,12 +25,17 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_records_total", Help: "Records returned by fetches."}),
 		bytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_record_bytes_total", Help: "Record bytes returned by fetches."}),
 		waits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_waits_total", Help: "Times a long-poll parked waiting for a commit."}),
+		backpressure: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_backpressure_total",
+			Help: "Fetches refused because the response bytes in flight were at their bound."}),
 	}
 	cacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_cache_bytes", Help: "Bytes held by the decoded-chunk cache."},
 		func() float64 { return float64(f.chunks.bytes()) })
 	objectBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_object_cache_bytes", Help: "Bytes held by the whole-object cache."},
 		func() float64 { return float64(f.whole.bytes()) })
-	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits, cacheBytes, objectBytes} {
+	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_inflight_bytes",
+		Help: "Bytes of fetch responses being read or written (bounded by --max-inflight-fetch-bytes)."},
+		func() float64 { return float64(f.inflight.inUse()) })
+	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits, m.backpressure, cacheBytes, objectBytes, inflight} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("fetch metrics: %w", err)
 		}

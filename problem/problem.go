@@ -76,6 +76,13 @@ const (
 	CodeKeyNotFound   Code = "key_not_found"
 	CodeKeyExists     Code = "key_exists"
 	CodeInvalidKey    Code = "invalid_key"
+	// Hostile or broken clients (docs/security.md).
+	// CodeRequestTimeout: the request body did not arrive within the
+	// body timeout (408).
+	CodeRequestTimeout Code = "request_timeout"
+	// CodeTooManyHeaders: a record has more headers than the agent's cap
+	// (413).
+	CodeTooManyHeaders Code = "too_many_headers"
 )
 
 // TypeURI is the problem type of a code.
