@@ -76,7 +76,7 @@ var sentinelTexts = func() []string {
 		out = append(out, d.sentinel.Error())
 	}
 	out = append(out, fetch.ErrOffsetOutOfRange.Error(), metadata.ErrFenced.Error(), metadata.ErrGroupNotFound.Error(),
-		binformat.ErrMalformed.Error(), binformat.ErrTooMany.Error())
+		binformat.ErrMalformed.Error(), binformat.ErrTooMany.Error(), binformat.ErrTooManyHeaders.Error())
 	return out
 }()
 

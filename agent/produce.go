@@ -288,7 +288,7 @@ func (s *Server) bodyError(err error) error {
 		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyRecords, "too many records: %s", userDetail(err))
 	}
 	if errors.Is(err, binformat.ErrTooManyHeaders) {
-		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyHeaders, "%v; the limit is %d headers per record", err, s.cfg.MaxRecordHeaders)
+		return newProblem(http.StatusRequestEntityTooLarge, problem.CodeTooManyHeaders, "a record has too many headers (%s); the limit is %d per record", userDetail(err), s.cfg.MaxRecordHeaders)
 	}
 	if errors.Is(err, binformat.ErrMalformed) {
 		return badRequest(problem.CodeInvalidRecord, "malformed binary body: %s", userDetail(err))
