@@ -39,7 +39,7 @@ bench: postgres minio nats build ## run the benchmark suite against real Postgre
 	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- sh -c 'AWS_ACCESS_KEY_ID="$$SILT_TEST_MINIO_ACCESS_KEY" \
 	  AWS_SECRET_ACCESS_KEY="$$SILT_TEST_MINIO_SECRET_KEY" ./$(BIN) bench --suite --out docs/bench \
 	  --database-url "$$SILT_TEST_POSTGRES_URL" \
-	  --objectstore "s3://silt-bench?endpoint=$$SILT_TEST_MINIO_ENDPOINT&region=us-east-1"'
+	  --objectstore "s3://silt-bench?endpoint=$$SILT_TEST_MINIO_ENDPOINT&region=us-east-1&unsigned_payload=true"'
 
 localstack: postgres minio haproxy ## run the local cluster natively: Postgres, MinIO, three agents and HAProxy on loopback
 	@# Built, not `go run`: go run reports an interrupted program as failed, and Ctrl-C is how this one stops.

@@ -45,7 +45,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.StringVar(&c.HTTP.Listen, "listen", c.HTTP.Listen, "HTTP listen address")
 	if withStores {
 		fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (postgres://user:pass@host:5432/db)")
-		fs.StringVar(&c.ObjectStore, "objectstore", "", "object store URL: s3://bucket/prefix?endpoint=&region=, minio://bucket/prefix?endpoint=, file:///path or mem://")
+		fs.StringVar(&c.ObjectStore, "objectstore", "", "object store URL: s3://bucket/prefix?endpoint=&region=&unsigned_payload=, minio://bucket/prefix?endpoint=, file:///path or mem://")
 	}
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "Postgres connection pool size")
 	d := &c.DBSession

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 
 	"silt/objectstore"
@@ -146,7 +147,7 @@ func httpEndpoint(rawURL, endpoint string) (*url.URL, error) {
 }
 
 func parseS3(rawURL string, u *url.URL, q url.Values) (spec, error) {
-	p, err := params(rawURL, q, "endpoint", "region")
+	p, err := params(rawURL, q, "endpoint", "region", "unsigned_payload")
 	if err != nil {
 		return spec{}, err
 	}
@@ -163,6 +164,16 @@ func parseS3(rawURL string, u *url.URL, q url.Values) (spec, error) {
 		}
 		cfg.Endpoint = e.Scheme + "://" + e.Host
 		cfg.PathStyle = true
+	}
+	// Bodies are signed only where TLS does not protect them, unless
+	// unsigned_payload says otherwise.
+	cfg.UnsignedPayload = !strings.HasPrefix(cfg.Endpoint, "http://")
+	if v, ok := p["unsigned_payload"]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return spec{}, bad(rawURL, "unsigned_payload=%q: want true or false", v)
+		}
+		cfg.UnsignedPayload = b
 	}
 	if err := cfg.Validate(); err != nil {
 		return spec{}, fmt.Errorf("%w %q: %w", ErrBadURL, rawURL, err)

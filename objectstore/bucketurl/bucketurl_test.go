@@ -44,6 +44,21 @@ func TestParseS3(t *testing.T) {
 	if err != nil || sp.s3.Endpoint != "https://s3.example.com" {
 		t.Fatalf("got %+v, %v", sp.s3, err)
 	}
+	// Bodies go unsigned where TLS protects them, or when asked.
+	for url, want := range map[string]bool{
+		"s3://bkt": true, "s3://bkt?endpoint=https://s3.example.com": true,
+		"s3://bkt?endpoint=http://127.0.0.1:9000":                         false,
+		"s3://bkt?endpoint=http://127.0.0.1:9000&unsigned_payload=true":   true,
+		"s3://bkt?endpoint=https://s3.example.com&unsigned_payload=false": false,
+	} {
+		sp, err := parse(url, nil)
+		if err != nil || sp.s3.UnsignedPayload != want {
+			t.Errorf("%s: unsigned %v (%v), want %v", url, sp.s3 != nil && sp.s3.UnsignedPayload, err, want)
+		}
+	}
+	if _, err := parse("s3://bkt?unsigned_payload=maybe", nil); err == nil {
+		t.Error("unsigned_payload=maybe accepted")
+	}
 }
 
 func TestParseMinio(t *testing.T) {

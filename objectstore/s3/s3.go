@@ -9,6 +9,7 @@ import (
 	"net/url"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -49,6 +50,14 @@ type Config struct {
 	// Concurrency is how many parts one Put uploads at once; a Put buffers
 	// at most max(Concurrency, 2) parts.
 	Concurrency int
+	// UnsignedPayload leaves object bodies out of the request signature
+	// (SigV4's UNSIGNED-PAYLOAD): a PUT then costs no SHA-256 of its body.
+	// The body is still covered by a CRC32 checksum the service verifies;
+	// what signing adds is protection against tampering in transit, which
+	// TLS gives already. Over plain http it lets anyone on the path alter a
+	// body undetected, so use it there only on a network you trust (a
+	// local MinIO).
+	UnsignedPayload bool
 }
 
 // DefaultConfig returns the defaults: 8 MiB parts, 4 in flight.
@@ -117,13 +126,21 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 	})
-	return backend.New(cfg.shared(), &client{s3: c, bucket: cfg.Bucket})
+	cl := &client{s3: c, bucket: cfg.Bucket}
+	if cfg.UnsignedPayload {
+		cl.putOpts = append(cl.putOpts, func(o *s3.Options) {
+			o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+		})
+	}
+	return backend.New(cfg.shared(), cl)
 }
 
 // client implements backend.Client with aws-sdk-go-v2.
 type client struct {
 	s3     *s3.Client
 	bucket string
+	// putOpts apply to the requests that carry object bodies.
+	putOpts []func(*s3.Options)
 }
 
 // ErrorCode reads the API error code and the HTTP status of err.
@@ -180,7 +197,9 @@ func (u *upload) PutSingle(ctx context.Context, body []byte) error {
 		Body:          bytes.NewReader(body),
 		ContentLength: aws.Int64(int64(len(body))),
 		IfNoneMatch:   u.ifNoneMatch,
-	})
+		// A checksum the service verifies, cheap beside a SHA-256.
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+	}, u.c.putOpts...)
 	return err
 }
 
@@ -205,7 +224,7 @@ func (u *upload) UploadPart(ctx context.Context, uploadID string, n int, body []
 		Body:              bytes.NewReader(body),
 		ContentLength:     aws.Int64(int64(len(body))),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
-	})
+	}, u.c.putOpts...)
 	if err != nil {
 		return types.CompletedPart{}, err
 	}

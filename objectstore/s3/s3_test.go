@@ -24,10 +24,21 @@ func config(c objectstoretest.RemoteConfig) s3.Config {
 	return cfg
 }
 
-// TestRemote runs the suite every S3-protocol backend passes.
+// TestRemote runs the suite every S3-protocol backend passes, with bodies
+// signed and unsigned.
 func TestRemote(t *testing.T) {
 	t.Parallel()
 	objectstoretest.RunRemote(t, "s3", config, s3.New)
+}
+
+func TestRemoteUnsignedPayload(t *testing.T) {
+	t.Parallel()
+	unsigned := func(c objectstoretest.RemoteConfig) s3.Config {
+		cfg := config(c)
+		cfg.UnsignedPayload = true
+		return cfg
+	}
+	objectstoretest.RunRemote(t, "s3", unsigned, s3.New)
 }
 
 func TestConfig(t *testing.T) {
