@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"testing/quick"
 
@@ -214,7 +215,7 @@ func TestRoundTrip(t *testing.T) {
 			if d := diffRecords(recs, b.Records); d != "" {
 				t.Fatalf("%v n=%d: %s", comp, n, d)
 			}
-			if b.Compression() != comp || b.RecordCount != info.Records || b.LastOffsetDelta != info.LastOffsetDelta ||
+			if !storedAs(comp, b.Compression()) || b.RecordCount != info.Records || b.LastOffsetDelta != info.LastOffsetDelta ||
 				b.BaseTimestamp != info.FirstTimestamp || b.MaxTimestamp != info.MaxTimestamp || b.Size() != info.Size {
 				t.Fatalf("%v n=%d: header %+v vs info %+v", comp, n, b.BatchHeader, info)
 			}
@@ -378,7 +379,7 @@ func TestParseBatchHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	if h.Size() != len(chunk) || h.RecordCount != 9 || h.LastOffsetDelta != info.LastOffsetDelta ||
-		h.Compression() != CompressionZstd || h.ProducerID != 42 || h.ProducerEpoch != 3 || h.BaseSequence != 100 ||
+		!storedAs(CompressionZstd, h.Compression()) || h.ProducerID != 42 || h.ProducerEpoch != 3 || h.BaseSequence != 100 ||
 		h.Transactional() || h.Control() || h.LogAppendTime() {
 		t.Fatalf("header %+v", h)
 	}
@@ -630,6 +631,48 @@ func TestEncoderLevels(t *testing.T) {
 		}
 		if d := diffRecords(recs, b.Records); d != "" {
 			t.Fatalf("level %d: %s", l, d)
+		}
+	}
+}
+
+// storedAs reports whether a batch asked to be compressed with asked may be
+// stored with got: zstd batches fall back to none when zstd saves too
+// little (random test data).
+func storedAs(asked, got Compression) bool {
+	return got == asked || (asked == CompressionZstd && got == CompressionNone)
+}
+
+// A zstd batch whose records do not compress is stored uncompressed and
+// never larger; one that compresses is stored compressed.
+func TestIncompressibleBatchesAreStoredAsTheyAre(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	enc := NewEncoder()
+	random := make([]Record, 50)
+	text := make([]Record, 50)
+	for i := range random {
+		v := make([]byte, 1000)
+		for j := range v {
+			v[j] = byte(rng.Uint32())
+		}
+		random[i] = Record{OffsetDelta: int32(i), Value: v}
+		text[i] = Record{OffsetDelta: int32(i), Value: []byte(strings.Repeat("an event that compresses well; ", 30))}
+	}
+	for _, tc := range []struct {
+		name string
+		recs []Record
+		want Compression
+	}{{"random", random, CompressionNone}, {"text", text, CompressionZstd}} {
+		z, _ := mustAppend(t, enc, nil, tc.recs, BatchOptions{Compression: CompressionZstd})
+		plain, _ := mustAppend(t, enc, nil, tc.recs, BatchOptions{Compression: CompressionNone})
+		b, err := DecodeBatch(z, DecodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Compression() != tc.want || len(z) > len(plain) {
+			t.Fatalf("%s: stored %v in %d bytes (%d uncompressed)", tc.name, b.Compression(), len(z), len(plain))
+		}
+		if d := diffRecords(tc.recs, b.Records); d != "" {
+			t.Fatalf("%s: %s", tc.name, d)
 		}
 	}
 }

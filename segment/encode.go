@@ -137,7 +137,8 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record, opts BatchOptions) ([]b
 	e.sizes = sizes
 
 	start := len(dst)
-	if opts.Compression == CompressionNone {
+	compression := opts.Compression
+	if compression == CompressionNone {
 		dst = slices.Grow(dst, BatchHeaderSize+total)
 		dst = dst[:start+BatchHeaderSize]
 		dst = appendRecords(dst, recs, sizes, base)
@@ -152,6 +153,13 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record, opts BatchOptions) ([]b
 		// object built so far when called by Builder.Add.
 		dst = slices.Grow(dst, BatchHeaderSize+zstdBound(total))
 		dst = z.EncodeAll(e.scratch, dst[:start+BatchHeaderSize])
+		if len(dst)-start-BatchHeaderSize > total-total/minCompressionGain {
+			// zstd saves too little to be worth its cost on every read
+			// (incompressible values: encrypted, already compressed):
+			// the records are stored as they are.
+			dst = append(dst[:start+BatchHeaderSize], e.scratch...)
+			compression = CompressionNone
+		}
 	}
 	size := len(dst) - start
 	if size-batchLengthOverhead > math.MaxInt32 {
@@ -168,7 +176,7 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record, opts BatchOptions) ([]b
 	be.PutUint32(b[offBatchLength:], uint32(size-batchLengthOverhead))
 	be.PutUint32(b[offLeaderEpoch:], math.MaxUint32) // -1: no leader epoch
 	b[offMagic] = BatchMagic
-	be.PutUint16(b[offAttributes:], uint16(opts.Compression))
+	be.PutUint16(b[offAttributes:], uint16(compression))
 	be.PutUint32(b[offLastOffsetDelta:], uint32(prev))
 	be.PutUint64(b[offBaseTimestamp:], uint64(base))
 	be.PutUint64(b[offMaxTimestamp:], uint64(maxTS))
@@ -255,3 +263,7 @@ func appendRecords(dst []byte, recs []Record, sizes []int, base int64) []byte {
 // after a frame header and before a checksum (zstd's ZSTD_compressBound is
 // n + n/256 + a little).
 func zstdBound(n int) int { return n + n>>8 + 64 }
+
+// minCompressionGain: a zstd batch must be at least 1/minCompressionGain
+// (about 3%) smaller than its records, or they are stored uncompressed.
+const minCompressionGain = 32
