@@ -11,6 +11,8 @@ type metrics struct {
 	gets                    *prometheus.CounterVec
 	records, bytes          prometheus.Counter
 	waits                   prometheus.Counter
+	batchHits, batchMisses  prometheus.Counter
+	batchBytes              prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
@@ -24,12 +26,21 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_records_total", Help: "Records returned by fetches."}),
 		bytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_record_bytes_total", Help: "Record bytes returned by fetches."}),
 		waits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_waits_total", Help: "Times a long-poll parked waiting for a commit."}),
+		batchHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_batch_cache_hits_total",
+			Help: "Stored-batch cache hits (batches served as they are stored)."}),
+		batchMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_batch_cache_misses_total",
+			Help: "Stored-batch cache misses."}),
+		batchBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_batch_bytes_total",
+			Help: "Stored-batch bytes returned as they are stored (Kafka fetch)."}),
 	}
 	cacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_cache_bytes", Help: "Bytes held by the decoded-chunk cache."},
 		func() float64 { return float64(f.chunks.bytes()) })
 	objectBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_object_cache_bytes", Help: "Bytes held by the whole-object cache."},
 		func() float64 { return float64(f.whole.bytes()) })
-	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits, cacheBytes, objectBytes} {
+	batchCacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_batch_cache_bytes", Help: "Bytes held by the stored-batch cache."},
+		func() float64 { return float64(f.raw.bytes()) })
+	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits,
+		m.batchHits, m.batchMisses, m.batchBytes, cacheBytes, objectBytes, batchCacheBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("fetch metrics: %w", err)
 		}
