@@ -77,6 +77,10 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&g.MinSessionTimeout, "group-min-session-timeout", g.MinSessionTimeout, "shortest session timeout a group member may ask for")
 	fs.DurationVar(&g.MaxSessionTimeout, "group-max-session-timeout", g.MaxSessionTimeout, "longest session timeout a group member may ask for")
 	fs.IntVar(&g.MaxMembers, "group-max-members", g.MaxMembers, "most members in one consumer group")
+	k := &c.Kafka
+	fs.StringVar(&k.Listen, "kafka-listen", k.Listen, "Kafka protocol listen address (host:port); empty leaves the Kafka listener off")
+	fs.StringVar(&k.AdvertisedAddr, "kafka-advertised-addr", k.AdvertisedAddr, "host:port Kafka clients are told to connect to: the load balancer's in a cluster (default: derived from --kafka-listen)")
+	fs.BoolVar(&k.AutoCreateTopics, "kafka-auto-create-topics", k.AutoCreateTopics, "create a topic that a Kafka client's Metadata request names and that does not exist (with one partition)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM, how long /readyz fails before the listener closes (for load balancers without retries)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests and the final flush")
 	fs.BoolVar(&c.HTTP.Pprof, "pprof", c.HTTP.Pprof, "serve Go's profiler under /debug/pprof/")
@@ -92,6 +96,7 @@ func (ac *agentConfig) finish() error {
 	c.HTTP.MaxRecordBytes = int(ac.MaxRecordBytes)
 	c.HTTP.MaxRequestBytes = ac.MaxRequestBytes
 	c.HTTP.Version = Version()
+	c.Kafka.MaxRecordBytes = int(ac.MaxRecordBytes)
 	if c.DatabaseURL == "" {
 		return errors.New("--database-url (SILT_DATABASE_URL) is required")
 	}
@@ -114,7 +119,27 @@ func (ac *agentConfig) finish() error {
 		}
 		c.Advertise = net.JoinHostPort(host, port)
 	}
+	if c.Kafka.Listen != "" && c.Kafka.AdvertisedAddr == "" {
+		addr, err := advertisedFrom(c.Kafka.Listen)
+		if err != nil {
+			return fmt.Errorf("--kafka-listen %q: %w", c.Kafka.Listen, err)
+		}
+		c.Kafka.AdvertisedAddr = addr
+	}
 	return c.Validate()
+}
+
+// advertisedFrom derives an address to advertise from a listen address:
+// a wildcard host becomes this machine's name.
+func advertisedFrom(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host, _ = os.Hostname()
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

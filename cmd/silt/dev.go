@@ -19,6 +19,8 @@ import (
 func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := defaultAgentConfig()
 	cfg.LogFormat = "text"
+	cfg.Agent.Kafka.Listen = "localhost:9092" // the Kafka listener is on in dev
+	cfg.Agent.Kafka.AutoCreateTopics = true
 	fs := newFlagSet("dev")
 	var dataDir string
 	fs.StringVar(&dataDir, "data-dir", ".silt", "where the private Postgres and the objects live")
@@ -65,8 +67,12 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return runAgent(ctx, cfg, logger, func(addr string) {
-		fmt.Fprintf(stdout, "Silt is running: http://%s (Postgres %s, objects in %s). Ctrl-C stops it.\n",
-			displayAddr(addr), cfg.Agent.DatabaseURL, filepath.Join(abs, "objects"))
+		kafka := ""
+		if cfg.Agent.Kafka.Listen != "" {
+			kafka = ", Kafka " + cfg.Agent.Kafka.AdvertisedAddr
+		}
+		fmt.Fprintf(stdout, "Silt is running: http://%s%s (Postgres %s, objects in %s). Ctrl-C stops it.\n",
+			displayAddr(addr), kafka, cfg.Agent.DatabaseURL, filepath.Join(abs, "objects"))
 	})
 }
 

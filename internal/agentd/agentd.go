@@ -16,6 +16,7 @@ import (
 	"silt/batcher"
 	"silt/fetch"
 	"silt/groups"
+	"silt/kafka"
 	"silt/metadata"
 	"silt/migrations"
 	"silt/objectstore"
@@ -41,6 +42,8 @@ type Config struct {
 
 	// Groups bounds consumer groups and their lag metrics.
 	Groups groups.Config
+	// Kafka is the Kafka listener; it is off while Kafka.Listen is empty.
+	Kafka kafka.Config
 }
 
 // DefaultConfig returns the defaults; AgentID, DatabaseURL and
@@ -54,6 +57,7 @@ func DefaultConfig() Config {
 		Fetch:           fetch.DefaultConfig(),
 		Ownership:       ownership.DefaultConfig(),
 		Groups:          groups.DefaultConfig(),
+		Kafka:           kafka.DefaultConfig(),
 	}
 }
 
@@ -88,6 +92,11 @@ func (c Config) Validate() error {
 	if err := c.Groups.Validate(); err != nil {
 		return err
 	}
+	if c.Kafka.Listen != "" {
+		if err := c.Kafka.Validate(); err != nil {
+			return err
+		}
+	}
 	return c.Batcher.Validate()
 }
 
@@ -103,6 +112,9 @@ type Overrides struct {
 	Bucket objectstore.Bucket
 	// Listener replaces listening on Config.HTTP.Listen.
 	Listener net.Listener
+	// KafkaListener replaces listening on Config.Kafka.Listen (which
+	// must still be set for the Kafka listener to run).
+	KafkaListener net.Listener
 }
 
 // Agent is a running agent.
@@ -119,6 +131,8 @@ type Agent struct {
 	drain   chan struct{}      // closed when Stop begins: ends long-polls
 	http    *agent.Server
 	ln      net.Listener
+	kafka   *kafka.Server // nil when off
+	kafkaLn net.Listener
 	served  chan error
 	reg     *prometheus.Registry
 }
@@ -134,7 +148,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	logger = logger.With("agent_id", cfg.AgentID)
 	// a is local, not the named result: the cleanup below must still see
 	// it after an error return sets the result to nil.
-	a := &Agent{cfg: cfg, logger: logger, served: make(chan error, 1), reg: prometheus.NewRegistry(), drain: make(chan struct{})}
+	a := &Agent{cfg: cfg, logger: logger, served: make(chan error, 2), reg: prometheus.NewRegistry(), drain: make(chan struct{})}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var closers []func()
 	defer func() {
@@ -229,13 +243,44 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 			return nil, fmt.Errorf("listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
+	closers = append(closers, func() { a.ln.Close() })
+	if cfg.Kafka.Listen != "" {
+		if a.kafka, err = kafka.New(cfg.Kafka, kafka.Deps{
+			Topics: a.store, Producer: a.batcher, Fetcher: a.fetcher, Watcher: a.notify, Logger: logger, Registerer: a.reg,
+		}); err != nil {
+			return nil, err
+		}
+		a.kafkaLn = ov.KafkaListener
+		if a.kafkaLn == nil {
+			if a.kafkaLn, err = net.Listen("tcp", cfg.Kafka.Listen); err != nil {
+				return nil, fmt.Errorf("kafka listen %s: %w", cfg.Kafka.Listen, err)
+			}
+		}
+		go func() {
+			if err := a.kafka.Serve(a.kafkaLn); err != nil {
+				select {
+				case a.served <- err:
+				default:
+				}
+			}
+		}()
+	}
 	go func() { a.served <- a.http.Serve(a.ln) }()
-	logger.Info("agent started", "listen", a.ln.Addr().String(), "objectstore", a.bucket.Name(), "version", cfg.HTTP.Version)
+	logger.Info("agent started", "listen", a.ln.Addr().String(), "kafka", a.KafkaAddr(), "objectstore", a.bucket.Name(), "version", cfg.HTTP.Version)
 	return a, nil
 }
 
 // Addr is the address the HTTP server listens on.
 func (a *Agent) Addr() string { return a.ln.Addr().String() }
+
+// KafkaAddr is the address the Kafka listener listens on, or "" when it
+// is off.
+func (a *Agent) KafkaAddr() string {
+	if a.kafkaLn == nil {
+		return ""
+	}
+	return a.kafkaLn.Addr().String()
+}
 
 // Store is the agent's metadata store.
 func (a *Agent) Store() *metadata.Store { return a.store }
@@ -252,7 +297,8 @@ func (a *Agent) Notifier() *fetch.Notifier { return a.notify }
 // Metrics is the agent's Prometheus registry.
 func (a *Agent) Metrics() *prometheus.Registry { return a.reg }
 
-// Wait blocks until ctx ends or the HTTP server fails.
+// Wait blocks until ctx ends or the HTTP server (or the Kafka listener)
+// fails.
 func (a *Agent) Wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
@@ -263,7 +309,8 @@ func (a *Agent) Wait(ctx context.Context) error {
 }
 
 // Stop shuts down in the reverse order of construction, within the
-// configured shutdown timeout: HTTP, batcher final flush, pools.
+// configured shutdown timeout: Kafka listener, HTTP, batcher final flush,
+// pools.
 func (a *Agent) Stop(ctx context.Context) error {
 	a.logger.Info("shutting down")
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
@@ -282,6 +329,11 @@ func (a *Agent) Stop(ctx context.Context) error {
 		t.Stop()
 	}
 	close(a.drain)
+	if a.kafka != nil {
+		if err := a.kafka.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := a.http.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -28,6 +28,8 @@ type Options struct {
 	// Bucket shares an object store between agents; nil uses a fresh
 	// in-memory bucket.
 	Bucket objectstore.Bucket
+	// Kafka turns the Kafka listener on, on a free loopback port.
+	Kafka bool
 	// Configure edits the agent's config before it starts.
 	Configure func(*agentd.Config)
 }
@@ -36,6 +38,7 @@ type Options struct {
 type Agent struct {
 	*agentd.Agent
 	URL         string // http://127.0.0.1:port
+	KafkaAddr   string // 127.0.0.1:port when Options.Kafka is set
 	DatabaseURL string
 	Raw         objectstore.Bucket // the bucket as passed in, before instrumentation
 	stopped     atomic.Bool
@@ -66,6 +69,16 @@ func Start(t testing.TB, opts Options) *Agent {
 	cfg.Ownership.AgentTTL = 2 * time.Second
 	cfg.Ownership.LeaseTTL = 2 * time.Second
 	cfg.Ownership.LeaseInterval = 200 * time.Millisecond
+	var kln net.Listener
+	if opts.Kafka {
+		var err error
+		if kln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Kafka.Listen = kln.Addr().String()
+		cfg.Kafka.AdvertisedAddr = kln.Addr().String()
+		cfg.Kafka.MaxWait = 5 * time.Second
+	}
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
@@ -81,12 +94,18 @@ func Start(t testing.TB, opts Options) *Agent {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	a, err := agentd.Start(context.Background(), cfg, agentd.Overrides{Bucket: opts.Bucket, Listener: ln}, logger)
+	a, err := agentd.Start(context.Background(), cfg, agentd.Overrides{Bucket: opts.Bucket, Listener: ln, KafkaListener: kln}, logger)
 	if err != nil {
 		ln.Close()
+		if kln != nil {
+			kln.Close()
+		}
 		t.Fatalf("agenttest: start agent: %v", err)
 	}
 	ag := &Agent{Agent: a, URL: "http://" + ln.Addr().String(), DatabaseURL: opts.DatabaseURL, Raw: opts.Bucket}
+	if kln != nil {
+		ag.KafkaAddr = kln.Addr().String()
+	}
 	t.Cleanup(func() { ag.Stop(t) })
 	return ag
 }
