@@ -28,16 +28,20 @@ const (
 // versionRange is the versions of one API that are served.
 type versionRange struct{ min, max int16 }
 
-// apiVersions is what this listener serves. The floor leaves out
-// ListOffsets v0's offset lists; the ceilings stop before ListOffsets'
-// max-timestamp lookups (v7) and Metadata's top-level error (v13).
-// Produce and Fetch come next.
+// apiVersions is what this listener serves. The floors leave out the
+// message formats before RecordBatch v2 (Produce v0-2, Fetch v0-3) and
+// ListOffsets v0's offset lists; the ceilings stop before topic IDs in
+// Produce and Fetch (v13), ListOffsets' max-timestamp lookups (v7) and
+// Metadata's top-level error (v13).
 var apiVersions = map[int16]versionRange{
+	keyProduce:                 {3, 12},
+	keyFetch:                   {4, 12},
 	keyListOffsets:             {1, 6},
 	keyMetadata:                {0, 12},
 	keyApiVersions:             {0, 4},
 	keyCreateTopics:            {0, 7},
 	keyDeleteTopics:            {0, 6},
+	keyInitProducerID:          {0, 4},
 	keyDescribeConfigs:         {0, 4},
 	keyCreatePartitions:        {0, 3},
 	keyIncrementalAlterConfigs: {0, 1},
@@ -72,6 +76,15 @@ func (s *Server) handle(cl *call) {
 		return
 	}
 	ctx := cl.c.ctx
+	switch req := cl.req.(type) {
+	case *kmsg.ProduceRequest:
+		s.produce(ctx, cl, req) // releases the request's bytes itself
+		return
+	case *kmsg.FetchRequest:
+		cl.release()
+		cl.reply(s.fetch(ctx, cl, req))
+		return
+	}
 	cl.release()
 	var resp kmsg.Response
 	switch req := cl.req.(type) {
@@ -87,6 +100,8 @@ func (s *Server) handle(cl *call) {
 		resp = s.deleteTopics(ctx, req)
 	case *kmsg.CreatePartitionsRequest:
 		resp = s.createPartitions(ctx, req)
+	case *kmsg.InitProducerIDRequest:
+		resp = s.initProducerID(ctx, req)
 	case *kmsg.DescribeConfigsRequest:
 		resp = s.describeConfigs(ctx, req)
 	case *kmsg.IncrementalAlterConfigsRequest:

@@ -16,6 +16,7 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	seconds     *prometheus.HistogramVec
 	produced    *prometheus.CounterVec // batches by path
+	waiting     prometheus.Gauge       // fetches parked for data
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
@@ -34,11 +35,13 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			[]string{"api"}),
 		produced: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "silt_kafka_produced_batches_total",
 			Help: "Record batches produced over Kafka, by how they were stored: as sent (raw) or re-encoded."}, []string{"stored"}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "silt_kafka_fetches_waiting",
+			Help: "Kafka fetches parked until a commit brings min_bytes or max_wait_ms passes."}),
 	}
 	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_kafka_inflight_bytes",
 		Help: "Kafka request and fetch response bytes in flight (bounded)."},
 		func() float64 { return float64(s.inflightBytes()) })
-	for _, c := range []prometheus.Collector{m.connections, m.refused, m.malformed, m.unsupported, m.requests, m.seconds, m.produced, inflight} {
+	for _, c := range []prometheus.Collector{m.connections, m.refused, m.malformed, m.unsupported, m.requests, m.seconds, m.produced, m.waiting, inflight} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("kafka metrics: %w", err)
 		}
