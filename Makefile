@@ -11,7 +11,7 @@ MINIO_BIN := $(CACHE_DIR)/minio-$(MINIO_VERSION)
 LOCALSTACK := $(GO) run ./localstack/cmd/localstack
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio haproxy nats
+.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio haproxy kafka-clients nats
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,7 +22,7 @@ build: ## build bin/silt
 run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), on :8080
 	./$(BIN) dev
 
-test: postgres minio haproxy ## start Postgres and MinIO (HAProxy for the load-balanced tests), run every test with -race, stop them
+test: postgres minio haproxy kafka-clients ## start Postgres and MinIO (HAProxy and Kafka clients for the end-to-end tests), run every test with -race, stop them
 	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short: ## unit tests only (no services; integration tests skip)
@@ -59,6 +59,11 @@ $(MINIO_BIN):
 
 haproxy: ## install HAProxy with apt-get when missing (for make localstack and the end-to-end tests)
 	@scripts/ensure-apt.sh haproxy haproxy
+
+kafka-clients: ## install kcat and Debian's Kafka clients for Python (confluent-kafka, kafka-python) with apt-get when missing (for the Kafka tests)
+	@scripts/ensure-apt.sh kcat kcat
+	@scripts/ensure-apt-python.sh confluent_kafka python3-confluent-kafka
+	@scripts/ensure-apt-python.sh kafka python3-kafka
 
 nats: ## install the NATS server with apt-get when missing (benchmark baseline)
 	@scripts/ensure-apt.sh nats-server nats-server

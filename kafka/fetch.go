@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"silt/fetch"
+	"silt/segment"
 )
 
 // fetchConcurrency bounds the partitions one fetch reads at once.
@@ -52,6 +53,7 @@ func (s *Server) fetch(ctx context.Context, cl *call, req *kmsg.FetchRequest) *k
 			*p = kmsg.NewFetchResponseTopicPartition()
 			p.Partition = rp.Partition
 			p.HighWatermark, p.LastStableOffset, p.LogStartOffset = -1, -1, -1
+			p.RecordBatches = []byte{} // empty, not null: librdkafka refuses a null record set
 			fp := &fetchPart{out: p, topicID: topic.ID, offset: rp.FetchOffset, maxBytes: int64(rp.PartitionMaxBytes)}
 			switch {
 			case terr != nil:
@@ -85,7 +87,7 @@ func (s *Server) fetch(ctx context.Context, cl *call, req *kmsg.FetchRequest) *k
 		if wait > 0 {
 			wake, stopWatch = s.watch(parts)
 		}
-		got, failed := s.readParts(ctx, parts, maxBytes)
+		got, failed := s.readParts(ctx, parts, maxBytes, req.Version < 10)
 		left := time.Until(deadline)
 		if got >= minBytes || failed || wait <= 0 || left <= 0 {
 			if stopWatch != nil {
@@ -159,7 +161,7 @@ func (s *Server) watch(parts []*fetchPart) (wake chan struct{}, stop func()) {
 // each at most its own limit and what is left of maxBytes; partitions
 // past the limit get nothing this time. It returns the bytes read and
 // whether a partition failed (which ends any wait: clients act on errors).
-func (s *Server) readParts(ctx context.Context, parts []*fetchPart, maxBytes int64) (int64, bool) {
+func (s *Server) readParts(ctx context.Context, parts []*fetchPart, maxBytes int64, noZstd bool) (int64, bool) {
 	var total int64
 	failed := false
 	for start := 0; start < len(parts); start += fetchConcurrency {
@@ -172,7 +174,7 @@ func (s *Server) readParts(ctx context.Context, parts []*fetchPart, maxBytes int
 			if !fp.ok {
 				continue
 			}
-			fp.out.RecordBatches = nil
+			fp.out.RecordBatches = []byte{}
 			if left <= 0 && total > 0 {
 				continue // the answer is full
 			}
@@ -202,6 +204,14 @@ func (s *Server) readParts(ctx context.Context, parts []*fetchPart, maxBytes int
 				s.logger.Debug("kafka fetch: partition read failed", "partition", p.Partition, "err", err)
 			case results[i] != nil:
 				r := results[i]
+				if noZstd {
+					if err := withoutZstd(r); err != nil {
+						p.ErrorCode = errorCode(err)
+						failed = true
+						s.logger.Warn("kafka fetch: re-encoding a zstd batch for an old client", "partition", p.Partition, "err", err)
+						continue
+					}
+				}
 				p.ErrorCode = errNone
 				p.HighWatermark, p.LastStableOffset, p.LogStartOffset = r.HighWatermark, r.HighWatermark, r.LogStartOffset
 				// Past what the answer may hold, only the first
@@ -214,4 +224,56 @@ func (s *Server) readParts(ctx context.Context, parts []*fetchPart, maxBytes int
 		}
 	}
 	return total, failed
+}
+
+// withoutZstd re-encodes the zstd batches of r uncompressed, for a client
+// fetching with a version before 10, which predates zstd (Kafka would
+// answer it UNSUPPORTED_COMPRESSION_TYPE; Silt stores most records zstd,
+// so it down-converts instead, as Kafka does for older message formats).
+// Offsets, timestamps and producer fields are kept.
+func withoutZstd(r *fetch.ChunkResponse) error {
+	zstd := false
+	data := r.Data
+	for _, c := range r.Chunks {
+		h, err := segment.ParseBatchHeader(data[:c.Size])
+		if err != nil {
+			return err
+		}
+		zstd = zstd || h.Compression() == segment.CompressionZstd
+		data = data[c.Size:]
+	}
+	if !zstd {
+		return nil
+	}
+	enc := segment.NewEncoder()
+	out := make([]byte, 0, len(r.Data))
+	data = r.Data
+	for i, c := range r.Chunks {
+		chunk := data[:c.Size]
+		data = data[c.Size:]
+		h, err := segment.ParseBatchHeader(chunk)
+		if err != nil {
+			return err
+		}
+		if h.Compression() != segment.CompressionZstd {
+			out = append(out, chunk...)
+			continue
+		}
+		b, err := segment.DecodeBatch(chunk, segment.DecodeOptions{})
+		if err != nil {
+			return err
+		}
+		opts := segment.BatchOptions{Compression: segment.CompressionNone}
+		if h.ProducerID >= 0 {
+			opts.Idempotent, opts.ProducerID, opts.ProducerEpoch, opts.BaseSequence = true, h.ProducerID, h.ProducerEpoch, h.BaseSequence
+		}
+		start := len(out)
+		if out, _, err = enc.AppendBatch(out, b.Records, opts); err != nil {
+			return err
+		}
+		segment.SetBaseOffset(out[start:], h.BaseOffset)
+		r.Chunks[i].Size = len(out) - start
+	}
+	r.Data = out
+	return nil
 }

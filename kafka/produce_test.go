@@ -718,3 +718,66 @@ func TestShutdownAnswersParkedFetch(t *testing.T) {
 	}
 	<-stopped
 }
+
+// Clients fetching with a version before 10 predate zstd: Silt's zstd
+// batches reach them re-encoded uncompressed, with the same records and
+// offsets; newer versions get the stored bytes.
+func TestFetchDownConvertsZstdForOldVersions(t *testing.T) {
+	a := setup(t, nil)
+	topic := topicName(t)
+	hc, err := client.New(a.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := hc.CreateTopic(ctx, client.NewTopic{Name: topic}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []client.Message
+	for i := range 20 {
+		msgs = append(msgs, client.Message{Key: []byte(fmt.Sprint("k", i)), Value: bytes.Repeat([]byte("zstd "), 50), Timestamp: time.UnixMilli(int64(1000 + i))})
+	}
+	for range 2 { // two chunks
+		if _, err := hc.ProduceBinary(ctx, topic, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := dialRaw(t, a.KafkaAddr)
+	for _, v := range []int16{4, 9, 10, 12} {
+		req := kmsg.NewPtrFetchRequest()
+		req.MaxBytes, req.MinBytes, req.SessionEpoch = 1<<20, 1, -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.PartitionMaxBytes = 1 << 20
+		rt.Partitions = []kmsg.FetchRequestTopicPartition{rp}
+		req.Topics = []kmsg.FetchRequestTopic{rt}
+		data := c.do(req, v).(*kmsg.FetchResponse).Topics[0].Partitions[0].RecordBatches
+		var bases []int64
+		var n int
+		for len(data) > 0 {
+			h, err := segment.ParseBatchHeader(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := segment.DecodeBatch(data[:h.Size()], segment.DecodeOptions{})
+			if err != nil {
+				t.Fatalf("v%d: %v", v, err)
+			}
+			if want := segment.CompressionZstd; (v >= 10) != (h.Compression() == want) {
+				t.Fatalf("v%d: batch at %d compressed %v", v, h.BaseOffset, h.Compression())
+			}
+			for i, r := range b.Records {
+				if string(r.Key) != fmt.Sprint("k", i) || r.Timestamp != int64(1000+i) {
+					t.Fatalf("v%d: record %d: %q at %d", v, i, r.Key, r.Timestamp)
+				}
+			}
+			bases = append(bases, h.BaseOffset)
+			n += len(b.Records)
+			data = data[h.Size():]
+		}
+		if !slices.Equal(bases, []int64{0, 20}) || n != 40 {
+			t.Fatalf("v%d: batches at %v, %d records", v, bases, n)
+		}
+	}
+}
