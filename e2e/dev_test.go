@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	kc "silt/internal/kafkaclients"
 	"silt/internal/pgcluster"
 )
 
@@ -27,14 +28,19 @@ func TestDevRunsAndReusesData(t *testing.T) {
 	}
 	dataDir := filepath.Join(base, "silt")
 
-	run := func(check func(url string)) {
+	run := func(check func(url, kafka string)) {
 		t.Helper()
 		port, err := pgcluster.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
+		kport, err := pgcluster.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
 		url := fmt.Sprintf("http://127.0.0.1:%d", port)
-		cmd := exec.Command(bin, "dev", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+		kafka := fmt.Sprintf("127.0.0.1:%d", kport)
+		cmd := exec.Command(bin, "dev", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--kafka-listen", kafka)
 		logPath := filepath.Join(base, "dev.log")
 		logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -72,7 +78,7 @@ func TestDevRunsAndReusesData(t *testing.T) {
 			}
 			return true
 		})
-		check(url)
+		check(url, kafka)
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case err := <-exited:
@@ -85,15 +91,23 @@ func TestDevRunsAndReusesData(t *testing.T) {
 		}
 	}
 
-	run(func(url string) {
+	run(func(url, kafka string) {
 		if _, err := request("POST", url+"/v1/topics", map[string]any{"name": "kept", "partitions": 1}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := request("POST", url+"/v1/topics/kept/records", map[string]any{"records": []map[string]any{{"value": "first run"}}}, nil); err != nil {
 			t.Fatal(err)
 		}
+		// The Kafka listener is on in dev, and creates topics on demand.
+		kc.Run(t, []byte("k:over kafka\n"), "kcat", "-b", kafka, "-P", "-t", "auto", "-K:")
 	})
-	run(func(url string) {
+	run(func(url, kafka string) {
+		for topic, want := range map[string]string{"kept": `"first run"` /* the JSON value, as stored */, "auto": "over kafka"} {
+			msgs := kc.KcatConsume(t, kafka, topic)
+			if len(msgs) != 1 || msgs[0].Payload == nil || *msgs[0].Payload != want {
+				t.Fatalf("second run, over Kafka, topic %s: %+v, want %q", topic, msgs, want)
+			}
+		}
 		var resp struct {
 			Records []struct {
 				Value string `json:"value"`

@@ -1,4 +1,4 @@
-"""Produce or consume with confluent-kafka (librdkafka), for Silt's tests.
+"""Produce or consume with confluent-kafka (librdkafka), for Silt's tests (run by package internal/kafkaclients).
 
 usage: confluent_client.py produce BOOTSTRAP TOPIC CODEC IDEMPOTENT < records
        confluent_client.py consume BOOTSTRAP TOPIC PARTITIONS COUNT > records

@@ -1,4 +1,4 @@
-"""Produce or consume with kafka-python, for Silt's tests.
+"""Produce or consume with kafka-python, for Silt's tests (run by package internal/kafkaclients).
 
 usage: kafkapython_client.py produce BOOTSTRAP TOPIC CODEC < records
        kafkapython_client.py consume BOOTSTRAP TOPIC PARTITIONS COUNT > records
