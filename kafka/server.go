@@ -447,7 +447,7 @@ func (c *conn) writeLoop() {
 			c.s.releaseBytes(cl.extra)
 		}
 	}()
-	var buf []byte
+	var buf []byte // small responses; large ones use pooled buffers
 	for cl := range c.calls {
 		select {
 		case <-cl.done:
@@ -455,11 +455,23 @@ func (c *conn) writeLoop() {
 			<-cl.done
 		}
 		if cl.resp != nil && c.ctx.Err() == nil {
-			buf = appendResponse(buf[:0], cl)
+			out := buf[:0]
+			var big *[]byte
+			if cl.extra > smallResponse {
+				// A fetch answer: its size is about its reservation;
+				// a buffer that fits avoids growing (and copying) it
+				// while the records are appended.
+				big = getResponseBuffer(int(cl.extra) + responseSlack)
+				out = (*big)[:0]
+			}
+			out = appendResponse(out, cl)
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-			_, err := c.nc.Write(buf)
-			if cap(buf) > 1<<20 {
-				buf = nil // do not keep a large fetch response's buffer
+			_, err := c.nc.Write(out)
+			if big != nil && cap(out) <= maxPooledBytes {
+				*big = out
+				responseBuffers.Put(big)
+			} else if cap(out) <= smallResponse {
+				buf = out
 			}
 			if err != nil {
 				c.s.releaseBytes(cl.extra)
@@ -473,6 +485,25 @@ func (c *conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// Response buffers: fetch answers (at most MaxFetchBytes, plus the
+// framing) are written from pooled buffers; other answers from one small
+// buffer per connection.
+const (
+	smallResponse  = 64 << 10
+	responseSlack  = 64 << 10 // framing and partition headers around the records
+	maxPooledBytes = 128 << 20
+)
+
+var responseBuffers sync.Pool // *[]byte
+
+func getResponseBuffer(size int) *[]byte {
+	if bp, ok := responseBuffers.Get().(*[]byte); ok && cap(*bp) >= size {
+		return bp
+	}
+	b := make([]byte, 0, size)
+	return &b
 }
 
 // appendResponse frames a response: size, correlation id, the header's
