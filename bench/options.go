@@ -78,15 +78,15 @@ type Options struct {
 	Protocol string
 	// KafkaCompression is the codec of the Kafka producers' batches.
 	KafkaCompression string
-	Producers  int // producer clients
-	Consumers  int // consumer clients; 0 skips the tail and catch-up reads
-	Topics     int
-	Partitions int     // per topic
-	RecordSize int     // value bytes per record, send time included
-	Rate       float64 // records/s over all producers; 0 = as fast as possible
-	Duration   time.Duration
-	Warmup     time.Duration
-	Batch      int // records per produce request
+	Producers        int // producer clients
+	Consumers        int // consumer clients; 0 skips the tail and catch-up reads
+	Topics           int
+	Partitions       int     // per topic
+	RecordSize       int     // value bytes per record, send time included
+	Rate             float64 // records/s over all producers; 0 = as fast as possible
+	Duration         time.Duration
+	Warmup           time.Duration
+	Batch            int // records per produce request
 	// Inflight is how many requests each producer keeps outstanding.
 	Inflight int
 	Keys     KeyDist
