@@ -116,13 +116,15 @@ func (s *Server) fetch(ctx context.Context, cl *call, req *kmsg.FetchRequest) *k
 		}
 	}
 	// Account for what the answer really holds: a first batch larger
-	// than the limits is sent whole, as Kafka does.
+	// than the limits is sent whole, as Kafka does. Taking more without
+	// waiting: a fetch holding its reservation must not wait for others
+	// holding theirs (past the bound by at most that one batch).
 	var size int64
 	for _, fp := range parts {
 		size += int64(len(fp.out.RecordBatches))
 	}
 	if size > cl.extra {
-		if err := s.acquire(ctx, size-cl.extra); err == nil {
+		if s.tryAcquire(size - cl.extra) {
 			cl.extra = size
 		}
 	} else {
@@ -176,7 +178,18 @@ func (s *Server) readParts(ctx context.Context, parts []*fetchPart, maxBytes int
 			}
 			fp.out.RecordBatches = []byte{}
 			if left <= 0 && total > 0 {
-				continue // the answer is full
+				// The answer is full: no records for this partition this
+				// time, but its offsets, as Kafka gives them.
+				g.Go(func() error {
+					st, err := s.deps.Fetcher.Offsets(gctx, fp.topicID, fp.out.Partition)
+					if err != nil {
+						errs[i] = err
+						return nil
+					}
+					results[i] = &fetch.ChunkResponse{HighWatermark: st.HighWatermark, LogStartOffset: st.LogStartOffset, NextOffset: fp.offset}
+					return nil
+				})
+				continue
 			}
 			g.Go(func() error {
 				results[i], errs[i] = s.deps.Fetcher.FetchChunks(gctx, fetch.Request{

@@ -515,6 +515,9 @@ func TestFetchLimitsAndOutOfRange(t *testing.T) {
 			t.Fatalf("produce %d: %+v", i, got)
 		}
 	}
+	if got := producePart(t, c, produceReq(topic, 1, batch(t, 10, -1, -1, -1, false)), 9); got.ErrorCode != 0 {
+		t.Fatalf("produce to partition 1: %+v", got)
+	}
 	fetchReq := func(maxBytes, partMax int32, offsets ...int64) *kmsg.FetchRequest {
 		req := kmsg.NewPtrFetchRequest()
 		req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 0, 1, maxBytes
@@ -561,6 +564,10 @@ func TestFetchLimitsAndOutOfRange(t *testing.T) {
 			tiny := c.do(fetchReq(1, 1<<20, 0, 0), v).(*kmsg.FetchResponse)
 			if got := batches(tiny.Topics[0].Partitions[0].RecordBatches); !slices.Equal(got, []int64{0}) {
 				t.Fatalf("v%d: response max 1: batches %v", v, got)
+			}
+			// The answer is full: partition 1 gets no records, but its offsets.
+			if p1 := tiny.Topics[0].Partitions[1]; p1.ErrorCode != 0 || len(p1.RecordBatches) != 0 || p1.HighWatermark != 10 {
+				t.Fatalf("v%d: response max 1, partition 1: %+v", v, p1)
 			}
 		}
 		past := c.do(fetchReq(1<<20, 1<<20, 31, 0), v).(*kmsg.FetchResponse)

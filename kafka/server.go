@@ -206,6 +206,18 @@ func (s *Server) acquire(ctx context.Context, n int64) error {
 	return nil
 }
 
+// tryAcquire takes n bytes of the in-flight bound if they are free now.
+func (s *Server) tryAcquire(n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	if !s.inflight.TryAcquire(n) {
+		return false
+	}
+	s.held.Add(n)
+	return true
+}
+
 // releaseBytes returns n bytes to the in-flight bound.
 func (s *Server) releaseBytes(n int64) {
 	if n <= 0 {
@@ -481,6 +493,10 @@ func (c *conn) writeLoop() {
 		}
 		c.s.releaseBytes(cl.extra)
 		c.s.metrics.observe(cl)
+		if c.s.logger.Enabled(context.Background(), slog.LevelDebug) {
+			c.s.logger.Debug("kafka request", "api", kmsg.NameForKey(cl.key), "version", cl.version, "client_id", cl.clientID,
+				"remote", c.nc.RemoteAddr().String(), "served", cl.served, "ms", time.Since(cl.started).Milliseconds())
+		}
 		if cl.closeAfter {
 			return
 		}

@@ -25,6 +25,8 @@ type agentConfig struct {
 	MaxBufferBytes  int64
 	MaxRecordBytes  int64
 	MaxRequestBytes int64
+	// KafkaMaxRequestBytes is the Kafka listener's request bound.
+	KafkaMaxRequestBytes int64
 }
 
 func defaultAgentConfig() agentConfig {
@@ -33,6 +35,7 @@ func defaultAgentConfig() agentConfig {
 	c.MaxBufferBytes = c.Agent.Batcher.MaxBufferBytes
 	c.MaxRecordBytes = int64(c.Agent.HTTP.MaxRecordBytes)
 	c.MaxRequestBytes = c.Agent.HTTP.MaxRequestBytes
+	c.KafkaMaxRequestBytes = c.Agent.Kafka.MaxRequestBytes
 	return c
 }
 
@@ -81,6 +84,9 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.StringVar(&k.Listen, "kafka-listen", k.Listen, "Kafka protocol listen address (host:port); empty leaves the Kafka listener off")
 	fs.StringVar(&k.AdvertisedAddr, "kafka-advertised-addr", k.AdvertisedAddr, "host:port Kafka clients are told to connect to: the load balancer's in a cluster (default: derived from --kafka-listen)")
 	fs.BoolVar(&k.AutoCreateTopics, "kafka-auto-create-topics", k.AutoCreateTopics, "create a topic that a Kafka client's Metadata request names and that does not exist (with one partition)")
+	fs.IntVar(&k.MaxConnections, "kafka-max-connections", k.MaxConnections, "most open Kafka connections; past it new ones are closed")
+	fs.BytesVar(&ac.KafkaMaxRequestBytes, "kafka-max-request-bytes", ac.KafkaMaxRequestBytes, "largest Kafka request; a larger one closes its connection")
+	fs.BytesVar(&k.MaxInflightBytes, "kafka-max-inflight-bytes", k.MaxInflightBytes, "bound on Kafka request and fetch response bytes in flight; past it the listener stops reading")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM, how long /readyz fails before the listener closes (for load balancers without retries)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests and the final flush")
 	fs.BoolVar(&c.HTTP.Pprof, "pprof", c.HTTP.Pprof, "serve Go's profiler under /debug/pprof/")
@@ -97,6 +103,7 @@ func (ac *agentConfig) finish() error {
 	c.HTTP.MaxRequestBytes = ac.MaxRequestBytes
 	c.HTTP.Version = Version()
 	c.Kafka.MaxRecordBytes = int(ac.MaxRecordBytes)
+	c.Kafka.MaxRequestBytes = ac.KafkaMaxRequestBytes
 	if c.DatabaseURL == "" {
 		return errors.New("--database-url (SILT_DATABASE_URL) is required")
 	}
