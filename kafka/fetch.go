@@ -276,7 +276,7 @@ func withoutZstd(r *fetch.ChunkResponse) error {
 		if err != nil {
 			return err
 		}
-		opts := segment.BatchOptions{Compression: segment.CompressionNone}
+		opts := segment.BatchOptions{Compression: segment.CompressionNone, LastOffsetDelta: h.LastOffsetDelta}
 		if h.ProducerID >= 0 {
 			opts.Idempotent, opts.ProducerID, opts.ProducerEpoch, opts.BaseSequence = true, h.ProducerID, h.ProducerEpoch, h.BaseSequence
 		}

@@ -633,3 +633,21 @@ func TestEncoderLevels(t *testing.T) {
 		}
 	}
 }
+
+// A batch re-encoded after compaction removed its last records keeps the
+// offsets it covered.
+func TestAppendBatchKeepsLastOffsetDelta(t *testing.T) {
+	recs := []Record{{OffsetDelta: 0, Value: []byte("a")}, {OffsetDelta: 3, Value: []byte("b")}}
+	chunk, info := mustAppend(t, NewEncoder(), nil, recs, BatchOptions{LastOffsetDelta: 9})
+	b, err := DecodeBatch(chunk, DecodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.LastOffsetDelta != 9 || info.LastOffsetDelta != 9 || len(b.Records) != 2 {
+		t.Fatalf("last offset delta %d (info %d), %d records", b.LastOffsetDelta, info.LastOffsetDelta, len(b.Records))
+	}
+	chunk, _ = mustAppend(t, NewEncoder(), nil, recs, BatchOptions{LastOffsetDelta: 1}) // smaller: the records win
+	if h, _ := ParseBatchHeader(chunk); h.LastOffsetDelta != 3 {
+		t.Fatalf("last offset delta %d, want 3", h.LastOffsetDelta)
+	}
+}
