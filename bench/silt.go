@@ -265,6 +265,7 @@ func agentFigures(d counters, p ProduceFigures, dur time.Duration) *AgentFigures
 		TailGets:            int64(d.Gets + d.GetRanges),
 		TailGetsPerGiB:      ratio(d.Gets+d.GetRanges, gibs),
 		Backpressure:        int64(d.Backpressure),
+		CPUSecondsPerGB:     ratio(d.CPUSeconds, float64(p.Bytes)/1e9),
 	}
 	return a
 }
