@@ -43,9 +43,10 @@ type Config struct {
 
 	// MaxRecordBytes bounds one record (key + value + headers), as on HTTP.
 	MaxRecordBytes int
-	// RawBatchMinBytes: a produced batch at least this large is stored as
-	// the client sent it; smaller ones are re-encoded into the flush's
-	// chunk of their partition (see docs/segment-format.md).
+	// RawBatchMinBytes: a produced batch that the client compressed and
+	// that is at least this large is stored as the client sent it;
+	// smaller and uncompressed ones are re-encoded (zstd) into the
+	// flush's chunk of their partition (see docs/segment-format.md).
 	RawBatchMinBytes int
 	// MaxWait caps a fetch's max_wait_ms.
 	MaxWait time.Duration

@@ -10,9 +10,10 @@
 //     address (a load balancer's in a cluster), as leader of every
 //     partition, so any agent serves any request.
 //   - Produce: every RecordBatch is checked (CRC, records, limits) by
-//     decoding it. A batch of at least Config.RawBatchMinBytes is stored
-//     as the client sent it (its codec and bytes kept); smaller ones are
-//     re-encoded with the other records of the flush. acks 1 and -1 answer
+//     decoding it. A compressed batch of at least Config.RawBatchMinBytes
+//     is stored as the client sent it (its codec and bytes kept); smaller
+//     and uncompressed ones are re-encoded with the other records of the
+//     flush. acks 1 and -1 answer
 //     after the commit, acks 0 never answers. A connection's produce
 //     requests commit in the order they arrived.
 //   - Fetch returns stored batches with only their base offset patched,

@@ -263,7 +263,11 @@ func (s *Server) checkBatch(topic metadata.Topic, partition int32, raw []byte, h
 	if h.ProducerID > 0 {
 		part.ProducerID, part.BaseSequence = h.ProducerID, h.BaseSequence
 	}
-	if !rewrite && len(raw) >= s.cfg.RawBatchMinBytes {
+	// Stored as sent: a compressed batch large enough to be its own
+	// chunk. An uncompressed one is compressed with the flush, as HTTP
+	// records are: object bytes cost more than the CPU (see
+	// docs/segment-format.md).
+	if !rewrite && h.Compression() != segment.CompressionNone && len(raw) >= s.cfg.RawBatchMinBytes {
 		batchPool.Put(b)
 		segment.SetBaseOffset(raw, 0)
 		segment.SetPartitionLeaderEpoch(raw, -1)

@@ -58,7 +58,7 @@ func benchFlags(fs *flagSet, c *benchConfig) {
 	fs.StringVar(&c.kafkaAddr, "kafka-addr", "", "the Kafka listener (host:port) of the agent at --url, for --protocol kafka")
 	fs.StringVar(&o.KafkaCompression, "kafka-compression", "none", "codec of the Kafka producers' batches: none, gzip, snappy, lz4 or zstd")
 	c.rawBatchMin = int64(kafka.DefaultConfig().RawBatchMinBytes)
-	fs.BytesVar(&c.rawBatchMin, "kafka-raw-batch-min-bytes", c.rawBatchMin, "Kafka batches at least this large are stored as sent by the agent run in this process; smaller ones are re-encoded")
+	fs.BytesVar(&c.rawBatchMin, "kafka-raw-batch-min-bytes", c.rawBatchMin, "compressed Kafka batches at least this large are stored as sent by the agent run in this process; smaller ones are re-encoded")
 	fs.StringVar(&c.databaseURL, "database-url", "", "Postgres URL for the agent run in this process")
 	fs.StringVar(&c.objectStore, "objectstore", "", "object store URL for the agent run in this process and for the raw baseline (an s3:// or minio:// bucket is created when missing)")
 	fs.IntVar(&o.Producers, "producers", o.Producers, "producer clients")
