@@ -56,6 +56,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.IntVar(&c.Batcher.MaxInflightFlushes, "max-inflight-flushes", c.Batcher.MaxInflightFlushes, "flushes writing or committing at once")
 	fs.DurationVar(&c.Batcher.FlushTimeout, "flush-timeout", c.Batcher.FlushTimeout, "bound on one flush's PUT and commit")
 	fs.BytesVar(&c.Fetch.CacheBytes, "cache-bytes", c.Fetch.CacheBytes, "bound on the decoded-chunk read cache")
+	fs.BytesVar(&c.Fetch.BatchCacheBytes, "batch-cache-bytes", c.Fetch.BatchCacheBytes, "bound on the cache of stored batches served as they are (Kafka fetch)")
 	fs.BytesVar(&ac.MaxRecordBytes, "max-record-bytes", ac.MaxRecordBytes, "largest record accepted (key + value + headers)")
 	fs.BytesVar(&ac.MaxRequestBytes, "max-request-bytes", ac.MaxRequestBytes, "largest produce request body")
 	fs.BytesVar(&c.HTTP.MaxInflightRequestBytes, "max-inflight-request-bytes", c.HTTP.MaxInflightRequestBytes, "bound on produce request bodies being read and parsed at once; past it produce gets 429")
