@@ -115,10 +115,17 @@ type Part struct {
 	// own chunk, only if the partition's next offset is ExpectedOffset.
 	CheckOffset    bool
 	ExpectedOffset int64
+	// Batch, when set instead of Records, is one ready Kafka RecordBatch
+	// v2 (a Kafka client's, as it came): it is stored as its own chunk,
+	// byte for byte, with base offset 0 (see segment.Builder.AddRaw). Its
+	// records must have offset deltas 0..n-1, and its producer fields must
+	// agree with ProducerID, ProducerEpoch and BaseSequence. Submit checks
+	// its framing and CRC.
+	Batch []byte
 }
 
 // ownChunk reports whether the part must be committed as a chunk of its own.
-func (p *Part) ownChunk() bool { return p.ProducerID > 0 || p.CheckOffset }
+func (p *Part) ownChunk() bool { return p.ProducerID > 0 || p.CheckOffset || p.Batch != nil }
 
 // Result is where a Part's records landed.
 type Result struct {
@@ -228,10 +235,54 @@ func RecordSize(r *segment.Record) int64 { return segment.RecordMemory(r) }
 // part. If ctx ends first, Produce returns ctx's error; the records may
 // still be committed.
 func (b *Batcher) Produce(ctx context.Context, parts []Part) ([]Result, error) {
+	p, err := b.Submit(ctx, parts)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait(ctx)
+}
+
+// Pending is a Submit waiting for its flush.
+type Pending struct{ w *waiter }
+
+// Done is closed once the flush has been committed or has failed.
+func (p *Pending) Done() <-chan struct{} { return p.w.done }
+
+// Wait waits for the flush and returns one Result per part, as Produce
+// does. If ctx ends first, Wait returns ctx's error; the records may still
+// be committed.
+func (p *Pending) Wait(ctx context.Context) ([]Result, error) {
+	select {
+	case <-p.w.done:
+		return p.w.results, p.w.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Submit buffers parts like Produce but returns once they are buffered,
+// without waiting for their flush. Parts submitted one after the other
+// (each Submit returning before the next begins) commit in that order,
+// which is how a connection keeps its pipelined requests in order. The
+// parts' bytes must stay untouched until Done is closed.
+func (b *Batcher) Submit(ctx context.Context, parts []Part) (*Pending, error) {
 	w := &waiter{parts: parts, done: make(chan struct{})}
 	for i := range parts {
 		for j := range parts[i].Records {
 			w.bytes += RecordSize(&parts[i].Records[j])
+		}
+		if raw := parts[i].Batch; raw != nil {
+			if len(parts[i].Records) > 0 {
+				return nil, errors.New("batcher: a part has both records and a ready batch")
+			}
+			h, err := segment.VerifyBatch(raw)
+			if err != nil {
+				return nil, fmt.Errorf("batcher: part %d: %w", i, err)
+			}
+			if h.BaseOffset != 0 || h.RecordCount == 0 {
+				return nil, fmt.Errorf("batcher: part %d: a ready batch needs base offset 0 and records: %w", i, segment.ErrInvalid)
+			}
+			w.bytes += int64(len(raw))
 		}
 	}
 	if w.bytes > b.cfg.MaxBufferBytes {
@@ -262,12 +313,7 @@ func (b *Batcher) Produce(ctx context.Context, parts []Part) ([]Result, error) {
 	case b.kick <- struct{}{}:
 	default:
 	}
-	select {
-	case <-w.done:
-		return w.results, w.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return &Pending{w: w}, nil
 }
 
 // Close stops accepting records, flushes the buffer and waits for every
@@ -340,6 +386,7 @@ type chunkPlan struct {
 	key     segment.ChunkKey
 	count   int // records of the members
 	records []segment.Record
+	raw     []byte // a ready batch, stored as it is (Part.Batch)
 	opts    segment.BatchOptions
 	members []member
 	// own: the chunk carries one part that must be committed alone
@@ -356,7 +403,8 @@ type member struct {
 }
 
 // plan groups the waiters' parts into chunks: per partition, consecutive
-// plain parts share a chunk; each idempotent or conditional part is its own.
+// plain parts share a chunk; each idempotent or conditional part, and
+// each ready batch, is its own.
 // Chunks are ordered by (topic, partition), then arrival.
 func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
 	type pk struct {
@@ -368,7 +416,7 @@ func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
 	for _, w := range ws {
 		for i := range w.parts {
 			p := &w.parts[i]
-			if len(p.Records) == 0 {
+			if len(p.Records) == 0 && p.Batch == nil {
 				continue
 			}
 			k := pk{p.TopicID, p.Partition}
@@ -392,6 +440,7 @@ func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
 					c.opts.ProducerEpoch = p.ProducerEpoch
 					c.opts.BaseSequence = p.BaseSequence
 				}
+				c.raw = p.Batch
 				byPart[k] = append(list, c)
 			}
 			c.members = append(c.members, member{w: w, part: i, delta: int64(c.count)})
@@ -407,6 +456,10 @@ func (b *Batcher) plan(ws []*waiter) []*chunkPlan {
 	var out []*chunkPlan
 	for _, k := range keys {
 		for _, c := range byPart[k] {
+			if c.raw != nil {
+				out = append(out, c)
+				continue
+			}
 			// One allocation per chunk, of the right size.
 			c.records = make([]segment.Record, 0, c.count)
 			for _, m := range c.members {
@@ -478,10 +531,17 @@ func (b *Batcher) writeAndCommitCtx(ctx context.Context, ws []*waiter, prev <-ch
 	defer b.putBuilder(builder)
 	var records int
 	for _, c := range plans {
-		if _, err := builder.Add(c.key, c.records, c.opts); err != nil {
+		var ref segment.ChunkRef
+		var err error
+		if c.raw != nil {
+			ref, err = builder.AddRaw(c.key, c.raw)
+		} else {
+			ref, err = builder.Add(c.key, c.records, c.opts)
+		}
+		if err != nil {
 			return fmt.Errorf("build segment: %w", err)
 		}
-		records += len(c.records)
+		records += int(ref.Records)
 	}
 	obj, refs, err := builder.Finish()
 	if err != nil {

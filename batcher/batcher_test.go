@@ -477,3 +477,143 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// readyBatch encodes records as a client would send them: one RecordBatch
+// with base offset 0, here gzip-free (the batcher does not care which codec).
+func readyBatch(t *testing.T, n int, prefix string, producerID int64, seq int32) []byte {
+	t.Helper()
+	opts := segment.BatchOptions{Compression: segment.CompressionZstd}
+	if producerID > 0 {
+		opts.Idempotent, opts.ProducerID, opts.BaseSequence = true, producerID, seq
+	}
+	rs := recs(n, prefix)
+	for i := range rs {
+		rs[i].OffsetDelta = int32(i)
+	}
+	b, _, err := segment.NewEncoder().AppendBatch(nil, rs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Ready batches are stored byte for byte as their own chunks, between the
+// record parts of the same partition, and commit in order.
+func TestReadyBatchesStoredAsTheyAre(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Millisecond
+	b, bucket := setup(t, cfg, c)
+	ctx := context.Background()
+	ready := readyBatch(t, 4, "r", 0, 0)
+	idem := readyBatch(t, 2, "i", 77, 5)
+	res, err := b.Produce(ctx, []Part{
+		{TopicID: 1, Partition: 0, Records: recs(3, "a")},
+		{TopicID: 1, Partition: 0, Batch: ready},
+		{TopicID: 1, Partition: 0, Records: recs(2, "b")},
+		{TopicID: 1, Partition: 0, Batch: idem, ProducerID: 77, BaseSequence: 5},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].BaseOffset != 0 || res[1].BaseOffset != 3 || res[2].BaseOffset != 7 || res[3].BaseOffset != 9 {
+		t.Fatalf("results %+v", res)
+	}
+	fl := c.flushes[0]
+	if len(fl.Chunks) != 4 || fl.Chunks[3].ProducerID != 77 || fl.Chunks[3].BaseSequence != 5 || fl.Chunks[1].ProducerID != 0 {
+		t.Fatalf("chunks %+v", fl.Chunks)
+	}
+	rc, err := bucket.Get(ctx, c.keys[fl.SegmentID])
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, _ := io.ReadAll(rc)
+	rc.Close()
+	refs, err := segment.ParseObject(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(refs[1].Bytes(obj), ready) || !bytes.Equal(refs[3].Bytes(obj), idem) {
+		t.Fatal("a ready batch was not stored byte for byte")
+	}
+	if refs[1].Records != 4 || refs[2].Records != 2 {
+		t.Fatalf("refs %+v", refs)
+	}
+}
+
+func TestReadyBatchChecked(t *testing.T) {
+	b, _ := setup(t, DefaultConfig(), &fakeCommitter{})
+	ctx := context.Background()
+	bad := readyBatch(t, 2, "x", 0, 0)
+	bad[len(bad)-1] ^= 1
+	if _, err := b.Submit(ctx, []Part{{TopicID: 1, Batch: bad}}); !errors.Is(err, segment.ErrCorrupt) {
+		t.Fatalf("bad crc: %v", err)
+	}
+	moved := readyBatch(t, 2, "x", 0, 0)
+	segment.SetBaseOffset(moved, 10)
+	if _, err := b.Submit(ctx, []Part{{TopicID: 1, Batch: moved}}); !errors.Is(err, segment.ErrInvalid) {
+		t.Fatalf("base offset 10: %v", err)
+	}
+	if _, err := b.Submit(ctx, []Part{{TopicID: 1, Batch: readyBatch(t, 1, "x", 0, 0), Records: recs(1, "y")}}); err == nil {
+		t.Fatal("records and a batch in one part were accepted")
+	}
+}
+
+// Submits that follow one another commit in that order, across flushes in
+// flight at once.
+func TestSubmitKeepsOrder(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Millisecond
+	b, bucket := setup(t, cfg, c)
+	gate := make(chan struct{})
+	bucket.mu.Lock()
+	bucket.gates[0] = gate // the first flush's PUT waits
+	bucket.mu.Unlock()
+	ctx := context.Background()
+	var pending []*Pending
+	submit := func(n int) {
+		for range n {
+			p, err := b.Submit(ctx, []Part{{TopicID: 1, Partition: 0, Records: recs(3, fmt.Sprint("s", len(pending), "-"))}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pending = append(pending, p)
+		}
+	}
+	puts := func() int {
+		bucket.mu.Lock()
+		defer bucket.mu.Unlock()
+		return bucket.puts
+	}
+	waitPuts := func(n int) {
+		t.Helper()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(10 * time.Second)
+		for puts() < n {
+			select {
+			case <-tick.C:
+			case <-deadline:
+				t.Fatalf("%d puts, want %d", puts(), n)
+			}
+		}
+	}
+	submit(10)
+	waitPuts(1) // the first flush is writing
+	submit(10)
+	waitPuts(2) // the second flush has written and waits to commit after the first
+	close(gate)
+	for i, p := range pending {
+		res, err := p.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := int64(3 * i); res[0].BaseOffset != want {
+			t.Fatalf("submit %d at offset %d, want %d", i, res[0].BaseOffset, want)
+		}
+	}
+	if c.count() != 2 {
+		t.Fatalf("%d flushes, want 2", c.count())
+	}
+}

@@ -69,6 +69,7 @@ type counters struct {
 	PutSeconds, PutsTimed      float64 // batcher PUT latency sum and count
 	CommitSeconds, CommitTimed float64
 	Backpressure               float64
+	CPUSeconds                 float64 // the agent's process (the load generator too, in-process)
 }
 
 func (c counters) sub(o counters) counters {
@@ -80,6 +81,7 @@ func (c counters) sub(o counters) counters {
 		PutSeconds: c.PutSeconds - o.PutSeconds, PutsTimed: c.PutsTimed - o.PutsTimed,
 		CommitSeconds: c.CommitSeconds - o.CommitSeconds, CommitTimed: c.CommitTimed - o.CommitTimed,
 		Backpressure: c.Backpressure - o.Backpressure,
+		CPUSeconds:   c.CPUSeconds - o.CPUSeconds,
 	}
 }
 
@@ -127,6 +129,8 @@ func readCounters(g Gatherer) (counters, error) {
 				c.CommitTimed += float64(m.GetHistogram().GetSampleCount())
 			case "silt_batcher_backpressure_total":
 				c.Backpressure += m.GetCounter().GetValue()
+			case "process_cpu_seconds_total":
+				c.CPUSeconds += m.GetCounter().GetValue()
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,18 +61,32 @@ const (
 	ValuesText   = "text"   // log-like text that zstd compresses about 3:1
 )
 
+// Protocols Silt is driven with.
+const (
+	ProtocolHTTP  = "http"  // binary produce and fetch requests
+	ProtocolKafka = "kafka" // franz-go's kgo client against the Kafka listener
+)
+
+// Kafka client codecs (kgo's names); KafkaCompression's default is none,
+// as the HTTP producers send records uncompressed.
+var kafkaCodecs = []string{"none", "gzip", "snappy", "lz4", "zstd"}
+
 // Options describe one workload. The same options drive Silt and the NATS
 // baseline.
 type Options struct {
-	Producers  int // producer clients
-	Consumers  int // consumer clients; 0 skips the tail and catch-up reads
-	Topics     int
-	Partitions int     // per topic
-	RecordSize int     // value bytes per record, send time included
-	Rate       float64 // records/s over all producers; 0 = as fast as possible
-	Duration   time.Duration
-	Warmup     time.Duration
-	Batch      int // records per produce request
+	// Protocol drives Silt over HTTP (ProtocolHTTP, the default) or Kafka.
+	Protocol string
+	// KafkaCompression is the codec of the Kafka producers' batches.
+	KafkaCompression string
+	Producers        int // producer clients
+	Consumers        int // consumer clients; 0 skips the tail and catch-up reads
+	Topics           int
+	Partitions       int     // per topic
+	RecordSize       int     // value bytes per record, send time included
+	Rate             float64 // records/s over all producers; 0 = as fast as possible
+	Duration         time.Duration
+	Warmup           time.Duration
+	Batch            int // records per produce request
 	// Inflight is how many requests each producer keeps outstanding.
 	Inflight int
 	Keys     KeyDist
@@ -99,6 +114,7 @@ func DefaultOptions() Options {
 		Inflight:       4,
 		Keys:           KeyDist{Kind: KeysNone},
 		Values:         ValuesRandom,
+		Protocol:       ProtocolHTTP,
 		CatchUp:        true,
 		CatchUpTimeout: 5 * time.Minute,
 	}
@@ -127,6 +143,8 @@ func (o Options) Validate() error {
 	check(o.Inflight >= 1, "in-flight requests must be at least 1")
 	check(o.Values == ValuesRandom || o.Values == ValuesText, "values must be %s or %s", ValuesRandom, ValuesText)
 	check(o.CatchUpTimeout > 0 || !o.CatchUp, "catch-up timeout must be positive")
+	check(o.Protocol == "" || o.Protocol == ProtocolHTTP || o.Protocol == ProtocolKafka, "protocol must be %s or %s", ProtocolHTTP, ProtocolKafka)
+	check(o.KafkaCompression == "" || slices.Contains(kafkaCodecs, o.KafkaCompression), "Kafka compression must be one of %v", kafkaCodecs)
 	switch o.Keys.Kind {
 	case KeysNone, KeysRandom:
 	case KeysUniform:
@@ -147,9 +165,20 @@ func (o Options) Describe() string {
 	if o.Idempotent {
 		idem = ", idempotent"
 	}
-	return fmt.Sprintf("%d producers, %d consumers, %d topic(s) x %d partitions, %d B records (%s), rate %s, %s (+%s warmup), batch %d, in-flight %d, keys %s%s",
+	proto := ""
+	if o.Protocol == ProtocolKafka {
+		proto = fmt.Sprintf(", over Kafka (franz-go, %s batches)", o.kafkaCodec())
+	}
+	return fmt.Sprintf("%d producers, %d consumers, %d topic(s) x %d partitions, %d B records (%s), rate %s, %s (+%s warmup), batch %d, in-flight %d, keys %s%s%s",
 		o.Producers, o.Consumers, o.Topics, o.Partitions, o.RecordSize, o.Values, rate,
-		o.Duration, o.Warmup, o.Batch, o.effectiveInflight(), o.Keys, idem)
+		o.Duration, o.Warmup, o.Batch, o.effectiveInflight(), o.Keys, idem, proto)
+}
+
+func (o Options) kafkaCodec() string {
+	if o.KafkaCompression == "" {
+		return "none"
+	}
+	return o.KafkaCompression
 }
 
 // effectiveInflight is Inflight, except that an idempotent producer sends

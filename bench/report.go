@@ -364,6 +364,9 @@ func (r *Report) Tables() []*Table {
 		ag.add("mean commit ms", fMs(a.MeanCommitMs))
 		ag.add("tailing GETs per GiB produced", f1(a.TailGetsPerGiB))
 		ag.add("backpressure refusals (429)", fInt(float64(a.Backpressure)))
+		if a.CPUSecondsPerGB > 0 {
+			ag.add("process CPU seconds per GB produced", f1(a.CPUSecondsPerGB))
+		}
 		out = append(out, ag)
 	}
 

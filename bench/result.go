@@ -68,6 +68,10 @@ type AgentFigures struct {
 	TailGets       int64   `json:"tail_gets"`
 	TailGetsPerGiB float64 `json:"tail_gets_per_gib"`
 	Backpressure   int64   `json:"backpressure"`
+	// CPUSecondsPerGB is the agent process's CPU time per 10^9 record
+	// bytes produced; an agent run by silt bench shares its process with
+	// the load generator, whose share is the same for runs of one client.
+	CPUSecondsPerGB float64 `json:"cpu_seconds_per_gb,omitempty"`
 }
 
 // RunResult is one run of one system.

@@ -169,7 +169,11 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 		tailWG.Add(1)
 		go func() {
 			defer tailWG.Done()
-			tailHist, tailErr = r.tail(tailCtx, producersDone)
+			if o.Protocol == ProtocolKafka {
+				tailHist, tailErr = r.kafkaTail(tailCtx, producersDone)
+			} else {
+				tailHist, tailErr = r.tail(tailCtx, producersDone)
+			}
 		}()
 	}
 
@@ -182,7 +186,12 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 		}
 		return r.live.status(phase, r.win.start, &last, &lastAt)
 	})
-	stats := r.produce(ctx)
+	var stats []*producerStats
+	if o.Protocol == ProtocolKafka {
+		stats = r.kafkaProduce(ctx)
+	} else {
+		stats = r.produce(ctx)
+	}
 	snaps.Add(1)
 	go func() { defer snaps.Done(); snap(time.Now(), &after) }()
 	snaps.Wait()
@@ -222,7 +231,13 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 			}
 			t, cold = nt, true
 		}
-		cu, err := r.catchUp(ctx, t, pr)
+		var cu *CatchUpFigures
+		var err error
+		if o.Protocol == ProtocolKafka {
+			cu, err = r.kafkaCatchUp(ctx, t, pr)
+		} else {
+			cu, err = r.catchUp(ctx, t, pr)
+		}
 		if err != nil {
 			return res, t, err
 		}
@@ -250,6 +265,7 @@ func agentFigures(d counters, p ProduceFigures, dur time.Duration) *AgentFigures
 		TailGets:            int64(d.Gets + d.GetRanges),
 		TailGetsPerGiB:      ratio(d.Gets+d.GetRanges, gibs),
 		Backpressure:        int64(d.Backpressure),
+		CPUSecondsPerGB:     ratio(d.CPUSeconds, float64(p.Bytes)/1e9),
 	}
 	return a
 }

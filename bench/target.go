@@ -21,6 +21,8 @@ import (
 type Target struct {
 	// URL is the agent's base URL.
 	URL string
+	// KafkaAddr is the agent's Kafka listener (host:port), when known.
+	KafkaAddr string
 	// Metrics reads the agent's Prometheus registry.
 	Metrics Gatherer
 	// Linger and SegmentBytes are the agent's batching settings when known
@@ -41,10 +43,10 @@ type Target struct {
 }
 
 // ExternalTarget is an agent running elsewhere, whose metrics are scraped
-// from /metrics; token and tlsCfg (either may be empty) are how to reach
-// it.
-func ExternalTarget(url, token string, tlsCfg *tls.Config) *Target {
-	t := &Target{URL: url, Token: token, TLS: tlsCfg, Security: SecurityNone}
+// from /metrics; kafkaAddr is its Kafka listener, if it has one, and
+// token and tlsCfg (either may be empty) are how to reach it.
+func ExternalTarget(url, kafkaAddr, token string, tlsCfg *tls.Config) *Target {
+	t := &Target{URL: url, KafkaAddr: kafkaAddr, Token: token, TLS: tlsCfg, Security: SecurityNone}
 	if token != "" {
 		t.Security = SecurityAuth
 	}
@@ -148,7 +150,8 @@ func (l LocalAgent) Config() agentd.Config {
 	cfg.DatabaseURL = l.DatabaseURL
 	cfg.ObjectStore = l.ObjectStore
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.HTTP.Auth = agent.AuthNone // Security turns keys (and TLS) on
+	cfg.HTTP.Auth = agent.AuthNone   // Security turns keys (and TLS) on
+	cfg.Kafka.Listen = "127.0.0.1:0" // its address is known once listening
 	cfg.ShutdownTimeout = time.Minute
 	if l.Linger > 0 {
 		cfg.Batcher.Linger = l.Linger
@@ -186,13 +189,21 @@ func (l LocalAgent) Start(ctx context.Context) (*Target, error) {
 		return nil, fmt.Errorf("bench agent: %w", err)
 	}
 	cfg.Advertise = ln.Addr().String()
-	a, err := agentd.Start(ctx, cfg, agentd.Overrides{Listener: ln}, logger)
+	kln, err := net.Listen("tcp", cfg.Kafka.Listen)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("bench agent: %w", err)
 	}
+	cfg.Kafka.Listen, cfg.Kafka.AdvertisedAddr = kln.Addr().String(), kln.Addr().String()
+	a, err := agentd.Start(ctx, cfg, agentd.Overrides{Listener: ln, KafkaListener: kln}, logger)
+	if err != nil {
+		ln.Close()
+		kln.Close()
+		return nil, fmt.Errorf("bench agent: %w", err)
+	}
 	t := &Target{
 		URL:             "http://" + ln.Addr().String(),
+		KafkaAddr:       kln.Addr().String(),
 		Metrics:         a.Metrics(),
 		Linger:          cfg.Batcher.Linger,
 		SegmentBytes:    int64(cfg.Batcher.MaxSegmentBytes),

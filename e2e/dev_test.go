@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	kc "silt/internal/kafkaclients"
 	"silt/internal/pgcluster"
 )
 
@@ -33,8 +34,20 @@ func TestDevRunsAndReusesData(t *testing.T) {
 	dataDir := filepath.Join(base, "silt")
 	dev := devRunner{bin: bin, dir: base, args: []string{"--data-dir", dataDir}, log: filepath.Join(base, "dev.log")}
 
-	dev.run(t, func(url string) { produceOne(t, url, "kept", "first run") })
-	dev.run(t, func(url string) { expectOne(t, url, "kept", "first run") })
+	dev.run(t, func(url, kafka string) {
+		produceOne(t, url, "kept", "first run")
+		// The Kafka listener is on in dev, and creates topics on demand.
+		kc.Run(t, []byte("k:over kafka\n"), "kcat", "-b", kafka, "-P", "-t", "auto", "-K:")
+	})
+	dev.run(t, func(url, kafka string) {
+		expectOne(t, url, "kept", "first run")
+		for topic, want := range map[string]string{"kept": `"first run"` /* the JSON value, as stored */, "auto": "over kafka"} {
+			msgs := kc.KcatConsume(t, kafka, topic)
+			if len(msgs) != 1 || msgs[0].Payload == nil || *msgs[0].Payload != want {
+				t.Fatalf("second run, over Kafka, topic %s: %+v, want %q", topic, msgs, want)
+			}
+		}
+	})
 	if _, err := os.Stat(filepath.Join(dataDir, "pg", "PG_VERSION")); err != nil {
 		t.Errorf("the cluster is not in the data directory: %v", err)
 	}
@@ -65,7 +78,7 @@ func TestDevInPrivateParentDir(t *testing.T) {
 	// No --data-dir: the default ./.silt in the working directory, as make run.
 	dev := devRunner{bin: bin, dir: checkout, log: filepath.Join(private, "dev.log")}
 
-	dev.run(t, func(url string) { produceOne(t, url, "private", "before restart") })
+	dev.run(t, func(url, _ string) { produceOne(t, url, "private", "before restart") })
 
 	pointer := pgcluster.PointerFile(pgDir)
 	if os.Geteuid() != 0 {
@@ -100,7 +113,7 @@ func TestDevInPrivateParentDir(t *testing.T) {
 		}
 	}
 
-	dev.run(t, func(url string) { expectOne(t, url, "private", "before restart") })
+	dev.run(t, func(url, _ string) { expectOne(t, url, "private", "before restart") })
 }
 
 // cleanupDevCluster stops a server left on pgDir (or where its pointer
@@ -135,16 +148,22 @@ type devRunner struct {
 	log  string   // appended to by every run; shown when the test fails
 }
 
-// run starts silt dev, waits for /healthz and /readyz, calls check, stops
-// it with Ctrl-C (SIGINT) and expects a clean exit.
-func (d devRunner) run(t *testing.T, check func(url string)) {
+// run starts silt dev, waits for /healthz and /readyz, calls check with
+// its HTTP URL and Kafka address, stops it with Ctrl-C (SIGINT) and
+// expects a clean exit.
+func (d devRunner) run(t *testing.T, check func(url, kafka string)) {
 	t.Helper()
 	port, err := pgcluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
+	kport, err := pgcluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	args := append(append([]string{"dev"}, d.args...), "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	kafka := fmt.Sprintf("127.0.0.1:%d", kport)
+	args := append(append([]string{"dev"}, d.args...), "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--kafka-listen", kafka)
 	cmd := exec.Command(d.bin, args...)
 	cmd.Dir = d.dir
 	logFile, err := os.OpenFile(d.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -184,7 +203,7 @@ func (d devRunner) run(t *testing.T, check func(url string)) {
 		}
 		return true
 	})
-	check(url)
+	check(url, kafka)
 	_ = cmd.Process.Signal(os.Interrupt)
 	select {
 	case err := <-exited:

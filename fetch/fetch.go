@@ -68,6 +68,10 @@ type Watcher interface {
 type Config struct {
 	// CacheBytes bounds the decoded-chunk cache.
 	CacheBytes int64
+	// BatchCacheBytes bounds the cache of stored batches served as they
+	// are (FetchChunks), for chunks read by range; whole objects have
+	// their own cache.
+	BatchCacheBytes int64
 	// ObjectCacheBytes bounds the cache of whole small objects.
 	ObjectCacheBytes int64
 	// WholeObjectBytes: objects up to this size, committed within
@@ -94,6 +98,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		CacheBytes:           256 << 20,
+		BatchCacheBytes:      64 << 20,
 		ObjectCacheBytes:     64 << 20,
 		WholeObjectBytes:     16 << 20,
 		RecentWindow:         2 * time.Minute,
@@ -108,7 +113,7 @@ func DefaultConfig() Config {
 // Validate checks the config.
 func (c Config) Validate() error {
 	switch {
-	case c.CacheBytes < 0 || c.ObjectCacheBytes < 0 || c.WholeObjectBytes < 0 || c.CoalesceGap < 0:
+	case c.CacheBytes < 0 || c.BatchCacheBytes < 0 || c.ObjectCacheBytes < 0 || c.WholeObjectBytes < 0 || c.CoalesceGap < 0:
 		return errors.New("fetch: sizes must not be negative")
 	case c.MaxChunksPerFetch < 1:
 		return errors.New("fetch: max chunks per fetch must be positive")
@@ -178,6 +183,7 @@ type Fetcher struct {
 	logger   *slog.Logger
 	metrics  *metrics
 	chunks   *lru[chunkKey, *segment.Batch]
+	raw      *lru[chunkKey, []byte] // stored batches, as they are in their objects
 	whole    *lru[string, []byte]
 	inflight *budget
 	flight   singleflight.Group
@@ -219,6 +225,7 @@ func New(cfg Config, deps Deps) (*Fetcher, error) {
 	}
 	f.metrics = m
 	f.chunks = newLRU[chunkKey, *segment.Batch](cfg.CacheBytes, func(n int64) { m.evictions.Add(float64(n)) })
+	f.raw = newLRU[chunkKey, []byte](cfg.BatchCacheBytes, nil)
 	f.whole = newLRU[string, []byte](cfg.ObjectCacheBytes, nil)
 	return f, nil
 }
@@ -231,6 +238,26 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Response, error) {
 	if req.MaxBytes < 1 {
 		req.MaxBytes = 1
 	}
+	var resp *Response
+	err := f.poll(ctx, req, func() (bool, error) {
+		r, err := f.fetchOnce(ctx, req)
+		if err != nil {
+			return false, err
+		}
+		resp = r
+		return len(r.Records) > 0, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// poll calls once until it finds data, or until req.Wait passes without a
+// commit to the partition (then once's last answer stands), the fetcher
+// stops, or ctx ends. It looks up again when an object vanished under a
+// read (retention or a merge swapped it).
+func (f *Fetcher) poll(ctx context.Context, req Request, once func() (found bool, err error)) error {
 	var deadline <-chan time.Time
 	if req.Wait > 0 {
 		t := time.NewTimer(req.Wait)
@@ -243,26 +270,23 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Response, error) {
 		if req.Wait > 0 {
 			wake = f.watch.Watch(k) // before the lookup: no lost wake-ups
 		}
-		resp, err := f.fetchOnce(ctx, req)
+		found, err := once()
 		if errors.Is(err, objectstore.ErrNotExist) && retries < 2 {
 			retries++
-			continue // retention or a merge swapped the object: look up again
+			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		if len(resp.Records) > 0 || req.Wait <= 0 {
-			return resp, nil
+		if err != nil || found || req.Wait <= 0 {
+			return err
 		}
 		f.metrics.waits.Inc()
 		select {
 		case <-wake:
 		case <-deadline:
-			return resp, nil
+			return nil
 		case <-f.done:
-			return resp, nil
+			return nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }
@@ -386,27 +410,10 @@ func (f *Fetcher) Offsets(ctx context.Context, topicID int64, partition int32) (
 }
 
 // OffsetForTimestamp returns the first offset whose record timestamp is at
-// least ts (Kafka's ListOffsets); found is false when there is none.
+// least ts; found is false when there is none.
 func (f *Fetcher) OffsetForTimestamp(ctx context.Context, topicID int64, partition int32, ts int64) (offset int64, found bool, err error) {
-	for attempt := 0; ; attempt++ {
-		ref, ok, err := f.index.FirstBatchAtOrAfter(ctx, topicID, partition, ts)
-		if err != nil || !ok {
-			return 0, false, err
-		}
-		bs, err := f.batches(ctx, []metadata.BatchRef{ref}, true)
-		if errors.Is(err, objectstore.ErrNotExist) && attempt < 2 {
-			continue
-		}
-		if err != nil {
-			return 0, false, err
-		}
-		for _, r := range bs[0].Records {
-			if r.Timestamp >= ts {
-				return ref.BaseOffset + int64(r.OffsetDelta), true, nil
-			}
-		}
-		return 0, false, fmt.Errorf("fetch: chunk at %d has max timestamp %d but no record at or after %d", ref.BaseOffset, ref.MaxTimestamp, ts)
-	}
+	offset, _, found, err = f.RecordForTimestamp(ctx, topicID, partition, ts)
+	return offset, found, err
 }
 
 // batches returns the decoded chunks of refs, in order, from the cache or
@@ -494,34 +501,50 @@ func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int, head bool) []*re
 	return plans
 }
 
-// read performs one plan and decodes its chunks into out.
-func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPlan, out []*segment.Batch) error {
-	var data []byte
-	base := p.start
+// readData performs one plan: the bytes read and the object offset they
+// start at (0 for a whole object).
+func (f *Fetcher) readData(ctx context.Context, p *readPlan) (data []byte, base int64, err error) {
 	if p.whole {
 		obj, err := f.wholeObject(ctx, p.key, p.size)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
-		data, base = obj, 0
-	} else {
-		f.metrics.gets.WithLabelValues("range").Inc()
-		rc, err := f.objects.GetRange(ctx, p.key, p.start, p.end-p.start)
-		if err != nil {
-			return storageError(fmt.Sprintf("read %s [%d,%d)", p.key, p.start, p.end), err)
-		}
-		data, err = readAll(rc, p.end-p.start)
-		if err != nil {
-			return storageError("read "+p.key, err)
-		}
+		return obj, 0, nil
+	}
+	f.metrics.gets.WithLabelValues("range").Inc()
+	rc, err := f.objects.GetRange(ctx, p.key, p.start, p.end-p.start)
+	if err != nil {
+		return nil, 0, storageError(fmt.Sprintf("read %s [%d,%d)", p.key, p.start, p.end), err)
+	}
+	data, err = readAll(rc, p.end-p.start)
+	if err != nil {
+		return nil, 0, storageError("read "+p.key, err)
+	}
+	return data, p.start, nil
+}
+
+// chunkBytes slices chunk r out of data, read from object offset base.
+func chunkBytes(key string, r metadata.BatchRef, data []byte, base int64) ([]byte, error) {
+	lo, hi := r.ByteOffset-base, r.ByteOffset-base+int64(r.ByteLength)
+	if lo < 0 || hi > int64(len(data)) {
+		return nil, fmt.Errorf("read %s: chunk [%d,%d) outside the %d bytes read: %w", key, r.ByteOffset, r.ByteOffset+int64(r.ByteLength), len(data), segment.ErrCorrupt)
+	}
+	return data[lo:hi:hi], nil
+}
+
+// read performs one plan and decodes its chunks into out.
+func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPlan, out []*segment.Batch) error {
+	data, base, err := f.readData(ctx, p)
+	if err != nil {
+		return err
 	}
 	for _, i := range p.idx {
 		r := refs[i]
-		lo, hi := r.ByteOffset-base, r.ByteOffset-base+int64(r.ByteLength)
-		if lo < 0 || hi > int64(len(data)) {
-			return fmt.Errorf("read %s: chunk [%d,%d) outside the %d bytes read: %w", p.key, r.ByteOffset, r.ByteOffset+int64(r.ByteLength), len(data), segment.ErrCorrupt)
+		chunk, err := chunkBytes(p.key, r, data, base)
+		if err != nil {
+			return err
 		}
-		b, err := f.decodeChunk(p.key, r, data[lo:hi:hi])
+		b, err := f.decodeChunk(p.key, r, chunk)
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,8 @@ type metrics struct {
 	records, bytes          prometheus.Counter
 	waits                   prometheus.Counter
 	backpressure            prometheus.Counter
+	batchHits, batchMisses  prometheus.Counter
+	batchBytes              prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
@@ -27,6 +29,12 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 		waits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_waits_total", Help: "Times a long-poll parked waiting for a commit."}),
 		backpressure: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_backpressure_total",
 			Help: "Fetches refused because the response bytes in flight were at their bound."}),
+		batchHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_batch_cache_hits_total",
+			Help: "Stored-batch cache hits (batches served as they are stored)."}),
+		batchMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_batch_cache_misses_total",
+			Help: "Stored-batch cache misses."}),
+		batchBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_batch_bytes_total",
+			Help: "Stored-batch bytes returned as they are stored (Kafka fetch)."}),
 	}
 	cacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_cache_bytes", Help: "Bytes held by the decoded-chunk cache."},
 		func() float64 { return float64(f.chunks.bytes()) })
@@ -35,7 +43,10 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_inflight_bytes",
 		Help: "Bytes of fetch responses being read or written (bounded by --max-inflight-fetch-bytes)."},
 		func() float64 { return float64(f.inflight.inUse()) })
-	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits, m.backpressure, cacheBytes, objectBytes, inflight} {
+	batchCacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_batch_cache_bytes", Help: "Bytes held by the stored-batch cache."},
+		func() float64 { return float64(f.raw.bytes()) })
+	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits, m.backpressure,
+		m.batchHits, m.batchMisses, m.batchBytes, cacheBytes, objectBytes, inflight, batchCacheBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("fetch metrics: %w", err)
 		}

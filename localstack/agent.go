@@ -19,12 +19,16 @@ import (
 
 // AgentConfig starts one `silt agent` process.
 type AgentConfig struct {
-	Bin      string   // the silt binary
-	ID       string   // agent id (SILT_AGENT_ID)
-	Port     int      // listen port on 127.0.0.1; 0 picks a free one
-	Env      []string // extra KEY=VALUE settings (SILT_* flags, AWS_* credentials)
-	LogDir   string   // where <id>.log goes
-	Detached bool     // survive this process
+	Bin  string // the silt binary
+	ID   string // agent id (SILT_AGENT_ID)
+	Port int    // listen port on 127.0.0.1; 0 picks a free one
+	// KafkaPort, when set, turns the Kafka listener on at 127.0.0.1:KafkaPort,
+	// advertising KafkaAdvertised (the load balancer; default the listener).
+	KafkaPort       int
+	KafkaAdvertised string
+	Env             []string // extra KEY=VALUE settings (SILT_* flags, AWS_* credentials)
+	LogDir          string   // where <id>.log goes
+	Detached        bool     // survive this process
 	// ClientTLS, when the agent serves TLS (SILT_TLS_CERT in Env), is how
 	// to reach it: its URL is then https.
 	ClientTLS *tls.Config
@@ -32,13 +36,15 @@ type AgentConfig struct {
 
 // AgentProc is a running agent process.
 type AgentProc struct {
-	ID     string
-	Port   int
-	URL    string // http(s)://127.0.0.1:port
-	Log    string
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when the process has exited
-	err    error         // its exit status, once exited is closed
+	ID   string
+	Port int
+	URL  string // http(s)://127.0.0.1:port
+	// KafkaAddr is the agent's own Kafka listener, when it has one.
+	KafkaAddr string
+	Log       string
+	cmd       *exec.Cmd
+	exited    chan struct{} // closed when the process has exited
+	err       error         // its exit status, once exited is closed
 }
 
 // StartAgent starts an agent and waits until /readyz answers 200.
@@ -59,6 +65,17 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*AgentProc, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(cfg.Bin, "agent")
 	cmd.Env = append(os.Environ(), "SILT_AGENT_ID="+cfg.ID, "SILT_LISTEN="+addr, "SILT_ADVERTISE_ADDRESS="+addr)
+	kafkaAddr := ""
+	if cfg.KafkaPort > 0 {
+		kafkaAddr = "127.0.0.1:" + strconv.Itoa(cfg.KafkaPort)
+		advertised := cfg.KafkaAdvertised
+		if advertised == "" {
+			advertised = kafkaAddr
+		}
+		// A local cluster: its Kafka listener, which does not authenticate
+		// clients yet, runs beside keys required.
+		cmd.Env = append(cmd.Env, "SILT_KAFKA_LISTEN="+kafkaAddr, "SILT_KAFKA_ADVERTISED_ADDR="+advertised, "SILT_KAFKA_ANONYMOUS=true")
+	}
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if cfg.Detached {
@@ -75,7 +92,7 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*AgentProc, error) {
 	if cfg.ClientTLS != nil {
 		scheme = "https://"
 	}
-	p := &AgentProc{ID: cfg.ID, Port: port, URL: scheme + addr, Log: logPath, cmd: cmd, exited: make(chan struct{})}
+	p := &AgentProc{ID: cfg.ID, Port: port, URL: scheme + addr, KafkaAddr: kafkaAddr, Log: logPath, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)

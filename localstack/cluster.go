@@ -21,12 +21,15 @@ import (
 // ClusterConfig describes the local cluster: agents behind HAProxy, all on
 // loopback, on a database and a bucket that already exist.
 type ClusterConfig struct {
-	StateDir    string // agent logs and HAProxy's config and log; required
-	SiltBin     string // the silt binary (BuildSilt makes one); required
-	HAProxyBin  string // empty: FindHAProxy
-	Agents      int    // how many agents; 0 means ComposeAgents
-	Port        int    // the load balancer's port on 127.0.0.1; 0 picks a free one
-	StatsPort   int    // HAProxy's stats port on 127.0.0.1; 0 picks a free one
+	StateDir   string // agent logs and HAProxy's config and log; required
+	SiltBin    string // the silt binary (BuildSilt makes one); required
+	HAProxyBin string // empty: FindHAProxy
+	Agents     int    // how many agents; 0 means ComposeAgents
+	Port       int    // the load balancer's port on 127.0.0.1; 0 picks a free one
+	StatsPort  int    // HAProxy's stats port on 127.0.0.1; 0 picks a free one
+	// KafkaPort is the load balancer's Kafka port on 127.0.0.1 (0 picks a
+	// free one); every agent runs its Kafka listener and advertises it.
+	KafkaPort   int
 	DatabaseURL string // required
 	ObjectStore string // required
 	// Env adds agent settings after those of agent.env (SharedAgentEnv):
@@ -62,6 +65,9 @@ type ClusterTLS struct {
 type Cluster struct {
 	// LBURL is the API through the load balancer: what clients use.
 	LBURL string
+	// KafkaAddr is the Kafka protocol through the load balancer
+	// (127.0.0.1:port): what Kafka clients bootstrap from.
+	KafkaAddr string
 	// StatsURL serves HAProxy's /stats, /healthz and /metrics.
 	StatsURL string
 	// AdminKey is an admin API key of the cluster.
@@ -81,9 +87,10 @@ type Cluster struct {
 // slot is one agent position: a stable id and port, and the process
 // running there, if any.
 type slot struct {
-	id   string
-	port int
-	proc *AgentProc // nil while stopped
+	id        string
+	port      int
+	kafkaPort int
+	proc      *AgentProc // nil while stopped
 }
 
 // StartCluster starts the agents, waits until each is ready, then starts
@@ -134,12 +141,22 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		}
 	}
 	c.env = append(c.env, cfg.Env...)
+	if cfg.KafkaPort == 0 {
+		if cfg.KafkaPort, err = pgcluster.FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	c.KafkaAddr = "127.0.0.1:" + strconv.Itoa(cfg.KafkaPort)
 	for i := 1; i <= cfg.Agents; i++ {
 		port, err := pgcluster.FreePort()
 		if err != nil {
 			return nil, err
 		}
-		c.agents = append(c.agents, &slot{id: AgentName(i), port: port})
+		kport, err := pgcluster.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		c.agents = append(c.agents, &slot{id: AgentName(i), port: port, kafkaPort: kport})
 	}
 	defer func() {
 		if err != nil { // stop whatever started
@@ -160,9 +177,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 
 	servers := make([]HAProxyServer, len(c.agents))
 	for i, s := range c.agents {
-		servers[i] = HAProxyServer{Name: s.id, Addr: "127.0.0.1:" + strconv.Itoa(s.port)}
+		servers[i] = HAProxyServer{Name: s.id, Addr: "127.0.0.1:" + strconv.Itoa(s.port), KafkaAddr: "127.0.0.1:" + strconv.Itoa(s.kafkaPort)}
 	}
-	hc := HAProxyConfig{Bin: cfg.HAProxyBin, Dir: cfg.StateDir, Port: cfg.Port, Stats: cfg.StatsPort, Servers: servers}
+	hc := HAProxyConfig{Bin: cfg.HAProxyBin, Dir: cfg.StateDir, Port: cfg.Port, Stats: cfg.StatsPort, Kafka: cfg.KafkaPort, Servers: servers}
 	if cfg.TLS != nil {
 		hc.FrontCert, hc.AgentCA = cfg.TLS.FrontCert, cfg.TLS.CAFile
 	}
@@ -176,7 +193,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 			return nil, err
 		}
 	}
-	c.logger.Info("cluster up", "lb", c.LBURL, "agents", len(c.agents))
+	c.logger.Info("cluster up", "lb", c.LBURL, "kafka", c.KafkaAddr, "agents", len(c.agents))
 	return c, nil
 }
 
@@ -184,6 +201,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 func (c *Cluster) startSlot(ctx context.Context, s *slot) error {
 	p, err := StartAgent(ctx, AgentConfig{
 		Bin: c.cfg.SiltBin, ID: s.id, Port: s.port, Env: c.env, LogDir: filepath.Join(c.cfg.StateDir, "logs"), ClientTLS: c.ClientTLS,
+		KafkaPort: s.kafkaPort, KafkaAdvertised: c.KafkaAddr,
 	})
 	if err != nil {
 		return err

@@ -33,12 +33,24 @@ const HAProxyBackend = "agents"
 type HAProxyServer struct {
 	Name string // server name: the agent id
 	Addr string // host:port
+	// KafkaAddr is the agent's Kafka listener, host:port; empty leaves
+	// the agent out of the Kafka frontend.
+	KafkaAddr string
+}
+
+// CheckPort is the port of Addr: the Kafka backend checks the agent's
+// HTTP readiness there.
+func (s HAProxyServer) CheckPort() string {
+	_, port, _ := strings.Cut(s.Addr, ":")
+	return port
 }
 
 // HAProxyTemplate is what the config template is rendered with.
 type HAProxyTemplate struct {
 	Bind      string // the API frontend, host:port or :port
 	StatsBind string // the stats/health/metrics frontend
+	// KafkaBind is the Kafka protocol frontend (TCP); empty leaves it out.
+	KafkaBind string
 	Servers   []HAProxyServer
 	// DockerDNS resolves server names with Docker's embedded DNS and
 	// starts even while a name does not resolve yet (docker-compose).
@@ -58,14 +70,14 @@ func RenderHAProxyConfig(t HAProxyTemplate) ([]byte, error) {
 	if strings.ContainsAny(t.FrontCert+t.AgentCA, " \t\n#") {
 		return nil, fmt.Errorf("localstack: haproxy TLS file names must not hold spaces or #: %q %q", t.FrontCert, t.AgentCA)
 	}
-	if t.Bind == "" || t.StatsBind == "" || strings.ContainsAny(t.Bind+t.StatsBind, " \t\n#") {
+	if t.Bind == "" || t.StatsBind == "" || strings.ContainsAny(t.Bind+t.StatsBind+t.KafkaBind, " \t\n#") {
 		return nil, fmt.Errorf("localstack: haproxy config needs bind addresses, got %q and %q", t.Bind, t.StatsBind)
 	}
 	if len(t.Servers) == 0 {
 		return nil, errors.New("localstack: haproxy config needs at least one server")
 	}
 	for _, s := range t.Servers {
-		if s.Name == "" || strings.ContainsAny(s.Name, " \t\n#") || s.Addr == "" || strings.ContainsAny(s.Addr, " \t\n#") {
+		if s.Name == "" || strings.ContainsAny(s.Name, " \t\n#") || s.Addr == "" || strings.ContainsAny(s.Addr+s.KafkaAddr, " \t\n#") || s.CheckPort() == "" {
 			return nil, fmt.Errorf("localstack: bad haproxy server %q at %q", s.Name, s.Addr)
 		}
 	}
@@ -80,12 +92,13 @@ func RenderHAProxyConfig(t HAProxyTemplate) ([]byte, error) {
 const ComposeAgents = 3
 
 // ComposeHAProxyTemplate is the rendering committed as localstack/haproxy.cfg
-// for docker-compose.yml: agents agent1..agentN on port 8080.
+// for docker-compose.yml: agents agent1..agentN on port 8080, their Kafka
+// listeners on 9092.
 func ComposeHAProxyTemplate() HAProxyTemplate {
-	t := HAProxyTemplate{Bind: ":8080", StatsBind: ":8404", DockerDNS: true, Generated: true}
+	t := HAProxyTemplate{Bind: ":8080", StatsBind: ":8404", KafkaBind: ":9092", DockerDNS: true, Generated: true}
 	for i := 1; i <= ComposeAgents; i++ {
 		id := AgentName(i)
-		t.Servers = append(t.Servers, HAProxyServer{Name: id, Addr: id + ":8080"})
+		t.Servers = append(t.Servers, HAProxyServer{Name: id, Addr: id + ":8080", KafkaAddr: id + ":9092"})
 	}
 	return t
 }
@@ -108,10 +121,13 @@ func FindHAProxy() (string, error) {
 
 // HAProxyConfig starts one HAProxy.
 type HAProxyConfig struct {
-	Bin     string // haproxy binary; empty: FindHAProxy
-	Dir     string // haproxy.cfg and haproxy.log go here
-	Port    int    // API port on 127.0.0.1; 0 picks a free one
-	Stats   int    // stats port on 127.0.0.1; 0 picks a free one
+	Bin   string // haproxy binary; empty: FindHAProxy
+	Dir   string // haproxy.cfg and haproxy.log go here
+	Port  int    // API port on 127.0.0.1; 0 picks a free one
+	Stats int    // stats port on 127.0.0.1; 0 picks a free one
+	// Kafka is the Kafka frontend's port on 127.0.0.1; 0 leaves the
+	// frontend out.
+	Kafka   int
 	Servers []HAProxyServer
 	// FrontCert and AgentCA: see HAProxyTemplate.
 	FrontCert, AgentCA string
@@ -121,11 +137,14 @@ type HAProxyConfig struct {
 type HAProxy struct {
 	URL      string // http(s)://127.0.0.1:port: the API through the load balancer
 	StatsURL string // http://127.0.0.1:port: /stats, /healthz, /metrics
-	Config   string // the rendered config file
-	Log      string
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	err      error
+	// KafkaAddr is the Kafka protocol through the load balancer
+	// (127.0.0.1:port), or "" without a Kafka frontend.
+	KafkaAddr string
+	Config    string // the rendered config file
+	Log       string
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	err       error
 }
 
 // StartHAProxy renders the config, checks it with `haproxy -c`, starts
@@ -148,13 +167,17 @@ func StartHAProxy(ctx context.Context, cfg HAProxyConfig) (*HAProxy, error) {
 			*p = free
 		}
 	}
-	text, err := RenderHAProxyConfig(HAProxyTemplate{
+	tmpl := HAProxyTemplate{
 		Bind:      "127.0.0.1:" + strconv.Itoa(port),
 		StatsBind: "127.0.0.1:" + strconv.Itoa(stats),
 		Servers:   cfg.Servers,
 		FrontCert: cfg.FrontCert,
 		AgentCA:   cfg.AgentCA,
-	})
+	}
+	if cfg.Kafka > 0 {
+		tmpl.KafkaBind = "127.0.0.1:" + strconv.Itoa(cfg.Kafka)
+	}
+	text, err := RenderHAProxyConfig(tmpl)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +212,7 @@ func StartHAProxy(ctx context.Context, cfg HAProxyConfig) (*HAProxy, error) {
 		URL:      scheme + "127.0.0.1:" + strconv.Itoa(port),
 		StatsURL: "http://127.0.0.1:" + strconv.Itoa(stats),
 		Config:   path, Log: logPath, cmd: cmd, exited: make(chan struct{}),
+		KafkaAddr: tmpl.KafkaBind,
 	}
 	go func() {
 		h.err = cmd.Wait()

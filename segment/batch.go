@@ -36,7 +36,7 @@ type Record struct {
 type Compression int8
 
 // Codecs this package reads and writes. Kafka's gzip (1), snappy (2) and
-// lz4 (3) are reported as ErrUnsupported.
+// lz4 (3) are read too (see codecs.go) but never written.
 const (
 	CompressionNone Compression = 0
 	CompressionZstd Compression = 4

@@ -122,6 +122,16 @@ func (b *Batch) Decode(chunk []byte, opts DecodeOptions) error {
 			return fmt.Errorf("%w: records section decompresses to %d bytes, limit %d", ErrTooLarge, len(out), limit)
 		}
 		data = out
+	case CompressionGzip, CompressionSnappy, CompressionLZ4:
+		limit := opts.maxDecompressed()
+		out, err := decompress(c, data, b.buf[:0], limit)
+		if out != nil {
+			b.buf = out[:0]
+		}
+		if err != nil {
+			return err
+		}
+		data = out
 	default:
 		return fmt.Errorf("%w: compression %v", ErrUnsupported, c)
 	}

@@ -36,8 +36,10 @@
 //   - Producer fields: producerId, producerEpoch and baseSequence are -1
 //     unless BatchOptions.Idempotent is set.
 //   - Compression: none or zstd (Kafka codec 4), applied to the records
-//     section as a whole. Other Kafka codecs yield ErrUnsupported on decode.
-//     Decompression is bounded by DecodeOptions.MaxDecompressedSize (default
+//     section as a whole, when Silt encodes. Batches that Kafka clients sent
+//     are stored as they came, so decoding also reads gzip, snappy (a bare
+//     block or snappy-java's framing) and lz4 (the LZ4 frame format);
+//     unknown codecs yield ErrUnsupported. Decompression is bounded by DecodeOptions.MaxDecompressedSize (default
 //     64 MiB); beyond it decoding fails with ErrTooLarge.
 //   - Validation: DecodeBatch verifies magic, batch length and CRC-32C, then
 //     every varint and length of every record, and never panics on any

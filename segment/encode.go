@@ -22,12 +22,16 @@ type BatchOptions struct {
 	ProducerID    int64
 	ProducerEpoch int16
 	BaseSequence  int32
+	// LastOffsetDelta, when larger than the last record's OffsetDelta, is
+	// written instead: re-encoding a batch whose last offsets compaction
+	// removed keeps the offsets it covers.
+	LastOffsetDelta int32
 }
 
 // BatchInfo summarises a batch written by AppendBatch.
 type BatchInfo struct {
 	Records         int32 // number of records
-	LastOffsetDelta int32 // OffsetDelta of the last record
+	LastOffsetDelta int32 // OffsetDelta of the last record, or BatchOptions.LastOffsetDelta if larger
 	FirstTimestamp  int64 // timestamp of the first record (the batch's baseTimestamp)
 	MaxTimestamp    int64 // largest record timestamp
 	Size            int   // encoded bytes appended to dst
@@ -95,7 +99,8 @@ func (e *Encoder) zstdEncoder() (*zstd.Encoder, error) {
 // first record's timestamp and maxTimestamp to the largest one.
 //
 // recs must be non-empty with OffsetDelta >= 0 and strictly increasing
-// (ErrInvalid otherwise); lastOffsetDelta is the last record's OffsetDelta.
+// (ErrInvalid otherwise); lastOffsetDelta is the last record's OffsetDelta,
+// or opts.LastOffsetDelta when that is larger.
 // Record timestamps need not be ordered. On error dst is returned with its
 // original length (bytes past it may have been written).
 func (e *Encoder) AppendBatch(dst []byte, recs []Record, opts BatchOptions) ([]byte, BatchInfo, error) {
@@ -166,6 +171,7 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record, opts BatchOptions) ([]b
 		return dst[:start], info, fmt.Errorf("%w: batch of %d bytes", ErrTooLarge, size)
 	}
 
+	lastDelta := max(prev, opts.LastOffsetDelta)
 	producerID, producerEpoch, baseSequence := int64(-1), int16(-1), int32(-1)
 	if opts.Idempotent {
 		producerID, producerEpoch, baseSequence = opts.ProducerID, opts.ProducerEpoch, opts.BaseSequence
@@ -177,7 +183,7 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record, opts BatchOptions) ([]b
 	be.PutUint32(b[offLeaderEpoch:], math.MaxUint32) // -1: no leader epoch
 	b[offMagic] = BatchMagic
 	be.PutUint16(b[offAttributes:], uint16(compression))
-	be.PutUint32(b[offLastOffsetDelta:], uint32(prev))
+	be.PutUint32(b[offLastOffsetDelta:], uint32(lastDelta))
 	be.PutUint64(b[offBaseTimestamp:], uint64(base))
 	be.PutUint64(b[offMaxTimestamp:], uint64(maxTS))
 	be.PutUint64(b[offProducerID:], uint64(producerID))
@@ -188,7 +194,7 @@ func (e *Encoder) AppendBatch(dst []byte, recs []Record, opts BatchOptions) ([]b
 
 	info = BatchInfo{
 		Records:         int32(len(recs)),
-		LastOffsetDelta: prev,
+		LastOffsetDelta: lastDelta,
 		FirstTimestamp:  base,
 		MaxTimestamp:    maxTS,
 		Size:            size,

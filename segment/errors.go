@@ -12,7 +12,7 @@ var (
 
 	// ErrUnsupported reports well-formed input of a kind this package does
 	// not handle: a RecordBatch magic other than 2, a compression codec
-	// other than none or zstd, an object magic or version it does not know.
+	// Kafka does not define, an object magic or version it does not know.
 	ErrUnsupported = errors.New("segment: unsupported format")
 
 	// ErrTooLarge reports data that exceeds a limit: a records section that

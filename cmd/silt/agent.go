@@ -27,6 +27,8 @@ type agentConfig struct {
 	MaxRequestBytes int64
 
 	MaxPartitionsPerTopic int
+	// KafkaMaxRequestBytes is the Kafka listener's request bound.
+	KafkaMaxRequestBytes int64
 }
 
 func defaultAgentConfig() agentConfig {
@@ -36,6 +38,7 @@ func defaultAgentConfig() agentConfig {
 	c.MaxRecordBytes = int64(c.Agent.HTTP.MaxRecordBytes)
 	c.MaxRequestBytes = c.Agent.HTTP.MaxRequestBytes
 	c.MaxPartitionsPerTopic = int(c.Agent.HTTP.MaxPartitions)
+	c.KafkaMaxRequestBytes = c.Agent.Kafka.MaxRequestBytes
 	return c
 }
 
@@ -65,6 +68,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&c.Batcher.FlushTimeout, "flush-timeout", c.Batcher.FlushTimeout, "bound on one flush's PUT and commit; a commit not done this long after its object was registered (Postgres's clock) writes nothing")
 	fs.DurationVar(&c.Batcher.UnreadyAfter, "unready-after", c.Batcher.UnreadyAfter, "/readyz fails once flushes have failed, with no success, for this long")
 	fs.BytesVar(&c.Fetch.CacheBytes, "cache-bytes", c.Fetch.CacheBytes, "bound on the decoded-chunk read cache")
+	fs.BytesVar(&c.Fetch.BatchCacheBytes, "batch-cache-bytes", c.Fetch.BatchCacheBytes, "bound on the cache of stored batches served as they are (Kafka fetch)")
 	fs.BytesVar(&ac.MaxRecordBytes, "max-record-bytes", ac.MaxRecordBytes, "largest record accepted, by its encoded size in a segment (key, value, headers, their lengths and 21 bytes of record overhead)")
 	fs.IntVar(&c.HTTP.MaxRecordHeaders, "max-record-headers", c.HTTP.MaxRecordHeaders, "most headers in one record; a record with more gets 413 too_many_headers")
 	fs.BytesVar(&ac.MaxRequestBytes, "max-request-bytes", ac.MaxRequestBytes, "largest produce request body")
@@ -102,6 +106,14 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&g.NewMemberTimeout, "group-new-member-timeout", g.NewMemberTimeout, "how long a member that joined is kept until its first heartbeat, commit or group fetch (its session timeout when shorter)")
 	fs.IntVar(&g.MaxMembers, "group-max-members", g.MaxMembers, "most members in one consumer group")
 	fs.IntVar(&g.MaxMetadataBytes, "group-max-metadata-bytes", g.MaxMetadataBytes, "largest metadata kept with a committed offset (Kafka's offset.metadata.max.bytes)")
+	k := &c.Kafka
+	fs.StringVar(&k.Listen, "kafka-listen", k.Listen, "Kafka protocol listen address (host:port); empty leaves the Kafka listener off")
+	fs.StringVar(&k.AdvertisedAddr, "kafka-advertised-addr", k.AdvertisedAddr, "host:port Kafka clients are told to connect to: the load balancer's in a cluster (default: derived from --kafka-listen)")
+	fs.BoolVar(&k.AutoCreateTopics, "kafka-auto-create-topics", k.AutoCreateTopics, "create a topic that a Kafka client's Metadata request names and that does not exist (with one partition)")
+	fs.IntVar(&k.MaxConnections, "kafka-max-connections", k.MaxConnections, "most open Kafka connections; past it new ones are closed")
+	fs.BytesVar(&ac.KafkaMaxRequestBytes, "kafka-max-request-bytes", ac.KafkaMaxRequestBytes, "largest Kafka request; a larger one closes its connection")
+	fs.BytesVar(&k.MaxInflightBytes, "kafka-max-inflight-bytes", k.MaxInflightBytes, "bound on Kafka request and fetch response bytes in flight; past it the listener stops reading")
+	fs.BoolVar(&c.KafkaAnonymous, "kafka-anonymous", c.KafkaAnonymous, "run the Kafka listener, which does not authenticate clients yet, even with --auth=required")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM, how long /readyz fails before the listener closes (for load balancers without retries)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests and the final flush")
 	fs.BoolVar(&c.HTTP.Pprof, "pprof", c.HTTP.Pprof, "serve Go's profiler under /debug/pprof/ (admin keys only)")
@@ -129,6 +141,8 @@ func (ac *agentConfig) finish() error {
 	}
 	c.HTTP.MaxPartitions = int32(ac.MaxPartitionsPerTopic)
 	c.HTTP.Version = Version()
+	c.Kafka.MaxRecordBytes = int(ac.MaxRecordBytes)
+	c.Kafka.MaxRequestBytes = ac.KafkaMaxRequestBytes
 	if c.DatabaseURL == "" {
 		return errors.New("--database-url (SILT_DATABASE_URL) is required")
 	}
@@ -151,7 +165,27 @@ func (ac *agentConfig) finish() error {
 		}
 		c.Advertise = net.JoinHostPort(host, port)
 	}
+	if c.Kafka.Listen != "" && c.Kafka.AdvertisedAddr == "" {
+		addr, err := advertisedFrom(c.Kafka.Listen)
+		if err != nil {
+			return fmt.Errorf("--kafka-listen %q: %w", c.Kafka.Listen, err)
+		}
+		c.Kafka.AdvertisedAddr = addr
+	}
 	return c.Validate()
+}
+
+// advertisedFrom derives an address to advertise from a listen address:
+// a wildcard host becomes this machine's name.
+func advertisedFrom(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host, _ = os.Hostname()
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

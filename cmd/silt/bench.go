@@ -16,6 +16,8 @@ import (
 
 	"silt/bench"
 	"silt/client"
+	"silt/internal/agentd"
+	"silt/kafka"
 	"silt/objectstore/bucketurl"
 )
 
@@ -23,6 +25,8 @@ import (
 type benchConfig struct {
 	opts         bench.Options
 	url          string
+	kafkaAddr    string
+	rawBatchMin  int64
 	databaseURL  string
 	objectStore  string
 	linger       time.Duration
@@ -57,6 +61,11 @@ func benchFlags(fs *flagSet, c *benchConfig) {
 	c.segmentBytes = 8 << 20
 	c.recordSize = int64(o.RecordSize)
 	fs.StringVar(&c.url, "url", "", "base URL of an agent to benchmark; empty runs one in this process against --database-url and --objectstore")
+	fs.StringVar(&o.Protocol, "protocol", o.Protocol, "drive Silt over http (binary produce and fetch) or kafka (franz-go's kgo against the Kafka listener)")
+	fs.StringVar(&c.kafkaAddr, "kafka-addr", "", "the Kafka listener (host:port) of the agent at --url, for --protocol kafka")
+	fs.StringVar(&o.KafkaCompression, "kafka-compression", "none", "codec of the Kafka producers' batches: none, gzip, snappy, lz4 or zstd")
+	c.rawBatchMin = int64(kafka.DefaultConfig().RawBatchMinBytes)
+	fs.BytesVar(&c.rawBatchMin, "kafka-raw-batch-min-bytes", c.rawBatchMin, "compressed Kafka batches at least this large are stored as sent by the agent run in this process; smaller ones are re-encoded")
 	fs.StringVar(&c.databaseURL, "database-url", "", "Postgres URL for the agent run in this process")
 	fs.StringVar(&c.objectStore, "objectstore", "", "object store URL for the agent run in this process and for the raw baseline (an s3:// or minio:// bucket is created when missing)")
 	fs.IntVar(&o.Producers, "producers", o.Producers, "producer clients")
@@ -232,10 +241,11 @@ func runBench(ctx context.Context, c *benchConfig, pr *bench.Progress, logger *s
 				return err
 			}
 		}
-		t = bench.ExternalTarget(c.url, c.token, tlsCfg)
+		t = bench.ExternalTarget(c.url, c.kafkaAddr, c.token, tlsCfg)
 	} else {
 		la := bench.LocalAgent{DatabaseURL: c.databaseURL, ObjectStore: c.objectStore, Linger: c.linger, SegmentBytes: c.segmentBytes, Logger: logger,
-			Security: c.modes[0]}
+			Security:  c.modes[0],
+			Configure: func(cfg *agentd.Config) { cfg.Kafka.RawBatchMinBytes = int(c.rawBatchMin) }}
 		if t, err = la.Start(ctx); err != nil {
 			return err
 		}

@@ -74,6 +74,48 @@ func TestBenchExternalAgent(t *testing.T) {
 	}
 }
 
+// TestBenchKafka drives the same workload over the Kafka listener with
+// franz-go: an agent in this process (produce, tail, cold catch-up), then
+// an agent reached by --url and --kafka-addr with idempotent producers.
+func TestBenchKafka(t *testing.T) {
+	db := testenv.PostgresURL(t)
+	srv, bucket := testenv.MinIOBucket(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	out := filepath.Join(t.TempDir(), "bench.json")
+	r := silt(t, nil, "bench", "--protocol", "kafka", "--kafka-compression", "lz4", "--database-url", db, "--objectstore", srv.URL("s3", bucket, "bench"),
+		"--producers", "2", "--consumers", "2", "--partitions", "4", "--batch", "50", "--record-size", "512",
+		"--duration", "1s", "--warmup", "200ms", "--linger", "20ms", "--baselines", "none", "--json", out).ok(t)
+	if !strings.Contains(r.stdout, "over Kafka (franz-go, lz4 batches)") {
+		t.Fatalf("output does not say Kafka:\n%s", r.stdout)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	s := rep.Silt
+	switch {
+	case s == nil || s.Options.Protocol != bench.ProtocolKafka || s.Produce.Records == 0 || s.Produce.Errors != 0:
+		t.Fatalf("produce: %+v", s)
+	case s.EndToEnd == nil || s.EndToEnd.Records == 0:
+		t.Fatalf("end to end: %+v", s.EndToEnd)
+	case s.CatchUp == nil || !s.CatchUp.Complete || s.CatchUp.Records < s.Produce.Records:
+		t.Fatalf("catch-up: %+v (produced %d in the window)", s.CatchUp, s.Produce.Records)
+	}
+
+	a := agenttest.Start(t, agenttest.Options{Kafka: true})
+	r = silt(t, nil, "bench", "--protocol", "kafka", "--url", a.URL, "--kafka-addr", a.KafkaAddr, "--producers", "2", "--consumers", "0",
+		"--partitions", "2", "--batch", "20", "--record-size", "100", "--duration", "500ms", "--warmup", "0s", "--idempotent",
+		"--rate", "2000", "--baselines", "none").ok(t)
+	if !strings.Contains(r.stdout, "idempotent") || !strings.Contains(r.stdout, "records/s") {
+		t.Fatalf("external Kafka run:\n%s", r.stdout)
+	}
+}
+
 func TestBenchFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench"}, // neither --url nor stores
@@ -81,6 +123,8 @@ func TestBenchFlags(t *testing.T) {
 		{"bench", "--url", "http://127.0.0.1:1", "--record-size", "4"},
 		{"bench", "--url", "http://127.0.0.1:1", "--baselines", "kafka"},
 		{"bench", "--url", "http://127.0.0.1:1", "--suite"},
+		{"bench", "--url", "http://127.0.0.1:1", "--protocol", "grpc"},
+		{"bench", "--url", "http://127.0.0.1:1", "--protocol", "kafka", "--kafka-compression", "brotli"},
 	} {
 		if r := silt(t, nil, args...); r.code == 0 {
 			t.Fatalf("%q: exit 0", args)

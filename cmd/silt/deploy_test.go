@@ -385,17 +385,27 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatal(err)
 	}
 	var servers []string
-	for _, m := range regexp.MustCompile(`(?m)^\s*server (\S+) (\S+)`).FindAllStringSubmatch(string(cfgText), -1) {
-		servers = append(servers, m[1]+"="+m[2])
+	for _, m := range regexp.MustCompile(`(?m)^\s*server (\S+) (\S+)(?: port (\d+))?`).FindAllStringSubmatch(string(cfgText), -1) {
+		servers = append(servers, strings.TrimSuffix(m[1]+"="+m[2]+" "+m[3], " "))
 	}
-	var want []string
+	// The HTTP backend, then the Kafka backend (health-checked on the
+	// HTTP port); Kafka clients bootstrap from the load balancer's
+	// published Kafka port, which every agent advertises.
+	var want, wantKafka []string
 	for _, a := range agents {
-		want = append(want, fmt.Sprintf("%s=%s:%d", a, a, listenPort(t, agentEnvConfig(t, a, mergeEnv(shared, svcs[a].Environment)).Agent.HTTP.Listen)))
+		cfg := agentEnvConfig(t, a, mergeEnv(shared, svcs[a].Environment)).Agent
+		httpPort := listenPort(t, cfg.HTTP.Listen)
+		want = append(want, fmt.Sprintf("%s=%s:%d", a, a, httpPort))
+		wantKafka = append(wantKafka, fmt.Sprintf("%s=%s:%d %d", a, a, listenPort(t, cfg.Kafka.Listen), httpPort))
 		if lb.DependsOn[a].Condition != "service_healthy" {
 			t.Errorf("lb does not wait for %s to be healthy", a)
 		}
+		_, adPort, _ := strings.Cut(cfg.Kafka.AdvertisedAddr, ":")
+		if !slices.Contains(lb.Ports, "127.0.0.1:"+adPort+":"+adPort) {
+			t.Errorf("%s advertises Kafka at %q, which the lb does not publish: %v", a, cfg.Kafka.AdvertisedAddr, lb.Ports)
+		}
 	}
-	if !slices.Equal(servers, want) {
+	if want = append(want, wantKafka...); !slices.Equal(servers, want) {
 		t.Errorf("haproxy.cfg servers %v, want the compose agents %v", servers, want)
 	}
 	if !strings.Contains(string(cfgText), "http-check send meth GET uri /readyz") {

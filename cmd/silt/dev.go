@@ -25,6 +25,8 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// Anonymous, so on loopback only.
 	cfg.Agent.HTTP.Auth = agent.AuthNone
 	cfg.Agent.HTTP.Listen = devListen
+	cfg.Agent.Kafka.Listen = "localhost:9092" // the Kafka listener is on in dev
+	cfg.Agent.Kafka.AutoCreateTopics = true
 	fs := newFlagSet("dev")
 	var dataDir string
 	fs.StringVar(&dataDir, "data-dir", ".silt", "where the private Postgres and the objects live")
@@ -76,8 +78,12 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return runAgent(ctx, cfg, logger, func(addr string) {
-		fmt.Fprintf(stdout, "Silt is running: http://%s (Postgres %s, data in %s; objects in %s). Ctrl-C stops it.\n",
-			displayAddr(addr), metadata.RedactURL(cfg.Agent.DatabaseURL), pg.DataDir(), filepath.Join(abs, "objects"))
+		kafka := ""
+		if cfg.Agent.Kafka.Listen != "" {
+			kafka = ", Kafka " + cfg.Agent.Kafka.AdvertisedAddr
+		}
+		fmt.Fprintf(stdout, "Silt is running: http://%s%s (Postgres %s, data in %s; objects in %s). Ctrl-C stops it.\n",
+			displayAddr(addr), kafka, metadata.RedactURL(cfg.Agent.DatabaseURL), pg.DataDir(), filepath.Join(abs, "objects"))
 	})
 }
 

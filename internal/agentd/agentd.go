@@ -22,6 +22,7 @@ import (
 	"silt/fetch"
 	"silt/groups"
 	"silt/internal/tlsreload"
+	"silt/kafka"
 	"silt/metadata"
 	"silt/migrations"
 	"silt/objectstore"
@@ -65,6 +66,12 @@ type Config struct {
 	// MetricsListen, when set, serves /metrics there instead of on the
 	// API listener.
 	MetricsListen string
+	// Kafka is the Kafka listener; it is off while Kafka.Listen is empty.
+	Kafka kafka.Config
+	// KafkaAnonymous lets the Kafka listener run while HTTP requires keys:
+	// it has no authentication of its own yet (SASL is to come), so an
+	// operator must ask for it knowingly.
+	KafkaAnonymous bool
 }
 
 // DefaultConfig returns the defaults; AgentID, DatabaseURL and
@@ -83,6 +90,7 @@ func DefaultConfig() Config {
 		Auth:                 auth.DefaultConfig(),
 		Quotas:               auth.DefaultQuotaConfig(),
 		TLS:                  tlsreload.DefaultConfig(),
+		Kafka:                kafka.DefaultConfig(),
 	}
 }
 
@@ -129,6 +137,14 @@ func (c Config) Validate() error {
 			return errors.New("the bootstrap admin key is not of the form silt_<16 hex digits>_<64 hex digits> (make one with `silt keys generate`)")
 		}
 	}
+	if c.Kafka.Listen != "" {
+		if err := c.Kafka.Validate(); err != nil {
+			return err
+		}
+		if c.HTTP.Auth != agent.AuthNone && !c.KafkaAnonymous {
+			return errors.New("the Kafka listener does not authenticate clients yet: with --auth=required, set --kafka-anonymous to run it anyway, or leave --kafka-listen empty")
+		}
+	}
 	return c.Batcher.Validate()
 }
 
@@ -144,6 +160,9 @@ type Overrides struct {
 	Bucket objectstore.Bucket
 	// Listener replaces listening on Config.HTTP.Listen.
 	Listener net.Listener
+	// KafkaListener replaces listening on Config.Kafka.Listen (which
+	// must still be set for the Kafka listener to run).
+	KafkaListener net.Listener
 }
 
 // Agent is a running agent.
@@ -160,6 +179,8 @@ type Agent struct {
 	drain   chan struct{}      // closed when Stop begins: ends long-polls
 	http    *agent.Server
 	ln      net.Listener
+	kafka   *kafka.Server // nil when off
+	kafkaLn net.Listener
 	served  chan error
 	reg     *prometheus.Registry
 	bg      sync.WaitGroup // background loops on the stopBG context
@@ -178,7 +199,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	logger = logger.With("agent_id", cfg.AgentID)
 	// a is local, not the named result: the cleanup below must still see
 	// it after an error return sets the result to nil.
-	a := &Agent{cfg: cfg, logger: logger, served: make(chan error, 1), reg: prometheus.NewRegistry(), drain: make(chan struct{})}
+	a := &Agent{cfg: cfg, logger: logger, served: make(chan error, 2), reg: prometheus.NewRegistry(), drain: make(chan struct{})}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var closers []func()
 	defer func() {
@@ -291,21 +312,45 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 			return nil, fmt.Errorf("listen %s: %w", cfg.HTTP.Listen, err)
 		}
 	}
+	closers = append(closers, func() { a.ln.Close() })
 	ln := a.ln
 	if cfg.TLS.Enabled() {
 		certs, err := tlsreload.New(cfg.TLS, logger, a.reg)
 		if err != nil {
-			a.ln.Close()
 			return nil, err
 		}
 		a.bg.Go(func() { certs.Run(bg) })
 		ln = tls.NewListener(a.ln, certs.ServerConfig())
 	}
+	if cfg.Kafka.Listen != "" {
+		if a.kafka, err = kafka.New(cfg.Kafka, kafka.Deps{
+			Topics: a.store, Producer: a.batcher, Fetcher: a.fetcher, Watcher: a.notify, Logger: logger, Registerer: a.reg,
+		}); err != nil {
+			return nil, err
+		}
+		a.kafkaLn = ov.KafkaListener
+		if a.kafkaLn == nil {
+			if a.kafkaLn, err = net.Listen("tcp", cfg.Kafka.Listen); err != nil {
+				return nil, fmt.Errorf("kafka listen %s: %w", cfg.Kafka.Listen, err)
+			}
+		}
+		go func() {
+			if err := a.kafka.Serve(a.kafkaLn); err != nil {
+				select {
+				case a.served <- err:
+				default:
+				}
+			}
+		}()
+		if cfg.HTTP.Auth != agent.AuthNone {
+			logger.Warn("the Kafka listener does not authenticate clients (--kafka-anonymous): anyone who reaches it may read and write every topic")
+		}
+	}
 	go func() { a.served <- a.http.Serve(ln) }()
 	if cfg.HTTP.Auth == agent.AuthNone {
 		logger.Warn("authentication is off (--auth=none): anyone who reaches this agent may read, write and delete every topic and group")
 	}
-	logger.Info("agent started", "listen", a.ln.Addr().String(), "tls", cfg.TLS.Enabled(), "mutual_tls", cfg.TLS.ClientCAFile != "",
+	logger.Info("agent started", "listen", a.ln.Addr().String(), "kafka", a.KafkaAddr(), "tls", cfg.TLS.Enabled(), "mutual_tls", cfg.TLS.ClientCAFile != "",
 		"auth", cfg.HTTP.Auth, "database", metadata.RedactURL(cfg.DatabaseURL), "objectstore", a.bucket.Name(), "version", cfg.HTTP.Version)
 	return a, nil
 }
@@ -381,6 +426,15 @@ func (a *Agent) MetricsAddr() string {
 // Addr is the address the HTTP server listens on.
 func (a *Agent) Addr() string { return a.ln.Addr().String() }
 
+// KafkaAddr is the address the Kafka listener listens on, or "" when it
+// is off.
+func (a *Agent) KafkaAddr() string {
+	if a.kafkaLn == nil {
+		return ""
+	}
+	return a.kafkaLn.Addr().String()
+}
+
 // Store is the agent's metadata store.
 func (a *Agent) Store() *metadata.Store { return a.store }
 
@@ -399,7 +453,8 @@ func (a *Agent) HTTP() *agent.Server { return a.http }
 // Metrics is the agent's Prometheus registry.
 func (a *Agent) Metrics() *prometheus.Registry { return a.reg }
 
-// Wait blocks until ctx ends or the HTTP server fails.
+// Wait blocks until ctx ends or the HTTP server (or the Kafka listener)
+// fails.
 func (a *Agent) Wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
@@ -410,7 +465,8 @@ func (a *Agent) Wait(ctx context.Context) error {
 }
 
 // Stop shuts down in the reverse order of construction, within the
-// configured shutdown timeout: HTTP, batcher final flush, pools.
+// configured shutdown timeout: Kafka listener, HTTP, batcher final flush,
+// pools.
 func (a *Agent) Stop(ctx context.Context) error {
 	a.logger.Info("shutting down")
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
@@ -429,6 +485,11 @@ func (a *Agent) Stop(ctx context.Context) error {
 		t.Stop()
 	}
 	close(a.drain)
+	if a.kafka != nil {
+		if err := a.kafka.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := a.http.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -29,6 +29,8 @@ type Options struct {
 	// Bucket shares an object store between agents; nil uses a fresh
 	// in-memory bucket.
 	Bucket objectstore.Bucket
+	// Kafka turns the Kafka listener on, on a free loopback port.
+	Kafka bool
 	// Configure edits the agent's config before it starts.
 	Configure func(*agentd.Config)
 }
@@ -37,6 +39,7 @@ type Options struct {
 type Agent struct {
 	*agentd.Agent
 	URL         string // http://127.0.0.1:port (https with TLS)
+	KafkaAddr   string // 127.0.0.1:port when Options.Kafka is set
 	DatabaseURL string
 	Raw         objectstore.Bucket // the bucket as passed in, before instrumentation
 	stopped     atomic.Bool
@@ -70,6 +73,16 @@ func Start(t testing.TB, opts Options) *Agent {
 	// Tests that are not about security run anonymously; those that are
 	// set AuthRequired (and a bootstrap key) in Configure.
 	cfg.HTTP.Auth = agent.AuthNone
+	var kln net.Listener
+	if opts.Kafka {
+		var err error
+		if kln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Kafka.Listen = kln.Addr().String()
+		cfg.Kafka.AdvertisedAddr = kln.Addr().String()
+		cfg.Kafka.MaxWait = 5 * time.Second
+	}
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
@@ -85,9 +98,12 @@ func Start(t testing.TB, opts Options) *Agent {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	a, err := agentd.Start(context.Background(), cfg, agentd.Overrides{Bucket: opts.Bucket, Listener: ln}, logger)
+	a, err := agentd.Start(context.Background(), cfg, agentd.Overrides{Bucket: opts.Bucket, Listener: ln, KafkaListener: kln}, logger)
 	if err != nil {
 		ln.Close()
+		if kln != nil {
+			kln.Close()
+		}
 		t.Fatalf("agenttest: start agent: %v", err)
 	}
 	scheme := "http://"
@@ -95,6 +111,9 @@ func Start(t testing.TB, opts Options) *Agent {
 		scheme = "https://"
 	}
 	ag := &Agent{Agent: a, URL: scheme + ln.Addr().String(), DatabaseURL: opts.DatabaseURL, Raw: opts.Bucket}
+	if kln != nil {
+		ag.KafkaAddr = kln.Addr().String()
+	}
 	t.Cleanup(func() { ag.Stop(t) })
 	return ag
 }

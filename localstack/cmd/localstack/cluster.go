@@ -18,7 +18,7 @@ import (
 // clusterFlags configure the cluster verb.
 type clusterFlags struct {
 	state, minioBin, siltBin, haproxyBin string
-	agents, port, statsPort              int
+	agents, port, statsPort, kafkaPort   int
 }
 
 // runCluster runs the local cluster in the foreground until ctx ends (Ctrl-C
@@ -33,6 +33,7 @@ func runCluster(ctx context.Context, args []string, stdout io.Writer, logger *sl
 	fs.IntVar(&f.agents, "agents", localstack.ComposeAgents, "how many agents")
 	fs.IntVar(&f.port, "port", 8080, "the load balancer's port on 127.0.0.1 (0 picks a free one)")
 	fs.IntVar(&f.statsPort, "stats-port", 8404, "HAProxy's stats port on 127.0.0.1 (0 picks a free one)")
+	fs.IntVar(&f.kafkaPort, "kafka-port", 9092, "the load balancer's Kafka port on 127.0.0.1 (0 picks a free one)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -106,6 +107,7 @@ func cluster(ctx context.Context, f clusterFlags, stdout io.Writer, logger *slog
 		Agents:      f.agents,
 		Port:        f.port,
 		StatsPort:   f.statsPort,
+		KafkaPort:   f.kafkaPort,
 		DatabaseURL: dbURL,
 		ObjectStore: localstack.S3URL(svc.MinIO.Endpoint, name, ""),
 		Env: []string{
@@ -149,7 +151,7 @@ func cluster(ctx context.Context, f clusterFlags, stdout io.Writer, logger *slog
 func printBanner(w io.Writer, c *localstack.Cluster, svc *localstack.Services, dbURL, state string) {
 	lb := c.LBURL
 	fmt.Fprintf(w, "\nSilt local cluster: %d agents behind HAProxy, Postgres and MinIO, all on 127.0.0.1.\n\n", len(c.Agents()))
-	fmt.Fprintf(w, "  load balancer   %s\n", lb)
+	fmt.Fprintf(w, "  load balancer   %s   (Kafka protocol %s)\n", lb, c.KafkaAddr)
 	fmt.Fprintf(w, "  haproxy stats   %s/stats   (health %s/healthz, metrics %s/metrics)\n", c.StatsURL, c.StatsURL, c.StatsURL)
 	for _, a := range c.Agents() {
 		fmt.Fprintf(w, "  %-15s %s   (log %s)\n", a.ID, a.URL, a.Log)
@@ -172,7 +174,8 @@ Try it (every request goes through the load balancer; X-Silt-Agent says which ag
   curl -s -H "authorization: Bearer $SILT_TOKEN" %[1]s/v1/cluster
   SILT_URL=%[1]s ./bin/silt topic list
   SILT_URL=%[1]s ./bin/silt keys create --name demo-reader --allow consume:topic:demo
+  kcat -b %[4]s -L                     # Kafka clients bootstrap from the load balancer too (no authentication yet)
 
 Ctrl-C stops the agents, HAProxy, MinIO and Postgres.
-`, lb, state, c.AdminKey)
+`, lb, state, c.AdminKey, c.KafkaAddr)
 }
