@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"silt/client"
 	kc "silt/internal/kafkaclients"
 	"silt/localstack"
 )
@@ -64,7 +65,7 @@ func TestLBKafkaClientsAndKill(t *testing.T) {
 			kafkaTopic(t, adm, topic, 3)
 			sent := kc.Records(90, tc.name, true)
 			acked := tc.produce(topic, sent)
-			kc.CheckRoundTrip(t, c.LBURL, topic, 3, sent, acked, tc.consume(topic, len(sent)))
+			kc.CheckRoundTrip(t, c.LBURL, topic, 3, sent, acked, tc.consume(topic, len(sent)), client.WithToken(c.AdminKey))
 		}
 	})
 
@@ -103,7 +104,7 @@ func TestLBKafkaClientsAndKill(t *testing.T) {
 			t.Fatalf("%d of %d acknowledged records lost, e.g. %v", len(lost), len(acked), lost[:min(5, len(lost))])
 		}
 		// The same log over HTTP, through the load balancer.
-		http := kc.OverHTTP(t, c.LBURL, topic, partitions, len(msgs))
+		http := kc.OverHTTP(t, c.LBURL, topic, partitions, len(msgs), client.WithToken(c.AdminKey))
 		for _, m := range msgs {
 			if h := http[[2]int64{int64(m.Partition), m.Offset}]; string(kc.Bytes(t, h.Key)) != *m.Key {
 				t.Fatalf("HTTP reads %q at %d/%d, kcat read %q", kc.Bytes(t, h.Key), m.Partition, m.Offset, *m.Key)

@@ -245,9 +245,10 @@ func Same(t testing.TB, want, got Record) string {
 
 // OverHTTP reads every record of a topic over the HTTP API at url, by
 // partition and offset; it fails the test unless there are want of them.
-func OverHTTP(t testing.TB, url, topic string, partitions int32, want int) map[[2]int64]Record {
+// opts (an API key, say) configure the HTTP client.
+func OverHTTP(t testing.TB, url, topic string, partitions int32, want int, opts ...client.Option) map[[2]int64]Record {
 	t.Helper()
-	hc, err := client.New(url, client.WithRetry(client.DefaultRetryPolicy()))
+	hc, err := client.New(url, append([]client.Option{client.WithRetry(client.DefaultRetryPolicy())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +284,7 @@ func OverHTTP(t testing.TB, url, topic string, partitions int32, want int) map[[
 // CheckRoundTrip checks what a client had acknowledged and consumed
 // against what it sent and against the HTTP API at url, and that every
 // non-empty key landed where the HTTP API's partitioner puts it.
-func CheckRoundTrip(t testing.TB, url, topic string, partitions int32, sent, acked, consumed []Record) {
+func CheckRoundTrip(t testing.TB, url, topic string, partitions int32, sent, acked, consumed []Record, opts ...client.Option) {
 	t.Helper()
 	if len(acked) != len(sent) || len(consumed) != len(sent) {
 		t.Fatalf("sent %d, acknowledged %d, consumed %d", len(sent), len(acked), len(consumed))
@@ -292,7 +293,7 @@ func CheckRoundTrip(t testing.TB, url, topic string, partitions int32, sent, ack
 	for _, c := range consumed {
 		byPos[[2]int64{int64(c.Partition), c.Offset}] = c
 	}
-	http := OverHTTP(t, url, topic, partitions, len(sent))
+	http := OverHTTP(t, url, topic, partitions, len(sent), opts...)
 	for i, s := range sent {
 		pos := [2]int64{int64(acked[i].Partition), acked[i].Offset}
 		c, ok := byPos[pos]
