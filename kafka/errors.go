@@ -37,6 +37,8 @@ const (
 	errUnknownProducerID        int16 = 59
 	errFetchSessionIDNotFound   int16 = 70
 	errInvalidRecord            int16 = 87
+	errInvalidTimestamp         int16 = 32
+	errPolicyViolation          int16 = 44
 	errUnknownTopicID           int16 = 100
 )
 
@@ -53,6 +55,16 @@ func errorCode(err error) int16 {
 		return errUnknownTopicOrPartition
 	case errors.Is(err, metadata.ErrOutOfOrderSequence):
 		return errOutOfOrderSequence
+	case errors.Is(err, metadata.ErrUnknownProducer):
+		return errUnknownProducerID
+	case errors.Is(err, metadata.ErrProducerFenced):
+		return errInvalidProducerEpoch
+	case errors.Is(err, metadata.ErrInvalidTimestamp):
+		return errInvalidTimestamp
+	case errors.Is(err, metadata.ErrPartitionQuota):
+		return errPolicyViolation
+	case errors.Is(err, metadata.ErrSegmentExpired):
+		return errRequestTimedOut
 	case errors.Is(err, metadata.ErrTopicExists):
 		return errTopicAlreadyExists
 	case errors.Is(err, metadata.ErrPartitionCount):

@@ -99,13 +99,20 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 // send writes a request without reading the answer.
 func (c *rawConn) send(req kmsg.Request) int32 {
 	c.t.Helper()
+	corr, err := c.trySend(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return corr
+}
+
+// trySend writes req and returns its correlation id, or the write's error.
+func (c *rawConn) trySend(req kmsg.Request) (int32, error) {
 	c.corr++
 	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("silt-test"))
 	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.nc.Write(f.AppendRequest(nil, req, c.corr)); err != nil {
-		c.t.Fatal(err)
-	}
-	return c.corr
+	_, err := c.nc.Write(f.AppendRequest(nil, req, c.corr))
+	return c.corr, err
 }
 
 // receive reads one answer into resp, checking its correlation id.

@@ -225,8 +225,8 @@ func (s *Server) checkBatch(topic metadata.Topic, partition int32, raw []byte, h
 		return part, perr(errInvalidRequest, "Silt does not serve transactions")
 	case h.ProducerID == 0 || h.ProducerID < -1:
 		return part, perr(errUnknownProducerID, "producer id %d was not issued by InitProducerId", h.ProducerID)
-	case h.ProducerID > 0 && h.ProducerEpoch != 0:
-		return part, perr(errInvalidProducerEpoch, "producer epoch %d; Silt issues epoch 0", h.ProducerEpoch)
+	case h.ProducerID > 0 && h.ProducerEpoch < 0:
+		return part, perr(errInvalidProducerEpoch, "producer epoch %d", h.ProducerEpoch)
 	case h.ProducerID > 0 && h.BaseSequence < 0:
 		return part, perr(errInvalidRecord, "an idempotent batch needs a base sequence")
 	case h.RecordCount < 1:
@@ -237,14 +237,18 @@ func (s *Server) checkBatch(topic metadata.Topic, partition int32, raw []byte, h
 		batchPool.Put(b)
 		return part, perr(errorCode(err), "record batch: %v", err)
 	}
-	rewrite := h.LogAppendTime()
+	// Under LogAppendTime every record gets the agent's time, so the batch
+	// is re-encoded; under CreateTime the producer's timestamps must lie
+	// within the topic's bounds (INVALID_TIMESTAMP, as Kafka answers).
+	rewrite := h.LogAppendTime() || topic.Config.TimestampType == metadata.LogAppendTime
+	now := time.Now().UnixMilli()
 	for i := range b.Records {
 		r := &b.Records[i]
 		if r.OffsetDelta != int32(i) {
 			batchPool.Put(b)
 			return part, perr(errInvalidRecord, "record %d has offset delta %d", i, r.OffsetDelta)
 		}
-		if n := recordBytes(r); n > maxRecord {
+		if n := segment.RecordSize(r); n > int64(maxRecord) {
 			batchPool.Put(b)
 			return part, perr(errMessageTooLarge, "record %d is %d bytes; the limit for topic %q is %d", i, n, topic.Name, maxRecord)
 		}
@@ -254,6 +258,11 @@ func (s *Server) checkBatch(topic metadata.Topic, partition int32, raw []byte, h
 		}
 		if r.Timestamp < 0 {
 			rewrite = true
+		} else if !rewrite {
+			if _, err := topic.Config.RecordTimestamp(r.Timestamp, now); err != nil {
+				batchPool.Put(b)
+				return part, perr(errInvalidTimestamp, "record %d: %v", i, err)
+			}
 		}
 	}
 	if h.LastOffsetDelta != h.RecordCount-1 {
@@ -261,7 +270,7 @@ func (s *Server) checkBatch(topic metadata.Topic, partition int32, raw []byte, h
 		return part, perr(errInvalidRecord, "last offset delta %d with %d records", h.LastOffsetDelta, h.RecordCount)
 	}
 	if h.ProducerID > 0 {
-		part.ProducerID, part.BaseSequence = h.ProducerID, h.BaseSequence
+		part.ProducerID, part.ProducerEpoch, part.BaseSequence = h.ProducerID, h.ProducerEpoch, h.BaseSequence
 	}
 	// Stored as sent: a compressed batch large enough to be its own
 	// chunk. An uncompressed one is compressed with the flush, as HTTP
@@ -276,25 +285,14 @@ func (s *Server) checkBatch(topic metadata.Topic, partition int32, raw []byte, h
 		return part, nil
 	}
 	// Re-encoded: the records alias b (or raw), which the part keeps.
-	now := time.Now().UnixMilli()
 	for i := range b.Records {
-		if b.Records[i].Timestamp < 0 {
+		if b.Records[i].Timestamp < 0 || topic.Config.TimestampType == metadata.LogAppendTime {
 			b.Records[i].Timestamp = now
 		}
 	}
 	part.Records = b.Records
 	s.metrics.produced.WithLabelValues("reencoded").Inc()
 	return part, nil
-}
-
-// recordBytes is a record's size for the record limit: key, value and
-// headers, as on HTTP.
-func recordBytes(r *segment.Record) int {
-	n := len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
-	}
-	return n
 }
 
 // initProducerID issues a fresh producer id with epoch 0. A client that
@@ -305,6 +303,20 @@ func (s *Server) initProducerID(ctx context.Context, req *kmsg.InitProducerIDReq
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	if req.TransactionalID != nil {
 		resp.ErrorCode = errInvalidRequest
+		return resp
+	}
+	if req.ProducerID >= 0 && req.ProducerEpoch >= 0 {
+		// KIP-360: a producer that lost track of its sequences bumps its
+		// epoch and starts them over; its older epoch is fenced.
+		epoch, err := s.deps.Topics.BumpProducerEpoch(ctx, req.ProducerID, req.ProducerEpoch)
+		if err != nil {
+			resp.ErrorCode = errorCode(err)
+			if resp.ErrorCode == errUnknownServerError || resp.ErrorCode == errKafkaStorageError {
+				resp.ErrorCode = errCoordinatorNotAvailable
+			}
+			return resp
+		}
+		resp.ProducerID, resp.ProducerEpoch = req.ProducerID, epoch
 		return resp
 	}
 	id, err := s.deps.Topics.NewProducerID(ctx)

@@ -30,6 +30,7 @@ type TopicStore interface {
 	AlterTopic(ctx context.Context, name string, u metadata.TopicUpdate) (metadata.Topic, error)
 	DeleteTopic(ctx context.Context, name string) error
 	NewProducerID(ctx context.Context) (int64, error)
+	BumpProducerEpoch(ctx context.Context, id int64, epoch int16) (int16, error)
 }
 
 // Producer buffers records for the next flush; the batcher implements it.

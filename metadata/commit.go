@@ -298,3 +298,25 @@ func (s *Store) NewProducerID(ctx context.Context) (int64, error) {
 		return id, nil
 	}
 }
+
+// BumpProducerEpoch moves producer id to the epoch after epoch, which must
+// be its current one (Kafka's InitProducerId with a producer id, KIP-360):
+// its sequences start over at 0 and writes at older epochs are fenced.
+// ErrUnknownProducer when the id was never issued or expired,
+// ErrProducerFenced when epoch is not its current one.
+func (s *Store) BumpProducerEpoch(ctx context.Context, id int64, epoch int16) (int16, error) {
+	var next, current int32
+	err := s.pool.QueryRow(ctx, `
+		WITH cur AS (SELECT epoch FROM producers WHERE id = $1),
+		     up AS (UPDATE producers SET epoch = epoch + 1 WHERE id = $1 AND epoch = $2 AND epoch < 32767 RETURNING epoch)
+		SELECT coalesce((SELECT epoch FROM up), -1), coalesce((SELECT epoch FROM cur), -1)`, id, int32(epoch)).Scan(&next, &current)
+	switch {
+	case err != nil:
+		return 0, s.classify("bump producer epoch", err)
+	case current < 0:
+		return 0, fmt.Errorf("producer id %d is unknown: %w", id, ErrUnknownProducer)
+	case next < 0:
+		return 0, fmt.Errorf("producer %d has epoch %d, not %d: %w", id, current, epoch, ErrProducerFenced)
+	}
+	return int16(next), nil
+}
