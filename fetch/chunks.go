@@ -92,13 +92,27 @@ func (f *Fetcher) chunksOnce(ctx context.Context, req Request) (*ChunkResponse, 
 		total += len(r)
 	}
 	resp.Data = make([]byte, 0, total)
-	resp.Chunks = make([]Chunk, len(refs))
+	resp.Chunks = make([]Chunk, 0, len(refs))
 	var records int64
 	for i, r := range refs {
-		start := len(resp.Data)
-		resp.Data = append(resp.Data, raws[i]...)
-		segment.SetBaseOffset(resp.Data[start:], r.BaseOffset)
-		resp.Chunks[i] = Chunk{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp, Size: len(raws[i])}
+		if r.Batches > 1 {
+			// A merged run: batches back to back, each with its own base
+			// offset; one chunk each.
+			for rest := raws[i]; len(rest) > 0; {
+				h, b, next, err := segment.NextBatch(rest)
+				if err != nil {
+					return nil, fmt.Errorf("read %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+				}
+				resp.Data = append(resp.Data, b...)
+				resp.Chunks = append(resp.Chunks, Chunk{BaseOffset: h.BaseOffset, LastOffset: h.LastOffset(), Records: h.RecordCount, MaxTimestamp: h.MaxTimestamp, Size: len(b)})
+				rest = next
+			}
+		} else {
+			start := len(resp.Data)
+			resp.Data = append(resp.Data, raws[i]...)
+			segment.SetBaseOffset(resp.Data[start:], r.BaseOffset)
+			resp.Chunks = append(resp.Chunks, Chunk{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp, Size: len(raws[i])})
+		}
 		resp.NextOffset = r.LastOffset + 1
 		records += int64(r.Records)
 	}
@@ -160,7 +174,8 @@ func (f *Fetcher) readRaw(ctx context.Context, refs []metadata.BatchRef, p *read
 		if err != nil {
 			return fmt.Errorf("read %s@%d: %w", p.key, r.ByteOffset, err)
 		}
-		if h.Size() != len(chunk) || int64(h.LastOffsetDelta) != r.LastOffset-r.BaseOffset {
+		if r.Batches <= 1 && (h.Size() != len(chunk) || int64(h.LastOffsetDelta) != r.LastOffset-r.BaseOffset) ||
+			r.Batches > 1 && h.BaseOffset != r.BaseOffset {
 			return fmt.Errorf("read %s@%d: batch header disagrees with the index: %w", p.key, r.ByteOffset, segment.ErrCorrupt)
 		}
 		if !p.whole {

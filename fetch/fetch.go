@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sort"
 	"strconv"
 	"time"
@@ -561,12 +562,9 @@ func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte) (*s
 		if b, ok := f.chunks.get(k); ok {
 			return b, nil
 		}
-		b, err := segment.DecodeBatch(chunk, f.decode)
+		b, err := decodeRange(chunk, r, f.decode)
 		if err != nil {
 			return nil, fmt.Errorf("decode %s@%d: %w", key, r.ByteOffset, err)
-		}
-		if n := b.LastOffsetDelta; int64(n) != r.LastOffset-r.BaseOffset {
-			return nil, fmt.Errorf("decode %s@%d: chunk spans %d offsets, index says %d: %w", key, r.ByteOffset, n+1, r.LastOffset-r.BaseOffset+1, segment.ErrCorrupt)
 		}
 		f.chunks.add(k, b, decodedSize(b, int64(len(chunk))))
 		return b, nil
@@ -575,6 +573,58 @@ func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte) (*s
 		return nil, err
 	}
 	return v.(*segment.Batch), nil
+}
+
+// decodeRange decodes the byte range of index row r as one batch whose
+// record offset deltas are relative to r.BaseOffset: the flush chunk it
+// is, or the batches of a merged run (each with its own base offset)
+// joined into one.
+func decodeRange(data []byte, r metadata.BatchRef, opts segment.DecodeOptions) (*segment.Batch, error) {
+	span := r.LastOffset - r.BaseOffset
+	if r.Batches <= 1 {
+		b, err := segment.DecodeBatch(data, opts)
+		if err != nil {
+			return nil, err
+		}
+		if int64(b.LastOffsetDelta) != span {
+			return nil, fmt.Errorf("chunk spans %d offsets, index says %d: %w", b.LastOffsetDelta+1, span+1, segment.ErrCorrupt)
+		}
+		return b, nil
+	}
+	if span > math.MaxInt32 {
+		return nil, fmt.Errorf("a run of %d offsets: %w", span+1, segment.ErrCorrupt)
+	}
+	out := &segment.Batch{}
+	n := int32(0)
+	for rest := data; len(rest) > 0; n++ {
+		h, chunk, next, err := segment.NextBatch(rest)
+		if err != nil {
+			return nil, err
+		}
+		b, err := segment.DecodeBatch(chunk, opts)
+		if err != nil {
+			return nil, err
+		}
+		shift := h.BaseOffset - r.BaseOffset
+		if shift < 0 || shift+int64(h.LastOffsetDelta) > span {
+			return nil, fmt.Errorf("batch at offset %d outside the run [%d, %d]: %w", h.BaseOffset, r.BaseOffset, r.LastOffset, segment.ErrCorrupt)
+		}
+		if n == 0 {
+			out.BatchHeader = b.BatchHeader
+		}
+		for i := range b.Records {
+			rec := b.Records[i] // aliases b's buffers, which only this run holds
+			rec.OffsetDelta += int32(shift)
+			out.Records = append(out.Records, rec)
+		}
+		rest = next
+	}
+	if n != r.Batches {
+		return nil, fmt.Errorf("%d batches in the range, index says %d: %w", n, r.Batches, segment.ErrCorrupt)
+	}
+	out.BaseOffset, out.LastOffsetDelta, out.RecordCount = r.BaseOffset, int32(span), int32(len(out.Records))
+	out.MaxTimestamp = r.MaxTimestamp
+	return out, nil
 }
 
 // wholeObject returns a whole object, reading it once for all concurrent

@@ -186,3 +186,62 @@ func TestLRUBoundsBytes(t *testing.T) {
 		t.Fatal("an entry larger than the cache was kept")
 	}
 }
+
+// mergeRows turns the world's chunks into index rows of rowChunks chunks
+// each, with every batch's base offset written in, as the janitor's merge
+// writes them.
+func (w *world) mergeRows(rowChunks int) {
+	var rows []metadata.BatchRef
+	for i, r := range w.refs {
+		segment.SetBaseOffset(w.obj[r.ByteOffset:], r.BaseOffset)
+		if i%rowChunks == 0 {
+			r.Batches, r.SegmentKind = 1, "merged"
+			rows = append(rows, r)
+			continue
+		}
+		row := &rows[len(rows)-1]
+		row.LastOffset, row.Records, row.ByteLength, row.Batches = r.LastOffset, row.Records+r.Records, row.ByteLength+r.ByteLength, row.Batches+1
+		row.MaxTimestamp = max(row.MaxTimestamp, r.MaxTimestamp)
+	}
+	w.refs = rows
+}
+
+// An index row may cover several batches (a merged run): fetches read
+// every record at its offset from any offset, and stored-batch fetches
+// get one chunk per batch with its offsets.
+func TestRowsOfSeveralBatches(t *testing.T) {
+	w := newWorld(t, 9, 10)
+	w.mergeRows(4) // rows of 4, 4 and 1 chunks
+	f := setup(t, w, nil)
+	ctx := context.Background()
+	for _, from := range []int64{0, 13, 40, 85} {
+		resp, err := f.Fetch(ctx, Request{TopicID: 1, Offset: from, MaxRecords: 1000, MaxBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Records) != int(90-from) || resp.NextOffset != 90 {
+			t.Fatalf("from %d: %d records, next %d", from, len(resp.Records), resp.NextOffset)
+		}
+		for i, r := range resp.Records {
+			off := from + int64(i)
+			if want := fmt.Sprintf("c%d-r%d", off/10, off%10); r.Offset != off || string(r.Value) != want {
+				t.Fatalf("from %d: record %d is %q at %d, want %q at %d", from, i, r.Value, r.Offset, want, off)
+			}
+		}
+	}
+	cr, err := f.FetchChunks(ctx, Request{TopicID: 1, Offset: 0, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cr.Chunks) != 9 || cr.NextOffset != 90 {
+		t.Fatalf("%d chunks, next %d; want 9 and 90", len(cr.Chunks), cr.NextOffset)
+	}
+	data := cr.Data
+	for i, c := range cr.Chunks {
+		h, err := segment.VerifyBatch(data[:c.Size])
+		if err != nil || h.BaseOffset != int64(10*i) || c.BaseOffset != int64(10*i) || c.LastOffset != int64(10*i+9) {
+			t.Fatalf("chunk %d: %+v, header %+v (%v)", i, c, h, err)
+		}
+		data = data[c.Size:]
+	}
+}

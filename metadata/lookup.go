@@ -27,6 +27,10 @@ type BatchRef struct {
 	DeleteHorizon int64
 	ByteOffset    int64
 	ByteLength    int32
+	// Batches is how many RecordBatches the range holds: 1 for a flush
+	// chunk, stored with base offset 0 (its offset is BaseOffset); more for
+	// a merged run, whose batches carry their own base offsets.
+	Batches int32
 }
 
 // PartitionState is a partition's offsets at the time of a lookup.
@@ -45,7 +49,7 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 			SELECT next_offset, log_start_offset FROM partitions WHERE topic_id = $1 AND partition = $2
 		), b AS (
 			SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.key, s.size, s.created_at,
-			       b.byte_offset, b.byte_length,
+			       b.byte_offset, b.byte_length, b.batch_count,
 			       sum(b.byte_length) OVER (ORDER BY b.last_offset) - b.byte_length AS before
 			FROM batches b JOIN segments s ON s.id = b.segment_id
 			WHERE b.topic_id = $1 AND b.partition = $2 AND b.last_offset >= $3
@@ -53,7 +57,8 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 			LIMIT $5
 		)
 		SELECT p.next_offset, p.log_start_offset,
-		       b.base_offset, b.last_offset, b.record_count, b.max_timestamp, b.key, b.size, b.created_at, b.byte_offset, b.byte_length
+		       b.base_offset, b.last_offset, b.record_count, b.max_timestamp, b.key, b.size, b.created_at, b.byte_offset, b.byte_length,
+		       b.batch_count
 		FROM p LEFT JOIN b ON b.before < $4 OR b.before = 0
 		ORDER BY b.last_offset`, topicID, partition, offset, maxBytes, limit)
 	if err != nil {
@@ -67,11 +72,11 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 		found = true
 		var (
 			base, last, maxTS, segSize, byteOff *int64
-			count, length                       *int32
+			count, length, nbatches             *int32
 			key                                 *string
 			at                                  *time.Time
 		)
-		if err := rows.Scan(&st.HighWatermark, &st.LogStartOffset, &base, &last, &count, &maxTS, &key, &segSize, &at, &byteOff, &length); err != nil {
+		if err := rows.Scan(&st.HighWatermark, &st.LogStartOffset, &base, &last, &count, &maxTS, &key, &segSize, &at, &byteOff, &length, &nbatches); err != nil {
 			return PartitionState{}, nil, s.classify("lookup batches", err)
 		}
 		if base == nil {
@@ -79,7 +84,7 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 		}
 		refs = append(refs, BatchRef{
 			BaseOffset: *base, LastOffset: *last, Records: *count, MaxTimestamp: *maxTS,
-			SegmentKey: *key, SegmentSize: *segSize, SegmentAt: *at, ByteOffset: *byteOff, ByteLength: *length,
+			SegmentKey: *key, SegmentSize: *segSize, SegmentAt: *at, ByteOffset: *byteOff, ByteLength: *length, Batches: *nbatches,
 		})
 	}
 	if err := rows.Err(); err != nil {
@@ -107,11 +112,12 @@ func (s *Store) PartitionOffsets(ctx context.Context, topicID int64, partition i
 // no record is that recent.
 func (s *Store) FirstBatchAtOrAfter(ctx context.Context, topicID int64, partition int32, ts int64) (ref BatchRef, found bool, err error) {
 	err = s.pool.QueryRow(ctx, `
-		SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.key, s.size, s.created_at, b.byte_offset, b.byte_length
+		SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.key, s.size, s.created_at, b.byte_offset, b.byte_length,
+		       b.batch_count
 		FROM batches b JOIN segments s ON s.id = b.segment_id
 		WHERE b.topic_id = $1 AND b.partition = $2 AND b.max_timestamp >= $3
 		ORDER BY b.last_offset LIMIT 1`, topicID, partition, ts).
-		Scan(&ref.BaseOffset, &ref.LastOffset, &ref.Records, &ref.MaxTimestamp, &ref.SegmentKey, &ref.SegmentSize, &ref.SegmentAt, &ref.ByteOffset, &ref.ByteLength)
+		Scan(&ref.BaseOffset, &ref.LastOffset, &ref.Records, &ref.MaxTimestamp, &ref.SegmentKey, &ref.SegmentSize, &ref.SegmentAt, &ref.ByteOffset, &ref.ByteLength, &ref.Batches)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return BatchRef{}, false, nil
 	}

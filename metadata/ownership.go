@@ -161,7 +161,7 @@ func (s *Store) Owners(ctx context.Context, afterTopic string, afterPartition in
 func (s *Store) ListBatches(ctx context.Context, topicID int64, partition int32, offset int64, limit int) ([]BatchRef, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.id, s.key, s.kind, s.size, s.created_at,
-		       now() - s.created_at, b.byte_offset, b.byte_length, coalesce(b.delete_horizon, 0)
+		       now() - s.created_at, b.byte_offset, b.byte_length, coalesce(b.delete_horizon, 0), b.batch_count
 		FROM batches b JOIN segments s ON s.id = b.segment_id
 		WHERE b.topic_id = $1 AND b.partition = $2 AND b.last_offset >= $3
 		ORDER BY b.last_offset LIMIT $4`, topicID, partition, offset, limit)
@@ -171,7 +171,7 @@ func (s *Store) ListBatches(ctx context.Context, topicID int64, partition int32,
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (BatchRef, error) {
 		var b BatchRef
 		err := r.Scan(&b.BaseOffset, &b.LastOffset, &b.Records, &b.MaxTimestamp, &b.SegmentID, &b.SegmentKey, &b.SegmentKind, &b.SegmentSize,
-			&b.SegmentAt, &b.SegmentAge, &b.ByteOffset, &b.ByteLength, &b.DeleteHorizon)
+			&b.SegmentAt, &b.SegmentAge, &b.ByteOffset, &b.ByteLength, &b.DeleteHorizon, &b.Batches)
 		return b, err
 	})
 	return out, s.classify("list batches", err)
@@ -199,6 +199,9 @@ type NewChunk struct {
 	// DeleteHorizon (Unix ms, Postgres's clock; 0: none) is when the
 	// chunk's tombstones may go.
 	DeleteHorizon int64
+	// Batches is how many RecordBatches the range holds (0 means 1); with
+	// more than one, each carries its own base offset.
+	Batches int32
 }
 
 // SwapBatches atomically replaces index rows with chunks of a registered
@@ -215,6 +218,7 @@ func (s *Store) SwapBatches(ctx context.Context, agentID string, l Lease, old []
 	}
 	base := make([]int64, len(chunks))
 	horizon := make([]int64, len(chunks))
+	nbatches := make([]int32, len(chunks))
 	last := make([]int64, len(chunks))
 	maxTS := make([]int64, len(chunks))
 	byteOff := make([]int64, len(chunks))
@@ -222,12 +226,13 @@ func (s *Store) SwapBatches(ctx context.Context, agentID string, l Lease, old []
 	length := make([]int32, len(chunks))
 	for i, c := range chunks {
 		base[i], last[i], maxTS[i], byteOff[i], count[i], length[i] = c.BaseOffset, c.LastOffset, c.MaxTimestamp, c.ByteOffset, c.Records, c.ByteLength
-		horizon[i] = c.DeleteHorizon
+		horizon[i], nbatches[i] = c.DeleteHorizon, c.Batches
 	}
 	_, err := s.pool.Exec(ctx, `SELECT silt_swap_batches($1::text, $2::bigint, $3::integer, $4::bigint, $5::bigint[], $6::bigint[],
-		$7::bigint, $8::bigint, $9::bigint[], $10::bigint[], $11::integer[], $12::bigint[], $13::bigint[], $14::integer[], $15::bigint[])`,
+		$7::bigint, $8::bigint, $9::bigint[], $10::bigint[], $11::integer[], $12::bigint[], $13::bigint[], $14::integer[], $15::bigint[],
+		$16::integer[])`,
 		pgx.QueryExecModeSimpleProtocol, agentID, l.TopicID, l.Partition, l.Epoch, bases, segs,
-		segmentID, segmentSize, base, last, count, maxTS, byteOff, length, horizon)
+		segmentID, segmentSize, base, last, count, maxTS, byteOff, length, horizon, nbatches)
 	return s.classify("swap batches", err)
 }
 

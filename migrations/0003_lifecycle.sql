@@ -34,6 +34,12 @@ CREATE INDEX segments_deadline ON segments (deadline) WHERE state IN ('pending',
 -- tombstones, to then + delete.retention.ms; its tombstones go after it.
 ALTER TABLE batches ADD COLUMN delete_horizon bigint;
 
+-- How many RecordBatches the row's byte range holds: 1 for a flush chunk
+-- (stored with base offset 0, given its offset from the row); several for
+-- a merged run, whose batches carry their own base offsets, so that index
+-- rows per byte stay bounded however small the flushes were.
+ALTER TABLE batches ADD COLUMN batch_count integer NOT NULL DEFAULT 1 CHECK (batch_count >= 1);
+
 -- Issued producer ids: random, so that they cannot be guessed, and only
 -- issued ids are accepted. epoch grows when a producer id is re-initialised
 -- (Kafka's InitProducerId); writes with an older epoch are fenced.
@@ -333,7 +339,7 @@ CREATE FUNCTION silt_swap_batches(
     old_bases bigint[], old_segments bigint[],
     p_segment_id bigint, p_segment_size bigint,
     n_base bigint[], n_last bigint[], n_records integer[], n_max_ts bigint[],
-    n_byte_offset bigint[], n_byte_length integer[], n_horizon bigint[]) RETURNS void
+    n_byte_offset bigint[], n_byte_length integer[], n_horizon bigint[], n_batches integer[]) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
     deleted integer;
@@ -357,9 +363,9 @@ BEGIN
             USING ERRCODE = 'SLT03';
     END IF;
     INSERT INTO batches (topic_id, partition, base_offset, last_offset, record_count, max_timestamp,
-                         segment_id, byte_offset, byte_length, delete_horizon)
-    SELECT p_topic, p_part, r.b, r.l, r.c, r.m, p_segment_id, r.o, r.n, nullif(r.h, 0)
-    FROM unnest(n_base, n_last, n_records, n_max_ts, n_byte_offset, n_byte_length, n_horizon) AS r(b, l, c, m, o, n, h);
+                         segment_id, byte_offset, byte_length, delete_horizon, batch_count)
+    SELECT p_topic, p_part, r.b, r.l, r.c, r.m, p_segment_id, r.o, r.n, nullif(r.h, 0), greatest(r.k, 1)
+    FROM unnest(n_base, n_last, n_records, n_max_ts, n_byte_offset, n_byte_length, n_horizon, n_batches) AS r(b, l, c, m, o, n, h, k);
     SELECT coalesce(sum(x), 0) INTO new_bytes FROM unnest(n_byte_length) AS x;
     UPDATE partitions SET total_bytes = greatest(total_bytes - old_bytes + new_bytes, 0)
     WHERE topic_id = p_topic AND partition = p_part;

@@ -106,13 +106,21 @@ func (j *janitor) scanDirty(ctx context.Context, l metadata.Lease, p metadata.Pa
 			if err != nil {
 				return upper, err
 			}
-			if err := b.Decode(raw, segment.DecodeOptions{}); err != nil {
-				return upper, fmt.Errorf("compact %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
-			}
-			for _, rec := range b.Records {
-				if rec.Key != nil && !m.put(rec.Key, r.BaseOffset+int64(rec.OffsetDelta)) {
-					return upper, nil // full: this chunk waits for the next pass
+			full := false
+			err = eachBatch(r, raw, &b, func(base int64, _ []byte, b *segment.Batch) bool {
+				for _, rec := range b.Records {
+					if rec.Key != nil && !m.put(rec.Key, base+int64(rec.OffsetDelta)) {
+						full = true
+						return false
+					}
 				}
+				return true
+			})
+			if err != nil {
+				return upper, err
+			}
+			if full {
+				return upper, nil // full: this chunk waits for the next pass
 			}
 			upper = r.LastOffset + 1
 		}
@@ -171,9 +179,6 @@ func (c *cleaner) recopy(ctx context.Context, from, upper int64) error {
 			if err != nil {
 				return err
 			}
-			if err := b.Decode(raw, segment.DecodeOptions{}); err != nil {
-				return fmt.Errorf("compact %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
-			}
 			if err := c.clean(ctx, r, raw, &b); err != nil {
 				return err
 			}
@@ -186,35 +191,79 @@ func (c *cleaner) recopy(ctx context.Context, from, upper int64) error {
 	}
 }
 
-// clean decides one chunk: left as it is, or rewritten into the current
-// run (filtered, or only given its delete horizon).
+// eachBatch decodes the batches of index row r's bytes in turn into b and
+// calls fn with each one's base offset and bytes, until fn returns false:
+// one for a flush chunk (base offset from the row), several for a merged
+// run (each with its own).
+func eachBatch(r metadata.BatchRef, raw []byte, b *segment.Batch, fn func(base int64, raw []byte, b *segment.Batch) bool) error {
+	for rest := raw; len(rest) > 0; {
+		h, one, next, err := segment.NextBatch(rest)
+		if err != nil {
+			return fmt.Errorf("compact %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+		}
+		base := h.BaseOffset
+		if r.Batches <= 1 {
+			base = r.BaseOffset // stored with base offset 0
+		}
+		if err := b.Decode(one, segment.DecodeOptions{}); err != nil {
+			return fmt.Errorf("compact %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+		}
+		if !fn(base, one, b) {
+			return nil
+		}
+		rest = next
+	}
+	return nil
+}
+
+// cleanedBatch is one batch of a row being cleaned.
+type cleanedBatch struct {
+	base    int64
+	raw     []byte           // as stored
+	keep    []segment.Record // the records that stay
+	removed int
+	horizon int64
+}
+
+// clean decides one index row: left as it is, or rewritten into the
+// current run, each of its batches filtered (or only given its delete
+// horizon) into a chunk of its own.
 func (c *cleaner) clean(ctx context.Context, r metadata.BatchRef, raw []byte, b *segment.Batch) error {
 	horizon := r.DeleteHorizon
 	tombstonesGo := horizon > 0 && horizon <= c.now
-	keep := b.Records[:0:0]
-	removed, tombstones := 0, false
-	for _, rec := range b.Records {
-		off := r.BaseOffset + int64(rec.OffsetDelta)
-		if rec.Key != nil {
-			if latest, ok := c.m.latest[string(rec.Key)]; ok && latest > off {
-				removed++ // superseded by a later record of its key
-				continue
-			}
-			if rec.Value == nil {
-				if tombstonesGo {
-					removed++ // a tombstone past its horizon
+	var parts []cleanedBatch
+	changed := false
+	err := eachBatch(r, raw, b, func(base int64, one []byte, b *segment.Batch) bool {
+		cb := cleanedBatch{base: base, raw: one, horizon: horizon}
+		tombstones := false
+		for _, rec := range b.Records {
+			off := base + int64(rec.OffsetDelta)
+			if rec.Key != nil {
+				if latest, ok := c.m.latest[string(rec.Key)]; ok && latest > off {
+					cb.removed++ // superseded by a later record of its key
 					continue
 				}
-				tombstones = true
+				if rec.Value == nil {
+					if tombstonesGo {
+						cb.removed++ // a tombstone past its horizon
+						continue
+					}
+					tombstones = true
+				}
 			}
+			cb.keep = append(cb.keep, cloneRecord(rec))
 		}
-		keep = append(keep, rec)
+		if tombstones && horizon == 0 {
+			cb.horizon = c.now + c.t.Config.DeleteRetentionMs // first seen by the cleaner
+		}
+		changed = changed || cb.removed > 0 || cb.horizon != horizon
+		parts = append(parts, cb)
+		return true
+	})
+	if err != nil {
+		return err
 	}
-	newHorizon := horizon
-	if tombstones && horizon == 0 {
-		newHorizon = c.now + c.t.Config.DeleteRetentionMs // first seen by the cleaner
-	}
-	if removed == 0 && newHorizon == horizon {
+	if !changed {
 		// Unchanged: it stays where it is, and ends the run before it.
 		return c.flush(ctx)
 	}
@@ -224,28 +273,53 @@ func (c *cleaner) clean(ctx context.Context, r metadata.BatchRef, raw []byte, b 
 	key := segment.ChunkKey{TopicID: c.l.TopicID, Partition: c.l.Partition}
 	c.old = append(c.old, r)
 	c.bytes += int64(r.ByteLength)
-	c.removed += removed
 	c.rewritten++
-	if len(keep) > 0 {
+	for _, cb := range parts {
+		c.removed += cb.removed
+		if len(cb.keep) == 0 {
+			continue
+		}
 		var ref segment.ChunkRef
 		var err error
-		if removed == 0 {
-			ref, err = c.builder.AddRaw(key, raw) // only the horizon changes
+		if cb.removed == 0 {
+			ref, err = c.builder.AddRaw(key, cb.raw) // only the horizon changes
 		} else {
-			ref, err = c.builder.Add(key, keep, segment.BatchOptions{Compression: segment.CompressionZstd})
+			ref, err = c.builder.Add(key, cb.keep, segment.BatchOptions{Compression: segment.CompressionZstd})
 		}
 		if err != nil {
 			return fmt.Errorf("compact %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
 		}
 		c.news = append(c.news, metadata.NewChunk{
-			BaseOffset: r.BaseOffset, LastOffset: r.BaseOffset + int64(ref.LastOffsetDelta), Records: ref.Records,
-			MaxTimestamp: ref.MaxTimestamp, ByteOffset: ref.Offset, ByteLength: int32(ref.Length), DeleteHorizon: newHorizon,
+			BaseOffset: cb.base, LastOffset: cb.base + int64(ref.LastOffsetDelta), Records: ref.Records,
+			MaxTimestamp: ref.MaxTimestamp, ByteOffset: ref.Offset, ByteLength: int32(ref.Length), DeleteHorizon: cb.horizon,
 		})
 	}
 	if int64(c.builder.Len()) >= c.j.cfg.MergeTargetBytes {
 		return c.flush(ctx)
 	}
 	return nil
+}
+
+// cloneRecord copies what a record aliases in its decoded batch, which
+// the next batch's decode reuses.
+func cloneRecord(r segment.Record) segment.Record {
+	out := segment.Record{OffsetDelta: r.OffsetDelta, Timestamp: r.Timestamp}
+	if r.Key != nil {
+		out.Key = append([]byte{}, r.Key...)
+	}
+	if r.Value != nil {
+		out.Value = append([]byte{}, r.Value...)
+	}
+	if len(r.Headers) > 0 {
+		out.Headers = make([]segment.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			out.Headers[i] = segment.Header{Key: h.Key}
+			if h.Value != nil {
+				out.Headers[i].Value = append([]byte{}, h.Value...)
+			}
+		}
+	}
+	return out
 }
 
 // flush writes the current run as a new segment and swaps it in.

@@ -34,6 +34,10 @@ type JanitorConfig struct {
 	MergeSmallChunkBytes int64
 	MergeMinChunks       int
 	MergeTargetBytes     int64
+	// MergeRowBytes is the most bytes one index row of a merged segment
+	// covers: a fetch reads a whole row, and a GiB takes about
+	// 1 GiB / MergeRowBytes rows.
+	MergeRowBytes int64
 
 	// CompactInterval is how often compacted topics' partitions are
 	// cleaned; one pass maps at most CompactMapBytes of keys (Kafka's
@@ -87,6 +91,7 @@ func DefaultConfig() Config {
 			MergeSmallChunkBytes:  1 << 20,
 			MergeMinChunks:        8,
 			MergeTargetBytes:      32 << 20,
+			MergeRowBytes:         1 << 20,
 			CompactInterval:       5 * time.Minute,
 			CompactMapBytes:       64 << 20,
 			GCInterval:            time.Minute,
@@ -129,7 +134,7 @@ func (c Config) Validate() error {
 		return errors.New("ownership: producer expiry and group retention must be at least a minute")
 	case j.RewriteTimeout < time.Second:
 		return errors.New("ownership: rewrite timeout must be at least 1s")
-	case j.MergeMinChunks < 2 || j.MergeTargetBytes < 1 || j.MergeSmallChunkBytes < 1:
+	case j.MergeMinChunks < 2 || j.MergeTargetBytes < 1 || j.MergeSmallChunkBytes < 1 || j.MergeRowBytes < 1:
 		return errors.New("ownership: merge needs at least 2 chunks and positive sizes")
 	case j.RewriteBytesPerSecond < 1 || j.CompactMapBytes < 1024:
 		return errors.New("ownership: rewrite rate must be positive and the compaction map at least 1 KiB")

@@ -48,6 +48,10 @@ const maxIndexRows = 100_000
 // so one swap's size).
 const maxRunChunks = 10_000
 
+// maxRowOffsets bounds the offsets one merged index row spans, so that a
+// record's offset delta within the row fits an int32.
+const maxRowOffsets = 1 << 30
+
 // janitor runs the owner's duties from one goroutine.
 type janitor struct {
 	o      *Owner
@@ -410,16 +414,31 @@ func (j *janitor) rewriteRaw(ctx context.Context, l metadata.Lease, run []metada
 		return err
 	}
 	b := segment.NewBuilder(nil)
-	news := make([]metadata.NewChunk, len(run))
 	key := segment.ChunkKey{TopicID: l.TopicID, Partition: l.Partition}
+	// The chunks are copied byte for byte, each with its base offset
+	// written in (the CRC does not cover it), and indexed by rows of up to
+	// MergeRowBytes: a row covers several batches, so index rows per byte
+	// stay bounded however small the flushes were.
+	var news []metadata.NewChunk
 	for i, c := range chunks {
+		r := run[i]
+		if r.Batches > 1 {
+			return fmt.Errorf("merge %s@%d: a run of batches is merged already", r.SegmentKey, r.ByteOffset)
+		}
+		segment.SetBaseOffset(c, r.BaseOffset)
 		ref, err := b.AddRaw(key, c)
 		if err != nil {
-			return fmt.Errorf("merge %s@%d: %w", run[i].SegmentKey, run[i].ByteOffset, err)
+			return fmt.Errorf("merge %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
 		}
-		r := run[i]
-		news[i] = metadata.NewChunk{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp,
-			ByteOffset: ref.Offset, ByteLength: int32(ref.Length)}
+		if n := len(news); n > 0 && int64(news[n-1].ByteLength)+ref.Length <= j.cfg.MergeRowBytes &&
+			r.LastOffset-news[n-1].BaseOffset < maxRowOffsets {
+			row := &news[n-1]
+			row.LastOffset, row.Records, row.ByteLength, row.Batches = r.LastOffset, row.Records+r.Records, row.ByteLength+int32(ref.Length), row.Batches+1
+			row.MaxTimestamp = max(row.MaxTimestamp, r.MaxTimestamp)
+			continue
+		}
+		news = append(news, metadata.NewChunk{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp,
+			ByteOffset: ref.Offset, ByteLength: int32(ref.Length), Batches: 1})
 	}
 	if err := j.writeAndSwap(ctx, l, b, run, news, metadata.KindMerged); err != nil {
 		return err

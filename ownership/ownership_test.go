@@ -312,23 +312,45 @@ func TestMergeManySmallChunks(t *testing.T) {
 	if err := <-readErr; err != nil {
 		t.Fatal(err)
 	}
+	// The merged rows tile the old chunks' offsets, each covering several
+	// of them; the merged bytes are the old chunks', back to back, with
+	// only each batch's base offset written in.
 	newRefs, _ := a.Store().ListBatches(ctx, top.ID, 0, 0, 100_000)
-	if len(newRefs) != len(oldRefs) {
-		t.Fatalf("merge changed the chunk count %d -> %d", len(oldRefs), len(newRefs))
+	if len(newRefs) == 0 || len(newRefs) >= len(oldRefs)/10 {
+		t.Fatalf("merge left %d rows for %d chunks", len(newRefs), len(oldRefs))
 	}
 	segs := map[string]bool{}
-	for i := range newRefs {
-		o, nw := oldRefs[i], newRefs[i]
+	i := 0
+	for _, nw := range newRefs {
 		segs[nw.SegmentKey] = true
-		if o.BaseOffset != nw.BaseOffset || o.LastOffset != nw.LastOffset || o.ByteLength != nw.ByteLength || nw.SegmentKind != "merged" {
-			t.Fatalf("chunk %d: %+v -> %+v", i, o, nw)
+		if nw.SegmentKind != "merged" || nw.Batches < 2 || nw.BaseOffset != oldRefs[i].BaseOffset {
+			t.Fatalf("row %+v, next old chunk %+v", nw, oldRefs[i])
 		}
-		// Old bytes are still readable (a read that looked them up before
-		// the swap) and equal to the new ones.
-		ob, nb := readRange(t, bucket, o), readRange(t, bucket, nw)
-		if !bytes.Equal(ob, nb) {
-			t.Fatalf("chunk at %d changed bytes in the merge", o.BaseOffset)
+		merged := readRange(t, bucket, nw)
+		for k := int32(0); k < nw.Batches; k, i = k+1, i+1 {
+			o := oldRefs[i]
+			// Old bytes are still readable (a read that looked them up
+			// before the swap).
+			ob := readRange(t, bucket, o)
+			if len(merged) < len(ob) {
+				t.Fatalf("row at %d ends inside the chunk at %d", nw.BaseOffset, o.BaseOffset)
+			}
+			mb := merged[:len(ob)]
+			merged = merged[len(ob):]
+			if h, _ := segment.ParseBatchHeader(mb); h.BaseOffset != o.BaseOffset {
+				t.Fatalf("merged batch base offset %d, want %d", h.BaseOffset, o.BaseOffset)
+			}
+			segment.SetBaseOffset(mb, 0)
+			if !bytes.Equal(ob, mb) {
+				t.Fatalf("chunk at %d changed bytes in the merge", o.BaseOffset)
+			}
 		}
+		if len(merged) != 0 || nw.LastOffset != oldRefs[i-1].LastOffset {
+			t.Fatalf("row %+v: %d bytes left over, last old chunk %+v", nw, len(merged), oldRefs[i-1])
+		}
+	}
+	if i != len(oldRefs) {
+		t.Fatalf("the merged rows cover %d of %d chunks", i, len(oldRefs))
 	}
 	after := readAll(t, a.URL, "m", 0)
 	for off, v := range before {
@@ -629,5 +651,46 @@ func TestMergeBeyondOnePass(t *testing.T) {
 	got := readAll(t, a.URL, "big", n-5)
 	if len(got) != 5 || got[n-1] != fmt.Sprint("=", n-1) {
 		t.Fatalf("the last records after the merge: %v", got)
+	}
+}
+
+// A topic whose small chunks were merged into rows of several batches and
+// that becomes compacted later is compacted correctly.
+func TestCompactionOfMergedRows(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) {
+		quiet(c)
+		c.Batcher.Linger = 0
+	}})
+	post(t, a.URL+"/v1/topics", `{"name":"mc","partitions":1}`)
+	owning(t, a, 1)
+	want := map[string]int64{}
+	for i := range 40 { // 40 flushes over 10 keys
+		produceOne(t, a.URL, "mc", fmt.Sprintf(`{"key":"k%d","value":%d}`, i%10, i))
+		want[fmt.Sprintf(`"k%d"`, i%10)] = int64(i)
+	}
+	ctx := context.Background()
+	a.Owner().RunJanitor(ctx) // merges
+	if n := countRowsWhere(t, a.Store(), "batches", "batch_count > 1"); n == 0 {
+		t.Fatal("the merge wrote no rows of several batches")
+	}
+	req, _ := http.NewRequest(http.MethodPatch, a.URL+"/v1/topics/mc", strings.NewReader(`{"config":{"cleanup.policy":"compact"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("alter: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	produceOne(t, a.URL, "mc", `{"key":"tail","value":1}`)
+	want[`"tail"`] = 40
+	a.Owner().RunJanitor(ctx)
+	got := readAll(t, a.URL, "mc", 0)
+	if len(got) != len(want) {
+		t.Fatalf("%d records after compaction, want %d: %v", len(got), len(want), got)
+	}
+	for key, o := range want {
+		if v, ok := got[o]; !ok || !strings.HasPrefix(v, key+"=") {
+			t.Fatalf("key %s: offset %d holds %q (present %v)", key, o, v, ok)
+		}
 	}
 }

@@ -206,3 +206,17 @@ func SetBaseOffset(chunk []byte, base int64) {
 func SetPartitionLeaderEpoch(chunk []byte, epoch int32) {
 	binary.BigEndian.PutUint32(chunk[offLeaderEpoch:offLeaderEpoch+4], uint32(epoch))
 }
+
+// NextBatch splits the RecordBatch at the start of data from the batches
+// after it: a merged index entry covers several batches back to back. It
+// checks the batch's header and that data holds all of it, not its CRC.
+func NextBatch(data []byte) (h BatchHeader, batch, rest []byte, err error) {
+	h, err = ParseBatchHeader(data)
+	if err != nil {
+		return h, nil, nil, err
+	}
+	if h.Size() > len(data) {
+		return h, nil, nil, fmt.Errorf("%w: batch of %d bytes, %d left", ErrCorrupt, h.Size(), len(data))
+	}
+	return h, data[:h.Size():h.Size()], data[h.Size():], nil
+}

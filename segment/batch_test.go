@@ -694,3 +694,32 @@ func TestAppendBatchKeepsLastOffsetDelta(t *testing.T) {
 		t.Fatalf("last offset delta %d, want 3", h.LastOffsetDelta)
 	}
 }
+
+// NextBatch walks batches stored back to back.
+func TestNextBatch(t *testing.T) {
+	enc := NewEncoder()
+	var data []byte
+	for i := range 3 {
+		chunk, _ := mustAppend(t, enc, nil, []Record{{Value: []byte{byte(i)}}}, BatchOptions{})
+		SetBaseOffset(chunk, int64(10*i))
+		data = append(data, chunk...)
+	}
+	var bases []int64
+	for rest := data; len(rest) > 0; {
+		h, b, r, err := NextBatch(rest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := VerifyBatch(b); err != nil {
+			t.Fatal(err)
+		}
+		bases = append(bases, h.BaseOffset)
+		rest = r
+	}
+	if len(bases) != 3 || bases[2] != 20 {
+		t.Fatalf("bases %v", bases)
+	}
+	if _, _, _, err := NextBatch(data[:len(data)-1][len(data)/3*2:]); err == nil {
+		t.Fatal("a cut batch was accepted")
+	}
+}
