@@ -14,7 +14,7 @@ TOXIPROXY_BIN := $(CACHE_DIR)/toxiproxy-server-$(TOXIPROXY_VERSION)
 LOCALSTACK := $(GO) run ./localstack/cmd/localstack
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio toxiproxy haproxy nats
+.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio toxiproxy haproxy nats chromium
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +25,7 @@ build: ## build bin/silt
 run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), anonymous, on 127.0.0.1:8080
 	./$(BIN) dev
 
-test: postgres minio toxiproxy haproxy ## start Postgres and MinIO (HAProxy and Toxiproxy for the load-balanced and fault tests), run every test with -race, stop them
+test: postgres minio toxiproxy haproxy chromium ## start Postgres and MinIO (HAProxy and Toxiproxy for the load-balanced and fault tests, Chromium for the console's browser test), run every test with -race, stop them
 	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) --toxiproxy-bin $(TOXIPROXY_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short: ## unit tests only (no services; integration tests skip)
@@ -67,6 +67,9 @@ $(TOXIPROXY_BIN):
 
 haproxy: ## install HAProxy with apt-get when missing (for make localstack and the end-to-end tests)
 	@scripts/ensure-apt.sh haproxy haproxy
+
+chromium: ## install Debian's Chromium with apt-get when missing (the web console's browser test)
+	@scripts/ensure-apt.sh chromium chromium
 
 nats: ## install the NATS server with apt-get when missing (benchmark baseline)
 	@scripts/ensure-apt.sh nats-server nats-server
