@@ -106,7 +106,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	stop()
 	b.shot("overview")
 	b.do(chromedp.Navigate(a.URL + "/ui/#/janitor"))
-	b.wait(`document.querySelectorAll('#main table tbody tr').length >= 1`)
+	b.wait(`document.querySelectorAll('#main table tbody tr').length >= 1 && /\d+ \(\d+(\.\d+)? (B|KiB|MiB|GiB)\)/.test(document.querySelector('#main').innerText)`)
 	b.shot("janitor")
 	b.do(chromedp.Navigate(a.URL + "/ui/#/keys"))
 	b.wait(`document.querySelectorAll('#main table').length === 2`)

@@ -259,6 +259,9 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	if err := a.reg.Register(lag); err != nil {
 		return nil, fmt.Errorf("group lag metrics: %w", err)
 	}
+	if err := a.reg.Register(newGCCollector(a.store, logger, 15*time.Second)); err != nil {
+		return nil, fmt.Errorf("janitor metrics: %w", err)
+	}
 	lagHistory, err := groups.NewLagHistory(cfg.Groups, a.store, logger)
 	if err != nil {
 		return nil, err
