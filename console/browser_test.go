@@ -102,7 +102,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do(chromedp.Navigate(a.URL + "/ui/#/"))
 	stop := api.produceInBackground(topic)
 	b.wait(`document.querySelector('.cards .card .v')?.textContent.endsWith('/s') && document.querySelectorAll('#main table').length >= 2`)
-	b.wait(`Number(document.querySelector('#throughput-chart').dataset.points) >= 3`)
+	b.wait(`Number(document.querySelector('#throughput-chart').dataset.points) >= 6`)
 	stop()
 	b.shot("overview")
 	b.do(chromedp.Navigate(a.URL + "/ui/#/janitor"))

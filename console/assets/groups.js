@@ -40,7 +40,7 @@ export async function groupPage(main, ctx, name) {
   put(main, 
     h('h1', null, h('a', { href: '#/groups' }, 'Groups'), ' / ', h('span', { class: 'mono' }, name), totalEl),
     err,
-    h('section', { class: 'panel', 'aria-labelledby': 'h-lag' }, h('h2', { id: 'h-lag' }, 'Total lag, last hour'), chart,
+    h('section', { class: 'panel', 'aria-labelledby': 'h-lag' }, h('h2', { id: 'h-lag' }, 'Lag of the committed partitions, up to the last hour'), chart,
       h('p', { class: 'muted' }, 'Sampled every 30 s by the agent (kept for an hour in its memory) and every 5 s by this tab while it is open.')),
     h('section', { class: 'panel', 'aria-labelledby': 'h-offsets' }, h('h2', { id: 'h-offsets' }, 'Committed offsets and lag'), offsetsBox),
     h('section', { class: 'panel', 'aria-labelledby': 'h-members' }, h('h2', { id: 'h-members' }, 'Members and assignment'), membersBox, actions),
@@ -53,7 +53,9 @@ export async function groupPage(main, ctx, name) {
       api('GET', `/v1/groups/${enc(name)}`, undefined, { signal: ctx.signal }),
       api('GET', `/v1/groups/${enc(name)}/offsets`, undefined, { signal: ctx.signal }).then((r) => r.offsets),
     ]);
-    series.push({ t: Date.now(), v: offsets.reduce((n, o) => n + o.lag, 0) });
+    // As the agent's history (and silt_group_lag_records): the partitions
+    // with a committed offset.
+    series.push({ t: Date.now(), v: offsets.filter((o) => o.committed_offset !== null).reduce((n, o) => n + o.lag, 0) });
     while (series.length && series[0].t < Date.now() - HOUR) series.shift();
   };
   const history = await api('GET', `/v1/groups/${enc(name)}/lag-history`, undefined, { signal: ctx.signal });
@@ -63,7 +65,10 @@ export async function groupPage(main, ctx, name) {
   const render = () => {
     const total = offsets.reduce((n, o) => n + o.lag, 0);
     totalEl.textContent = `${group.state} · generation ${group.generation} · total lag ${num(total)}`;
-    drawChart(chart, series, { from: Date.now() - HOUR, to: Date.now(), label: 'total lag' });
+    // The chart spans the samples there are: 5 minutes at least, an hour at most.
+    const now = Date.now();
+    const from = Math.max(now - HOUR, Math.min(series.length ? series[0].t : now, now - 5 * 60 * 1000));
+    drawChart(chart, series, { from, to: now, label: 'total lag' });
     put(offsetsBox, offsets.length === 0 ? h('p', { class: 'muted' }, 'No committed offsets and no subscriptions.') : table([
       { label: 'Topic', cell: (o) => h('a', { href: '#/topics/' + enc(o.topic) }, o.topic) },
       { label: 'Partition', num: true, cell: (o) => o.partition },

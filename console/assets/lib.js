@@ -262,10 +262,11 @@ export function drawChart(canvas, series, { from, to, label }) {
     g.textAlign = 'right';
     g.fillText(v >= 1000 ? nf.format(Math.round(v)) : (Math.round(v * 10) / 10).toString(), left - 6, y + 4);
   }
-  g.textAlign = 'center';
   for (let i = 0; i <= 4; i++) {
+    g.textAlign = i === 0 ? 'left' : i === 4 ? 'right' : 'center';
     const t = from + ((to - from) * i) / 4;
-    g.fillText(new Date(t).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', hour12: false }), left + (pw * i) / 4, hgt - 6);
+    const fmt = to - from <= 10 * 60 * 1000 ? { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false } : { hour: '2-digit', minute: '2-digit', hour12: false };
+    g.fillText(new Date(t).toLocaleTimeString(undefined, fmt), left + (pw * i) / 4, hgt - 6);
   }
   const x = (t) => left + ((t - from) / (to - from)) * pw;
   const y = (v) => top + ph - (v / max) * ph;

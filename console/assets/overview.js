@@ -101,7 +101,7 @@ export async function overviewPage(main, ctx) {
   put(main, head, err, cards,
     h('div', { class: 'grid' },
       h('section', { class: 'panel', 'aria-labelledby': 'h-health' }, h('h2', { id: 'h-health' }, 'Health'), healthBox),
-      h('section', { class: 'panel', 'aria-labelledby': 'h-tp' }, h('h2', { id: 'h-tp' }, 'Produce, records/s (this tab, last 10 min)'), chart)),
+      h('section', { class: 'panel', 'aria-labelledby': 'h-tp' }, h('h2', { id: 'h-tp' }, 'Produce, records/s (while this tab is open, up to 10 min)'), chart)),
     h('section', { class: 'panel', 'aria-labelledby': 'h-agents' }, h('h2', { id: 'h-agents' }, 'Agents'), agentsBox));
 
   const mayStats = can('describe', 'cluster');
@@ -133,7 +133,10 @@ export async function overviewPage(main, ctx) {
       card('Last flush', lastFlush ? duration(Date.now() - lastFlush) + ' ago' : 'none yet', 'acknowledged produce'),
       card('Agents', num(agents.length), `${num(owned)} partitions owned`),
     );
-    drawChart(chart, throughput, { from: Date.now() - KEEP_MS, to: Date.now(), label: 'produce records per second' });
+    // The chart spans what this tab has seen (30 s at least, 10 min at most).
+    const now = Date.now();
+    const from = Math.max(now - KEEP_MS, Math.min(throughput.length ? throughput[0].t : now, now - 30_000));
+    drawChart(chart, throughput, { from, to: now, label: 'produce records per second' });
     // Health: the answering agents' readiness checks.
     const rows = [...samples.entries()].map(([id, list]) => ({ id, s: list[list.length - 1].s, seen: list[list.length - 1].seen }));
     put(healthBox, rows.length === 0 ? h('p', { class: 'muted' }, 'Waiting for the first answer…') : table([

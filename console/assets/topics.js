@@ -64,12 +64,11 @@ export async function topicsPage(main, ctx) {
   main.dataset.renderMs = String(Math.round(performance.now() - t0));
 }
 
-function deleteButton(name, onDeleted) {
+function deleteButton(name, onDeleted, explain) {
   const btn = h('button', { type: 'button', class: 'danger', 'aria-label': `Delete topic ${name}` }, 'Delete');
   if (!can('delete', 'topic', name)) {
-    btn.disabled = true;
-    btn.title = 'Your key may not delete this topic';
-    return btn;
+    const note = denied(btn, 'Your key may not delete this topic.');
+    return explain ? h('span', null, btn, ' ', note) : btn;
   }
   btn.onclick = async () => {
     const ok = await confirmDialog({ title: `Delete topic ${name}?`, word: name, ok: 'Delete topic',
@@ -132,7 +131,7 @@ export async function topicPage(main, ctx, name) {
     put(configBox, h('dl', { class: 'kv' },
       h('dt', null, 'id'), h('dd', null, topic.id),
       h('dt', null, 'partitions'), h('dd', null, topic.partitions),
-      Object.entries(topic.config).map(([k, v]) => [h('dt', null, k), h('dd', null, String(v))]),
+      Object.entries(topic.config).map(([k, v]) => [h('dt', null, k), h('dd', null, configText(v))]),
       h('dt', null, 'created'), h('dd', null, time(topic.created_at))));
   };
   const tail = new TailView(topic, ctx);
@@ -141,7 +140,7 @@ export async function topicPage(main, ctx, name) {
     err,
     h('div', { class: 'grid' },
       h('section', { class: 'panel', 'aria-labelledby': 'h-config' }, h('h2', { id: 'h-config' }, 'Configuration'), configBox,
-        h('div', { class: 'pager' }, deleteButton(name, () => { location.hash = '#/topics'; }))),
+        h('div', { class: 'pager' }, deleteButton(name, () => { location.hash = '#/topics'; }, true))),
       alterForm(topic, async () => { topic = await loadTopic(name, ctx.signal); renderConfig(); renderParts(); })),
     h('section', { class: 'panel', 'aria-labelledby': 'h-tail' }, h('h2', { id: 'h-tail' }, 'Live tail'), tail.el),
     produceForm(topic),
@@ -155,6 +154,13 @@ export async function topicPage(main, ctx, name) {
     renderParts();
     tail.topic = topic;
   });
+}
+
+// configText shows a config value; int64 bounds past what a JavaScript
+// number holds exactly (the largest int64 means unbounded) are named.
+function configText(v) {
+  if (typeof v === 'number' && v >= Number.MAX_SAFE_INTEGER) return 'unbounded';
+  return String(v);
 }
 
 async function loadTopic(name, signal) {
