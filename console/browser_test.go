@@ -160,6 +160,23 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.checkConsole()
 }
 
+// Under --auth=none the console asks for no key and allows everything.
+func TestConsoleAnonymous(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives a browser against a real agent")
+	}
+	a := agenttest.Start(t, agenttest.Options{}) // anonymous
+	b := newBrowser(t)
+	b.do(chromedp.Navigate(a.URL + "/ui"))
+	b.wait(`document.querySelectorAll('.cards .card').length >= 6 && !document.querySelector('#login').open &&
+		document.querySelector('#who').textContent.includes('no auth')`)
+	b.do(chromedp.Navigate(a.URL + "/ui/#/keys"))
+	b.wait(`document.querySelectorAll('#main table').length === 2`)
+	b.do(chromedp.Navigate(a.URL + "/ui/#/nowhere"))
+	b.wait(`document.querySelector('#main h1')?.textContent === 'Not found'`)
+	b.checkConsole()
+}
+
 func startAgent(t *testing.T) (*agenttest.Agent, string) {
 	t.Helper()
 	admin, _, err := auth.NewToken()
