@@ -90,6 +90,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait(`document.querySelector('#produce-form .status').textContent.startsWith('Written to partition')`)
 	b.wait(`[...document.querySelectorAll('#tail-list .row')].some(r => r.textContent.includes('the form'))`)
 
+	// A burst larger than the tail keeps: the page holds the last 5,000
+	// records and draws only the rows in view.
+	api.produce(topic, time.Now().UnixMilli(), "burst", 6000)
+	b.wait(`document.querySelector('#tail-status').textContent.includes('5,000 records') &&
+		document.querySelectorAll('#tail-list .row').length < 60 &&
+		[...document.querySelectorAll('#tail-list .row')].some(r => r.textContent.includes('"n":5999') || r.textContent.includes('"n":5998'))`)
+
 	// A group with lag: its chart has data.
 	group := topic + "-readers"
 	api.call("POST", "/v1/groups/"+group+"/offsets", map[string]any{"offsets": []map[string]any{{"topic": topic, "partition": 0, "offset": 0}}}, http.StatusNoContent)
