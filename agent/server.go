@@ -168,6 +168,10 @@ type Server struct {
 	console    *console.Handler
 	lastFlush  atomic.Int64 // unix ms of the last produce acknowledged here
 	started    time.Time
+
+	statsMu      sync.Mutex // guards the readiness checks /v1/stats reuses
+	statsLast    map[string]string
+	statsChecked time.Time
 }
 
 // New builds the server and its routes.

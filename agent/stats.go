@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"sort"
 	"strings"
@@ -63,16 +64,7 @@ func (s *Server) stats(c echo.Context) error {
 		t := time.UnixMilli(ms).UTC()
 		out.LastFlushAt = &t
 	}
-	for _, rc := range s.deps.Ready {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.ReadyTimeout)
-		err := rc.Check(ctx)
-		cancel()
-		out.Checks[rc.Name] = "ok"
-		if err != nil {
-			// What failed, in the words /readyz uses; never a credential.
-			out.Checks[rc.Name] = err.Error()
-		}
-	}
+	out.Checks = s.statsChecks(c.Request().Context())
 	families, err := s.deps.Gatherer.Gather()
 	if err != nil && len(families) == 0 {
 		return err
@@ -98,6 +90,31 @@ func (s *Server) stats(c echo.Context) error {
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, out)
+}
+
+// statsChecksTTL is how long /v1/stats reuses its readiness checks: every
+// open console polls it, and a check may cost an object store request.
+const statsChecksTTL = 10 * time.Second
+
+// statsChecks runs the readiness checks, at most once per statsChecksTTL.
+func (s *Server) statsChecks(ctx context.Context) map[string]string {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	if s.statsChecked.IsZero() || time.Since(s.statsChecked) >= statsChecksTTL {
+		checks := map[string]string{}
+		for _, rc := range s.deps.Ready {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
+			err := rc.Check(cctx)
+			cancel()
+			checks[rc.Name] = "ok"
+			if err != nil {
+				// What failed, in the words /readyz uses; never a credential.
+				checks[rc.Name] = err.Error()
+			}
+		}
+		s.statsLast, s.statsChecked = checks, time.Now()
+	}
+	return maps.Clone(s.statsLast)
 }
 
 // seriesKey is name{a="x",b="y"} with the labels sorted, as Prometheus

@@ -153,6 +153,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do(chromedp.EmulateViewport(390, 844), chromedp.Navigate(a.URL+"/ui/#/topics"))
 	b.wait(`!!document.querySelector('#topic-list table') && document.documentElement.scrollWidth <= window.innerWidth`)
 	b.shot("topics-phone")
+	b.do(chromedp.Navigate(a.URL + "/ui/#/"))
+	b.wait(`document.querySelectorAll('#main table').length >= 2 && document.documentElement.scrollWidth <= window.innerWidth`)
+	b.shot("overview-phone")
 	b.do(chromedp.EmulateViewport(1280, 800))
 
 	// The topic list with 1,000 topics: the first page renders without

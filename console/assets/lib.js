@@ -55,6 +55,8 @@ export class ApiError extends Error {
 
 let onUnauthorized = () => {};
 export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
+// unauthorized reports a 401 that did not come through api() (a stream).
+export function unauthorized(err) { onUnauthorized(err); }
 
 export function authHeaders(extra) {
   const headers = Object.assign({}, extra);

@@ -1,6 +1,6 @@
 // Topics: the list (create, delete) and a topic's page (partitions,
 // alter, delete, live tail with seek, produce).
-import { put, h, field, api, pages, can, denied, enc, num, bytes, retention, time, clock, toast, confirmDialog, table, pager, recordText, b64utf8, authHeaders } from './lib.js';
+import { put, h, field, api, pages, can, denied, enc, num, bytes, retention, time, clock, toast, confirmDialog, table, pager, recordText, b64utf8, authHeaders, unauthorized } from './lib.js';
 
 const PAGE = 50;
 
@@ -450,6 +450,7 @@ class TailView {
       } catch (e) {
         if (signal.aborted || e.name === 'AbortError') return;
         if (e.status && e.status >= 400 && e.status < 500 && e.status !== 429) {
+          if (e.status === 401) unauthorized(e); // the key was revoked or expired
           this.setStatus(`partition ${p}: ${e.message}`);
           return;
         }
