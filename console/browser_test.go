@@ -84,6 +84,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.scrollTo("#h-tail")
 	b.shot("topic-tail")
 
+	// Alter the topic's retention, confirmed.
+	b.do(chromedp.Evaluate[chromedp.Void](`(() => { const i = [...document.querySelectorAll('#h-alter ~ form input')][1];
+		i.value = '3600000'; i.dispatchEvent(new Event('input', {bubbles: true})); })()`),
+		chromedp.Click(chromedp.CSS(`#h-alter ~ form button[type=submit]`)))
+	b.wait(`document.querySelector('#confirm').open && document.querySelector('#confirm-body').textContent.includes('retention.ms 604800000 → 3600000')`)
+	b.do(chromedp.Click(chromedp.ID("confirm-ok")))
+	b.wait(`document.querySelector('#h-config').parentElement.textContent.includes('3600000')`)
+
 	// The produce form.
 	b.do(chromedp.SendKeys(chromedp.CSS(`#produce-form textarea`), `{"from":"the form"}`),
 		chromedp.Click(chromedp.CSS(`#produce-form button[type=submit]`)))
@@ -104,6 +112,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait(`Number(document.querySelector('#lag-chart')?.dataset.points) > 0 && /total lag [1-9]/.test(document.querySelector('#group-total-lag').textContent)`)
 	b.scrollTo("#main")
 	b.shot("group")
+	// Reset the empty group's offsets to the end, after a preview.
+	b.set("#reset-to", "latest")
+	b.do(chromedp.Click(chromedp.CSS(`#h-reset ~ div button[type=submit]`)))
+	b.wait(`document.querySelector('#confirm').open && document.querySelector('#confirm-body').textContent.includes('→')`)
+	b.do(chromedp.Click(chromedp.ID("confirm-ok")))
+	b.wait(`/total lag 0$/.test(document.querySelector('#group-total-lag').textContent)`)
 
 	// The overview once rates are known, the janitor and the keys.
 	b.do(chromedp.Navigate(a.URL + "/ui/#/"))
