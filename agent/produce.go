@@ -234,6 +234,7 @@ func (s *Server) produce(c echo.Context) error {
 		}
 		resp.Duplicate = resp.Duplicate || r.Duplicate
 	}
+	s.lastFlush.Store(time.Now().UnixMilli())
 	for i, w := range where {
 		resp.Offsets[i] = RecordOffset{Partition: parts[w.part].Partition, Offset: results[w.part].BaseOffset + int64(w.index)}
 	}

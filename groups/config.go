@@ -38,6 +38,11 @@ type Config struct {
 	LagMaxSeries int
 	// LagQueryTimeout bounds the collector's query.
 	LagQueryTimeout time.Duration
+	// LagHistoryInterval is how often each agent samples every group's
+	// total lag for the console's chart, and LagHistoryWindow how long it
+	// keeps the samples.
+	LagHistoryInterval time.Duration
+	LagHistoryWindow   time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -54,6 +59,8 @@ func DefaultConfig() Config {
 		LagCacheTTL:           15 * time.Second,
 		LagMaxSeries:          10_000,
 		LagQueryTimeout:       5 * time.Second,
+		LagHistoryInterval:    30 * time.Second,
+		LagHistoryWindow:      time.Hour,
 	}
 }
 
@@ -84,6 +91,10 @@ func (c Config) Validate() error {
 		return errors.New("groups: lag max series must be positive")
 	case c.LagQueryTimeout <= 0:
 		return errors.New("groups: lag query timeout must be positive")
+	case c.LagHistoryInterval <= 0 || c.LagHistoryWindow < c.LagHistoryInterval:
+		return errors.New("groups: the lag history interval must be positive and at most its window")
+	case c.LagHistoryWindow/c.LagHistoryInterval > 10_000:
+		return errors.New("groups: the lag history window may hold at most 10,000 samples")
 	}
 	return nil
 }

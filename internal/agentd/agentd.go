@@ -280,9 +280,18 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	if err := a.reg.Register(lag); err != nil {
 		return nil, fmt.Errorf("group lag metrics: %w", err)
 	}
+	if err := a.reg.Register(newGCCollector(a.store, logger, 15*time.Second)); err != nil {
+		return nil, fmt.Errorf("janitor metrics: %w", err)
+	}
+	lagHistory, err := groups.NewLagHistory(cfg.Groups, a.store, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.bg.Go(func() { lagHistory.Run(bg) })
 
 	httpCfg := cfg.HTTP
 	httpCfg.MetricsElsewhere = cfg.MetricsListen != ""
+	httpCfg.AgentID = cfg.AgentID
 	a.http, err = agent.New(httpCfg, agent.Deps{
 		Topics:   a.store,
 		Producer: a.batcher,
@@ -297,6 +306,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		Registerer: a.reg,
 		Logger:     logger,
 		Groups:     coordinator,
+		LagHistory: lagHistory,
 		Auth:       authDeps,
 	})
 	if err != nil {
