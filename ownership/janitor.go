@@ -270,9 +270,14 @@ func (j *janitor) retention(ctx context.Context, l metadata.Lease, t metadata.To
 	if ms <= 0 && over <= 0 {
 		return 0, nil
 	}
-	cutoff := time.Now().UnixMilli() - ms
+	now := time.Now().UnixMilli()
+	cutoff := now - ms
 	// Read the index a page at a time from the log start, and stop at the
 	// first chunk that stays: a pass costs what it drops, plus a page.
+	// A chunk's time is its largest timestamp, but never later than when
+	// its segment was written: a timestamp in the future (within
+	// message.timestamp.after.max.ms) would otherwise hold back the
+	// retention of every chunk after it.
 	newStart := p.LogStartOffset
 	var overdue int64
 	from := p.LogStartOffset
@@ -283,7 +288,7 @@ scan:
 			return 0, err
 		}
 		for _, r := range refs {
-			expired := ms > 0 && r.MaxTimestamp < cutoff
+			expired := ms > 0 && min(r.MaxTimestamp, now-r.SegmentAge.Milliseconds()) < cutoff
 			if !expired && over <= 0 {
 				break scan
 			}

@@ -261,6 +261,39 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// A chunk whose timestamps lie far in the future does not hold back time
+// retention of the chunks after it: its time counts from when it was
+// written, once that is older than retention.ms.
+func TestRetentionPastFutureTimestamps(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Bucket: agenttest.MinIOBucket(t), Configure: func(c *agentd.Config) {
+		quiet(c)
+		c.Ownership.Janitor.MergeMinChunks = 1 << 30 // retention alone
+	}})
+	post(t, a.URL+"/v1/topics", `{"name":"future","partitions":1,"config":{"retention.ms":1000,"message.timestamp.after.max.ms":9223372036854775807}}`)
+	owning(t, a, 1)
+	now := time.Now()
+	produceOne(t, a.URL, "future", fmt.Sprintf(`{"value":0,"timestamp":%d}`, now.AddDate(10, 0, 0).UnixMilli()))
+	for i := 1; i <= 3; i++ {
+		produceOne(t, a.URL, "future", fmt.Sprintf(`{"value":%d,"timestamp":%d}`, i, now.Add(-time.Hour).UnixMilli()))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		a.Owner().RunJanitor(context.Background())
+		var f fetched
+		get(t, a.URL+"/v1/topics/future/partitions/0/records?offset=earliest", &f)
+		if f.LogStartOffset == 4 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log start %d 30 s after a chunk dated ten years ahead, want 4: it holds back retention", f.LogStartOffset)
+		}
+		<-tick.C
+	}
+}
+
 // Merging 1,000 small chunks of one partition: offsets and bytes stay the
 // same, the object count drops, and a read that looked up the old chunks
 // before the swap still succeeds.
