@@ -365,6 +365,7 @@ func TestPostgresFailureIs503AndConsumesNoOffsets(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) {
 		c.HTTP.TopicCacheTTL = time.Hour // the topic stays known while Postgres is away
 		c.Batcher.FlushTimeout = 5 * time.Second
+		c.DBSession.StatementTimeout, c.DBSession.IdleInTransactionTimeout = 4*time.Second, 4*time.Second // below the flush timeout
 	}})
 	createTopic(t, a, "t", 1, "")
 	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`0`)}}})

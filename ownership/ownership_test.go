@@ -19,6 +19,7 @@ import (
 	"silt/metadata"
 	"silt/objectstore"
 	"silt/objectstore/objectstoretest"
+	"silt/ownership"
 	"silt/segment"
 )
 
@@ -562,8 +563,7 @@ func TestOrphanSweep(t *testing.T) {
 	bucket := agenttest.MinIOBucket(t)
 	a := agenttest.Start(t, agenttest.Options{Bucket: bucket, Configure: func(c *agentd.Config) {
 		quiet(c)
-		c.Batcher.FlushTimeout = 500 * time.Millisecond
-		c.Ownership.Janitor.OrphanAge = time.Second // the least the flush timeout allows
+		c.Ownership.Janitor.OrphanAge = ownership.MinOrphanAge
 	}})
 	post(t, a.URL+"/v1/topics", `{"name":"o","partitions":1}`)
 	owning(t, a, 1)
