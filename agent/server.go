@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -297,20 +298,24 @@ func (s *Server) readyz(c echo.Context) error {
 		return newProblem(http.StatusServiceUnavailable, problem.CodeShuttingDown, "agent is shutting down")
 	}
 	resp := readyResponse{Status: "ok", Checks: map[string]string{}}
-	var failed []string
+	var names, failed []string
 	for _, rc := range s.deps.Ready {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.ReadyTimeout)
 		err := rc.Check(ctx)
 		cancel()
 		if err != nil {
-			resp.Checks[rc.Name] = err.Error()
+			names = append(names, rc.Name)
 			failed = append(failed, rc.Name+": "+err.Error())
 			continue
 		}
 		resp.Checks[rc.Name] = "ok"
 	}
 	if len(failed) > 0 {
-		return newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "not ready: %v", failed)
+		// The body names the failing checks only: their errors carry
+		// object keys, hosts and SQL, which go to the log (the error
+		// handler logs the whole chain).
+		p := newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "not ready: %s failing", strings.Join(names, ", "))
+		return fmt.Errorf("not ready: %s: %w", strings.Join(failed, "; "), p)
 	}
 	return c.JSON(http.StatusOK, resp)
 }

@@ -52,9 +52,9 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	}
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "Postgres connection pool size")
 	d := &c.DBSession
-	fs.DurationVar(&d.LockTimeout, "db-lock-timeout", d.LockTimeout, "Postgres lock_timeout of every agent session: the longest wait for a row lock (0: the server's)")
-	fs.DurationVar(&d.StatementTimeout, "db-statement-timeout", d.StatementTimeout, "Postgres statement_timeout of every agent session (0: the server's)")
-	fs.DurationVar(&d.IdleInTransactionTimeout, "db-idle-in-transaction-timeout", d.IdleInTransactionTimeout, "Postgres idle_in_transaction_session_timeout: a session that stalls inside a transaction is ended after this (0: the server's)")
+	fs.DurationVar(&d.LockTimeout, "db-lock-timeout", d.LockTimeout, "Postgres lock_timeout of every agent session: the longest wait for a row lock; below --flush-timeout (0: the server's)")
+	fs.DurationVar(&d.StatementTimeout, "db-statement-timeout", d.StatementTimeout, "Postgres statement_timeout of every agent session; below --flush-timeout (0: the server's)")
+	fs.DurationVar(&d.IdleInTransactionTimeout, "db-idle-in-transaction-timeout", d.IdleInTransactionTimeout, "Postgres idle_in_transaction_session_timeout: a session that stalls inside a transaction is ended after this; below --flush-timeout (0: the server's)")
 	fs.DurationVar(&d.KeepalivesIdle, "db-tcp-keepalives-idle", d.KeepalivesIdle, "Postgres tcp_keepalives_idle of agent sessions (0: the server's)")
 	fs.DurationVar(&d.KeepalivesInterval, "db-tcp-keepalives-interval", d.KeepalivesInterval, "Postgres tcp_keepalives_interval of agent sessions (0: the server's)")
 	fs.IntVar(&d.KeepalivesCount, "db-tcp-keepalives-count", d.KeepalivesCount, "Postgres tcp_keepalives_count of agent sessions (0: the server's)")

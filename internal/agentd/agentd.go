@@ -145,7 +145,33 @@ func (c Config) Validate() error {
 			return errors.New("the Kafka listener does not authenticate clients yet: with --auth=required, set --kafka-anonymous to run it anyway, or leave --kafka-listen empty")
 		}
 	}
-	return c.Batcher.Validate()
+	if err := c.Batcher.Validate(); err != nil {
+		return err
+	}
+	return c.sessionBelowFlush()
+}
+
+// sessionBelowFlush refuses Postgres session bounds at or above the flush
+// timeout. A commit stuck on a lock must fail on its own bound, in
+// Postgres, while its flush still has time: then its producers get a
+// retriable 503 and the flushes queued behind it go on, rather than the
+// whole flush timeout passing first. Zero leaves the server's setting and
+// is not checked; so is a bound set in the database URL, which wins.
+func (c Config) sessionBelowFlush() error {
+	for _, b := range []struct {
+		flag string
+		d    time.Duration
+	}{
+		{"--db-lock-timeout", c.DBSession.LockTimeout},
+		{"--db-statement-timeout", c.DBSession.StatementTimeout},
+		{"--db-idle-in-transaction-timeout", c.DBSession.IdleInTransactionTimeout},
+	} {
+		if b.d > 0 && b.d >= c.Batcher.FlushTimeout {
+			return fmt.Errorf("%s (%v) must be below --flush-timeout (%v): a commit held up in Postgres must fail there, and a stalled session's locks go, while a flush still has time",
+				b.flag, b.d, c.Batcher.FlushTimeout)
+		}
+	}
+	return nil
 }
 
 func (c Config) ownershipConfig() ownership.Config {
