@@ -139,6 +139,12 @@ func (s *Server) guard(next echo.HandlerFunc) echo.HandlerFunc {
 				}
 			})
 			defer stop()
+			// Expiry ends the request at its moment, as a revocation would
+			// (the watch would see it too, at its next re-check).
+			if !p.ExpiresAt.IsZero() {
+				expire := time.AfterFunc(time.Until(p.ExpiresAt), func() { cancel(errKeyWithdrawn) })
+				defer expire.Stop()
+			}
 		}
 		c.SetRequest(req.WithContext(ctx))
 		c.Set(ctxPrincipal, p)
