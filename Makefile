@@ -14,7 +14,7 @@ TOXIPROXY_BIN := $(CACHE_DIR)/toxiproxy-server-$(TOXIPROXY_VERSION)
 LOCALSTACK := $(GO) run ./localstack/cmd/localstack
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats chromium
+.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats chromium curl
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +25,7 @@ build: ## build bin/silt
 run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), anonymous, on 127.0.0.1:8080
 	./$(BIN) dev
 
-test: postgres minio toxiproxy haproxy kafka-clients chromium ## start Postgres and MinIO (HAProxy, Toxiproxy and real Kafka clients for the end-to-end, fault and Kafka tests, Chromium for the console's browser test), run every test with -race, stop them
+test: postgres minio toxiproxy haproxy kafka-clients chromium curl ## start Postgres and MinIO (HAProxy, Toxiproxy and real Kafka clients for the end-to-end, fault and Kafka tests, Chromium for the console's browser test, curl for the README's examples), run every test with -race, stop them
 	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) --toxiproxy-bin $(TOXIPROXY_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short: ## unit tests only (no services; integration tests skip)
@@ -75,6 +75,9 @@ kafka-clients: ## install kcat and Debian's Kafka clients for Python (confluent-
 
 chromium: ## install Debian's Chromium with apt-get when missing (the web console's browser test)
 	@scripts/ensure-apt.sh chromium chromium
+
+curl: ## install curl with apt-get when missing (the test that runs the README's examples)
+	@scripts/ensure-apt.sh curl curl
 
 nats: ## install the NATS server with apt-get when missing (benchmark baseline)
 	@scripts/ensure-apt.sh nats-server nats-server
