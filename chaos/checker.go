@@ -87,17 +87,20 @@ func summarize(ds []time.Duration) Summary {
 // Stats are the figures of a run.
 type Stats struct {
 	// Ops counts operations by name and outcome (invoke counts every one).
-	Ops            map[F]map[Type]int `json:"ops"`
-	RecordsSent    int                `json:"records_sent"`
-	RecordsAcked   int                `json:"records_acked"`
-	RecordsInLog   int                `json:"records_in_log"`
-	RecordsHanded  int                `json:"records_handed_to_groups"`
-	RecordsTailed  int                `json:"records_received_by_tails"`
-	Partitions     int                `json:"partitions"`
-	Faults         map[Kind]int       `json:"faults"`
-	Recovery       map[Kind]Summary   `json:"recovery"`
-	Delivery       map[string]Summary `json:"delivery"` // per consumer: acknowledgement to receipt
-	FinalReadFound bool               `json:"final_read_found"`
+	Ops           map[F]map[Type]int `json:"ops"`
+	RecordsSent   int                `json:"records_sent"`
+	RecordsAcked  int                `json:"records_acked"`
+	RecordsInLog  int                `json:"records_in_log"`
+	RecordsHanded int                `json:"records_handed_to_groups"`
+	RecordsTailed int                `json:"records_received_by_tails"`
+	// ResendsAnswered counts idempotent sends the agent answered as
+	// resends of a committed request (the path that must not duplicate).
+	ResendsAnswered int                `json:"idempotent_resends_answered"`
+	Partitions      int                `json:"partitions"`
+	Faults          map[Kind]int       `json:"faults"`
+	Recovery        map[Kind]Summary   `json:"recovery"`
+	Delivery        map[string]Summary `json:"delivery"` // per consumer: acknowledgement to receipt
+	FinalReadFound  bool               `json:"final_read_found"`
 }
 
 // Verdict is the checker's answer.
@@ -210,6 +213,9 @@ func Check(events []Event, cfg CheckConfig) Verdict {
 				continue
 			}
 			s.outcome = e.Type
+			if j == 0 && e.Type == OK && e.Duplicate {
+				st.ResendsAnswered++
+			}
 			if e.Type == OK {
 				if j >= len(e.Records) {
 					c.add(VLost, "%s op %d: acknowledged without an offset for %q", e.Process, e.Index, r.V)
@@ -384,12 +390,13 @@ func (c *checker) checkGroups(evs []Event, invokes map[int64]*Event, values map[
 		committed map[int32]map[int64]bool // offsets members tried to commit
 		final     []Offset
 		hasFinal  bool
+		reported  map[pos]bool
 	}
 	groups := map[string]*group{}
 	get := func(name string) *group {
 		g := groups[name]
 		if g == nil {
-			g = &group{handed: map[int32]map[int64]bool{}, prefix: map[int32]int64{}, firstSeen: map[pos]time.Duration{}, committed: map[int32]map[int64]bool{}}
+			g = &group{handed: map[int32]map[int64]bool{}, prefix: map[int32]int64{}, firstSeen: map[pos]time.Duration{}, committed: map[int32]map[int64]bool{}, reported: map[pos]bool{}}
 			groups[name] = g
 		}
 		return g
@@ -469,7 +476,9 @@ func (c *checker) checkGroups(evs []Event, invokes map[int64]*Event, values map[
 				continue
 			}
 			for _, o := range inv.Offsets {
-				if o.O > g.prefix[o.P] {
+				if o.O > g.prefix[o.P] && !g.reported[pos{o.P, g.prefix[o.P]}] {
+					// One finding per record skipped, not per later commit.
+					g.reported[pos{o.P, g.prefix[o.P]}] = true
 					c.add(VGroupSkip, "%s (member %s) committed %d@%d at %s, but offset %d was never handed to any member", e.Process, short(e.Member), o.P, o.O, fmtAt(e.Time), g.prefix[o.P])
 				}
 			}

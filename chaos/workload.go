@@ -170,8 +170,12 @@ func (p *IdemProducer) Run(ctx context.Context) {
 	var prod *client.IdempotentProducer
 	for seq := 0; ctx.Err() == nil; {
 		if prod == nil {
+			// A short try timeout: a try that is slow (a stalled agent,
+			// latency to Postgres) is resent to the next agent while the
+			// first may still commit, which is what the producer ids and
+			// sequences must make harmless.
 			prod, err = cl.NewIdempotentProducer(ctx, p.env.topic, client.IdempotentOptions{Retry: client.RetryPolicy{
-				MaxAttempts: 12, Backoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, MaxElapsed: 45 * time.Second, AttemptTimeout: 5 * time.Second,
+				MaxAttempts: 30, Backoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second, MaxElapsed: time.Minute, AttemptTimeout: 1500 * time.Millisecond,
 			}})
 			if err != nil {
 				sleepCtx(ctx, 500*time.Millisecond)

@@ -44,6 +44,7 @@ func run() int {
 	overload := fs.Bool("overload", true, "run the overload test after the fault suite")
 	overloadFor := fs.Duration("overload-duration", chaos.DefaultOverloadConfig().Overload, "how long the overload lasts")
 	everyKind := fs.Bool("every-kind", false, "keep the fault phase going until every kind of fault ran once")
+	smoke := fs.Bool("smoke", false, "the smoke run of make test: every kind of fault once with short holds, then the checker (implies -every-kind; -duration still applies)")
 	_ = fs.Parse(os.Args[1:])
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -88,6 +89,15 @@ func run() int {
 	}
 
 	cfg := d
+	if *smoke {
+		cfg = chaos.SmokeConfig()
+		*everyKind = true
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "duration" })
+		if !set {
+			*duration = cfg.Duration
+		}
+	}
 	cfg.Seed, cfg.Duration, cfg.EveryKind = seed, *duration, *everyKind
 	cfg.StateDir, cfg.Out = filepath.Join(*state, "suite"), *out
 	cfg.SiltBin, cfg.MinIOBin, cfg.ToxiproxyBin, cfg.HAProxyBin = *siltBin, *minioBin, *toxiBin, *haproxyBin
