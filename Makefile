@@ -17,8 +17,10 @@ TEST_TIMEOUT ?= 30m
 # (empty: a random one, printed).
 CHAOS_DURATION ?= 10m
 CHAOS_SEED ?=
+# make fuzz: how long each fuzz target runs.
+FUZZTIME ?= 5m
 
-.PHONY: help build run test test-short lint bench chaos localstack services-up services-down postgres minio toxiproxy haproxy nats
+.PHONY: help build run test test-short lint bench chaos fuzz localstack services-up services-down postgres minio toxiproxy haproxy nats
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +50,9 @@ bench: postgres minio nats build ## run the benchmark suite against real Postgre
 chaos: postgres minio toxiproxy haproxy ## run the fault suite (CHAOS_DURATION, default 10m; CHAOS_SEED) and the overload test; verdict in chaos-results/<seed>/ (see docs/reliability.md)
 	$(GO) build -o bin/chaos ./chaos/cmd/chaos
 	./bin/chaos -duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),-seed $(CHAOS_SEED)) -minio-bin $(MINIO_BIN) -toxiproxy-bin $(TOXIPROXY_BIN)
+
+fuzz: ## run every Go fuzz target for FUZZTIME (default 5m) each; crashers land in <package>/testdata/fuzz (their seed corpora run in make test)
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 localstack: postgres minio haproxy ## run the local cluster natively: Postgres, MinIO, three agents and HAProxy on loopback
 	@# Built, not `go run`: go run reports an interrupted program as failed, and Ctrl-C is how this one stops.
