@@ -39,7 +39,11 @@ type OverloadConfig struct {
 	// how long it is offered twice that (open loop), RecoveryBound how
 	// soon after the load drops throughput must be back.
 	Measure, Overload, RecoveryBound time.Duration
-	// Each request carries RecordsPerRequest records of RecordBytes.
+	// Each request carries RecordsPerRequest records of RecordBytes. The
+	// default stays under 256 KiB: Go's HTTP server closes the connection
+	// after answering a request whose larger body it did not read, and a
+	// loaded client still sending then sees a reset instead of the 429
+	// (see docs/reliability.md).
 	RecordBytes, RecordsPerRequest int
 	// Concurrency of the closed-loop measurement.
 	Concurrency int
@@ -49,14 +53,18 @@ type OverloadConfig struct {
 	MaxOutstanding int
 	// Recovered means a one-second window reached this share of capacity.
 	RecoveredShare float64
-	Logger         *slog.Logger
+	// CheckRSS checks RSS against Memory (not for agents built with
+	// -race, whose shadow memory is outside the Go heap).
+	CheckRSS bool
+	Logger   *slog.Logger
 }
 
 // DefaultOverloadConfig is the overload part of `make chaos`.
 func DefaultOverloadConfig() OverloadConfig {
 	return OverloadConfig{
 		Memory: 256 << 20, Measure: 10 * time.Second, Overload: 60 * time.Second, RecoveryBound: 10 * time.Second,
-		RecordBytes: 1024, RecordsPerRequest: 64, Concurrency: 16, MaxOutstanding: 4096, RecoveredShare: 0.8,
+		RecordBytes: 1024, RecordsPerRequest: 240, Concurrency: 64, MaxOutstanding: 2048, RecoveredShare: 0.8,
+		CheckRSS: true,
 	}
 }
 
@@ -255,12 +263,13 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*Overload, error) {
 		atomic.AddInt64(&out.Sent, 1)
 		inflight.Go(func() {
 			defer func() { <-slots }()
+			began := time.Now()
 			status, h, err := send(context.WithoutCancel(octx))
 			switch {
 			case err != nil:
 				mu.Lock()
 				if out.TransportErrors == 0 {
-					out.FirstTransportErr = err.Error()
+					out.FirstTransportErr = fmt.Sprintf("after %s: %v", time.Since(began).Round(time.Millisecond), err)
 				}
 				out.TransportErrors++
 				mu.Unlock()
@@ -312,7 +321,7 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*Overload, error) {
 	if out.TransportErrors > 0 {
 		out.Violations = append(out.Violations, fmt.Sprintf("%d requests failed without an answer (first: %s)", out.TransportErrors, out.FirstTransportErr))
 	}
-	if out.MaxRSS > cfg.Memory {
+	if cfg.CheckRSS && out.MaxRSS > cfg.Memory {
 		out.Violations = append(out.Violations, fmt.Sprintf("RSS reached %d MiB, above the memory setting of %d MiB", out.MaxRSS>>20, cfg.Memory>>20))
 	}
 	if !out.Recovered || out.RecoveryTime > cfg.RecoveryBound {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,42 @@ import (
 // raceEnabled is set when the tests run with -race; the agents are then
 // built with -race too.
 var raceEnabled bool
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// siltBinary builds ./cmd/silt once per test run.
+func siltBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "silt-chaos-bin-"); buildErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		root, err := localstack.ModuleRoot(ctx)
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildErr = localstack.BuildSilt(ctx, root, filepath.Join(buildDir, "silt"), raceEnabled)
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(buildDir, "silt")
+}
 
 // needBin returns the binary an environment variable names, or fails.
 func needBin(t *testing.T, key, what string) string {
@@ -51,17 +88,11 @@ func TestChaosSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	dir := smokeDir(t)
-	root, err := localstack.ModuleRoot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "silt")
-	if err := localstack.BuildSilt(ctx, root, bin, raceEnabled); err != nil {
-		t.Fatal(err)
-	}
+	bin := siltBinary(t)
 	cfg := SmokeConfig()
 	cfg.Seed = uint64(time.Now().UnixNano() % 1_000_000_000)
 	if s := os.Getenv("SILT_CHAOS_SEED"); s != "" {
+		var err error
 		if cfg.Seed, err = strconv.ParseUint(s, 10, 64); err != nil {
 			t.Fatalf("SILT_CHAOS_SEED: %v", err)
 		}
