@@ -98,11 +98,27 @@ func TestChaosSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("seed %d (repeat with SILT_CHAOS_SEED=%d)", cfg.Seed, cfg.Seed)
-	cfg.StateDir, cfg.Out = filepath.Join(dir, "state"), filepath.Join(dir, "out")
+	// The history outlives a failing test, for a look or to judge it
+	// again (ReadHistory, Check).
+	out, err := os.MkdirTemp("", "silt-chaos-smoke-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("history and verdict kept in %s", out)
+			return
+		}
+		os.RemoveAll(out)
+	})
+	cfg.StateDir, cfg.Out = filepath.Join(dir, "state"), out
 	cfg.SiltBin, cfg.MinIOBin, cfg.ToxiproxyBin = bin, minio, toxi
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	res, err := Run(ctx, cfg)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Write(out); err != nil {
 		t.Fatal(err)
 	}
 	md := res.Markdown()
