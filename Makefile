@@ -13,8 +13,14 @@ TOXIPROXY_VERSION := v2.12.0
 TOXIPROXY_BIN := $(CACHE_DIR)/toxiproxy-server-$(TOXIPROXY_VERSION)
 LOCALSTACK := $(GO) run ./localstack/cmd/localstack
 TEST_TIMEOUT ?= 30m
+# make chaos: length of the fault phase and the seed of the schedule
+# (empty: a random one, printed).
+CHAOS_DURATION ?= 10m
+CHAOS_SEED ?=
+# make fuzz: how long each fuzz target runs.
+FUZZTIME ?= 5m
 
-.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats chromium curl
+.PHONY: help build run test test-short lint bench chaos fuzz localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats chromium curl
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +46,13 @@ bench: postgres minio nats build ## run the benchmark suite against real Postgre
 	  AWS_SECRET_ACCESS_KEY="$$SILT_TEST_MINIO_SECRET_KEY" ./$(BIN) bench --suite --out docs/bench \
 	  --database-url "$$SILT_TEST_POSTGRES_URL" \
 	  --objectstore "s3://silt-bench?endpoint=$$SILT_TEST_MINIO_ENDPOINT&region=us-east-1&unsigned_payload=true"'
+
+chaos: postgres minio toxiproxy haproxy ## run the fault suite (CHAOS_DURATION, default 10m; CHAOS_SEED) and the overload test; verdict in chaos-results/<seed>/ (see docs/reliability.md)
+	$(GO) build -o bin/chaos ./chaos/cmd/chaos
+	./bin/chaos -duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),-seed $(CHAOS_SEED)) -minio-bin $(MINIO_BIN) -toxiproxy-bin $(TOXIPROXY_BIN)
+
+fuzz: ## run every Go fuzz target for FUZZTIME (default 5m) each; crashers land in <package>/testdata/fuzz (their seed corpora run in make test)
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 localstack: postgres minio haproxy ## run the local cluster natively: Postgres, MinIO, three agents and HAProxy on loopback
 	@# Built, not `go run`: go run reports an interrupted program as failed, and Ctrl-C is how this one stops.

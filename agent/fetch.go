@@ -339,6 +339,16 @@ func (s *Server) offsets(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]int64{"log_start_offset": st.LogStartOffset, "high_watermark": st.HighWatermark})
 }
 
+// resumeAfter parses a Last-Event-ID header, the offset of the last
+// record a reader got (-1: none), into the offset to resume at.
+func resumeAfter(last string) (int64, error) {
+	n, err := parseCanonicalInt(last, 64)
+	if err != nil || n < -1 || n == math.MaxInt64 {
+		return 0, badRequest(problem.CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
+	}
+	return n + 1, nil
+}
+
 // stream is a live tail over Server-Sent Events: one event per record
 // with its offset as id, heartbeat comments while idle, resumable with
 // Last-Event-ID, ended cleanly when the agent shuts down.
@@ -352,11 +362,9 @@ func (s *Server) stream(c echo.Context) error {
 		return s.gone(c.Request().Context(), t, pin, err)
 	}
 	if last := c.Request().Header.Get("Last-Event-ID"); last != "" {
-		n, err := parseCanonicalInt(last, 64)
-		if err != nil || n < -1 || n == math.MaxInt64 {
-			return badRequest(problem.CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
+		if fp.req.Offset, err = resumeAfter(last); err != nil {
+			return err
 		}
-		fp.req.Offset = n + 1
 	}
 	ctx := c.Request().Context()
 	// Fail before the stream starts if the offset is out of range.

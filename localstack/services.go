@@ -23,6 +23,9 @@ const (
 	// EnvToxiproxyBin is the Toxiproxy server binary; tests start their own
 	// servers from it (internal/testenv.Toxiproxy).
 	EnvToxiproxyBin = "SILT_TEST_TOXIPROXY_BIN"
+	// EnvMinIOBin is the MinIO server binary, for tests that run a MinIO
+	// of their own to crash it (package chaos).
+	EnvMinIOBin = "SILT_TEST_MINIO_BIN"
 )
 
 // ServicesConfig selects and configures the backing services.
@@ -61,6 +64,11 @@ func StartServices(ctx context.Context, cfg ServicesConfig) (*Services, error) {
 			return nil, fmt.Errorf("localstack: toxiproxy binary: %w", err)
 		}
 		s.Env[EnvToxiproxyBin] = bin
+	}
+	if cfg.MinIO && cfg.MinIOBin != "" {
+		if bin, err := executable(cfg.MinIOBin); err == nil {
+			s.Env[EnvMinIOBin] = bin
+		}
 	}
 	if cfg.Postgres {
 		pc := pgcluster.DefaultConfig()
