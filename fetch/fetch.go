@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -545,7 +546,7 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 		if err != nil {
 			return err
 		}
-		b, err := f.decodeChunk(p.key, r, chunk)
+		b, err := f.decodeChunk(p.key, r, chunk, len(chunk) < len(data))
 		if err != nil {
 			return err
 		}
@@ -555,12 +556,20 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 }
 
 // decodeChunk decodes the chunk of r and caches it. Concurrent readers of
-// the same chunk share one decode (and its memory).
-func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte) (*segment.Batch, error) {
+// the same chunk share one decode (and its memory). shared says the chunk
+// is a slice of a larger read (a whole object, or a range of several
+// chunks): the records of an uncompressed batch alias the bytes they are
+// decoded from, and chunks are cached and evicted one by one, so such a
+// chunk is copied first, lest a cached chunk charged for its own size keep
+// the whole read alive.
+func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte, shared bool) (*segment.Batch, error) {
 	k := chunkKey{key, r.ByteOffset}
 	v, err, _ := f.flight.Do("chunk:"+key+"@"+strconv.FormatInt(r.ByteOffset, 10), func() (any, error) {
 		if b, ok := f.chunks.get(k); ok {
 			return b, nil
+		}
+		if shared && aliasing(chunk, r) {
+			chunk = bytes.Clone(chunk)
 		}
 		b, err := decodeRange(chunk, r, f.decode)
 		if err != nil {
@@ -573,6 +582,16 @@ func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte) (*s
 		return nil, err
 	}
 	return v.(*segment.Batch), nil
+}
+
+// aliasing reports whether records decoded from chunk would alias it: an
+// uncompressed batch, or a merged run (whose batches may be either).
+func aliasing(chunk []byte, r metadata.BatchRef) bool {
+	if r.Batches > 1 {
+		return true
+	}
+	h, err := segment.ParseBatchHeader(chunk)
+	return err != nil || h.Compression() == segment.CompressionNone
 }
 
 // decodeRange decodes the byte range of index row r as one batch whose
