@@ -383,15 +383,19 @@ func TestHostileNonReadingFetchers(t *testing.T) {
 		writeTimeout = 5 * time.Second
 		fetchBudget  = 128 * mib
 		cacheBytes   = 64 * mib
-		objectCache  = 64 * mib // fetch.DefaultConfig().ObjectCacheBytes
-		bufferBytes  = 64 * mib // the batcher's default
+		objectCache  = 64 * mib
+		bufferBytes  = 64 * mib
+		memoryLimit  = 1024 * mib // room for the budgets above
 		dataBytes    = 72 * mib
 		valueBytes   = 64 << 10
 	)
 	a := startHostileAgent(t,
 		"SILT_WRITE_TIMEOUT="+writeTimeout.String(),
 		"SILT_MAX_INFLIGHT_FETCH_BYTES="+strconv.Itoa(fetchBudget),
-		"SILT_CACHE_BYTES="+strconv.Itoa(cacheBytes))
+		"SILT_CACHE_BYTES="+strconv.Itoa(cacheBytes),
+		"SILT_OBJECT_CACHE_BYTES="+strconv.Itoa(objectCache),
+		"SILT_MAX_BUFFER_BYTES="+strconv.Itoa(bufferBytes),
+		"SILT_MEMORY_LIMIT="+strconv.Itoa(memoryLimit))
 	topic := fmt.Sprintf("tail-%d", time.Now().UnixNano())
 	a.createTopic(topic)
 	idle := a.rss()
