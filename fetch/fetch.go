@@ -306,9 +306,15 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 		return resp, nil
 	}
 	// Take the response's share of the in-flight budget before reading:
-	// up to MaxBytes, or what is free (the fetch is then served smaller,
+	// up to MaxBytes, or the stored bytes of the chunks found when fewer
+	// (a tail read finds little: it must not hold its whole max_bytes
+	// while it reads), or what is free (the fetch is then served smaller,
 	// reading fewer chunks); nothing free fails the fetch with 429.
-	grant := f.inflight.upTo(req.MaxBytes)
+	var stored int64
+	for _, r := range refs {
+		stored += int64(r.ByteLength)
+	}
+	grant := f.inflight.upTo(min(req.MaxBytes, stored))
 	if grant == 0 {
 		f.metrics.backpressure.Inc()
 		return nil, ErrBackpressure

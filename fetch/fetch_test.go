@@ -326,3 +326,65 @@ func TestRowsOfSeveralBatches(t *testing.T) {
 		data = data[c.Size:]
 	}
 }
+
+// A fetch holds, while it reads, the in-flight budget for the bytes of the
+// chunks it found, not its whole max_bytes: many tails asking for much
+// and finding little do not exhaust the budget.
+func TestFetchReservesWhatItReads(t *testing.T) {
+	w := newWorld(t, 3, 10)
+	var stored int64
+	for _, r := range w.refs {
+		stored += int64(r.ByteLength)
+	}
+	f := setup(t, w, func(c *Config) { c.MaxInflightBytes = 1 << 20 })
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	f.objects = blockingReader{w, entered, release}
+	type result struct {
+		resp *Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := f.Fetch(context.Background(), Request{TopicID: 1, MaxRecords: 1000, MaxBytes: 64 << 20})
+		done <- result{resp, err}
+	}()
+	<-entered
+	if used := f.inflight.inUse(); used > stored {
+		t.Errorf("a fetch of max_bytes 64 MiB holds %d bytes of the budget while reading %d", used, stored)
+	}
+	close(release)
+	r := <-done
+	if r.err != nil || len(r.resp.Records) != 30 {
+		t.Fatalf("%v, %v", r.resp, r.err)
+	}
+	r.resp.Release()
+	if used := f.inflight.inUse(); used != 0 {
+		t.Fatalf("%d bytes held after release", used)
+	}
+}
+
+// blockingReader reads from w once release is closed, telling entered
+// (once) that a read waits.
+type blockingReader struct {
+	w       *world
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b blockingReader) wait() {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	<-b.release
+}
+
+func (b blockingReader) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	b.wait()
+	return b.w.Get(ctx, key)
+}
+
+func (b blockingReader) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	b.wait()
+	return b.w.GetRange(ctx, key, off, n)
+}
