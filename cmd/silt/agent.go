@@ -57,7 +57,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	c := &ac.Agent
 	ac.flags = fs
 	fs.StringVar(&c.HTTP.Listen, "listen", c.HTTP.Listen, "HTTP listen address")
-	fs.BytesVar(&ac.MemoryLimit, "memory-limit", ac.MemoryLimit, "the agent's memory: the Go runtime's soft memory limit, and what the memory budgets (--max-buffer-bytes, --cache-bytes, the in-flight bounds...) are derived from unless each is set on its own; the agent refuses to start when the budgets given do not fit under it with its headroom (a quarter, at least 32MiB). A GOMEMLIMIT in the environment wins over it. See docs/deploy.md")
+	fs.BytesVar(&ac.MemoryLimit, "memory-limit", ac.MemoryLimit, "the agent's resident memory: the Go runtime's soft memory limit is 32MiB less, and the memory budgets (--max-buffer-bytes, --cache-bytes, the in-flight bounds...) are fractions of it unless each is set on its own; the agent refuses to start when the budgets given do not fit under it with its headroom (a quarter, at least 48MiB). A GOMEMLIMIT in the environment wins over it. See docs/deploy.md")
 	if withStores {
 		fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (postgres://user:pass@host:5432/db)")
 		fs.StringVar(&c.ObjectStore, "objectstore", "", "object store URL: s3://bucket/prefix?endpoint=&region=&unsigned_payload=, minio://bucket/prefix?endpoint=, file:///path or mem://")
@@ -212,14 +212,19 @@ func (ac *agentConfig) setMemoryLimit() error {
 	return nil
 }
 
-// applyMemoryLimit makes the agent's memory limit the Go runtime's soft
-// limit, unless GOMEMLIMIT set it already (the runtime read it at start).
+// applyMemoryLimit sets the Go runtime's soft memory limit from the
+// agent's (agentd.RuntimeMemoryLimit), unless GOMEMLIMIT set it already
+// (the runtime read it at start), and the collector's GOGC to
+// agentd.GCPercent unless GOGC is set.
 func (ac *agentConfig) applyMemoryLimit(logger *slog.Logger) {
 	limit := ac.Agent.MemoryLimit
 	if ac.memoryFrom != "GOMEMLIMIT" {
-		debug.SetMemoryLimit(limit)
+		debug.SetMemoryLimit(agentd.RuntimeMemoryLimit(limit))
 	} else if ac.flags != nil && ac.flags.isSet("memory-limit") && ac.MemoryLimit != limit {
 		logger.Warn("GOMEMLIMIT wins over --memory-limit", "gomemlimit", limit, "memory_limit", ac.MemoryLimit)
+	}
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(agentd.GCPercent)
 	}
 	logger.Info("memory limit", "bytes", limit, "from", ac.memoryFrom, "runtime_limit", debug.SetMemoryLimit(-1))
 }

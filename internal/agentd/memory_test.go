@@ -52,7 +52,7 @@ func TestDefaultBudgets(t *testing.T) {
 // Budgets derived from any limit fit under it with the headroom, with or
 // without the Kafka listener, for any segment size the limit can hold.
 func TestDerivedBudgetsAlwaysFit(t *testing.T) {
-	for _, limit := range []int64{MinMemoryLimit, 192 << 20, 256 << 20, 300 << 20, 512 << 20, 1 << 30, 3 << 30, 64 << 30} {
+	for _, limit := range []int64{MinMemoryLimit, 200 << 20, 256 << 20, 300 << 20, 512 << 20, 1 << 30, 3 << 30, 64 << 30} {
 		for _, seg := range []int{1 << 20, 4 << 20, 8 << 20} {
 			for _, kafka := range []bool{false, true} {
 				c := validConfig(limit)
