@@ -32,6 +32,9 @@ const (
 	defaultMaxRequestBytes   = 16 << 20
 	defaultKafkaRequestBytes = 64 << 20
 	defaultKafkaFetchBytes   = 64 << 20
+	// defaultMergeTargetBytes caps the derived merge target: the size of
+	// merged objects is a matter of request economics, not of memory.
+	defaultMergeTargetBytes = 32 << 20
 )
 
 // The settings the limit derives, by their flag names.
@@ -85,7 +88,7 @@ func RuntimeMemoryLimit(limit int64) int64 { return limit - unmanaged }
 //	kafka-max-inflight-bytes    1/16 (kafka-max-request-bytes and the Kafka
 //	                            fetch cap: 64 MiB, at most that)
 //	compact-map-bytes           1/32
-//	merge-target-bytes          1/16 (a merge holds 2 × this)
+//	merge-target-bytes          1/16, at most 32 MiB (a merge holds 2 × this)
 //
 // Together 3/4 of the limit with the Kafka listener on, 11/16 without:
 // derived budgets always leave the Headroom.
@@ -114,7 +117,7 @@ func (c *Config) DeriveBudgets(keep func(setting string) bool) {
 	set(SettingKafkaMaxRequestBytes, &c.Kafka.MaxRequestBytes, min(defaultKafkaRequestBytes, c.Kafka.MaxInflightBytes))
 	c.Kafka.MaxFetchBytes = min(defaultKafkaFetchBytes, c.Kafka.MaxInflightBytes) // no setting of its own
 	set(SettingCompactMapBytes, &c.Ownership.Janitor.CompactMapBytes, l/32)
-	set(SettingMergeTargetBytes, &c.Ownership.Janitor.MergeTargetBytes, l/16)
+	set(SettingMergeTargetBytes, &c.Ownership.Janitor.MergeTargetBytes, min(defaultMergeTargetBytes, l/16))
 }
 
 // MemoryBudget is one part of the agent's memory and the settings that
