@@ -24,8 +24,8 @@ import (
 )
 
 // maxIdleConnBytes bounds what an idle connection may cost the agent
-// (docs/deploy.md gives the measured figures: 24 KiB a long-poll, 31 KiB
-// an SSE stream, 9 KiB a Kafka connection).
+// (docs/deploy.md gives the measured figures: 24–25 KiB a long-poll,
+// 31–32 KiB an SSE stream, 9–13 KiB a Kafka connection).
 const maxIdleConnBytes = 48 << 10
 
 // One `silt agent` process with --memory-limit 256MiB, on loopback, takes
