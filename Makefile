@@ -41,8 +41,8 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: postgres minio nats build ## run the benchmark suite against real Postgres, MinIO and NATS; results in docs/bench (see docs/benchmarks.md)
-	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- sh -c 'AWS_ACCESS_KEY_ID="$$SILT_TEST_MINIO_ACCESS_KEY" \
+bench: postgres minio nats build ## run the benchmark suite against real Postgres (durable: fsync and synchronous_commit on), MinIO and NATS; results in docs/bench (see docs/benchmarks.md)
+	$(LOCALSTACK) exec --fast=false --minio-bin $(MINIO_BIN) -- sh -c 'AWS_ACCESS_KEY_ID="$$SILT_TEST_MINIO_ACCESS_KEY" \
 	  AWS_SECRET_ACCESS_KEY="$$SILT_TEST_MINIO_SECRET_KEY" ./$(BIN) bench --suite --out docs/bench \
 	  --database-url "$$SILT_TEST_POSTGRES_URL" \
 	  --objectstore "s3://silt-bench?endpoint=$$SILT_TEST_MINIO_ENDPOINT&region=us-east-1&unsigned_payload=true"'

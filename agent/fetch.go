@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -383,24 +384,27 @@ func (s *Server) stream(c echo.Context) error {
 	w.Flush()
 	fp.req.Wait = s.cfg.SSEHeartbeat
 	resp := first
-	pw := newPieceWriter(w)
-	defer func() { _ = pw.close() }()
 	for {
-		for i := range resp.Records {
-			r := &resp.Records[i]
-			pw.buf = append(pw.buf, "id: "...)
-			pw.buf = strconv.AppendInt(pw.buf, r.Offset, 10)
-			pw.buf = append(pw.buf, "\nevent: record\ndata: "...)
-			pw.buf = appendRecordJSON(pw.buf, r, fp.enc)
-			pw.buf = append(pw.buf, "\n\n"...)
-			pw.maybeFlush()
+		// An idle stream holds no buffer: one is taken from the pool for
+		// the records of each fetch and given back once they are written.
+		var werr error
+		if len(resp.Records) > 0 {
+			pw := newPieceWriter(w)
+			for i := range resp.Records {
+				r := &resp.Records[i]
+				pw.buf = append(pw.buf, "id: "...)
+				pw.buf = strconv.AppendInt(pw.buf, r.Offset, 10)
+				pw.buf = append(pw.buf, "\nevent: record\ndata: "...)
+				pw.buf = appendRecordJSON(pw.buf, r, fp.enc)
+				pw.buf = append(pw.buf, "\n\n"...)
+				pw.maybeFlush()
+			}
+			werr = pw.close()
+		} else {
+			_, werr = io.WriteString(w, ": keepalive\n\n")
 		}
-		if len(resp.Records) == 0 {
-			pw.buf = append(pw.buf, ": keepalive\n\n"...)
-		}
-		pw.flush()
 		resp.Release()
-		if pw.err != nil {
+		if werr != nil {
 			return nil // the client went away, or stopped reading
 		}
 		w.Flush()

@@ -158,8 +158,12 @@ func (l LocalAgent) Config() agentd.Config {
 		cfg.Batcher.Linger = l.Linger
 	}
 	if l.SegmentBytes > 0 {
+		// The memory limit grows with larger segments, so that the buffer
+		// holds 8 of them and 4 flushes fit (as 8 MiB ones do in the
+		// default 512 MiB); the budgets follow it.
 		cfg.Batcher.MaxSegmentBytes = int(l.SegmentBytes)
-		cfg.Batcher.MaxBufferBytes = max(cfg.Batcher.MaxBufferBytes, 8*l.SegmentBytes)
+		cfg.MemoryLimit = max(cfg.MemoryLimit, 64*l.SegmentBytes)
+		cfg.DeriveBudgets(nil)
 	}
 	j := &cfg.Ownership.Janitor
 	day := 24 * time.Hour

@@ -37,9 +37,12 @@ type ServicesConfig struct {
 	// ToxiproxyBin, when set, is exported as EnvToxiproxyBin (absolute);
 	// nothing is started from it here.
 	ToxiproxyBin string
-	Fast         bool // Postgres without fsync (tests)
-	Detached     bool // leave services running after this process exits
-	Logger       *slog.Logger
+	// Fast runs Postgres without fsync and synchronous commit (tests);
+	// otherwise it runs durable (fsync=on, synchronous_commit=on), as
+	// benchmarks must.
+	Fast     bool
+	Detached bool // leave services running after this process exits
+	Logger   *slog.Logger
 }
 
 // Services is the set of running backing services.

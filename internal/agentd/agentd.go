@@ -39,6 +39,11 @@ type Config struct {
 	// DBSession bounds every Postgres session (lock, statement and
 	// idle-in-transaction timeouts, TCP keepalives).
 	DBSession metadata.Session
+	// MemoryLimit is the agent's memory: the Go runtime's soft limit (set
+	// by the program: see cmd/silt) and what the memory budgets of
+	// HTTP, Batcher, Fetch, Kafka and Ownership are derived from
+	// (DeriveBudgets) and checked against (Validate). See memory.go.
+	MemoryLimit int64
 	// MaxClusterPartitions bounds the partitions of all topics together.
 	MaxClusterPartitions int64
 	// DrainDelay: on shutdown, /readyz fails this long before the listener
@@ -74,10 +79,12 @@ type Config struct {
 	KafkaAnonymous bool
 }
 
-// DefaultConfig returns the defaults; AgentID, DatabaseURL and
-// ObjectStore must be filled in.
+// DefaultConfig returns the defaults, the memory budgets derived from
+// DefaultMemoryLimit; AgentID, DatabaseURL and ObjectStore must be filled
+// in.
 func DefaultConfig() Config {
-	return Config{
+	c := Config{
+		MemoryLimit:          DefaultMemoryLimit,
 		DBMaxConns:           16,
 		DBSession:            metadata.DefaultSession(),
 		MaxClusterPartitions: metadata.DefaultConfig().MaxClusterPartitions,
@@ -92,6 +99,8 @@ func DefaultConfig() Config {
 		TLS:                  tlsreload.DefaultConfig(),
 		Kafka:                kafka.DefaultConfig(),
 	}
+	c.DeriveBudgets(nil)
+	return c
 }
 
 // Validate checks the config.
@@ -109,6 +118,9 @@ func (c Config) Validate() error {
 		return errors.New("database pool needs at least 2 connections")
 	}
 	if err := c.DBSession.Validate(); err != nil {
+		return err
+	}
+	if err := c.validateMemory(); err != nil {
 		return err
 	}
 	if err := c.HTTP.Validate(); err != nil {

@@ -403,6 +403,10 @@ func (c *Cluster) start(ctx context.Context, port int) error {
 	}
 	if c.cfg.Fast {
 		opts = append(opts, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	} else {
+		// Spelled out, so a durable server is durable whatever its
+		// postgresql.conf says (the data directory may be an old fast one).
+		opts = append(opts, "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on")
 	}
 	logFile := filepath.Join(c.dir, "server.log")
 	out, err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", c.dir, "-l", logFile, "-o", strings.Join(opts, " "))
