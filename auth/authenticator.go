@@ -199,6 +199,21 @@ func (a *Authenticator) use(e *entry) (*Principal, error) {
 	return e.principal, nil
 }
 
+// Principal returns the current principal of a key that authenticated
+// earlier on a long-lived connection (the Kafka listener checks it again
+// on every request): ErrRevoked, ErrExpired or ErrInvalidToken once it no
+// longer holds. It answers from the cache, as Authenticate does.
+func (a *Authenticator) Principal(ctx context.Context, keyID string) (*Principal, error) {
+	e, err := a.entry(ctx, keyID)
+	if err != nil {
+		return nil, err
+	}
+	if e.hash == nil && e.err == nil {
+		return nil, ErrInvalidToken
+	}
+	return a.use(e)
+}
+
 // AuthenticateName returns the principal of the live key named name: the
 // CN or a SAN of a verified client certificate.
 func (a *Authenticator) AuthenticateName(ctx context.Context, name string) (*Principal, error) {

@@ -38,6 +38,18 @@ type Config struct {
 	LagMaxSeries int
 	// LagQueryTimeout bounds the collector's query.
 	LagQueryTimeout time.Duration
+
+	// InitialRebalanceDelay holds the first rebalance of an empty Kafka
+	// group this long for more members, as Kafka's
+	// group.initial.rebalance.delay.ms (0: none).
+	InitialRebalanceDelay time.Duration
+	// MaxKafkaMetadataBytes bounds what a Kafka member's JoinGroup offers
+	// (its protocols' metadata together) and the assignment the leader
+	// gives each member: both are kept in Postgres.
+	MaxKafkaMetadataBytes int
+	// MaxParkedWait bounds one wait of a parked JoinGroup or SyncGroup
+	// between looks at the group, should a notification go missing.
+	MaxParkedWait time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -54,6 +66,9 @@ func DefaultConfig() Config {
 		LagCacheTTL:           15 * time.Second,
 		LagMaxSeries:          10_000,
 		LagQueryTimeout:       5 * time.Second,
+		InitialRebalanceDelay: 3 * time.Second,
+		MaxKafkaMetadataBytes: 1 << 20,
+		MaxParkedWait:         10 * time.Second,
 	}
 }
 
@@ -84,6 +99,12 @@ func (c Config) Validate() error {
 		return errors.New("groups: lag max series must be positive")
 	case c.LagQueryTimeout <= 0:
 		return errors.New("groups: lag query timeout must be positive")
+	case c.InitialRebalanceDelay < 0:
+		return errors.New("groups: initial rebalance delay must not be negative")
+	case c.MaxKafkaMetadataBytes < 1024:
+		return errors.New("groups: max Kafka metadata bytes must be at least 1 KiB")
+	case c.MaxParkedWait <= 0:
+		return errors.New("groups: max parked wait must be positive")
 	}
 	return nil
 }
