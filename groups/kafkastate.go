@@ -81,7 +81,9 @@ func (st *state) sessionBound(m *metadata.GroupMember) bool {
 	return true
 }
 
-func (st *state) sessionEnd(m *metadata.GroupMember) time.Time { return m.HeartbeatAt.Add(m.SessionTimeout) }
+func (st *state) sessionEnd(m *metadata.GroupMember) time.Time {
+	return m.HeartbeatAt.Add(m.SessionTimeout)
+}
 
 // maintainKafka drops expired pending ids and members, then advances the
 // state machine: a join that is due completes, members that did not sync
