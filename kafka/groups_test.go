@@ -18,10 +18,13 @@ import (
 	"silt/internal/agenttest"
 )
 
-// groupConfig makes group rebalances quick for tests.
+// groupConfig makes group rebalances quick for tests. Parked requests
+// look at their group again only when notified: a lost notification
+// shows as a test that times out.
 func groupConfig(cfg *agentd.Config) {
 	cfg.Groups.InitialRebalanceDelay = 200 * time.Millisecond
 	cfg.Groups.MinSessionTimeout = time.Second
+	cfg.Groups.MaxParkedWait = 10 * time.Minute
 }
 
 // setupAgents starts n agents on one database and bucket, each with its
