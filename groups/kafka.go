@@ -41,6 +41,9 @@ type KafkaJoinRequest struct {
 	// dynamic member is first given its id (MemberIDRequiredError) and
 	// joins with it.
 	RequireKnownMemberID bool
+	// SkipAssignment (JoinGroup version 9, KIP-814): a static leader
+	// rejoining a stable group may be told it leads but must not assign.
+	SkipAssignment bool
 	// Subscription is the topics the member reads, when the caller could
 	// read them from its metadata (Kafka's consumer protocol); describe
 	// and the offsets view show them.
@@ -63,6 +66,8 @@ type KafkaJoinResult struct {
 	Leader       string
 	// Members is the generation's members, for the leader only.
 	Members []KafkaMember
+	// SkipAssignment: the leader must not assign (KIP-814).
+	SkipAssignment bool
 }
 
 // KafkaAssignment is the leader's assignment for one member, as it sent
@@ -279,7 +284,7 @@ func (c *Coordinator) kafkaJoin(st *state, req KafkaJoinRequest) (joinDecision, 
 		if err := st.roomForMember(c.cfg.MaxMembers); err != nil {
 			return joinDecision{}, err
 		}
-		id := newKafkaMemberID(req.ClientID)
+		id := newKafkaMemberID(req.ClientID, "")
 		k.Pending[id] = st.now.Add(req.SessionTimeout)
 		st.groupDirty = true
 		return joinDecision{required: id}, nil
@@ -289,7 +294,7 @@ func (c *Coordinator) kafkaJoin(st *state, req KafkaJoinRequest) (joinDecision, 
 		}
 		id := req.MemberID
 		if id == "" {
-			id = newKafkaMemberID(req.ClientID)
+			id = newKafkaMemberID(req.ClientID, req.InstanceID)
 		}
 		delete(k.Pending, id)
 		m = &metadata.GroupMember{ID: id, JoinedAt: st.now, AutoOffsetReset: ""}
@@ -361,7 +366,7 @@ func (c *Coordinator) staticRejoin(st *state, req KafkaJoinRequest) (joinDecisio
 	old := st.byInstance(req.InstanceID)
 	oldLeader := k.Leader
 	m := *old
-	m.ID = newKafkaMemberID(req.ClientID)
+	m.ID = newKafkaMemberID(req.ClientID, req.InstanceID)
 	st.remove(old.ID)
 	c.updateKafkaMember(st, &m, req)
 	st.add(&m)
@@ -378,11 +383,17 @@ func (c *Coordinator) staticRejoin(st *state, req KafkaJoinRequest) (joinDecisio
 			leader = &m
 		}
 		if st.selectProtocol(leader) == k.ProtocolName {
-			// The leader named in the answer is the old one, so that the
-			// member does not compute an assignment a stable group would
-			// not hand out (as Kafka does).
+			// A stable group hands out no new assignment: a rejoining
+			// leader is told it leads but must not assign (KIP-814), or,
+			// before JoinGroup version 9, is named by its old id, so that
+			// it does not take itself for the leader (as Kafka does).
 			r := st.joinResult(&m)
-			r.Leader, r.Members = oldLeader, nil
+			switch {
+			case m.ID == k.Leader && req.SkipAssignment:
+				r.SkipAssignment = true
+			default:
+				r.Leader, r.Members = oldLeader, nil
+			}
 			return answer(r), nil
 		}
 		st.prepareRebalance()
@@ -415,9 +426,13 @@ func (st *state) roomForMember(maxMembers int) error {
 
 var clientIDChars = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
 
-// newKafkaMemberID makes a member id as Kafka does: the client id, a dash
-// and a unique suffix.
-func newKafkaMemberID(clientID string) string {
+// newKafkaMemberID makes a member id as Kafka does: the static instance id,
+// or else the client id, a dash and a unique suffix (clients recognize
+// their own instance by the prefix).
+func newKafkaMemberID(clientID, instanceID string) string {
+	if instanceID != "" {
+		return instanceID + "-" + strings.ToLower(ulid.Make().String())
+	}
 	prefix := clientIDChars.ReplaceAllString(clientID, "")
 	if len(prefix) > 100 {
 		prefix = prefix[:100]

@@ -87,7 +87,7 @@ func (s *Server) joinGroup(ctx context.Context, cl *call, req *kmsg.JoinGroupReq
 	}
 	jr := groups.KafkaJoinRequest{
 		MemberID: req.MemberID, ClientID: cl.clientID, ClientHost: clientHost(cl.c), ProtocolType: req.ProtocolType,
-		SessionTimeout: msDuration(req.SessionTimeoutMillis), RequireKnownMemberID: req.Version >= 4,
+		SessionTimeout: msDuration(req.SessionTimeoutMillis), RequireKnownMemberID: req.Version >= 4, SkipAssignment: req.Version >= 9,
 	}
 	if req.Version >= 1 {
 		jr.RebalanceTimeout = msDuration(req.RebalanceTimeoutMillis)
@@ -121,7 +121,7 @@ func (s *Server) joinGroup(ctx context.Context, cl *call, req *kmsg.JoinGroupReq
 	}
 	resp.Generation = int32(res.Generation)
 	resp.ProtocolType, resp.Protocol = strPtr(res.ProtocolType), strPtr(res.ProtocolName)
-	resp.LeaderID, resp.MemberID = res.Leader, res.MemberID
+	resp.LeaderID, resp.MemberID, resp.SkipAssignment = res.Leader, res.MemberID, res.SkipAssignment
 	for _, m := range res.Members {
 		rm := kmsg.NewJoinGroupResponseMember()
 		rm.MemberID, rm.ProtocolMetadata = m.ID, m.Metadata
