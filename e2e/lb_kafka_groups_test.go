@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
+	"strconv"
 	"slices"
 	"sort"
 	"strings"
@@ -40,6 +43,22 @@ func TestLBKafkaGroups(t *testing.T) {
 	t.Run("confluent-kafka manual commits", func(t *testing.T) { confluentGroup(t, admin, prod) })
 	t.Run("franz-go cooperative-sticky and static", func(t *testing.T) { franzGroup(t, admin, prod, hc) })
 	t.Run("ten members", func(t *testing.T) { tenMembers(t, admin, prod) })
+	// The members of the groups above reached every agent: a JoinGroup or
+	// SyncGroup parked on one agent was woken by another's NOTIFY.
+	served := map[string]int{}
+	for _, a := range c.Agents() {
+		served[a.ID] = groupRequests(t, c, a)
+	}
+	t.Logf("JoinGroup and SyncGroup requests served per agent: %v", served)
+	busy := 0
+	for _, n := range served {
+		if n > 0 {
+			busy++
+		}
+	}
+	if busy < 2 {
+		t.Fatalf("group requests reached %d agent(s): %v", busy, served)
+	}
 	t.Run("SASL", func(t *testing.T) { saslChecks(t, c, admin, prod, hc) })
 }
 
@@ -520,3 +539,29 @@ func saslChecks(t *testing.T, c *localstack.Cluster, admin kc.Broker, prod *kgo.
 }
 
 func kadmOf(cl *kgo.Client) *kadm.Client { return kadm.NewClient(cl) }
+
+// groupRequests is the JoinGroup and SyncGroup requests an agent served,
+// from its metrics.
+func groupRequests(t *testing.T, c *localstack.Cluster, a *localstack.AgentProc) int {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: c.ClientTLS.Clone()}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(a.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, `silt_kafka_requests_total{api="JoinGroup"}`) || strings.HasPrefix(line, `silt_kafka_requests_total{api="SyncGroup"}`) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			n += int(v)
+		}
+	}
+	return n
+}

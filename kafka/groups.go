@@ -30,6 +30,7 @@ const consumerProtocol = "consumer"
 // the load balancer, another agent).
 func (s *Server) groupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(ctx)
+	s.metrics.groupWaits.Inc()
 	go func() {
 		select {
 		case <-s.stopping:
@@ -37,7 +38,10 @@ func (s *Server) groupContext(ctx context.Context) (context.Context, context.Can
 		case <-ctx.Done():
 		}
 	}()
-	return ctx, cancel
+	return ctx, func() {
+		cancel()
+		s.metrics.groupWaits.Dec()
+	}
 }
 
 // findCoordinator names the one broker, the advertised address.

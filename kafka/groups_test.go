@@ -400,3 +400,46 @@ func TestGroupProtocolErrors(t *testing.T) {
 	}
 	_ = kadm.ErrEmpty
 }
+
+// On shutdown, a parked JoinGroup answers NOT_COORDINATOR at once: its
+// client finds the coordinator again, through the load balancer, on
+// another agent.
+func TestShutdownAnswersParkedJoin(t *testing.T) {
+	a := setup(t, groupConfig)
+	topic, group := topicName(t), groupName(t)
+	createTopic(t, newAdmin(t, a), topic, 1, nil)
+	meta := (&kmsg.ConsumerMemberMetadata{Topics: []string{topic}}).AppendTo(nil)
+	join := func(c *rawConn, member string) int32 {
+		req := kmsg.NewPtrJoinGroupRequest()
+		req.Group, req.MemberID, req.ProtocolType = group, member, "consumer"
+		req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = 30000, 60000
+		p := kmsg.NewJoinGroupRequestProtocol()
+		p.Name, p.Metadata = "range", meta
+		req.Protocols = append(req.Protocols, p)
+		req.SetVersion(3)
+		return c.send(req)
+	}
+	// A first member, alone in generation 1.
+	c1 := dialRaw(t, a.KafkaAddr)
+	r := kmsg.NewPtrJoinGroupResponse()
+	r.SetVersion(3)
+	if err := c1.receive(join(c1, ""), r); err != nil || r.ErrorCode != 0 || r.Generation != 1 {
+		t.Fatalf("first join: %v %+v", err, r)
+	}
+	// A second one: its join waits for the first to rejoin (up to the
+	// rebalance timeout, a minute).
+	c2 := dialRaw(t, a.KafkaAddr)
+	corr := join(c2, "")
+	waitGauge(t, a, "silt_kafka_group_requests_waiting", 1)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		a.Stop(t)
+	}()
+	r2 := kmsg.NewPtrJoinGroupResponse()
+	r2.SetVersion(3)
+	if err := c2.receive(corr, r2); err != nil || r2.ErrorCode != kerr.NotCoordinator.Code {
+		t.Fatalf("parked join on shutdown: %v %+v", err, r2)
+	}
+	<-stopped
+}
