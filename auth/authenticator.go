@@ -115,6 +115,7 @@ type Authenticator struct {
 // entry is a cached key: a principal for live keys, or why not.
 type entry struct {
 	hash      []byte
+	scram     map[string]metadata.SCRAMCredential
 	principal *Principal // nil when err is set
 	err       error      // ErrRevoked, ErrInvalidToken (unknown id)
 	loaded    time.Time
@@ -306,7 +307,7 @@ func (a *Authenticator) load(ctx context.Context, id string) (*entry, error) {
 }
 
 func (a *Authenticator) entryFrom(k metadata.Key) *entry {
-	e := &entry{hash: k.SecretHash, loaded: time.Now()}
+	e := &entry{hash: k.SecretHash, scram: k.SCRAM, loaded: time.Now()}
 	if k.RevokedAt != nil {
 		e.err = ErrRevoked
 	} else {

@@ -31,6 +31,7 @@ type Authenticator interface {
 	AuthenticateName(ctx context.Context, name string) (*auth.Principal, error)
 	Principal(ctx context.Context, keyID string) (*auth.Principal, error)
 	Watch(keyID string, fn func(*auth.Principal)) (stop func())
+	StartSCRAM(mechanism string) (*auth.SCRAMExchange, error)
 }
 
 // Auditor records admin mutations; auth.Auditor implements it.
@@ -44,7 +45,7 @@ const (
 )
 
 // mechanisms are the SASL mechanisms offered.
-var mechanisms = []string{mechPlain}
+var mechanisms = []string{mechPlain, auth.SCRAMSHA256, auth.SCRAMSHA512}
 
 // Pre-authentication bounds: a connection must authenticate within
 // Config.AuthTimeout, with requests of at most maxPreAuthBytes (Kafka's
@@ -59,6 +60,7 @@ const (
 type saslState struct {
 	mechanism string // chosen by SaslHandshake
 	raw       bool   // a version 0 handshake: tokens come unframed
+	scram     *auth.SCRAMExchange
 }
 
 // errTransient marks an authentication that could not be checked (the
@@ -162,7 +164,7 @@ func supportedMechanism(m string) bool {
 // saslStep runs one step of the chosen mechanism; on the last one the
 // connection is authenticated.
 func (c *conn) saslStep(token []byte) ([]byte, error) {
-	switch c.sasl.mechanism {
+	switch mech := c.sasl.mechanism; mech {
 	case mechPlain:
 		p, err := c.plain(token)
 		if err != nil {
@@ -171,6 +173,25 @@ func (c *conn) saslStep(token []byte) ([]byte, error) {
 		}
 		c.authenticated(p, mechPlain)
 		return []byte{}, nil
+	case auth.SCRAMSHA256, auth.SCRAMSHA512:
+		if c.sasl.scram == nil {
+			x, err := c.s.deps.Auth.StartSCRAM(mech)
+			if err != nil {
+				return nil, err
+			}
+			c.sasl.scram = x
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, authCheckTimeout)
+		defer cancel()
+		out, p, err := c.sasl.scram.Step(ctx, token)
+		if err = authError(err); err != nil {
+			c.s.metrics.authentications.WithLabelValues(mech, authResult(err)).Inc()
+			return nil, err
+		}
+		if p != nil {
+			c.authenticated(p, mech)
+		}
+		return out, nil
 	}
 	return nil, fmt.Errorf("no SASL mechanism was chosen")
 }

@@ -47,3 +47,9 @@ ALTER TABLE group_members
     ADD COLUMN kafka_phase text NOT NULL DEFAULT '' CHECK (kafka_phase IN ('', 'joining', 'syncing', 'synced')),
     ADD COLUMN kafka_assignment bytea;
 CREATE UNIQUE INDEX group_members_instance ON group_members (group_id, instance_id) WHERE instance_id IS NOT NULL;
+
+-- SCRAM credentials of a key, for Kafka's SASL SCRAM-SHA-256 and -512: per
+-- mechanism the salt, the iteration count and the stored and server keys
+-- (RFC 5802) derived from the key when it is made. Keys made before have
+-- none: they authenticate with PLAIN.
+ALTER TABLE api_keys ADD COLUMN scram jsonb;

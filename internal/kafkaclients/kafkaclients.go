@@ -68,8 +68,10 @@ func strPtr(s string) *string { return &s }
 // Broker is where a client connects and how it authenticates.
 type Broker struct {
 	Addr string
-	// User and Password, when set, authenticate with SASL PLAIN.
+	// User and Password, when set, authenticate with SASL: Mechanism
+	// (PLAIN when empty, SCRAM-SHA-256, SCRAM-SHA-512).
 	User, Password string
+	Mechanism      string
 	// CAFile, when set, connects over TLS, trusting that CA.
 	CAFile string
 }
@@ -96,12 +98,19 @@ func keyID(key string) string {
 func (b Broker) env() []string {
 	var out []string
 	if b.User != "" {
-		out = append(out, "SILT_KAFKA_USER="+b.User, "SILT_KAFKA_PASSWORD="+b.Password)
+		out = append(out, "SILT_KAFKA_USER="+b.User, "SILT_KAFKA_PASSWORD="+b.Password, "SILT_KAFKA_MECHANISM="+b.mechanism())
 	}
 	if b.CAFile != "" {
 		out = append(out, "SILT_KAFKA_CA="+b.CAFile)
 	}
 	return out
+}
+
+func (b Broker) mechanism() string {
+	if b.Mechanism == "" {
+		return "PLAIN"
+	}
+	return b.Mechanism
 }
 
 // KcatArgs are kcat's (librdkafka's) settings for the broker.
@@ -116,7 +125,7 @@ func (b Broker) KcatArgs() []string {
 		args = append(args, "-X", "security.protocol=SSL")
 	}
 	if b.User != "" {
-		args = append(args, "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username="+b.User, "-X", "sasl.password="+b.Password)
+		args = append(args, "-X", "sasl.mechanisms="+b.mechanism(), "-X", "sasl.username="+b.User, "-X", "sasl.password="+b.Password)
 	}
 	if b.CAFile != "" {
 		args = append(args, "-X", "ssl.ca.location="+b.CAFile)

@@ -11,7 +11,8 @@ group consumes COUNT records as a member of GROUP, committing (synchronously,
 auto-commit off) after each batch it printed, then leaves.
 
 SILT_KAFKA_USER and SILT_KAFKA_PASSWORD, when set, authenticate with SASL
-PLAIN; SILT_KAFKA_CA, when set, connects over TLS trusting that CA.
+(SILT_KAFKA_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512); SILT_KAFKA_CA,
+when set, connects over TLS trusting that CA.
 """
 import base64
 import json
@@ -34,7 +35,8 @@ def security():
     conf = {}
     user, ca = os.environ.get("SILT_KAFKA_USER"), os.environ.get("SILT_KAFKA_CA")
     if user:
-        conf.update({"security.protocol": "SASL_SSL" if ca else "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN",
+        conf.update({"security.protocol": "SASL_SSL" if ca else "SASL_PLAINTEXT",
+                     "sasl.mechanisms": os.environ.get("SILT_KAFKA_MECHANISM", "PLAIN"),
                      "sasl.username": user, "sasl.password": os.environ["SILT_KAFKA_PASSWORD"]})
     elif ca:
         conf["security.protocol"] = "SSL"

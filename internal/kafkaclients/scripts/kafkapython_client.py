@@ -24,11 +24,12 @@ def unb64(s):
 
 
 def security():
-    """SASL PLAIN (SILT_KAFKA_USER, SILT_KAFKA_PASSWORD) and TLS (SILT_KAFKA_CA), when set."""
+    """SASL (SILT_KAFKA_USER, SILT_KAFKA_PASSWORD, SILT_KAFKA_MECHANISM) and TLS (SILT_KAFKA_CA), when set."""
     conf = {}
     user, ca = os.environ.get("SILT_KAFKA_USER"), os.environ.get("SILT_KAFKA_CA")
     if user:
-        conf.update(security_protocol="SASL_SSL" if ca else "SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+        conf.update(security_protocol="SASL_SSL" if ca else "SASL_PLAINTEXT",
+                    sasl_mechanism=os.environ.get("SILT_KAFKA_MECHANISM", "PLAIN"),
                     sasl_plain_username=user, sasl_plain_password=os.environ["SILT_KAFKA_PASSWORD"])
     elif ca:
         conf["security_protocol"] = "SSL"
