@@ -103,7 +103,11 @@ type Authenticator struct {
 	logger *slog.Logger
 	flight singleflight.Group
 
-	mu       sync.RWMutex
+	mu sync.RWMutex
+	// epoch grows with every invalidation: a lookup that began before one
+	// does not cache what it read, so that the request after a
+	// revocation reads the key again.
+	epoch    uint64
 	byID     map[string]*entry
 	byName   map[string]nameEntry
 	watchers map[string]map[*watcher]struct{}
@@ -237,18 +241,21 @@ func (a *Authenticator) authenticateName(ctx context.Context, name string) (*Pri
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.LookupTimeout)
 			defer cancel()
 			a.lookups.Inc()
+			epoch := a.currentEpoch()
 			k, err := a.store.GetKeyByName(lctx, name)
 			ne := nameEntry{loaded: time.Now()}
 			switch {
 			case err == nil:
 				ne.id = k.ID
-				a.put(k.ID, a.entryFrom(k))
+				a.put(k.ID, a.entryFrom(k), epoch)
 			case !errors.Is(err, metadata.ErrKeyNotFound):
 				return nil, err
 			}
 			a.mu.Lock()
-			a.bound()
-			a.byName[name] = ne
+			if a.epoch == epoch {
+				a.bound()
+				a.byName[name] = ne
+			}
 			a.mu.Unlock()
 			return ne, nil
 		})
@@ -292,6 +299,7 @@ func (a *Authenticator) entry(ctx context.Context, id string) (*entry, error) {
 // load reads a key from Postgres into the cache.
 func (a *Authenticator) load(ctx context.Context, id string) (*entry, error) {
 	a.lookups.Inc()
+	epoch := a.currentEpoch()
 	k, err := a.store.GetKey(ctx, id)
 	var e *entry
 	switch {
@@ -302,8 +310,14 @@ func (a *Authenticator) load(ctx context.Context, id string) (*entry, error) {
 	default:
 		return nil, fmt.Errorf("look up key: %w", err)
 	}
-	a.put(id, e)
+	a.put(id, e, epoch)
 	return e, nil
+}
+
+func (a *Authenticator) currentEpoch() uint64 {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.epoch
 }
 
 func (a *Authenticator) entryFrom(k metadata.Key) *entry {
@@ -316,8 +330,13 @@ func (a *Authenticator) entryFrom(k metadata.Key) *entry {
 	return e
 }
 
-func (a *Authenticator) put(id string, e *entry) {
+// put caches an entry read at epoch, unless an invalidation came since.
+func (a *Authenticator) put(id string, e *entry, epoch uint64) {
 	a.mu.Lock()
+	if a.epoch != epoch {
+		a.mu.Unlock()
+		return
+	}
 	a.bound()
 	if old, ok := a.byID[id]; ok && old.used.Load() {
 		e.used.Store(true) // keep the pending touch
@@ -341,7 +360,11 @@ func hashEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 
 // Invalidate drops a key from the cache (a notification said it changed)
 // and re-checks the long requests that rely on it.
 func (a *Authenticator) Invalidate(id string) {
+	// Lookups already under way read the key before the change: the
+	// next request must not join them, nor find what they cache.
+	a.flight.Forget(id)
 	a.mu.Lock()
+	a.epoch++
 	delete(a.byID, id)
 	for name, ne := range a.byName {
 		if ne.id == id || ne.id == "" {
@@ -359,6 +382,7 @@ func (a *Authenticator) Invalidate(id string) {
 // and re-checks every long request.
 func (a *Authenticator) InvalidateAll() {
 	a.mu.Lock()
+	a.epoch++
 	a.byID = map[string]*entry{}
 	a.byName = map[string]nameEntry{}
 	a.mu.Unlock()

@@ -525,12 +525,16 @@ func saslChecks(t *testing.T, c *localstack.Cluster, admin kc.Broker, prod *kgo.
 		t.Fatal(err)
 	}
 	tries := 0
+	var seen []string
 	waitFor(t, "the revoked key refused", 30*time.Second, func() bool {
 		tries++
 		_, err := kadmOf(appCl).ListTopics(ctx)
+		if len(seen) < 5 {
+			seen = append(seen, fmt.Sprint(err))
+		}
 		return errors.Is(err, kerr.SaslAuthenticationFailed)
 	})
-	t.Logf("revoked key: refused at request %d after the revocation", tries)
+	t.Logf("revoked key: refused at request %d after the revocation (answers: %q)", tries, seen)
 	if _, err := kc.TryRun(t, []byte("x\n"), "kcat", append(app.KcatArgs(), "-P", "-t", "sasl-ok")...); err == nil ||
 		!strings.Contains(err.Error(), "SASL authentication error") {
 		t.Fatalf("kcat with a revoked key: %v", err)
