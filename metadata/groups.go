@@ -71,7 +71,7 @@ type KafkaGroupState struct {
 	ProtocolType string // "consumer", "connect", ...
 	ProtocolName string // the assignor of the current generation
 	Leader       string // member id
-	// RebalanceDeadline: see the migration 0005; nil when none.
+	// RebalanceDeadline: see the migration 0006; nil when none.
 	RebalanceDeadline *time.Time
 	// JoinDelayUntil: the first rebalance of an empty group completes no
 	// sooner; nil when none.
