@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"silt/binformat"
 	"silt/problem"
@@ -28,7 +30,11 @@ func fuzzServer() *Server {
 	cfg.MaxRecordsPerRequest = 200
 	cfg.MaxRequestBytes = 1 << 20
 	cfg.MaxRecordBytes = 64 << 10
-	return &Server{cfg: cfg}
+	m, err := newServerMetrics(prometheus.NewRegistry())
+	if err != nil {
+		panic(err)
+	}
+	return &Server{cfg: cfg, metrics: m, bodies: semaphore.NewWeighted(cfg.MaxInflightRequestBytes)}
 }
 
 // clientError fails unless err, as the handler reports it, is a problem
@@ -36,7 +42,7 @@ func fuzzServer() *Server {
 func clientError(t *testing.T, s *Server, err error) {
 	t.Helper()
 	var p *problem.Details
-	if !errors.As(bodyError(err, s.cfg.MaxRequestBytes), &p) || p.Status < 400 || p.Status > 499 || p.Code == "" {
+	if !errors.As(s.bodyError(err), &p) || p.Status < 400 || p.Status > 499 || p.Code == "" {
 		t.Fatalf("input error %v (%T) is not a 4xx problem", err, err)
 	}
 }
@@ -80,7 +86,9 @@ func FuzzProduceJSON(f *testing.F) {
 	f.Add([]byte(`{"records":[{"value":"a"}],"producer_id":1,"sequence":4}`), true)
 	s := fuzzServer()
 	f.Fuzz(func(t *testing.T, body []byte, single bool) {
-		in, err := s.parseJSON(bytes.NewReader(body), int64(len(body)), single)
+		res := s.reserveBody()
+		defer res.release()
+		in, err := s.parseJSON(bytes.NewReader(body), int64(len(body)), single, res, func() {})
 		if err != nil {
 			clientError(t, s, err)
 			return
@@ -110,7 +118,9 @@ func FuzzProduceNDJSON(f *testing.F) {
 		if err != nil {
 			return // the agent refuses a malformed query before this (FuzzQueryParams)
 		}
-		in, err := s.parseNDJSON(bytes.NewReader(body), q)
+		res := s.reserveBody()
+		defer res.release()
+		in, err := s.parseNDJSON(bytes.NewReader(body), q, res)
 		if err != nil {
 			clientError(t, s, err)
 			return
@@ -143,7 +153,9 @@ func FuzzProduceBinary(f *testing.F) {
 	f.Add([]byte(binformat.Magic))
 	s := fuzzServer()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		in, err := s.parseBinary(body)
+		res := s.reserveBody()
+		defer res.release()
+		in, err := s.parseBinary(body, res)
 		if err != nil {
 			clientError(t, s, err)
 			return

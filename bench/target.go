@@ -152,7 +152,6 @@ func (l LocalAgent) Config() agentd.Config {
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.HTTP.Auth = agent.AuthNone   // Security turns keys (and TLS) on
 	cfg.Kafka.Listen = "127.0.0.1:0" // its address is known once listening
-	cfg.KafkaAnonymous = true        // beside keys when Security turns them on: the bench knows
 	cfg.ShutdownTimeout = time.Minute
 	if l.Linger > 0 {
 		cfg.Batcher.Linger = l.Linger

@@ -59,6 +59,7 @@ var agentSettings = []string{
 	"SILT_LEASE_INTERVAL=1s",
 	"SILT_LEASE_TTL=4s",
 	"SILT_FLUSH_TIMEOUT=8s",
+	"SILT_DB_STATEMENT_TIMEOUT=6s", // below the flush timeout, as the agent requires
 	"SILT_UNREADY_AFTER=4s",
 	"SILT_SHUTDOWN_TIMEOUT=10s",
 	"SILT_MERGE_INTERVAL=5s",

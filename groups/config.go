@@ -43,6 +43,18 @@ type Config struct {
 	// keeps the samples.
 	LagHistoryInterval time.Duration
 	LagHistoryWindow   time.Duration
+
+	// InitialRebalanceDelay holds the first rebalance of an empty Kafka
+	// group this long for more members, as Kafka's
+	// group.initial.rebalance.delay.ms (0: none).
+	InitialRebalanceDelay time.Duration
+	// MaxKafkaMetadataBytes bounds what a Kafka member's JoinGroup offers
+	// (its protocols' metadata together) and the assignment the leader
+	// gives each member: both are kept in Postgres.
+	MaxKafkaMetadataBytes int
+	// MaxParkedWait bounds one wait of a parked JoinGroup or SyncGroup
+	// between looks at the group, should a notification go missing.
+	MaxParkedWait time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -61,6 +73,9 @@ func DefaultConfig() Config {
 		LagQueryTimeout:       5 * time.Second,
 		LagHistoryInterval:    30 * time.Second,
 		LagHistoryWindow:      time.Hour,
+		InitialRebalanceDelay: 3 * time.Second,
+		MaxKafkaMetadataBytes: 1 << 20,
+		MaxParkedWait:         10 * time.Second,
 	}
 }
 
@@ -95,6 +110,12 @@ func (c Config) Validate() error {
 		return errors.New("groups: the lag history interval must be positive and at most its window")
 	case c.LagHistoryWindow/c.LagHistoryInterval > 10_000:
 		return errors.New("groups: the lag history window may hold at most 10,000 samples")
+	case c.InitialRebalanceDelay < 0:
+		return errors.New("groups: initial rebalance delay must not be negative")
+	case c.MaxKafkaMetadataBytes < 1024:
+		return errors.New("groups: max Kafka metadata bytes must be at least 1 KiB")
+	case c.MaxParkedWait <= 0:
+		return errors.New("groups: max parked wait must be positive")
 	}
 	return nil
 }

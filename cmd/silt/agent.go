@@ -120,6 +120,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&g.NewMemberTimeout, "group-new-member-timeout", g.NewMemberTimeout, "how long a member that joined is kept until its first heartbeat, commit or group fetch (its session timeout when shorter)")
 	fs.IntVar(&g.MaxMembers, "group-max-members", g.MaxMembers, "most members in one consumer group")
 	fs.IntVar(&g.MaxMetadataBytes, "group-max-metadata-bytes", g.MaxMetadataBytes, "largest metadata kept with a committed offset (Kafka's offset.metadata.max.bytes)")
+	fs.DurationVar(&g.InitialRebalanceDelay, "group-initial-rebalance-delay", g.InitialRebalanceDelay, "the first rebalance of an empty Kafka consumer group waits this long for more members (Kafka's group.initial.rebalance.delay.ms)")
 	k := &c.Kafka
 	fs.StringVar(&k.Listen, "kafka-listen", k.Listen, "Kafka protocol listen address (host:port); empty leaves the Kafka listener off")
 	fs.StringVar(&k.AdvertisedAddr, "kafka-advertised-addr", k.AdvertisedAddr, "host:port Kafka clients are told to connect to: the load balancer's in a cluster (default: derived from --kafka-listen)")
@@ -127,7 +128,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.IntVar(&k.MaxConnections, "kafka-max-connections", k.MaxConnections, "most open Kafka connections; past it new ones are closed")
 	fs.BytesVar(&ac.KafkaMaxRequestBytes, "kafka-max-request-bytes", ac.KafkaMaxRequestBytes, "largest Kafka request; a larger one closes its connection (default: 64MiB, at most --kafka-max-inflight-bytes)")
 	fs.BytesVar(&k.MaxInflightBytes, "kafka-max-inflight-bytes", k.MaxInflightBytes, "bound on Kafka request and fetch response bytes in flight; past it the listener stops reading (default: 1/16 of --memory-limit)")
-	fs.BoolVar(&c.KafkaAnonymous, "kafka-anonymous", c.KafkaAnonymous, "run the Kafka listener, which does not authenticate clients yet, even with --auth=required")
+	fs.DurationVar(&k.AuthTimeout, "kafka-auth-timeout", k.AuthTimeout, "how long a Kafka connection has to authenticate (SASL) when keys are required")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM, how long /readyz fails before the listener closes (for load balancers without retries)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests and the final flush")
 	fs.BoolVar(&c.HTTP.Pprof, "pprof", c.HTTP.Pprof, "serve Go's profiler under /debug/pprof/ (admin keys only)")

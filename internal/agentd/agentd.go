@@ -72,11 +72,9 @@ type Config struct {
 	// API listener.
 	MetricsListen string
 	// Kafka is the Kafka listener; it is off while Kafka.Listen is empty.
+	// It requires keys (SASL, or a client certificate) when HTTP does, and
+	// serves TLS with the same certificate.
 	Kafka kafka.Config
-	// KafkaAnonymous lets the Kafka listener run while HTTP requires keys:
-	// it has no authentication of its own yet (SASL is to come), so an
-	// operator must ask for it knowingly.
-	KafkaAnonymous bool
 }
 
 // DefaultConfig returns the defaults, the memory budgets derived from
@@ -153,9 +151,6 @@ func (c Config) Validate() error {
 		if err := c.Kafka.Validate(); err != nil {
 			return err
 		}
-		if c.HTTP.Auth != agent.AuthNone && !c.KafkaAnonymous {
-			return errors.New("the Kafka listener does not authenticate clients yet: with --auth=required, set --kafka-anonymous to run it anyway, or leave --kafka-listen empty")
-		}
 	}
 	if err := c.Batcher.Validate(); err != nil {
 		return err
@@ -212,6 +207,7 @@ type Agent struct {
 	batcher *batcher.Batcher
 	fetcher *fetch.Fetcher
 	notify  *fetch.Notifier
+	authn   *auth.Authenticator
 	owner   *ownership.Owner
 	stopBG  context.CancelFunc // stops background loops (the notifier)
 	drain   chan struct{}      // closed when Stop begins: ends long-polls
@@ -281,6 +277,8 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	if a.notify, err = fetch.NewNotifier(cfg.DatabaseURL, metadata.NotifyChannel, logger, a.reg); err != nil {
 		return nil, err
 	}
+	groupWake := groups.NewNotifications()
+	a.notify.Also(metadata.GroupsChannel, groupWake.Note, groupWake.WakeAll)
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopBG = stopBG
 	authDeps, err := a.startAuth(ctx, bg)
@@ -307,7 +305,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}
 	closers = append(closers, func() { _ = a.owner.Stop(context.WithoutCancel(ctx)) })
 
-	coordinator, err := groups.New(cfg.Groups, groups.Deps{Store: a.store, Logger: logger})
+	coordinator, err := groups.New(cfg.Groups, groups.Deps{Store: a.store, Logger: logger, Waker: groupWake})
 	if err != nil {
 		return nil, err
 	}
@@ -362,17 +360,22 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}
 	closers = append(closers, func() { a.ln.Close() })
 	ln := a.ln
+	var serverTLS *tls.Config
 	if cfg.TLS.Enabled() {
 		certs, err := tlsreload.New(cfg.TLS, logger, a.reg)
 		if err != nil {
 			return nil, err
 		}
 		a.bg.Go(func() { certs.Run(bg) })
-		ln = tls.NewListener(a.ln, certs.ServerConfig())
+		serverTLS = certs.ServerConfig()
+		ln = tls.NewListener(a.ln, serverTLS)
 	}
 	if cfg.Kafka.Listen != "" {
-		if a.kafka, err = kafka.New(cfg.Kafka, kafka.Deps{
-			Topics: a.store, Producer: a.batcher, Fetcher: a.fetcher, Watcher: a.notify, Logger: logger, Registerer: a.reg,
+		kcfg := cfg.Kafka
+		kcfg.RequireAuth = cfg.HTTP.Auth != agent.AuthNone
+		if a.kafka, err = kafka.New(kcfg, kafka.Deps{
+			Topics: a.store, Producer: a.batcher, Fetcher: a.fetcher, Watcher: a.notify, Groups: coordinator,
+			Logger: logger, Registerer: a.reg, Auth: a.authn, Audit: authDeps.Audit, Producers: a.store,
 		}); err != nil {
 			return nil, err
 		}
@@ -382,16 +385,20 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 				return nil, fmt.Errorf("kafka listen %s: %w", cfg.Kafka.Listen, err)
 			}
 		}
+		kln := a.kafkaLn
+		if serverTLS != nil {
+			kln = tls.NewListener(a.kafkaLn, serverTLS)
+		}
 		go func() {
-			if err := a.kafka.Serve(a.kafkaLn); err != nil {
+			if err := a.kafka.Serve(kln); err != nil {
 				select {
 				case a.served <- err:
 				default:
 				}
 			}
 		}()
-		if cfg.HTTP.Auth != agent.AuthNone {
-			logger.Warn("the Kafka listener does not authenticate clients (--kafka-anonymous): anyone who reaches it may read and write every topic")
+		if kcfg.RequireAuth && serverTLS == nil {
+			logger.Warn("the Kafka listener takes SASL PLAIN credentials (API keys) without TLS; set --tls-cert and --tls-key outside a trusted network")
 		}
 	}
 	go func() { a.served <- a.http.Serve(ln) }()
@@ -421,6 +428,7 @@ func (a *Agent) startAuth(ctx, bg context.Context) (agent.AuthDeps, error) {
 	if err != nil {
 		return agent.AuthDeps{}, err
 	}
+	a.authn = authn
 	a.notify.Also(metadata.KeysChannel, authn.Invalidate, authn.InvalidateAll)
 	ttl := a.cfg.Ownership.AgentTTL
 	quotas, err := auth.NewQuotas(a.cfg.Quotas, func(ctx context.Context) (int, error) {
