@@ -231,6 +231,10 @@ func createDatabase(ctx context.Context, adminURL, name string) error {
 // LBURL is the API through HAProxy.
 func (e *Env) LBURL() string { return e.cluster.LBURL }
 
+// AdminKey is the cluster's admin API key: the workloads use it, as
+// agents require keys by default.
+func (e *Env) AdminKey() string { return e.cluster.AdminKey }
+
 // AgentIDs lists the agents, running or not.
 func (e *Env) AgentIDs() []string { return append([]string(nil), e.ids...) }
 

@@ -129,6 +129,7 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*Overload, error) {
 		"SILT_MAX_INFLIGHT_REQUEST_BYTES="+strconv.FormatInt(cfg.Memory/8, 10),
 		"SILT_CACHE_BYTES="+strconv.FormatInt(cfg.Memory/16, 10),
 		"SILT_LOG_FORMAT=json",
+		"SILT_AUTH=none", // anonymous load: the bounds must hold without keys
 	)
 	agent, err := localstack.StartAgent(ctx, localstack.AgentConfig{Bin: cfg.SiltBin, ID: "overload", Env: env, LogDir: cfg.StateDir})
 	if err != nil {

@@ -65,7 +65,7 @@ func (p *prober) check(ctx context.Context, id string, part int32) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("readyz: %d", resp.StatusCode)
 	}
-	cl, err := client.New(u, client.WithHTTPClient(p.hc))
+	cl, err := client.New(u, client.WithToken(p.env.AdminKey()), client.WithHTTPClient(p.hc))
 	if err != nil {
 		return err
 	}

@@ -184,7 +184,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	logf("chaos: %d agents behind %s; postgres primary and synchronous standby; state in %s", cfg.Agents, env.LBURL(), cfg.StateDir)
 
 	const topic, probeTopic, group = "chaos", "chaos-probe", "chaos-group"
-	admin, err := client.New(env.LBURL(), client.WithRetry(client.DefaultRetryPolicy()))
+	admin, err := client.New(env.LBURL(), client.WithToken(env.AdminKey()), client.WithRetry(client.DefaultRetryPolicy()))
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	rec := NewRecorder(hf)
-	wenv := &workloadEnv{rec: rec, lb: env.LBURL(), agents: env.AgentURLs(), topic: topic, partitions: cfg.Partitions, seed: cfg.Seed, logf: logf}
+	wenv := &workloadEnv{rec: rec, lb: env.LBURL(), agents: env.AgentURLs(), token: env.AdminKey(), topic: topic, partitions: cfg.Partitions, seed: cfg.Seed, logf: logf}
 	prog := newProgress()
 	var producers, consumers []Workload
 	for i := range cfg.Producers {

@@ -37,6 +37,7 @@ type workloadEnv struct {
 	rec        *Recorder
 	lb         string   // the API through HAProxy
 	agents     []string // each agent's own URL
+	token      string   // the admin API key
 	topic      string
 	partitions int32
 	seed       uint64
@@ -75,7 +76,7 @@ type Producer struct {
 func (p *Producer) Name() string { return "plain-" + strconv.Itoa(p.ID) }
 
 func (p *Producer) Run(ctx context.Context) {
-	cl, err := client.New(p.env.lb, client.WithHTTPClient(httpClient(15*time.Second)))
+	cl, err := client.New(p.env.lb, client.WithToken(p.env.token), client.WithHTTPClient(httpClient(15*time.Second)))
 	if err != nil {
 		panic(err)
 	}
@@ -160,7 +161,7 @@ func (p *IdemProducer) Run(ctx context.Context) {
 		rt.hosts = append(rt.hosts, u)
 	}
 	rt.next.Store(uint64(p.ID))
-	cl, err := client.New(p.env.agents[0], client.WithHTTPClient(&http.Client{Transport: rt, Timeout: 20 * time.Second}),
+	cl, err := client.New(p.env.agents[0], client.WithToken(p.env.token), client.WithHTTPClient(&http.Client{Transport: rt, Timeout: 20 * time.Second}),
 		client.WithRetry(client.RetryPolicy{MaxAttempts: 5, Backoff: 100 * time.Millisecond, MaxBackoff: time.Second, MaxElapsed: 20 * time.Second}))
 	if err != nil {
 		panic(err)
@@ -257,7 +258,7 @@ func (p *progress) caughtUp(who string, hwm map[int32]int64, parts []int32) bool
 }
 
 func (m *GroupMember) Run(ctx context.Context) {
-	cl, err := client.New(m.env.lb, client.WithHTTPClient(httpClient(20*time.Second)))
+	cl, err := client.New(m.env.lb, client.WithToken(m.env.token), client.WithHTTPClient(httpClient(20*time.Second)))
 	if err != nil {
 		panic(err)
 	}
@@ -369,7 +370,7 @@ type Tail struct {
 func (t *Tail) Name() string { return "sse-" + strconv.Itoa(int(t.Partition)) }
 
 func (t *Tail) Run(ctx context.Context) {
-	cl, err := client.New(t.env.lb, client.WithHTTPClient(&http.Client{Transport: &http.Transport{IdleConnTimeout: 30 * time.Second}}))
+	cl, err := client.New(t.env.lb, client.WithToken(t.env.token), client.WithHTTPClient(&http.Client{Transport: &http.Transport{IdleConnTimeout: 30 * time.Second}}))
 	if err != nil {
 		panic(err)
 	}
@@ -405,6 +406,7 @@ func (m *Monitor) Run(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		req.Header.Set("Authorization", "Bearer "+m.env.token)
 		resp, err := hc.Do(req)
 		if err != nil {
 			continue

@@ -322,7 +322,7 @@ func TestOpenAPIGroupRoutes(t *testing.T) {
 		"post /v1/groups/{group}/members": {
 			"400": {"invalid_json", "invalid_group_name", "invalid_parameter"},
 			"404": {"topic_not_found", "member_not_found"},
-			"409": {"group_full"},
+			"409": {"group_full", "inconsistent_group_protocol"},
 			"413": nil, "415": nil,
 		},
 		"delete /v1/groups/{group}/members/{member}": {
@@ -336,13 +336,13 @@ func TestOpenAPIGroupRoutes(t *testing.T) {
 		"get /v1/groups/{group}/members/{member}/records": {
 			"400": {"invalid_parameter", "invalid_group_name"},
 			"404": {"member_not_found", "partition_not_found"},
-			"409": {"stale_generation"},
+			"409": {"stale_generation", "inconsistent_group_protocol"},
 			"429": {"backpressure"},
 		},
 		"post /v1/groups/{group}/offsets": {
 			"400": {"invalid_json", "invalid_group_name", "invalid_topic_name", "invalid_parameter", "invalid_offset"},
 			"404": {"member_not_found", "topic_not_found", "partition_not_found"},
-			"409": {"stale_generation", "not_assigned", "group_not_empty", "topic_id_mismatch"},
+			"409": {"stale_generation", "not_assigned", "group_not_empty", "topic_id_mismatch", "inconsistent_group_protocol"},
 			"413": nil, "415": nil,
 		},
 		"get /v1/groups/{group}/offsets": {
