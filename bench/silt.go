@@ -15,6 +15,7 @@ import (
 
 	"silt/binformat"
 	"silt/client"
+	"silt/segment"
 )
 
 // window is a run's timeline: producing starts at start, measuring at from
@@ -441,30 +442,45 @@ func consumerClients(t *Target, n, conns int) []*http.Client {
 	return out
 }
 
-// fetcher reads one partition page at a time in the binary format into a
-// buffer it reuses: the records it returns are valid until its next fetch.
+// fetcher reads one partition page at a time into a buffer it reuses, in
+// the stored-batches form (decoded here, as the Go client does) or the
+// binary records form.
 type fetcher struct {
-	hc   *http.Client
-	base string
-	buf  []byte
+	hc      *http.Client
+	base    string
+	records bool // the binary records form rather than batches
+	buf     []byte
+	batch   segment.Batch // reused for every batch decoded
 }
 
-func (f *fetcher) fetch(ctx context.Context, p partitionRef, offset int64, maxBytes, maxRecords int, wait time.Duration) (*binformat.FetchResponse, error) {
+// page is what one fetch brought.
+type page struct {
+	next, hwm int64
+	records   int64
+}
+
+// fetch reads a page and calls visit for each record from offset on; the
+// bytes it is given are valid until visit returns.
+func (f *fetcher) fetch(ctx context.Context, p partitionRef, offset int64, maxBytes, maxRecords int, wait time.Duration, visit func(key, value []byte)) (page, error) {
 	u := fmt.Sprintf("%s/v1/topics/%s/partitions/%d/records?offset=%d&max_bytes=%d&max_records=%d&wait_ms=%d",
 		f.base, url.PathEscape(p.topic), p.partition, offset, maxBytes, maxRecords, wait.Milliseconds())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return page{}, err
 	}
-	req.Header.Set("Accept", binformat.MediaType)
+	accept := binformat.BatchesMediaType
+	if f.records {
+		accept = binformat.MediaType
+	}
+	req.Header.Set("Accept", accept)
 	resp, err := f.hc.Do(req)
 	if err != nil {
-		return nil, err
+		return page{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
-		return nil, fmt.Errorf("fetch %s/%d: %s: %s", p.topic, p.partition, resp.Status, bytes.TrimSpace(msg))
+		return page{}, fmt.Errorf("fetch %s/%d: %s: %s", p.topic, p.partition, resp.Status, bytes.TrimSpace(msg))
 	}
 	if n := resp.ContentLength; n > int64(cap(f.buf)) {
 		f.buf = make([]byte, 0, n)
@@ -480,11 +496,39 @@ func (f *fetcher) fetch(ctx context.Context, p partitionRef, offset int64, maxBy
 			break
 		}
 		if err != nil {
-			return nil, err
+			return page{}, err
 		}
 	}
 	f.buf = buf
-	return binformat.DecodeFetch(buf)
+	if f.records {
+		res, err := binformat.DecodeFetch(buf)
+		if err != nil {
+			return page{}, err
+		}
+		for i := range res.Records {
+			visit(res.Records[i].Key, res.Records[i].Value)
+		}
+		return page{next: res.NextOffset, hwm: res.HighWatermark, records: int64(len(res.Records))}, nil
+	}
+	res, err := binformat.DecodeBatches(buf)
+	if err != nil {
+		return page{}, err
+	}
+	pg := page{next: res.NextOffset, hwm: res.HighWatermark}
+	for _, raw := range res.Batches {
+		if err := f.batch.Decode(raw, segment.DecodeOptions{}); err != nil {
+			return page{}, fmt.Errorf("fetch %s/%d: %w", p.topic, p.partition, err)
+		}
+		for i := range f.batch.Records {
+			r := &f.batch.Records[i]
+			if f.batch.BaseOffset+int64(r.OffsetDelta) < res.Offset {
+				continue // before the offset asked for, in the first batch
+			}
+			visit(r.Key, r.Value)
+			pg.records++
+		}
+	}
+	return pg, nil
 }
 
 // tail long-polls every partition from offset 0, recording the end-to-end
@@ -503,13 +547,26 @@ func (r *siltRun) tail(ctx context.Context, producersDone <-chan struct{}) (*His
 	var firstErr error
 	for i, pr := range parts {
 		ci := i % len(clients)
-		fc := &fetcher{hc: clients[ci], base: r.t.URL}
+		fc := &fetcher{hc: clients[ci], base: r.t.URL, records: r.o.FetchEncoding == FetchRecords}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			off := int64(0)
+			var sent []int64 // send times of the page's records in the window
+			visit := func(_, value []byte) {
+				if ts, ok := sendTime(value); ok && r.win.measuredNanos(ts) {
+					sent = append(sent, ts)
+				}
+			}
 			for {
-				res, err := fc.fetch(ctx, pr, off, 4<<20, 20000, time.Second)
+				sent = sent[:0]
+				res, err := fc.fetch(ctx, pr, off, 4<<20, 20000, time.Second, visit)
+				now := time.Now()
+				mus[ci].Lock()
+				for _, ts := range sent {
+					hists[ci].Record(now.Sub(time.Unix(0, ts)))
+				}
+				mus[ci].Unlock()
 				if err != nil {
 					if ctx.Err() == nil {
 						errMu.Lock()
@@ -524,19 +581,11 @@ func (r *siltRun) tail(ctx context.Context, producersDone <-chan struct{}) (*His
 					}
 					return
 				}
-				now := time.Now()
-				mus[ci].Lock()
-				for _, rec := range res.Records {
-					if ts, ok := sendTime(rec.Value); ok && r.win.measuredNanos(ts) {
-						hists[ci].Record(now.Sub(time.Unix(0, ts)))
-					}
-				}
-				mus[ci].Unlock()
-				r.live.consumed.Add(int64(len(res.Records)))
-				off = res.NextOffset
+				r.live.consumed.Add(res.records)
+				off = res.next
 				select {
 				case <-producersDone:
-					if off >= res.HighWatermark {
+					if off >= res.hwm {
 						return
 					}
 				default:
@@ -583,15 +632,18 @@ func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchU
 	var errMu sync.Mutex
 	var firstErr error
 	for ci, hc := range clients {
-		fc := &fetcher{hc: hc, base: t.URL}
+		fc := &fetcher{hc: hc, base: t.URL, records: r.o.FetchEncoding == FetchRecords}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var n int64
+			count := func(key, value []byte) { n += int64(len(key) + len(value)) }
 			for i := ci; i < len(parts); i += len(clients) {
 				p := parts[i]
 				off, hwm := int64(0), int64(-1)
 				for hwm < 0 || off < hwm {
-					res, err := fc.fetch(ctx, p, off, 8<<20, 100_000, 0)
+					n = 0
+					res, err := fc.fetch(ctx, p, off, 8<<20, 100_000, 0, count)
 					if err != nil {
 						errMu.Lock()
 						firstErr = cmpErr(firstErr, err)
@@ -600,19 +652,15 @@ func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchU
 						return
 					}
 					if hwm < 0 {
-						hwm = res.HighWatermark
+						hwm = res.hwm
 					}
-					var n int64
-					for _, rec := range res.Records {
-						n += int64(len(rec.Key) + len(rec.Value))
-					}
-					records.Add(int64(len(res.Records)))
+					records.Add(res.records)
 					byteCount.Add(n)
-					if res.NextOffset <= off {
+					if res.next <= off {
 						complete.Store(false)
 						break
 					}
-					off = res.NextOffset
+					off = res.next
 				}
 			}
 		}()

@@ -83,6 +83,7 @@ func benchFlags(fs *flagSet, c *benchConfig) {
 	fs.StringVar(&c.keys, "keys", o.Keys.String(), "record keys: none (one partition per request, round-robin), random, or uniform:N (N distinct keys)")
 	fs.StringVar(&o.Values, "values", o.Values, "record values: random (incompressible) or text (log-like JSON, about 3:1 under zstd)")
 	fs.BoolVar(&o.Idempotent, "idempotent", o.Idempotent, "idempotent producers (one request in flight each)")
+	fs.StringVar(&o.FetchEncoding, "fetch-encoding", o.FetchEncoding, "what the HTTP consumers fetch: batches (the stored batches, decoded by the consumer) or records (records encoded by the agent, application/vnd.silt.records.v1)")
 	fs.BoolVar(&o.CatchUp, "catch-up", o.CatchUp, "read everything back from offset 0 after producing")
 	fs.DurationVar(&o.CatchUpTimeout, "catch-up-timeout", o.CatchUpTimeout, "bound on the catch-up read")
 	fs.StringVar(&c.baselines, "baselines", "raw,nats", "baselines run with the same workload: raw (the object store itself), nats (NATS JetStream), both, or none")
