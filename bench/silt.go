@@ -234,11 +234,13 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 		}
 		var cu *CatchUpFigures
 		var err error
+		pr.phase("catch-up")
 		if o.Protocol == ProtocolKafka {
 			cu, err = r.kafkaCatchUp(ctx, t, pr)
 		} else {
 			cu, err = r.catchUp(ctx, t, pr)
 		}
+		pr.phase("")
 		if err != nil {
 			return res, t, err
 		}
