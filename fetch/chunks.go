@@ -135,7 +135,7 @@ func (f *Fetcher) fetchStored(ctx context.Context, req Request, hold bool) (*Bat
 }
 
 func (f *Fetcher) storedOnce(ctx context.Context, req Request, hold bool) (*BatchResponse, error) {
-	st, refs, err := f.index.LookupBatches(ctx, req.TopicID, req.Partition, req.Offset, req.MaxBytes, f.cfg.MaxChunksPerFetch)
+	st, refs, err := f.lookup(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +164,7 @@ func (f *Fetcher) storedOnce(ctx context.Context, req Request, hold bool) (*Batc
 		refs = trimRefsToRecords(refs, req.Offset, req.MaxRecords)
 	}
 	head := refs[len(refs)-1].LastOffset+1 >= st.HighWatermark
-	raws, err := f.rawChunks(ctx, refs, head)
+	raws, err := f.rawChunks(ctx, PartitionKey{req.TopicID, req.Partition}, refs, head)
 	if err != nil {
 		resp.Release()
 	}
@@ -276,7 +276,8 @@ func trimRefsToRecords(refs []metadata.BatchRef, offset int64, n int) []metadata
 // rawChunks returns the stored bytes of refs, in order, from the batch
 // cache, the object cache or the object store. The slices are shared:
 // callers copy before changing them.
-func (f *Fetcher) rawChunks(ctx context.Context, refs []metadata.BatchRef, head bool) ([][]byte, error) {
+func (f *Fetcher) rawChunks(ctx context.Context, k PartitionKey, refs []metadata.BatchRef, head bool) ([][]byte, error) {
+	defer f.served(k, refs)
 	out := make([][]byte, len(refs))
 	var missing []int
 	for i, r := range refs {
@@ -307,7 +308,7 @@ func (f *Fetcher) rawChunks(ctx context.Context, refs []metadata.BatchRef, head 
 // batch cache (whole objects are in the object cache already); they are
 // copied out of the read first when it also spans other partitions' data.
 func (f *Fetcher) readRaw(ctx context.Context, refs []metadata.BatchRef, p *readPlan, out [][]byte) error {
-	data, base, err := f.readData(ctx, p)
+	data, base, err := f.readData(ctx, refs, p)
 	if err != nil {
 		return err
 	}
@@ -350,7 +351,7 @@ func (f *Fetcher) RecordForTimestamp(ctx context.Context, topicID int64, partiti
 		if err != nil || !ok {
 			return 0, 0, false, err
 		}
-		bs, err := f.batches(ctx, []metadata.BatchRef{ref}, true)
+		bs, err := f.batches(ctx, PartitionKey{topicID, partition}, []metadata.BatchRef{ref}, true)
 		if errors.Is(err, objectstore.ErrNotExist) && attempt < 2 {
 			continue
 		}
