@@ -67,6 +67,12 @@ const (
 	FetchRecords = "records" // records encoded by the agent (application/vnd.silt.records.v1)
 )
 
+// Orders of the catch-up read.
+const (
+	CatchUpConcurrent = "concurrent" // each consumer reads all its partitions at once
+	CatchUpSequential = "sequential" // each consumer reads its partitions one after another
+)
+
 // Protocols Silt is driven with.
 const (
 	ProtocolHTTP  = "http"  // binary produce and fetch requests
@@ -106,6 +112,9 @@ type Options struct {
 	// FetchEncoding is the body the HTTP consumers fetch: FetchBatches
 	// (the default when empty) or FetchRecords.
 	FetchEncoding string `json:",omitempty"`
+	// CatchUpOrder is how each HTTP consumer reads its partitions back:
+	// CatchUpConcurrent (the default when empty) or CatchUpSequential.
+	CatchUpOrder string `json:",omitempty"`
 }
 
 // DefaultOptions is the main workload: 4 producers and consumers, one
@@ -127,6 +136,7 @@ func DefaultOptions() Options {
 		CatchUp:        true,
 		CatchUpTimeout: 5 * time.Minute,
 		FetchEncoding:  FetchBatches,
+		CatchUpOrder:   CatchUpConcurrent,
 	}
 }
 
@@ -154,6 +164,7 @@ func (o Options) Validate() error {
 	check(o.Values == ValuesRandom || o.Values == ValuesText, "values must be %s or %s", ValuesRandom, ValuesText)
 	check(o.CatchUpTimeout > 0 || !o.CatchUp, "catch-up timeout must be positive")
 	check(o.Protocol == "" || o.Protocol == ProtocolHTTP || o.Protocol == ProtocolKafka, "protocol must be %s or %s", ProtocolHTTP, ProtocolKafka)
+	check(o.CatchUpOrder == "" || o.CatchUpOrder == CatchUpConcurrent || o.CatchUpOrder == CatchUpSequential, "catch-up order must be %s or %s", CatchUpConcurrent, CatchUpSequential)
 	check(o.FetchEncoding == "" || o.FetchEncoding == FetchBatches || o.FetchEncoding == FetchRecords, "fetch encoding must be %s or %s", FetchBatches, FetchRecords)
 	check(o.KafkaCompression == "" || slices.Contains(kafkaCodecs, o.KafkaCompression), "Kafka compression must be one of %v", kafkaCodecs)
 	switch o.Keys.Kind {
@@ -181,6 +192,9 @@ func (o Options) Describe() string {
 		proto = fmt.Sprintf(", over Kafka (franz-go, %s batches)", o.kafkaCodec())
 	} else if o.FetchEncoding == FetchRecords {
 		proto = ", fetching records (records.v1)"
+	}
+	if o.Protocol != ProtocolKafka && o.CatchUpOrder == CatchUpSequential {
+		proto += ", catch-up one partition at a time"
 	}
 	return fmt.Sprintf("%d producers, %d consumers, %d topic(s) x %d partitions, %d B records (%s), rate %s, %s (+%s warmup), batch %d, in-flight %d, keys %s%s%s",
 		o.Producers, o.Consumers, o.Topics, o.Partitions, o.RecordSize, o.Values, rate,

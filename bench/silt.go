@@ -450,7 +450,8 @@ func consumerClients(t *Target, n, conns int) []*http.Client {
 type fetcher struct {
 	hc      *http.Client
 	base    string
-	records bool // the binary records form rather than batches
+	records bool          // the binary records form rather than batches
+	retries *atomic.Int64 // counts fetches retried after 429 or 503, when set
 	buf     []byte
 	batch   segment.Batch // reused for every batch decoded
 }
@@ -466,24 +467,41 @@ type page struct {
 func (f *fetcher) fetch(ctx context.Context, p partitionRef, offset int64, maxBytes, maxRecords int, wait time.Duration, visit func(key, value []byte)) (page, error) {
 	u := fmt.Sprintf("%s/v1/topics/%s/partitions/%d/records?offset=%d&max_bytes=%d&max_records=%d&wait_ms=%d",
 		f.base, url.PathEscape(p.topic), p.partition, offset, maxBytes, maxRecords, wait.Milliseconds())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return page{}, err
-	}
 	accept := binformat.BatchesMediaType
 	if f.records {
 		accept = binformat.MediaType
 	}
-	req.Header.Set("Accept", accept)
-	resp, err := f.hc.Do(req)
-	if err != nil {
-		return page{}, err
+	var resp *http.Response
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return page{}, err
+		}
+		req.Header.Set("Accept", accept)
+		if resp, err = f.hc.Do(req); err != nil {
+			return page{}, err
+		}
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		resp.Body.Close()
+		// Backpressure (too many response bytes in flight in the agent)
+		// and unavailability are retried, as clients do.
+		retriable := resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable
+		if !retriable || attempt >= 50 {
+			return page{}, fmt.Errorf("fetch %s/%d: %s: %s", p.topic, p.partition, resp.Status, bytes.TrimSpace(msg))
+		}
+		if f.retries != nil {
+			f.retries.Add(1)
+		}
+		select {
+		case <-time.After(min(time.Duration(attempt)*20*time.Millisecond, time.Second)):
+		case <-ctx.Done():
+			return page{}, ctx.Err()
+		}
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
-		return page{}, fmt.Errorf("fetch %s/%d: %s: %s", p.topic, p.partition, resp.Status, bytes.TrimSpace(msg))
-	}
 	if n := resp.ContentLength; n > int64(cap(f.buf)) {
 		f.buf = make([]byte, 0, n)
 	}
@@ -610,15 +628,25 @@ func cmpErr(first, err error) error {
 	return err
 }
 
+// catchUpFetchBytes is the size of one catch-up fetch of a partition.
+const catchUpFetchBytes = 8 << 20
+
 // catchUp reads every partition from offset 0 to its high watermark.
-// Consumer i reads the partitions i, i+n, ... one after another.
+// Consumer i reads the partitions i, i+n, ...: all at once, one fetch in
+// flight for each (as a Kafka consumer fetches its partitions), or one
+// after another with CatchUpOrder sequential.
 func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchUpFigures, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.CatchUpTimeout)
 	defer cancel()
 	parts := r.partitions()
-	clients := consumerClients(t, r.o.Consumers, 1)
+	sequential := r.o.CatchUpOrder == CatchUpSequential
+	conns := 1
+	if !sequential {
+		conns = (len(parts) + r.o.Consumers - 1) / r.o.Consumers
+	}
+	clients := consumerClients(t, r.o.Consumers, conns)
 	before, _ := readCounters(t.Metrics)
-	var records, byteCount atomic.Int64
+	var records, byteCount, retries atomic.Int64
 	var complete atomic.Bool
 	complete.Store(true)
 	start := time.Now()
@@ -633,39 +661,51 @@ func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchU
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var firstErr error
+	// readPartition reads p to the high watermark its first page gives.
+	readPartition := func(fc *fetcher, p partitionRef) bool {
+		var n int64
+		count := func(key, value []byte) { n += int64(len(key) + len(value)) }
+		off, hwm := int64(0), int64(-1)
+		for hwm < 0 || off < hwm {
+			n = 0
+			res, err := fc.fetch(ctx, p, off, catchUpFetchBytes, 100_000, 0, count)
+			if err != nil {
+				errMu.Lock()
+				firstErr = cmpErr(firstErr, err)
+				errMu.Unlock()
+				complete.Store(false)
+				return false
+			}
+			if hwm < 0 {
+				hwm = res.hwm
+			}
+			records.Add(res.records)
+			byteCount.Add(n)
+			if res.next <= off {
+				complete.Store(false)
+				break
+			}
+			off = res.next
+		}
+		return true
+	}
 	for ci, hc := range clients {
-		fc := &fetcher{hc: hc, base: t.URL, records: r.o.FetchEncoding == FetchRecords}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var n int64
-			count := func(key, value []byte) { n += int64(len(key) + len(value)) }
-			for i := ci; i < len(parts); i += len(clients) {
-				p := parts[i]
-				off, hwm := int64(0), int64(-1)
-				for hwm < 0 || off < hwm {
-					n = 0
-					res, err := fc.fetch(ctx, p, off, 8<<20, 100_000, 0, count)
-					if err != nil {
-						errMu.Lock()
-						firstErr = cmpErr(firstErr, err)
-						errMu.Unlock()
-						complete.Store(false)
+		if sequential {
+			wg.Go(func() {
+				fc := &fetcher{hc: hc, base: t.URL, records: r.o.FetchEncoding == FetchRecords, retries: &retries}
+				for i := ci; i < len(parts); i += len(clients) {
+					if !readPartition(fc, parts[i]) {
 						return
 					}
-					if hwm < 0 {
-						hwm = res.hwm
-					}
-					records.Add(res.records)
-					byteCount.Add(n)
-					if res.next <= off {
-						complete.Store(false)
-						break
-					}
-					off = res.next
 				}
-			}
-		}()
+			})
+			continue
+		}
+		for i := ci; i < len(parts); i += len(clients) {
+			wg.Go(func() {
+				readPartition(&fetcher{hc: hc, base: t.URL, records: r.o.FetchEncoding == FetchRecords, retries: &retries}, parts[i])
+			})
+		}
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -682,6 +722,7 @@ func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchU
 		RecordsPerSec: perSec(float64(records.Load()), elapsed),
 		MBPerSec:      perSec(float64(byteCount.Load()), elapsed) / mb,
 		Complete:      complete.Load(),
+		Retries:       retries.Load(),
 	}
 	if t.Metrics != nil {
 		cu.Gets = int64(d.Gets + d.GetRanges)

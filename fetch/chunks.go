@@ -295,7 +295,10 @@ func (f *Fetcher) rawChunks(ctx context.Context, k PartitionKey, refs []metadata
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.cfg.ReadConcurrency)
 	for _, run := range f.plan(refs, missing, head) {
-		g.Go(func() error { return f.readRaw(gctx, refs, run, out) })
+		g.Go(func() error {
+			defer f.share.served(k, run.key)
+			return f.readRaw(gctx, refs, run, out)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
@@ -331,7 +334,7 @@ func (f *Fetcher) readRaw(ctx context.Context, refs []metadata.BatchRef, p *read
 			r.Batches > 1 && h.BaseOffset != r.BaseOffset {
 			return fmt.Errorf("read %s@%d: batch header disagrees with the index: %w", p.key, r.ByteOffset, segment.ErrCorrupt)
 		}
-		if !p.whole {
+		if !p.whole && !p.shared {
 			if shared {
 				chunk = append([]byte(nil), chunk...)
 			}

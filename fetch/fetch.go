@@ -473,7 +473,10 @@ func (f *Fetcher) batches(ctx context.Context, k PartitionKey, refs []metadata.B
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.cfg.ReadConcurrency)
 	for _, run := range f.plan(refs, missing, head) {
-		g.Go(func() error { return f.read(gctx, refs, run, out) })
+		g.Go(func() error {
+			defer f.share.served(k, run.key)
+			return f.read(gctx, refs, run, out)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
@@ -485,7 +488,7 @@ func (f *Fetcher) batches(ctx context.Context, k PartitionKey, refs []metadata.B
 type readPlan struct {
 	key        string
 	whole      bool
-	shared     bool  // whole, through the sharer rather than the object cache
+	shared     bool  // start, end read through the sharer, with other partitions' chunks
 	size       int64 // the object's size
 	start, end int64 // byte range when not whole
 	idx        []int
@@ -531,8 +534,12 @@ func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int, head bool) []*re
 			plans = append(plans, &readPlan{key: k, whole: true, size: r0.SegmentSize, idx: idx})
 			continue
 		}
-		if f.share.claim(k) {
-			plans = append(plans, &readPlan{key: k, whole: true, shared: true, size: r0.SegmentSize, idx: idx})
+		lo, hi := int64(math.MaxInt64), int64(0)
+		for _, i := range idx {
+			lo, hi = min(lo, refs[i].ByteOffset), max(hi, refs[i].ByteOffset+int64(refs[i].ByteLength))
+		}
+		if f.share.claim(k, lo, hi) {
+			plans = append(plans, &readPlan{key: k, shared: true, size: r0.SegmentSize, start: lo, end: hi, idx: idx})
 			continue
 		}
 		sort.Slice(idx, func(a, b int) bool { return refs[idx[a]].ByteOffset < refs[idx[b]].ByteOffset })
@@ -556,27 +563,22 @@ func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int, head bool) []*re
 // start at (0 for a whole object).
 func (f *Fetcher) readData(ctx context.Context, refs []metadata.BatchRef, p *readPlan) (data []byte, base int64, err error) {
 	if p.shared {
-		obj, err := f.share.get(ctx, p.key, func(rctx context.Context) ([]byte, error) {
+		span, lo, err := f.share.get(ctx, p.key, func(rctx context.Context, lo, hi int64) ([]byte, error) {
 			f.metrics.gets.WithLabelValues("shared").Inc()
-			rc, err := f.objects.Get(rctx, p.key)
+			rc, err := f.objects.GetRange(rctx, p.key, lo, hi-lo)
 			if err != nil {
-				return nil, storageError("read "+p.key, err)
+				return nil, storageError(fmt.Sprintf("read %s [%d,%d)", p.key, lo, hi), err)
 			}
-			b, err := readAll(rc, p.size)
+			b, err := readAll(rc, hi-lo)
 			if err != nil {
 				return nil, storageError("read "+p.key, err)
 			}
 			return b, nil
 		})
 		if !errors.Is(err, errNotShared) {
-			return obj, 0, err
+			return span, lo, err
 		}
-		// Let go before this reader came: its own ranges, then.
-		p.whole, p.shared, p.start, p.end = false, false, math.MaxInt64, 0
-		for _, i := range p.idx {
-			p.start = min(p.start, refs[i].ByteOffset)
-			p.end = max(p.end, refs[i].ByteOffset+int64(refs[i].ByteLength))
-		}
+		p.shared = false // let go before this reader came: its own range, then
 	}
 	if p.whole {
 		obj, err := f.wholeObject(ctx, p.key, p.size)

@@ -13,18 +13,22 @@ import (
 // linger, so readers catching up on several partitions at once want
 // slivers of the same objects. Read range by range, each object is read
 // once per partition, in small reads that cost an object store far more
-// per byte than whole objects (MinIO: about three times the CPU for 1 MB
-// ranges as for 9 MiB objects). The sharer reads such an object once,
-// whole, and serves every partition that wants it from that one read.
+// per byte than large ones (MinIO: about three times the CPU for 1 MB
+// ranges as for 9 MiB objects). The sharer reads the part of such an
+// object that several partitions want once, and serves every one of them
+// from that one read.
 //
-// It learns what is wanted from the index lookups: a reader that is behind
-// looks up twice the bytes it reads, and every object its rows name is
-// marked as wanted by its partition, for that many bytes, until the
-// partition has read its chunks of it. An object is read whole when at
-// least two partitions want it and they want at least half of its bytes;
-// then it is kept (its bytes held in the in-flight budget) until every
-// partition that wanted it has read it, or for shareTTL. An object is read
-// whole at most once: a reader that comes later than that reads ranges.
+// It learns what is wanted from the index lookups: a reader looks up twice
+// the bytes it reads, and each object its rows name is marked as wanted by
+// its partition (the bytes of its rows there, and where they lie) until
+// the partition has read its chunks of it. When at least two partitions
+// want an object, and the bytes they want are at least half of the span
+// from the first wanted byte to the last, that span is read once; it is
+// kept (its bytes held in the in-flight budget) until every partition that
+// wanted it has read it, or for shareTTL. An object is shared once: a
+// reader that comes after the span was let go, or whose chunks lie outside
+// it, reads its own ranges. Spans held take at most half of the in-flight
+// bound.
 
 // shareTTL bounds how long an object is wanted, and kept, without a
 // lookup or a read touching it.
@@ -33,20 +37,25 @@ const shareTTL = 10 * time.Second
 // maxSharedObjects bounds the objects tracked.
 const maxSharedObjects = 4096
 
-// errNotShared: the object is not (or no longer) read whole for sharing;
-// the caller reads its ranges.
+// errNotShared: the caller's bytes are not (or no longer) in a shared
+// read; it reads its own ranges.
 var errNotShared = errors.New("fetch: object not shared")
+
+// wantedSpan is what one partition wants of an object.
+type wantedSpan struct {
+	lo, hi int64 // from its first wanted byte to past its last
+	bytes  int64
+}
 
 // sharedObject is one object wanted by catch-up readers.
 type sharedObject struct {
-	size    int64
-	want    map[PartitionKey]int64 // bytes each partition looked up and has not read yet
-	wanted  int64                  // their sum
+	want    map[PartitionKey]wantedSpan // partitions that looked it up and have not read it yet
 	touched time.Time
-	claimed bool          // to be read whole, once: never again after
+	claimed bool          // its span is read once: never again after
+	lo, hi  int64         // the span claimed
 	started bool          // its read began
 	done    chan struct{} // closed when the read ended
-	data    []byte        // the object, from the read's end until released
+	data    []byte        // the span, from the read's end until released
 	err     error
 	held    int64 // of the in-flight budget, for data
 }
@@ -57,47 +66,52 @@ type sharer struct {
 	budget    *budget
 	maxSize   int64
 	lastSweep time.Time
-	bytes     int64 // held by objects claimed (a gauge)
+	bytes     int64 // held by spans claimed (a gauge)
 }
 
 func newSharer(b *budget, maxSize int64) *sharer {
 	return &sharer{objects: map[string]*sharedObject{}, budget: b, maxSize: maxSize}
 }
 
-// want records that partition k looked up refs: it wants, of each object
-// they name, the bytes of its rows there.
+// want records that partition k looked up refs: of each object they name
+// (up to maxSize), it wants its rows' bytes there.
 func (s *sharer) want(k PartitionKey, refs []metadata.BatchRef) {
 	now := time.Now()
+	per := map[string]wantedSpan{}
+	for _, r := range refs {
+		if r.SegmentSize > s.maxSize {
+			continue
+		}
+		end := r.ByteOffset + int64(r.ByteLength)
+		w, ok := per[r.SegmentKey]
+		if !ok {
+			w = wantedSpan{lo: r.ByteOffset, hi: end}
+		}
+		w.lo, w.hi, w.bytes = min(w.lo, r.ByteOffset), max(w.hi, end), w.bytes+int64(r.ByteLength)
+		per[r.SegmentKey] = w
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sweep(now)
-	type demand struct{ size, bytes int64 }
-	per := map[string]demand{}
-	for _, r := range refs {
-		if r.SegmentSize <= s.maxSize {
-			d := per[r.SegmentKey]
-			per[r.SegmentKey] = demand{r.SegmentSize, d.bytes + int64(r.ByteLength)}
-		}
-	}
-	for key, d := range per {
+	for key, w := range per {
 		o := s.objects[key]
 		if o == nil {
 			if len(s.objects) >= maxSharedObjects {
 				continue
 			}
-			o = &sharedObject{size: d.size, want: map[PartitionKey]int64{}}
+			o = &sharedObject{want: map[PartitionKey]wantedSpan{}}
 			s.objects[key] = o
 		}
-		o.wanted += d.bytes - o.want[k]
-		o.want[k] = d.bytes
+		o.want[k] = w
 		o.touched = now
 	}
 }
 
-// claim reports whether object key is to be read from a shared whole read:
-// one was claimed and its data is not yet let go, or this call claims one
-// because the object is wanted enough (and the budget has its bytes).
-func (s *sharer) claim(key string) bool {
+// claim reports whether the bytes [lo, hi) of object key are to be read
+// from a shared read: one was claimed that covers them and is not yet let
+// go, or this call claims one because the object is wanted enough (and
+// the budget has room for the span).
+func (s *sharer) claim(key string, lo, hi int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := s.objects[key]
@@ -105,12 +119,24 @@ func (s *sharer) claim(key string) bool {
 	case o == nil:
 		return false
 	case o.claimed:
-		return o.err == nil && (o.data != nil || !isDone(o.done))
-	case len(o.want) < 2 || 2*o.wanted < o.size || !s.budget.take(o.size):
+		return lo >= o.lo && hi <= o.hi && o.err == nil && (o.data != nil || !isDone(o.done))
+	case len(o.want) < 2:
 		return false
 	}
-	o.claimed, o.held, o.done = true, o.size, make(chan struct{})
-	s.bytes += o.size
+	span := wantedSpan{lo: lo, hi: hi}
+	for _, w := range o.want {
+		span.lo, span.hi, span.bytes = min(span.lo, w.lo), max(span.hi, w.hi), span.bytes+w.bytes
+	}
+	n := span.hi - span.lo
+	switch {
+	case 2*span.bytes < n:
+		return false
+	case s.bytes+n > s.budget.max/2 || !s.budget.take(n):
+		// Half the in-flight bound at most: the rest is the responses'.
+		return false
+	}
+	o.claimed, o.lo, o.hi, o.held, o.done = true, span.lo, span.hi, n, make(chan struct{})
+	s.bytes += n
 	return true
 }
 
@@ -123,24 +149,25 @@ func isDone(ch chan struct{}) bool {
 	}
 }
 
-// get returns the claimed object key, reading it with read if this caller
-// is the first; the others wait for that read (or their ctx). It fails with
-// errNotShared when the object was let go meanwhile.
-func (s *sharer) get(ctx context.Context, key string, read func(context.Context) ([]byte, error)) ([]byte, error) {
+// get returns the claimed span of object key and the object offset it
+// starts at, reading it with read if this caller is the first; the others
+// wait for that read (or their ctx). It fails with errNotShared when the
+// span was let go meanwhile.
+func (s *sharer) get(ctx context.Context, key string, read func(ctx context.Context, lo, hi int64) ([]byte, error)) ([]byte, int64, error) {
 	s.mu.Lock()
 	o := s.objects[key]
 	if o == nil || !o.claimed {
 		s.mu.Unlock()
-		return nil, errNotShared
+		return nil, 0, errNotShared
 	}
 	first := !o.started
 	o.started = true
-	done := o.done
+	done, lo, hi := o.done, o.lo, o.hi
 	s.mu.Unlock()
 	if first {
 		// Detached from this caller's cancellation: others share the read.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		data, err := read(rctx)
+		data, err := read(rctx, lo, hi)
 		cancel()
 		s.mu.Lock()
 		o.data, o.err = data, err
@@ -153,17 +180,17 @@ func (s *sharer) get(ctx context.Context, key string, read func(context.Context)
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case o.err != nil:
-		return nil, o.err
+		return nil, 0, o.err
 	case o.data == nil:
-		return nil, errNotShared
+		return nil, 0, errNotShared
 	}
-	return o.data, nil
+	return o.data, lo, nil
 }
 
 // served records that partition k read its chunks of object key; once no
@@ -175,10 +202,9 @@ func (s *sharer) served(k PartitionKey, key string) {
 	if o == nil {
 		return
 	}
-	o.wanted -= o.want[k]
 	delete(o.want, k)
 	o.touched = time.Now()
-	if len(o.want) == 0 && (!o.claimed || isDone(o.done)) {
+	if len(o.want) == 0 && (!o.started || isDone(o.done)) {
 		s.releaseLocked(o)
 		delete(s.objects, key)
 	}
@@ -194,15 +220,15 @@ func (s *sharer) releaseLocked(o *sharedObject) {
 	}
 }
 
-// sweep forgets objects untouched for shareTTL, at most once a second.
+// sweep forgets objects untouched for shareTTL, at most once a second. A
+// read under way ends within its timeout; a claim whose read never began
+// (the fetch that made it ended first) is let go like the rest.
 func (s *sharer) sweep(now time.Time) {
 	if now.Sub(s.lastSweep) < time.Second {
 		return
 	}
 	s.lastSweep = now
 	for key, o := range s.objects {
-		// A read under way ends within its timeout; a claim whose read
-		// never began (its fetch ended first) is let go like the rest.
 		if now.Sub(o.touched) > shareTTL && (!o.started || isDone(o.done)) {
 			s.releaseLocked(o)
 			delete(s.objects, key)
@@ -210,7 +236,7 @@ func (s *sharer) sweep(now time.Time) {
 	}
 }
 
-// heldBytes is what the objects claimed hold.
+// heldBytes is what the spans claimed hold.
 func (s *sharer) heldBytes() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

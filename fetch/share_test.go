@@ -21,10 +21,12 @@ type flushWorld struct {
 	objs map[string][]byte
 	refs map[int32][]metadata.BatchRef // per partition, in offset order
 
-	mu             sync.Mutex
-	wholeBytes     int64 // bytes read by whole-object reads
-	rangeBytes     int64 // by range reads
-	wholes, ranges int
+	chunk int64 // every chunk's size
+
+	mu    sync.Mutex
+	reads int   // object reads, whole or ranges
+	wide  int   // of them, reads of more than one chunk
+	bytes int64 // read
 }
 
 func newFlushWorld(t *testing.T, objects, partitions, perChunk int) *flushWorld {
@@ -37,7 +39,7 @@ func newFlushWorld(t *testing.T, objects, partitions, perChunk int) *flushWorld 
 		for p := range partitions {
 			recs := make([]segment.Record, perChunk)
 			for i := range recs {
-				recs[i] = segment.Record{OffsetDelta: int32(i), Timestamp: 1000, Value: []byte(fmt.Sprintf("p%d-o%d-r%d", p, o, i))}
+				recs[i] = segment.Record{OffsetDelta: int32(i), Timestamp: 1000, Value: []byte(fmt.Sprintf("p%02d-o%02d-r%02d", p, o, i))}
 			}
 			ref, err := b.Add(segment.ChunkKey{TopicID: 1, Partition: int32(p)}, recs, segment.BatchOptions{})
 			if err != nil {
@@ -55,6 +57,10 @@ func newFlushWorld(t *testing.T, objects, partitions, perChunk int) *flushWorld 
 		for p, r := range refs {
 			r.SegmentSize = int64(len(obj))
 			w.refs[int32(p)] = append(w.refs[int32(p)], r)
+			if w.chunk != 0 && w.chunk != int64(r.ByteLength) {
+				t.Fatal("chunks of different sizes")
+			}
+			w.chunk = int64(r.ByteLength)
 		}
 	}
 	return w
@@ -83,18 +89,28 @@ func (w *flushWorld) FirstBatchAtOrAfter(context.Context, int64, int32, int64) (
 }
 
 func (w *flushWorld) Get(_ context.Context, key string) (io.ReadCloser, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.wholes++
-	w.wholeBytes += int64(len(w.objs[key]))
+	w.count(int64(len(w.objs[key])))
 	return io.NopCloser(bytes.NewReader(w.objs[key])), nil
 }
 
-func (w *flushWorld) GetRange(_ context.Context, key string, off, n int64) (io.ReadCloser, error) {
+func (w *flushWorld) count(n int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.ranges++
-	w.rangeBytes += n
+	w.reads++
+	w.bytes += n
+	if n > w.chunk {
+		w.wide++
+	}
+}
+
+func (w *flushWorld) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.reads, w.wide, w.bytes = 0, 0, 0
+}
+
+func (w *flushWorld) GetRange(_ context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	w.count(n)
 	obj := w.objs[key]
 	if off+n > int64(len(obj)) {
 		return nil, objectstore.ErrInvalidRange
@@ -107,15 +123,16 @@ func checkPage(t *testing.T, p int32, from int64, values []string, perChunk int)
 	t.Helper()
 	for i, v := range values {
 		off := from + int64(i)
-		if want := fmt.Sprintf("p%d-o%d-r%d", p, off/int64(perChunk), off%int64(perChunk)); v != want {
+		if want := fmt.Sprintf("p%02d-o%02d-r%02d", p, off/int64(perChunk), off%int64(perChunk)); v != want {
 			t.Fatalf("partition %d from %d: record %d is %q, want %q", p, from, i, v, want)
 		}
 	}
 }
 
-// An object that readers of several partitions want, for most of its
-// bytes, is read once whole and serves all of them; once they have read
-// it, it is let go. Readers one after another never overlap: ranges.
+// An object that readers of several partitions want is read once, from
+// the first chunk they want to the last, and serves all of them; once they
+// have read it, it is let go. Readers one after another never overlap:
+// each reads its own chunk.
 func TestCatchUpReadersShareObjects(t *testing.T) {
 	const objects, partitions, perChunk = 3, 4, 10
 	w := newFlushWorld(t, objects, partitions, perChunk)
@@ -163,8 +180,8 @@ func TestCatchUpReadersShareObjects(t *testing.T) {
 		}
 		checkPage(t, p, 0, values, perChunk)
 	}
-	if w.wholes != 1 || w.ranges != 0 {
-		t.Fatalf("%d whole reads and %d range reads of the first object, want 1 and 0", w.wholes, w.ranges)
+	if w.reads != 1 || w.bytes != partitions*chunk {
+		t.Fatalf("%d reads of %d bytes of the first object, want 1 of its %d chunks' bytes", w.reads, w.bytes, partitions)
 	}
 	if n := f.share.heldBytes(); n != 0 || f.inflight.inUse() != 0 {
 		t.Fatalf("%d bytes still shared, %d in flight, once every partition read its chunk", n, f.inflight.inUse())
@@ -172,7 +189,7 @@ func TestCatchUpReadersShareObjects(t *testing.T) {
 
 	// Readers one after another, on a fresh agent: each wants the first
 	// object alone when it reads it. Ranges.
-	w.wholes, w.ranges = 0, 0
+	w.reset()
 	f, err = New(DefaultConfig(), Deps{Index: w, Objects: w, Watcher: noWatch{}})
 	if err != nil {
 		t.Fatal(err)
@@ -184,16 +201,16 @@ func TestCatchUpReadersShareObjects(t *testing.T) {
 		}
 		resp.Release()
 	}
-	if w.wholes != 0 || w.ranges != partitions {
-		t.Fatalf("%d whole reads and %d range reads, want 0 and %d", w.wholes, w.ranges, partitions)
+	if w.reads != partitions || w.wide != 0 {
+		t.Fatalf("%d reads, %d of more than a chunk; want %d, 0", w.reads, w.wide, partitions)
 	}
 }
 
 // Readers of every partition catching up together (in rounds, each
 // reader's next page after every reader's last one) read each record where
-// it belongs, and each object once, whole, but for the first page's
-// objects, read before the readers know of each other: there, ranges and
-// perhaps a whole read, never more than twice the bytes those objects hold.
+// it belongs, and each object once, in one read, but for the first page's
+// objects, read before the readers know of each other: there, their own
+// ranges and perhaps a shared one, never more than twice those chunks.
 func TestConcurrentCatchUpReadsObjectsOnce(t *testing.T) {
 	const objects, partitions, perChunk = 12, 8, 20
 	w := newFlushWorld(t, objects, partitions, perChunk)
@@ -233,16 +250,11 @@ func TestConcurrentCatchUpReadsObjectsOnce(t *testing.T) {
 			return
 		}
 	}
-	var total, first int64
-	for key, o := range w.objs {
-		total += int64(len(o))
-		if key == "seg-0" || key == "seg-1" {
-			first += int64(len(o))
-		}
-	}
-	t.Logf("%d whole and %d range reads: %.2f object bytes read per object byte", w.wholes, w.ranges, float64(w.wholeBytes+w.rangeBytes)/float64(total))
-	if w.wholes < objects-2 || w.wholes > objects || w.wholeBytes+w.rangeBytes > total+first {
-		t.Fatalf("%d whole reads of %d objects, %d bytes read of %d", w.wholes, objects, w.wholeBytes+w.rangeBytes, total)
+	total := int64(objects*partitions) * chunk // the chunks' bytes
+	first := int64(2*partitions) * chunk         // of the first page's two objects
+	t.Logf("%d reads, %d of several chunks: %.2f chunk bytes read per chunk byte", w.reads, w.wide, float64(w.bytes)/float64(total))
+	if w.wide < objects-2 || w.wide > objects+2 || w.bytes > total+first {
+		t.Fatalf("%d reads of several chunks for %d objects, %d bytes read of %d", w.wide, objects, w.bytes, total)
 	}
 	if n := f.share.heldBytes(); n != 0 || f.inflight.inUse() != 0 {
 		t.Fatalf("%d bytes still shared, %d in flight, at the end", n, f.inflight.inUse())

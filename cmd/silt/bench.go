@@ -86,6 +86,7 @@ func benchFlags(fs *flagSet, c *benchConfig) {
 	fs.BoolVar(&o.Idempotent, "idempotent", o.Idempotent, "idempotent producers (one request in flight each)")
 	fs.StringVar(&o.FetchEncoding, "fetch-encoding", o.FetchEncoding, "what the HTTP consumers fetch: batches (the stored batches, decoded by the consumer) or records (records encoded by the agent, application/vnd.silt.records.v1)")
 	fs.BoolVar(&o.CatchUp, "catch-up", o.CatchUp, "read everything back from offset 0 after producing")
+	fs.StringVar(&o.CatchUpOrder, "catch-up-order", o.CatchUpOrder, "how each HTTP consumer reads its partitions back: concurrent (all at once, one fetch in flight each, as a Kafka consumer) or sequential (one after another)")
 	fs.DurationVar(&o.CatchUpTimeout, "catch-up-timeout", o.CatchUpTimeout, "bound on the catch-up read")
 	fs.StringVar(&c.baselines, "baselines", "raw,nats", "baselines run with the same workload: raw (the object store itself), nats (NATS JetStream), both, or none")
 	fs.StringVar(&c.natsBin, "nats-server", "", "nats-server binary for the NATS baseline (default: nats-server on PATH, else /usr/sbin/nats-server)")
