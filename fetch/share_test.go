@@ -251,7 +251,7 @@ func TestConcurrentCatchUpReadsObjectsOnce(t *testing.T) {
 		}
 	}
 	total := int64(objects*partitions) * chunk // the chunks' bytes
-	first := int64(2*partitions) * chunk         // of the first page's two objects
+	first := int64(2*partitions) * chunk       // of the first page's two objects
 	t.Logf("%d reads, %d of several chunks: %.2f chunk bytes read per chunk byte", w.reads, w.wide, float64(w.bytes)/float64(total))
 	if w.wide < objects-2 || w.wide > objects+2 || w.bytes > total+first {
 		t.Fatalf("%d reads of several chunks for %d objects, %d bytes read of %d", w.wide, objects, w.bytes, total)
