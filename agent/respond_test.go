@@ -79,6 +79,7 @@ func TestNonReadingClientsAreCutOff(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) {
 		c.HTTP.WriteTimeout = writeTimeout
 		c.HTTP.SSEHeartbeat = writeTimeout / 2
+		c.MemoryLimit = 1 << 30              // room for the fetch budget below
 		c.Fetch.MaxInflightBytes = 128 << 20 // three fetches of 32 MiB at once
 	}})
 	createTopic(t, a, "t", 1, "")
