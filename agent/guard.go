@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -284,7 +283,7 @@ func (s *Server) principal(c echo.Context) (*auth.Principal, error) {
 		}
 		p, err = authn.Authenticate(req.Context(), strings.TrimSpace(token))
 	case req.TLS != nil && len(req.TLS.VerifiedChains) > 0 && len(req.TLS.VerifiedChains[0]) > 0:
-		p, err = certPrincipal(req.Context(), authn, req.TLS.VerifiedChains[0][0])
+		p, err = auth.CertPrincipal(req.Context(), authn, req.TLS.VerifiedChains[0][0])
 	default:
 		err = auth.ErrNoKey
 	}
@@ -301,28 +300,6 @@ func (s *Server) principal(c echo.Context) (*auth.Principal, error) {
 	c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
 	detail := strings.TrimPrefix(err.Error(), auth.ErrUnauthenticated.Error()+": ")
 	return nil, newProblem(http.StatusUnauthorized, problem.CodeUnauthenticated, "%s", detail)
-}
-
-// certPrincipal maps a verified client certificate to a key: its common
-// name, then its DNS, email and URI names, the first that names a live
-// key.
-func certPrincipal(ctx context.Context, authn Authenticator, cert *x509.Certificate) (*auth.Principal, error) {
-	names := append([]string{cert.Subject.CommonName}, cert.DNSNames...)
-	names = append(names, cert.EmailAddresses...)
-	for _, u := range cert.URIs {
-		names = append(names, u.String())
-	}
-	err := auth.ErrUnknownName
-	for _, n := range names {
-		if n == "" {
-			continue
-		}
-		var p *auth.Principal
-		if p, err = authn.AuthenticateName(ctx, n); err == nil || !errors.Is(err, auth.ErrUnknownName) {
-			return p, err
-		}
-	}
-	return nil, err
 }
 
 // withdrawn answers a long request whose key was revoked (401) or lost

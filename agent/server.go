@@ -21,6 +21,7 @@ import (
 	"silt/console"
 	"silt/partitioner"
 	"silt/problem"
+	"silt/topiccache"
 )
 
 // Config holds the HTTP server's settings and request limits.
@@ -159,7 +160,7 @@ type Server struct {
 	http     *http.Server
 	draining atomic.Bool
 	metrics  *serverMetrics
-	topics   *topicCache
+	topics   *topiccache.Cache
 	sticky   partitioner.Sticky
 	bodies   *semaphore.Weighted // produce request bytes in flight (bodyReservation)
 	stopping chan struct{}       // closed when shutdown begins: ends streams and long-polls
@@ -199,7 +200,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{}), started: time.Now().UTC(), bodies: semaphore.NewWeighted(cfg.MaxInflightRequestBytes)}
-	s.topics = newTopicCache(deps.Topics, cfg.TopicCacheTTL)
+	s.topics = topiccache.New(deps.Topics, cfg.TopicCacheTTL)
 	m, err := newServerMetrics(deps.Registerer)
 	if err != nil {
 		return nil, err

@@ -148,7 +148,7 @@ func (s *Server) createTopic(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	s.topics.forget(req.Name)
+	s.topics.Forget(req.Name)
 	return c.JSON(http.StatusCreated, topicJSON(t))
 }
 
@@ -204,12 +204,12 @@ func (s *Server) listTopics(c echo.Context) error {
 // holding the old id must not carry on in the new log. A mismatch is
 // checked against Postgres, not only the cache, before it is refused.
 func (s *Server) pinnedTopic(ctx context.Context, name string, pin int64) (metadata.Topic, error) {
-	t, err := s.topics.get(ctx, name)
+	t, err := s.topics.Get(ctx, name)
 	if err != nil || pin == 0 || t.ID == pin {
 		return t, err
 	}
-	s.topics.forget(name)
-	if t, err = s.topics.get(ctx, name); err != nil || t.ID == pin {
+	s.topics.Forget(name)
+	if t, err = s.topics.Get(ctx, name); err != nil || t.ID == pin {
 		return t, err
 	}
 	return metadata.Topic{}, topicIDMismatch(name, pin, t.ID)
@@ -239,8 +239,8 @@ func (s *Server) gone(ctx context.Context, t metadata.Topic, pin int64, err erro
 	if !errors.Is(err, metadata.ErrPartitionNotFound) {
 		return err
 	}
-	s.topics.forget(t.Name)
-	now, gerr := s.topics.get(ctx, t.Name)
+	s.topics.Forget(t.Name)
+	now, gerr := s.topics.Get(ctx, t.Name)
 	switch {
 	case errors.Is(gerr, metadata.ErrTopicNotFound):
 		return notFound(problem.CodeTopicNotFound, "topic %q does not exist: it was deleted", t.Name)
@@ -335,7 +335,7 @@ func (s *Server) alterTopic(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	s.topics.forget(name)
+	s.topics.Forget(name)
 	return c.JSON(http.StatusOK, topicJSON(t))
 }
 
@@ -347,7 +347,7 @@ func (s *Server) deleteTopic(c echo.Context) error {
 	if err := s.deps.Topics.DeleteTopic(c.Request().Context(), name); err != nil {
 		return err
 	}
-	s.topics.forget(name)
+	s.topics.Forget(name)
 	return c.NoContent(http.StatusNoContent)
 }
 

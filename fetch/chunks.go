@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"silt/metadata"
@@ -277,16 +278,25 @@ func trimRefsToRecords(refs []metadata.BatchRef, offset int64, n int) []metadata
 // cache, the object cache or the object store. The slices are shared:
 // callers copy before changing them.
 func (f *Fetcher) rawChunks(ctx context.Context, k PartitionKey, refs []metadata.BatchRef, head bool) ([][]byte, error) {
+	return gather(ctx, f, k, refs, head, f.raw.get, f.metrics.batchHits, f.metrics.batchMisses, f.readRaw)
+}
+
+// gather returns what refs hold, in order, for partition k: from cached
+// where it has them (counted as hits and misses), the rest by the read
+// plans, at most ReadConcurrency at once, each performed by read.
+func gather[T any](ctx context.Context, f *Fetcher, k PartitionKey, refs []metadata.BatchRef, head bool,
+	cached func(chunkKey) (T, bool), hits, misses prometheus.Counter,
+	read func(context.Context, []metadata.BatchRef, *readPlan, []T) error) ([]T, error) {
 	defer f.served(k, refs)
-	out := make([][]byte, len(refs))
+	out := make([]T, len(refs))
 	var missing []int
 	for i, r := range refs {
-		if b, ok := f.raw.get(chunkKey{r.SegmentKey, r.ByteOffset}); ok {
-			f.metrics.batchHits.Inc()
+		if b, ok := cached(chunkKey{r.SegmentKey, r.ByteOffset}); ok {
+			hits.Inc()
 			out[i] = b
 			continue
 		}
-		f.metrics.batchMisses.Inc()
+		misses.Inc()
 		missing = append(missing, i)
 	}
 	if len(missing) == 0 {
@@ -297,7 +307,7 @@ func (f *Fetcher) rawChunks(ctx context.Context, k PartitionKey, refs []metadata
 	for _, run := range f.plan(refs, missing, head) {
 		g.Go(func() error {
 			defer f.share.served(k, run.key)
-			return f.readRaw(gctx, refs, run, out)
+			return read(gctx, refs, run, out)
 		})
 	}
 	if err := g.Wait(); err != nil {

@@ -15,7 +15,6 @@ import (
 	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"silt/metadata"
@@ -461,33 +460,7 @@ func (f *Fetcher) OffsetForTimestamp(ctx context.Context, topicID int64, partiti
 // the object store, for partition k; head says the read reaches the high
 // watermark (see plan).
 func (f *Fetcher) batches(ctx context.Context, k PartitionKey, refs []metadata.BatchRef, head bool) ([]*segment.Batch, error) {
-	defer f.served(k, refs)
-	out := make([]*segment.Batch, len(refs))
-	var missing []int
-	for i, r := range refs {
-		if b, ok := f.chunks.get(chunkKey{r.SegmentKey, r.ByteOffset}); ok {
-			f.metrics.hits.Inc()
-			out[i] = b
-			continue
-		}
-		f.metrics.misses.Inc()
-		missing = append(missing, i)
-	}
-	if len(missing) == 0 {
-		return out, nil
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(f.cfg.ReadConcurrency)
-	for _, run := range f.plan(refs, missing, head) {
-		g.Go(func() error {
-			defer f.share.served(k, run.key)
-			return f.read(gctx, refs, run, out)
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return gather(ctx, f, k, refs, head, f.chunks.get, f.metrics.hits, f.metrics.misses, f.read)
 }
 
 // readPlan is one object read serving the refs at idx.

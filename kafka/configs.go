@@ -263,7 +263,7 @@ func (s *Server) incrementalAlterConfigs(ctx context.Context, cl *call, req *kms
 			}
 		} else {
 			_, err = s.deps.Topics.AlterTopic(ctx, rr.ResourceName, metadata.TopicUpdate{ConfigPatch: patch})
-			s.topics.forget(rr.ResourceName)
+			s.topics.Forget(rr.ResourceName)
 		}
 		switch {
 		case err == nil:

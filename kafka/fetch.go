@@ -53,7 +53,7 @@ func (s *Server) fetch(ctx context.Context, cl *call, req *kmsg.FetchRequest) *k
 		var topic metadata.Topic
 		var terr error
 		if ok {
-			topic, terr = s.topics.get(ctx, rt.Topic)
+			topic, terr = s.topics.Get(ctx, rt.Topic)
 		}
 		for j, rp := range rt.Partitions {
 			p := &ot.Partitions[j]

@@ -20,7 +20,7 @@ func (s *Server) listOffsets(ctx context.Context, req *kmsg.ListOffsetsRequest) 
 		var topic metadata.Topic
 		var terr error
 		if ok {
-			topic, terr = s.topics.get(ctx, rt.Topic)
+			topic, terr = s.topics.Get(ctx, rt.Topic)
 		}
 		for _, rp := range rt.Partitions {
 			p := kmsg.NewListOffsetsResponseTopicPartition()

@@ -69,7 +69,7 @@ func (s *Server) produce(ctx context.Context, cl *call, req *kmsg.ProduceRequest
 			topicErr = perr(errTopicAuthorizationFailed, "the key may not produce to topic %q", rt.Topic)
 		default:
 			var err error
-			if topic, err = s.topics.get(ctx, rt.Topic); err != nil {
+			if topic, err = s.topics.Get(ctx, rt.Topic); err != nil {
 				topicErr = perr(errorCode(err), "%v", err)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -299,7 +298,7 @@ func (c *conn) handshake() bool {
 	if !c.s.cfg.RequireAuth || len(chains) == 0 || len(chains[0]) == 0 {
 		return true
 	}
-	p, err := certPrincipal(ctx, c.s.deps.Auth, chains[0][0])
+	p, err := auth.CertPrincipal(ctx, c.s.deps.Auth, chains[0][0])
 	switch {
 	case err == nil:
 		c.authenticated(p, "mTLS")
@@ -311,28 +310,6 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	return true
-}
-
-// certPrincipal maps a verified client certificate to a key, as the HTTP
-// API does: its common name, then its DNS, email and URI names, the first
-// that names a live key.
-func certPrincipal(ctx context.Context, authn Authenticator, cert *x509.Certificate) (*auth.Principal, error) {
-	names := append([]string{cert.Subject.CommonName}, cert.DNSNames...)
-	names = append(names, cert.EmailAddresses...)
-	for _, u := range cert.URIs {
-		names = append(names, u.String())
-	}
-	err := auth.ErrUnknownName
-	for _, n := range names {
-		if n == "" {
-			continue
-		}
-		var p *auth.Principal
-		if p, err = authn.AuthenticateName(ctx, n); err == nil || !errors.Is(err, auth.ErrUnknownName) {
-			return p, err
-		}
-	}
-	return nil, err
 }
 
 // allowed reports whether the request's principal may do op on the

@@ -21,6 +21,7 @@ import (
 	"silt/fetch"
 	"silt/groups"
 	"silt/metadata"
+	"silt/topiccache"
 )
 
 // TopicStore is what the listener needs of the metadata store.
@@ -98,7 +99,7 @@ type Server struct {
 	deps     Deps
 	logger   *slog.Logger
 	metrics  *metrics
-	topics   *topicCache
+	topics   *topiccache.Cache
 	host     string // advertised
 	port     int32
 	inflight *semaphore.Weighted // request and fetch response bytes
@@ -140,7 +141,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		inflight: semaphore.NewWeighted(cfg.MaxInflightBytes),
 		conns:    map[*conn]struct{}{},
 		stopping: make(chan struct{}),
-		topics:   newTopicCache(deps.Topics, cfg.TopicCacheTTL),
+		topics:   topiccache.New(deps.Topics, cfg.TopicCacheTTL),
 		bindings: &producerBindings{store: deps.Producers, owner: map[int64]string{}},
 	}
 	if s.metrics, err = newMetrics(deps.Registerer, s); err != nil {

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"golang.org/x/sync/singleflight"
 
 	"silt/auth"
 	"silt/metadata"
@@ -58,72 +56,6 @@ func topicIDFromUUID(u [16]byte) (int64, bool) {
 	}
 	u[8] &^= 0xc0
 	return int64(binary.BigEndian.Uint64(u[8:])), true
-}
-
-// topicCache keeps recent topic descriptions so that produce and fetch do
-// not read Postgres for every request; changes through this listener drop
-// their entry at once, others are seen within the TTL (a deleted topic is
-// caught at commit time regardless).
-type topicCache struct {
-	store  TopicStore
-	ttl    time.Duration
-	group  singleflight.Group
-	mu     sync.Mutex
-	byName map[string]cachedTopic
-}
-
-type cachedTopic struct {
-	topic metadata.Topic
-	at    time.Time
-}
-
-const (
-	topicLookupTimeout = 10 * time.Second
-	maxCachedTopics    = 10_000
-)
-
-func newTopicCache(store TopicStore, ttl time.Duration) *topicCache {
-	return &topicCache{store: store, ttl: ttl, byName: map[string]cachedTopic{}}
-}
-
-func (c *topicCache) get(ctx context.Context, name string) (metadata.Topic, error) {
-	c.mu.Lock()
-	e, ok := c.byName[name]
-	c.mu.Unlock()
-	if ok && time.Since(e.at) < c.ttl {
-		return e.topic, nil
-	}
-	v, err, _ := c.group.Do(name, func() (any, error) {
-		// Shared by every caller waiting on this name: one client going
-		// away must not fail the others.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), topicLookupTimeout)
-		defer cancel()
-		t, err := c.store.GetTopic(lctx, name)
-		if err != nil {
-			return nil, err
-		}
-		c.put(t)
-		return t, nil
-	})
-	if err != nil {
-		return metadata.Topic{}, err
-	}
-	return v.(metadata.Topic), nil
-}
-
-func (c *topicCache) put(t metadata.Topic) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.byName) >= maxCachedTopics {
-		c.byName = map[string]cachedTopic{}
-	}
-	c.byName[t.Name] = cachedTopic{topic: t, at: time.Now()}
-}
-
-func (c *topicCache) forget(name string) {
-	c.mu.Lock()
-	delete(c.byName, name)
-	c.mu.Unlock()
 }
 
 func strPtr(s string) *string { return &s }
@@ -208,7 +140,7 @@ func (s *Server) lookupOrCreate(ctx context.Context, name string, create bool) (
 	if err := validTopicName(name); err != nil {
 		return metadata.Topic{}, fmt.Errorf("%w: %v", errInvalidTopicName, err)
 	}
-	t, err := s.topics.get(ctx, name)
+	t, err := s.topics.Get(ctx, name)
 	if !create || !errors.Is(err, metadata.ErrTopicNotFound) {
 		return t, err
 	}
@@ -216,14 +148,14 @@ func (s *Server) lookupOrCreate(ctx context.Context, name string, create bool) (
 	defer cancel()
 	t, err = s.deps.Topics.CreateTopic(cctx, name, s.cfg.DefaultPartitions, metadata.DefaultTopicConfig())
 	if errors.Is(err, metadata.ErrTopicExists) {
-		s.topics.forget(name)
-		return s.topics.get(ctx, name) // created by someone else meanwhile
+		s.topics.Forget(name)
+		return s.topics.Get(ctx, name) // created by someone else meanwhile
 	}
 	if err != nil {
 		return t, err
 	}
 	s.logger.Info("kafka: topic auto-created", "topic", name, "partitions", t.Partitions)
-	s.topics.put(t)
+	s.topics.Put(t)
 	return t, nil
 }
 
@@ -318,7 +250,7 @@ func (s *Server) createTopics(ctx context.Context, cl *call, req *kmsg.CreateTop
 				fail(errorCode(err), "%v", err)
 				break
 			}
-			s.topics.put(t)
+			s.topics.Put(t)
 			out.TopicID = topicUUID(t.ID)
 			configs := map[string]*string{}
 			for _, c := range rt.Configs {
@@ -403,7 +335,7 @@ func (s *Server) deleteTopics(ctx context.Context, cl *call, req *kmsg.DeleteTop
 			} else {
 				s.audit(ctx, cl, auth.ActionTopicDelete, auth.ResourceTopic, name, nil)
 			}
-			s.topics.forget(name)
+			s.topics.Forget(name)
 		}
 		resp.Topics = append(resp.Topics, out)
 	}
@@ -448,7 +380,7 @@ func (s *Server) createPartitions(ctx context.Context, cl *call, req *kmsg.Creat
 				fail(errorCode(err), "%v", err)
 				break
 			}
-			s.topics.put(t)
+			s.topics.Put(t)
 			s.audit(ctx, cl, auth.ActionTopicAlter, auth.ResourceTopic, rt.Topic, map[string]any{"partitions": count})
 		}
 		resp.Topics = append(resp.Topics, out)
