@@ -91,6 +91,62 @@ func TestLBKafkaClientsAndKill(t *testing.T) {
 		}
 	})
 
+	t.Run("kcat", func(t *testing.T) {
+		for _, codec := range []string{"none", "gzip", "snappy", "lz4", "zstd"} {
+			topic := "lb-kcat-" + codec
+			kafkaTopic(t, adm, topic, 3)
+			kc.KcatRoundTrip(t, lbKafka(c), c.LBURL, topic, 3, codec, client.WithToken(c.AdminKey))
+		}
+	})
+
+	// franz-go through the load balancer: a consumer parked in a
+	// long-poll fetch (each fetch may land on another agent) sees the
+	// records of an idempotent producer whose requests go to any agent,
+	// each once and in order, and so does the HTTP API.
+	t.Run("franz-go idempotent produce and long-poll", func(t *testing.T) {
+		const topic, n = "lb-franz", 200
+		kafkaTopic(t, adm, topic, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cons := kafkaClient(t, lbKafka(c), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(5*time.Second))
+		got := make(chan []*kgo.Record, 1)
+		go func() {
+			var all []*kgo.Record
+			for ctx.Err() == nil && len(all) < n {
+				all = append(all, cons.PollFetches(ctx).Records()...)
+			}
+			got <- all
+		}()
+		prod := kafkaClient(t, lbKafka(c), kgo.ProducerLinger(5*time.Millisecond)) // idempotent: franz-go's default
+		for i := range n {
+			r := &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("v%d", i))}
+			if err := prod.ProduceSync(ctx, r).FirstErr(); err != nil {
+				t.Fatalf("produce %d: %v", i, err)
+			}
+			if r.ProducerID < 0 || r.Offset != int64(i) {
+				t.Fatalf("record %d: producer id %d, offset %d", i, r.ProducerID, r.Offset)
+			}
+		}
+		var all []*kgo.Record
+		select {
+		case all = <-got:
+		case <-ctx.Done():
+			t.Fatal("the consumer did not finish")
+		}
+		if len(all) != n {
+			t.Fatalf("consumed %d of %d", len(all), n)
+		}
+		http := kc.OverHTTP(t, c.LBURL, topic, 1, n, client.WithToken(c.AdminKey))
+		for i, r := range all {
+			if r.Offset != int64(i) || string(r.Value) != fmt.Sprintf("v%d", i) {
+				t.Fatalf("record %d: %q at %d", i, r.Value, r.Offset)
+			}
+			if h := http[[2]int64{0, int64(i)}]; string(kc.Bytes(t, h.Value)) != string(r.Value) {
+				t.Fatalf("HTTP reads %q at %d", kc.Bytes(t, h.Value), i)
+			}
+		}
+	})
+
 	t.Run("kcat produce loop with kill -9", func(t *testing.T) {
 		const topic, partitions = "lb-kcat-loop", int32(3)
 		kafkaTopic(t, adm, topic, partitions)

@@ -175,9 +175,12 @@ func TestBenchSecurity(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	out := filepath.Join(t.TempDir(), "security.json")
+	// Rounds of 2 s: a round that acknowledges nothing fails the bench,
+	// and under a loaded make test a round's first requests (a cold key
+	// cache, TLS handshakes) can take most of a shorter one.
 	r = silt(t, nil, "bench", "--database-url", db, "--objectstore", srv.URL("s3", bucket, "bench"), "--security", "none,auth,auth+tls",
 		"--producers", "2", "--consumers", "1", "--partitions", "2", "--batch", "20", "--record-size", "100",
-		"--duration", "500ms", "--warmup", "100ms", "--linger", "20ms", "--baselines", "none", "--catch-up=false", "--json", out).ok(t)
+		"--duration", "2s", "--warmup", "100ms", "--linger", "20ms", "--baselines", "none", "--catch-up=false", "--json", out).ok(t)
 	var rep bench.SecurityReport
 	b, err := os.ReadFile(out)
 	if err != nil || json.Unmarshal(b, &rep) != nil {
