@@ -364,7 +364,9 @@ func (a *hostileAgent) fetchOnce(topic string, offset int64, limit time.Duration
 // Attack 2: 20 sockets with a 4 KiB receive buffer ask for 64 MiB of
 // records and never read. Legitimate produce and fetch must keep
 // succeeding, the agent's memory must stay bounded, and the agent must
-// drop the non-readers once the write timeout passes.
+// drop the non-readers once the write timeout passes. A non-reader that
+// came when the fetch budget was mostly taken is served a smaller answer
+// (at most what was free), which fits in the socket buffers.
 func TestHostileNonReadingFetchers(t *testing.T) {
 	const (
 		writeTimeout = 5 * time.Second
@@ -472,13 +474,18 @@ func TestHostileNonReadingFetchers(t *testing.T) {
 			outcomes["429"]++
 		case resp.StatusCode == http.StatusOK && err != nil && n < 64*mib:
 			outcomes["200 cut short"]++
+		case resp.StatusCode == http.StatusOK && err == nil && n < 8*mib:
+			// Served smaller: the budget had little left when it came,
+			// so the answer was built from fewer chunks; it fit in the
+			// socket buffers and held nothing once written.
+			outcomes["200 served smaller"]++
 		default:
 			outcomes[fmt.Sprintf("%d with %d bytes, %v", resp.StatusCode, n, err)]++
 		}
 	}
 	t.Logf("non-readers: %v", outcomes)
-	if outcomes["429"]+outcomes["200 cut short"] != attackers {
-		t.Errorf("non-readers: %v; want each refused or cut short", outcomes)
+	if outcomes["429"]+outcomes["200 cut short"]+outcomes["200 served smaller"] != attackers {
+		t.Errorf("non-readers: %v; want each refused, cut short or served smaller", outcomes)
 	}
 }
 

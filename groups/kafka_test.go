@@ -313,7 +313,15 @@ func TestKafkaRebalanceTimeoutAndSessionExpiry(t *testing.T) {
 		}
 		e.goSync(e.c, g, req)
 	}
-	waitUntil(t, "a stable group", func() bool { return e.c.KafkaHeartbeat(e.ctx, g, a, "", 2) == nil })
+	// A heartbeat is answered without error while the group completes
+	// its rebalance too (as Kafka does), so wait on the group's state.
+	waitUntil(t, "a stable group", func() bool {
+		d, err := e.c.KafkaDescribe(e.ctx, g)
+		return err == nil && d.State == "Stable"
+	})
+	if err := e.c.KafkaHeartbeat(e.ctx, g, a, "", 2); err != nil {
+		t.Fatalf("heartbeat of a in the stable group: %v", err)
+	}
 	d, err := e.c.KafkaDescribe(e.ctx, g)
 	if err != nil || d.State != "Stable" || len(d.Members) != 2 {
 		t.Fatalf("describe: %v %+v", err, d)
