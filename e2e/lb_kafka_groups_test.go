@@ -111,14 +111,15 @@ func kcatGroup(t *testing.T, c *localstack.Cluster, b kc.Broker, prod *kgo.Clien
 		}
 		return strings.Join(s, "\n")
 	}
-	start := time.Now()
-	for time.Since(start) < 90*time.Second {
-		if len(ms[0].Assigned()) == 2 && len(ms[1].Assigned()) == 2 && len(ms[2].Assigned()) == 2 && kcatCovered(ms, parts, prod, topic) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+	shared := func() bool {
+		return len(ms[0].Assigned()) == 2 && len(ms[1].Assigned()) == 2 && len(ms[2].Assigned()) == 2 && kcatCovered(ms, parts, prod, topic)
 	}
-	if !(len(ms[0].Assigned()) == 2 && len(ms[1].Assigned()) == 2 && len(ms[2].Assigned()) == 2) || !kcatCovered(ms, parts, prod, topic) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(90 * time.Second); !shared() && time.Now().Before(deadline); {
+		<-tick.C
+	}
+	if !shared() {
 		t.Fatalf("three members with two partitions each, everything read: %v %v %v\n%s", ms[0].Assigned(), ms[1].Assigned(), ms[2].Assigned(), logs())
 	}
 
