@@ -181,3 +181,50 @@ func TestCommitFlushConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A lookup reads the index a page at a time and returns what one query of
+// limit rows returned: the rows from the one holding the offset, while the
+// bytes before a row are under max bytes (the first row always), at most
+// limit of them, none past the high watermark.
+func TestLookupBatchesPages(t *testing.T) {
+	s, ctx := setup(t)
+	top := newTopic(t, s, "pages", 1)
+	const n = 300 // chunks of 2 records, 200 bytes each
+	chunks := make([]metadata.Chunk, n)
+	for i := range chunks {
+		chunks[i] = chunk(top.ID, 0, 2)
+	}
+	if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "seg/pages", n*200, chunks...)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		offset, maxBytes int64
+		limit            int
+		want             int   // rows
+		first            int64 // base offset of the first row
+	}{
+		{0, 1 << 30, 1000, n, 0},     // every row, over pages of 16, 64, 256
+		{7, 1 << 30, 1000, n - 3, 6}, // from the row holding offset 7
+		{11, 1 << 30, 100, 100, 10},  // the limit, across pages
+		{0, 5000, 1000, 25, 0},       // bytes before the 25th row: 4800 < 5000
+		{0, 5001, 1000, 26, 0},       // 5000 < 5001: one more
+		{100, 1, 1000, 1, 100},       // the first row whatever the bytes
+		{598, 1 << 30, 1000, 1, 598}, // the last row
+		{600, 1 << 30, 1000, 0, 0},   // at the high watermark: none
+		{40, 3200, 16, 16, 40},       // exactly one full page
+		{40, 3201, 17, 17, 40},       // one row into the second page
+	} {
+		st, refs, err := s.LookupBatches(ctx, top.ID, 0, tc.offset, tc.maxBytes, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.HighWatermark != 2*n || len(refs) != tc.want {
+			t.Fatalf("lookup %+v: high watermark %d, %d rows", tc, st.HighWatermark, len(refs))
+		}
+		for i, r := range refs {
+			if r.BaseOffset != tc.first+int64(2*i) || r.LastOffset != r.BaseOffset+1 {
+				t.Fatalf("lookup %+v: row %d is %d-%d", tc, i, r.BaseOffset, r.LastOffset)
+			}
+		}
+	}
+}
