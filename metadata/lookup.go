@@ -41,13 +41,13 @@ type PartitionState struct {
 
 // lookupFirstPage is how many index rows a lookup reads first; it reads
 // four times more at a time while the byte budget is not spent.
-const lookupFirstPage = 16
+const lookupFirstPage = 4
 
 // LookupBatches returns the partition's offsets and, in offset order, the
 // chunks from the one containing offset onwards, stopping once maxBytes is
 // reached (the first chunk is always included) or after limit chunks.
 //
-// It reads the index a page at a time, 16 rows first and then four times
+// It reads the index a page at a time, 4 rows first and then four times
 // more per page while the bytes are short of maxBytes, so that a lookup
 // costs the rows it returns: read in one go up to limit rows, a lookup in
 // the middle of a long partition read (and joined) limit rows to return
