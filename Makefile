@@ -14,7 +14,7 @@ TOXIPROXY_BIN := $(CACHE_DIR)/toxiproxy-server-$(TOXIPROXY_VERSION)
 LOCALSTACK := $(GO) run ./localstack/cmd/localstack
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build run test test-short lint bench localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats
+.PHONY: help build run test test-short lint bench bench-scale localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,9 @@ bench: postgres minio nats build ## run the benchmark suite against real Postgre
 	  AWS_SECRET_ACCESS_KEY="$$SILT_TEST_MINIO_SECRET_KEY" ./$(BIN) bench --suite --out docs/bench \
 	  --database-url "$$SILT_TEST_POSTGRES_URL" \
 	  --objectstore "s3://silt-bench?endpoint=$$SILT_TEST_MINIO_ENDPOINT&region=us-east-1&unsigned_payload=true"'
+
+bench-scale: postgres build ## run the metadata scale sweeps (simulated agents against a private, durable Postgres); results in docs/scale (see docs/scaling.md)
+	./$(BIN) scale --suite --out docs/scale
 
 localstack: postgres minio haproxy ## run the local cluster natively: Postgres, MinIO, three agents and HAProxy on loopback
 	@# Built, not `go run`: go run reports an interrupted program as failed, and Ctrl-C is how this one stops.
