@@ -13,8 +13,14 @@ TOXIPROXY_VERSION := v2.12.0
 TOXIPROXY_BIN := $(CACHE_DIR)/toxiproxy-server-$(TOXIPROXY_VERSION)
 LOCALSTACK := $(GO) run ./localstack/cmd/localstack
 TEST_TIMEOUT ?= 30m
+# make chaos: length of the fault phase and the seed of the schedule
+# (empty: a random one, printed).
+CHAOS_DURATION ?= 10m
+CHAOS_SEED ?=
+# make fuzz: how long each fuzz target runs.
+FUZZTIME ?= 5m
 
-.PHONY: help build run test test-short lint bench bench-scale localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats
+.PHONY: help build run test test-short lint bench bench-scale chaos fuzz localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats chromium curl
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +31,7 @@ build: ## build bin/silt
 run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), anonymous, on 127.0.0.1:8080
 	./$(BIN) dev
 
-test: postgres minio toxiproxy haproxy kafka-clients ## start Postgres and MinIO (HAProxy, Toxiproxy and real Kafka clients for the end-to-end, fault and Kafka tests), run every test with -race, stop them
+test: postgres minio toxiproxy haproxy kafka-clients chromium curl ## start Postgres and MinIO (HAProxy, Toxiproxy and real Kafka clients for the end-to-end, fault and Kafka tests, Chromium for the console's browser test, curl for the README's examples), run every test with -race, stop them
 	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) --toxiproxy-bin $(TOXIPROXY_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short: ## unit tests only (no services; integration tests skip)
@@ -35,14 +41,21 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: postgres minio nats build ## run the benchmark suite against real Postgres, MinIO and NATS; results in docs/bench (see docs/benchmarks.md)
-	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) -- sh -c 'AWS_ACCESS_KEY_ID="$$SILT_TEST_MINIO_ACCESS_KEY" \
+bench: postgres minio nats build ## run the benchmark suite against real Postgres (durable: fsync and synchronous_commit on), MinIO and NATS; results in docs/bench (see docs/benchmarks.md)
+	$(LOCALSTACK) exec --fast=false --minio-bin $(MINIO_BIN) -- sh -c 'AWS_ACCESS_KEY_ID="$$SILT_TEST_MINIO_ACCESS_KEY" \
 	  AWS_SECRET_ACCESS_KEY="$$SILT_TEST_MINIO_SECRET_KEY" ./$(BIN) bench --suite --out docs/bench \
 	  --database-url "$$SILT_TEST_POSTGRES_URL" \
 	  --objectstore "s3://silt-bench?endpoint=$$SILT_TEST_MINIO_ENDPOINT&region=us-east-1&unsigned_payload=true"'
 
 bench-scale: postgres build ## run the metadata scale sweeps (simulated agents against a private, durable Postgres); results in docs/scale (see docs/scaling.md)
 	./$(BIN) scale --suite --out docs/scale
+
+chaos: postgres minio toxiproxy haproxy ## run the fault suite (CHAOS_DURATION, default 10m; CHAOS_SEED) and the overload test; verdict in chaos-results/<seed>/ (see docs/reliability.md)
+	$(GO) build -o bin/chaos ./chaos/cmd/chaos
+	./bin/chaos -duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),-seed $(CHAOS_SEED)) -minio-bin $(MINIO_BIN) -toxiproxy-bin $(TOXIPROXY_BIN)
+
+fuzz: ## run every Go fuzz target for FUZZTIME (default 5m) each; crashers land in <package>/testdata/fuzz (their seed corpora run in make test)
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 localstack: postgres minio haproxy ## run the local cluster natively: Postgres, MinIO, three agents and HAProxy on loopback
 	@# Built, not `go run`: go run reports an interrupted program as failed, and Ctrl-C is how this one stops.
@@ -75,6 +88,12 @@ kafka-clients: ## install kcat and Debian's Kafka clients for Python (confluent-
 	@scripts/ensure-apt.sh kcat kcat
 	@scripts/ensure-apt-python.sh confluent_kafka python3-confluent-kafka
 	@scripts/ensure-apt-python.sh kafka python3-kafka
+
+chromium: ## install Debian's Chromium with apt-get when missing (the web console's browser test)
+	@scripts/ensure-apt.sh chromium chromium
+
+curl: ## install curl with apt-get when missing (the test that runs the README's examples)
+	@scripts/ensure-apt.sh curl curl
 
 nats: ## install the NATS server with apt-get when missing (benchmark baseline)
 	@scripts/ensure-apt.sh nats-server nats-server

@@ -140,6 +140,12 @@ var accessRules = map[string]rule{
 	"GET /v1/openapi.json": authenticated,
 	"GET /v1/whoami":       authenticated,
 	"GET /v1/cluster":      {needs: []need{onCluster(auth.OpDescribe)}},
+	"GET /v1/stats":        {needs: []need{onCluster(auth.OpDescribe)}},
+
+	// The web console's static files: the page asks for a key and sends
+	// it on its /v1 calls.
+	"GET /ui":   open,
+	"GET /ui/*": open,
 
 	// Topics.
 	"POST /v1/topics": {needs: []need{{op: auth.OpCreate, rt: topic, body: func(b bodyFields) []string { return []string{b.str("name")} }}},
@@ -175,7 +181,8 @@ var accessRules = map[string]rule{
 	"POST /v1/groups/:group/offsets": {needs: []need{onParam(auth.OpConsume, group, "group"),
 		{op: auth.OpConsume, rt: topic, body: func(b bodyFields) []string { return b.offsetTopics() }}},
 		audit: auth.ActionOffsetReset, auditIf: func(b bodyFields) bool { return b.str("member_id") == "" }},
-	"GET /v1/groups/:group/offsets": {needs: []need{onParam(auth.OpDescribe, group, "group")}},
+	"GET /v1/groups/:group/offsets":     {needs: []need{onParam(auth.OpDescribe, group, "group")}},
+	"GET /v1/groups/:group/lag-history": {needs: []need{onParam(auth.OpDescribe, group, "group")}},
 
 	// Keys and the audit log.
 	"POST /v1/keys":          {kind: accessAdmin, audit: auth.ActionKeyCreate, auditType: auth.AuditKey},

@@ -148,6 +148,9 @@ var accessCases = map[string]accessCase{
 	"GET /v1/topics":       {authOnly: true, want: 200, prepare: fixed("/v1/topics", nil)},
 	"GET /v1/groups":       {authOnly: true, want: 200, prepare: fixed("/v1/groups", nil)},
 	"GET /v1/cluster":      {grant: []string{"describe:cluster"}, want: 200, prepare: fixed("/v1/cluster", nil)},
+	"GET /v1/stats":        {grant: []string{"describe:cluster"}, want: 200, prepare: fixed("/v1/stats", nil)},
+	"GET /ui":              {open: true, want: 200, prepare: fixed("/ui", nil)}, // redirected to /ui/
+	"GET /ui/*":            {open: true, want: 200, prepare: fixed("/ui/app.js", nil)},
 
 	"POST /v1/topics": {grant: []string{"create:topic:{T}-new"}, want: 201, prepare: func(_ *testing.T, e *accessEnv) (string, any) {
 		return "/v1/topics", map[string]any{"name": e.topic + "-new"}
@@ -194,6 +197,8 @@ var accessCases = map[string]accessCase{
 		e.commitOffsets(t)
 		return "/v1/groups/" + e.group + "/offsets", nil
 	}},
+
+	"GET /v1/groups/:group/lag-history": {grant: []string{"describe:group:{G}"}, want: 200, prepare: fixed("/v1/groups/{G}/lag-history", nil)},
 
 	"POST /v1/keys": {admin: true, want: 201, prepare: func(_ *testing.T, e *accessEnv) (string, any) {
 		return "/v1/keys", map[string]any{"name": e.topic + "-key", "allow": []string{"describe:topic:x"}}

@@ -43,6 +43,7 @@ var domainErrors = []domainError{
 	{sentinel: groups.ErrNotAssigned, status: http.StatusConflict, code: problem.CodeNotAssigned, fallback: "the partition is not assigned to the member"},
 	{sentinel: groups.ErrGroupNotEmpty, status: http.StatusConflict, code: problem.CodeGroupNotEmpty, fallback: "the group has members"},
 	{sentinel: groups.ErrGroupFull, status: http.StatusConflict, code: problem.CodeGroupFull, fallback: "the group is full"},
+	{sentinel: groups.ErrProtocolMismatch, status: http.StatusConflict, code: problem.CodeInconsistentGroupProtocol, fallback: "the group is consumed over the Kafka protocol"},
 	{sentinel: batcher.ErrBackpressure, status: http.StatusTooManyRequests, code: problem.CodeBackpressure, detail: "the agent's produce buffer is full; retry shortly"},
 	{sentinel: batcher.ErrClosed, status: http.StatusServiceUnavailable, code: problem.CodeShuttingDown, detail: "the agent is shutting down; retry on another agent"},
 	{sentinel: fetch.ErrBackpressure, status: http.StatusTooManyRequests, code: problem.CodeBackpressure, detail: "too many fetch response bytes in flight; retry shortly"},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -339,6 +340,16 @@ func (s *Server) offsets(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]int64{"log_start_offset": st.LogStartOffset, "high_watermark": st.HighWatermark})
 }
 
+// resumeAfter parses a Last-Event-ID header, the offset of the last
+// record a reader got (-1: none), into the offset to resume at.
+func resumeAfter(last string) (int64, error) {
+	n, err := parseCanonicalInt(last, 64)
+	if err != nil || n < -1 || n == math.MaxInt64 {
+		return 0, badRequest(problem.CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
+	}
+	return n + 1, nil
+}
+
 // stream is a live tail over Server-Sent Events: one event per record
 // with its offset as id, heartbeat comments while idle, resumable with
 // Last-Event-ID, ended cleanly when the agent shuts down.
@@ -352,11 +363,9 @@ func (s *Server) stream(c echo.Context) error {
 		return s.gone(c.Request().Context(), t, pin, err)
 	}
 	if last := c.Request().Header.Get("Last-Event-ID"); last != "" {
-		n, err := parseCanonicalInt(last, 64)
-		if err != nil || n < -1 || n == math.MaxInt64 {
-			return badRequest(problem.CodeInvalidParameter, "Last-Event-ID %q must be an offset", last)
+		if fp.req.Offset, err = resumeAfter(last); err != nil {
+			return err
 		}
-		fp.req.Offset = n + 1
 	}
 	ctx := c.Request().Context()
 	// Fail before the stream starts if the offset is out of range.
@@ -375,24 +384,27 @@ func (s *Server) stream(c echo.Context) error {
 	w.Flush()
 	fp.req.Wait = s.cfg.SSEHeartbeat
 	resp := first
-	pw := newPieceWriter(w)
-	defer func() { _ = pw.close() }()
 	for {
-		for i := range resp.Records {
-			r := &resp.Records[i]
-			pw.buf = append(pw.buf, "id: "...)
-			pw.buf = strconv.AppendInt(pw.buf, r.Offset, 10)
-			pw.buf = append(pw.buf, "\nevent: record\ndata: "...)
-			pw.buf = appendRecordJSON(pw.buf, r, fp.enc)
-			pw.buf = append(pw.buf, "\n\n"...)
-			pw.maybeFlush()
+		// An idle stream holds no buffer: one is taken from the pool for
+		// the records of each fetch and given back once they are written.
+		var werr error
+		if len(resp.Records) > 0 {
+			pw := newPieceWriter(w)
+			for i := range resp.Records {
+				r := &resp.Records[i]
+				pw.buf = append(pw.buf, "id: "...)
+				pw.buf = strconv.AppendInt(pw.buf, r.Offset, 10)
+				pw.buf = append(pw.buf, "\nevent: record\ndata: "...)
+				pw.buf = appendRecordJSON(pw.buf, r, fp.enc)
+				pw.buf = append(pw.buf, "\n\n"...)
+				pw.maybeFlush()
+			}
+			werr = pw.close()
+		} else {
+			_, werr = io.WriteString(w, ": keepalive\n\n")
 		}
-		if len(resp.Records) == 0 {
-			pw.buf = append(pw.buf, ": keepalive\n\n"...)
-		}
-		pw.flush()
 		resp.Release()
-		if pw.err != nil {
+		if werr != nil {
 			return nil // the client went away, or stopped reading
 		}
 		w.Flush()

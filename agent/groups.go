@@ -159,6 +159,45 @@ func (s *Server) groupRoutes(g *echo.Group) {
 	g.GET("/groups/:group/members/:member/records", s.groupFetch)
 	g.POST("/groups/:group/offsets", s.commitOffsets)
 	g.GET("/groups/:group/offsets", s.groupOffsets)
+	if s.deps.LagHistory != nil {
+		g.GET("/groups/:group/lag-history", s.groupLagHistory)
+	}
+}
+
+// LagHistory is the agent's memory of every group's total lag
+// (groups.LagHistory).
+type LagHistory interface {
+	Points(group string) []groups.LagPoint
+	Interval() time.Duration
+}
+
+// LagHistoryResponse is the body of GET /v1/groups/{group}/lag-history.
+type LagHistoryResponse struct {
+	Group      string         `json:"group"`
+	IntervalMs int64          `json:"interval_ms"`
+	Points     []LagPointJSON `json:"points"`
+}
+
+// LagPointJSON is a group's total lag at a time (unix milliseconds).
+type LagPointJSON struct {
+	At  int64 `json:"at"`
+	Lag int64 `json:"lag"`
+}
+
+func (s *Server) groupLagHistory(c echo.Context) error {
+	group, _, err := memberParams(c)
+	if err != nil {
+		return err
+	}
+	if err := groups.ValidName(group); err != nil {
+		return err
+	}
+	points := s.deps.LagHistory.Points(group)
+	out := LagHistoryResponse{Group: group, IntervalMs: s.deps.LagHistory.Interval().Milliseconds(), Points: make([]LagPointJSON, len(points))}
+	for i, p := range points {
+		out.Points[i] = LagPointJSON{At: p.At.UnixMilli(), Lag: p.Lag}
+	}
+	return c.JSON(http.StatusOK, out)
 }
 
 // memberParams reads the :group and (when routed) :member path parameters.

@@ -139,10 +139,16 @@ func (s *Server) guard(next echo.HandlerFunc) echo.HandlerFunc {
 				}
 			})
 			defer stop()
+			// Expiry ends the request at its moment, as a revocation would
+			// (the watch would see it too, at its next re-check).
+			if !p.ExpiresAt.IsZero() {
+				expire := time.AfterFunc(time.Until(p.ExpiresAt), func() { cancel(errKeyWithdrawn) })
+				defer expire.Stop()
+			}
 		}
-		charge := s.meter(c, p, r)
 		c.SetRequest(req.WithContext(ctx))
 		c.Set(ctxPrincipal, p)
+		charge := s.meter(c, p, r)
 
 		err = next(c)
 
@@ -377,7 +383,10 @@ func quotaProblem(wait time.Duration, what string) error {
 
 // meter counts a request's bytes against the key's byte quota: the body
 // read (produce) or the response written (fetch; a stream pauses while the
-// key is in debt). It returns the function that charges what was counted.
+// key is in debt). It returns the function to call when the handler is
+// done: it charges what was read, or takes the fetch meter off, so that
+// the guard's own last words (a stream's withdrawal event) are never held
+// back by a quota.
 func (s *Server) meter(c echo.Context, p *auth.Principal, r rule) func() {
 	q := s.deps.Auth.Quotas
 	if q == nil || r.quota == quotaNone || !q.Limited(p, byteQuota(r.quota)) {
@@ -390,9 +399,9 @@ func (s *Server) meter(c echo.Context, p *auth.Principal, r rule) func() {
 		return func() { q.Charge(p, auth.QuotaProduce, cb.n.Load()) }
 	}
 	w := c.Response()
-	qw := &quotaWriter{ResponseWriter: w.Writer, q: q, p: p, ctx: c.Request().Context}
+	qw := &quotaWriter{ResponseWriter: w.Writer, q: q, p: p, ctx: c.Request().Context(), stop: s.stopping}
 	w.Writer = qw
-	return func() {}
+	return func() { w.Writer = qw.ResponseWriter }
 }
 
 type countingBody struct {
@@ -406,24 +415,67 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// quotaWriter charges written bytes to the key's fetch quota; an event
-// stream waits while the key is in debt.
+// quotaWriter charges written bytes to the key's fetch quota. An event
+// stream is paced: it writes at most a slice of events at a time (about
+// an eighth of a second of the key's rate, whole events only) and waits
+// before each while the key is in debt, so that it runs at the quota
+// rather than in bursts. The wait ends when the request's context does (a
+// revoked key: nothing more is written) or the agent stops (the stream
+// goes on to its end event).
 type quotaWriter struct {
 	http.ResponseWriter
-	q   *auth.Quotas
-	p   *auth.Principal
-	ctx func() context.Context
+	q    *auth.Quotas
+	p    *auth.Principal
+	ctx  context.Context
+	stop <-chan struct{}
 }
 
+// minStreamSlice is the least a paced stream writes at once.
+const minStreamSlice = 512
+
 func (w *quotaWriter) Write(b []byte) (int, error) {
-	if strings.HasPrefix(w.Header().Get(echo.HeaderContentType), "text/event-stream") {
-		if err := w.q.Wait(w.ctx(), w.p, auth.QuotaFetch); err != nil {
-			return 0, err
+	if !strings.HasPrefix(w.Header().Get(echo.HeaderContentType), "text/event-stream") {
+		n, err := w.ResponseWriter.Write(b)
+		w.q.Charge(w.p, auth.QuotaFetch, int64(n))
+		return n, err
+	}
+	limit := max(minStreamSlice, int(w.q.Rate(w.p, auth.QuotaFetch)/8))
+	written := 0
+	for len(b) > 0 {
+		if err := w.q.Wait(w.ctx, w.p, auth.QuotaFetch, w.stop); err != nil {
+			return written, err
+		}
+		n, err := w.ResponseWriter.Write(b[:eventsPrefix(b, limit)])
+		written += n
+		w.q.Charge(w.p, auth.QuotaFetch, int64(n))
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+		if len(b) > 0 {
+			// The client sees this slice before the pause.
+			if err := http.NewResponseController(w.ResponseWriter).Flush(); err != nil {
+				return written, err
+			}
 		}
 	}
-	n, err := w.ResponseWriter.Write(b)
-	w.q.Charge(w.p, auth.QuotaFetch, int64(n))
-	return n, err
+	return written, nil
+}
+
+// eventsPrefix is the length of b's longest prefix of at most limit
+// bytes that ends an event ("\n\n"); the first event whole when it is
+// longer; all of b when it holds no end of event.
+func eventsPrefix(b []byte, limit int) int {
+	if len(b) <= limit {
+		return len(b)
+	}
+	if i := bytes.LastIndex(b[:limit], []byte("\n\n")); i >= 0 {
+		return i + 2
+	}
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+		return i + 2
+	}
+	return len(b)
 }
 
 func (w *quotaWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }

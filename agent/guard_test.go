@@ -33,7 +33,7 @@ func guardedServer(t *testing.T, pprof bool) *Server {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Pprof = pprof
-	s, err := New(cfg, Deps{Groups: struct{ GroupCoordinator }{},
+	s, err := New(cfg, Deps{Groups: struct{ GroupCoordinator }{}, LagHistory: struct{ LagHistory }{},
 		Auth: AuthDeps{Authenticator: fakeAuthn{&auth.Principal{KeyID: "k", Name: "everything", ACLs: []auth.ACL{
 			{ResourceType: auth.ResourceTopic, PatternType: auth.PatternLiteral, Name: "*", Operations: auth.Operations},
 		}}}}})

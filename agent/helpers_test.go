@@ -158,8 +158,13 @@ func rawCall(t *testing.T, baseURL, request string) (int, http.Header, []byte) {
 	return resp.StatusCode, resp.Header, b
 }
 
-// chunkedRequest is a request with a chunked body given as its framing.
-func chunkedRequest(method, path, contentType, framing string) string {
+// chunkedRequest is a request with a chunked body given as its framing,
+// and any further header lines ("Name: value").
+func chunkedRequest(method, path, contentType, framing string, headers ...string) string {
+	var extra string
+	for _, h := range headers {
+		extra += h + "\r\n"
+	}
 	return method + " " + path + " HTTP/1.1\r\nHost: silt\r\nContent-Type: " + contentType +
-		"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + framing
+		"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n" + extra + "\r\n" + framing
 }

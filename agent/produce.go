@@ -234,6 +234,7 @@ func (s *Server) produce(c echo.Context) error {
 		}
 		resp.Duplicate = resp.Duplicate || r.Duplicate
 	}
+	s.lastFlush.Store(time.Now().UnixMilli())
 	for i, w := range where {
 		resp.Offsets[i] = RecordOffset{Partition: parts[w.part].Partition, Offset: results[w.part].BaseOffset + int64(w.index)}
 	}
@@ -603,6 +604,11 @@ func (s *Server) parseBinary(raw []byte, res *bodyReservation) (*produceInput, e
 	if len(req.Sequences) > 0 {
 		in.sequences = make(map[int32]int32, len(req.Sequences))
 		for _, sq := range req.Sequences {
+			// As in the JSON forms (found by fuzzing: a negative one
+			// reached the commit).
+			if sq.Partition < 0 || sq.BaseSequence < 0 {
+				return nil, badRequest(problem.CodeInvalidParameter, "sequence %d for partition %d: both must be non-negative", sq.BaseSequence, sq.Partition)
+			}
 			in.sequences[sq.Partition] = sq.BaseSequence
 		}
 	}

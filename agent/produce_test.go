@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"silt/agent"
+	"silt/auth"
 	"silt/binformat"
 	"silt/internal/agentd"
 	"silt/internal/agenttest"
@@ -365,6 +366,7 @@ func TestPostgresFailureIs503AndConsumesNoOffsets(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) {
 		c.HTTP.TopicCacheTTL = time.Hour // the topic stays known while Postgres is away
 		c.Batcher.FlushTimeout = 5 * time.Second
+		c.DBSession.StatementTimeout, c.DBSession.IdleInTransactionTimeout = 4*time.Second, 4*time.Second // below the flush timeout
 	}})
 	createTopic(t, a, "t", 1, "")
 	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`0`)}}})
@@ -608,6 +610,36 @@ func TestBadRequestsAreProblems(t *testing.T) {
 	// Nothing above was written.
 	if hw := highWatermarks(t, a, "t"); hw[0] != 0 || hw[1] != 0 {
 		t.Fatalf("bad requests wrote records: %v", hw)
+	}
+	// The key routes read bodies too; they serve only with keys required,
+	// so their framing is checked on an agent that requires them, with an
+	// admin key (a 401 or 403 would not be about the framing).
+	sa, admin := secureAgent(t, agenttest.Options{})
+	_, keyID := newKey(t, sa, admin, uniq("chunky"), "consume:topic:t")
+	for _, route := range []struct{ method, path, body string }{
+		{"POST", "/v1/keys", `{"name":"chunky-new","allow":["consume:topic:t"]}`},
+		{"PUT", "/v1/keys/" + keyID + "/acls", `{"allow":["produce:topic:t"]}`},
+	} {
+		for name, framing := range badFraming {
+			t.Run("chunked with a key "+route.method+" "+route.path+" "+name, func(t *testing.T) {
+				status, hdr, b := rawCall(t, sa.URL, chunkedRequest(route.method, route.path, "application/json", framing(route.body), "Authorization: Bearer "+admin))
+				wantProblem(t, status, hdr, b, http.StatusBadRequest, problem.CodeBadRequest)
+			})
+		}
+	}
+	var keys struct {
+		Keys []auth.Key `json:"keys"`
+	}
+	if err := json.Unmarshal(mustAs(t, http.StatusOK, admin, "GET", sa.URL+"/v1/keys", nil), &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys.Keys {
+		if k.Name == "chunky-new" {
+			t.Fatal("a key was created from a broken body")
+		}
+		if k.ID == keyID && (len(k.ACLs) != 1 || fmt.Sprint(k.ACLs[0].Operations) != "[consume]") {
+			t.Fatalf("a broken body changed the key's ACLs: %+v", k.ACLs)
+		}
 	}
 }
 

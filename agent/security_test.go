@@ -180,6 +180,81 @@ func TestRevocationEndsStreamsAndLongPolls(t *testing.T) {
 	}
 }
 
+// An expired key is refused as a revoked one is: 401 with a Bearer
+// challenge, and its open stream and long-poll end when it expires.
+func TestExpiredKeyEndsStreamsAndLongPolls(t *testing.T) {
+	a, admin := secureAgent(t, agenttest.Options{})
+	mustAs(t, http.StatusCreated, admin, "POST", a.URL+"/v1/topics", map[string]any{"name": "exp"})
+	// Long enough to open a stream and a long-poll on a loaded machine.
+	expires := time.Now().Add(6 * time.Second)
+	var created agent.CreateKeyResponse
+	b := mustAs(t, http.StatusCreated, admin, "POST", a.URL+"/v1/keys", map[string]any{"name": uniq("brief"),
+		"allow": []string{"consume:topic:exp"}, "expires_at": expires})
+	if err := json.Unmarshal(b, &created); err != nil {
+		t.Fatal(err)
+	}
+	tok := created.Token
+	records := a.URL + "/v1/topics/exp/partitions/0/records"
+	mustAs(t, http.StatusOK, tok, "GET", records, nil)
+
+	parked := fetchWaits(t, a)
+	stream := openKeyStream(t, tok, a.URL+"/v1/topics/exp/partitions/0/stream?offset=earliest")
+	type result struct {
+		status int
+		hdr    http.Header
+		body   []byte
+		err    error
+	}
+	poll := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", records+"?offset=0&wait_ms=30000", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			poll <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		poll <- result{resp.StatusCode, resp.Header, b, err}
+	}()
+	waitUntil(t, func() bool { return fetchWaits(t, a) >= parked+2 })
+	if time.Now().After(expires) {
+		t.Fatal("the key expired before its stream and long-poll were open")
+	}
+
+	// Both end at the expiry, as at a revocation: within 5 s of it.
+	select {
+	case r := <-poll:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		wantProblem(t, r.status, r.hdr, r.body, http.StatusUnauthorized, problem.CodeUnauthenticated)
+		if !strings.HasPrefix(r.hdr.Get("WWW-Authenticate"), "Bearer ") {
+			t.Fatalf("long-poll ended without a challenge: %q", r.hdr.Get("WWW-Authenticate"))
+		}
+	case <-time.After(time.Until(expires) + 5*time.Second):
+		t.Fatal("the long-poll did not end within 5s of the key's expiry")
+	}
+	ev, err := stream.waitEnd(time.Until(expires) + 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ev, `"unauthenticated"`) {
+		t.Fatalf("the stream's last event: %q", ev)
+	}
+
+	// Any request now: 401, the challenge naming an invalid token, and why.
+	status, hdr, body := as(t, tok, "GET", records, nil)
+	p := wantProblem(t, status, hdr, body, http.StatusUnauthorized, problem.CodeUnauthenticated)
+	if ch := hdr.Get("WWW-Authenticate"); !strings.HasPrefix(ch, "Bearer ") || !strings.Contains(ch, `error="invalid_token"`) {
+		t.Fatalf("WWW-Authenticate %q", ch)
+	}
+	if !strings.Contains(p.Detail, "expired") {
+		t.Fatalf("detail %q does not say the key expired", p.Detail)
+	}
+}
+
 type sseStream struct {
 	lines chan string
 	done  chan error

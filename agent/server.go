@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/semaphore"
 
+	"silt/console"
 	"silt/partitioner"
 	"silt/problem"
 )
@@ -56,6 +58,8 @@ type Config struct {
 	Pprof bool
 	// Version is reported by /v1/cluster and the agent registry.
 	Version string
+	// AgentID names this agent in /v1/stats.
+	AgentID string
 	// Auth is AuthRequired (a key on every route but /healthz, /readyz
 	// and /metrics) or AuthNone (anonymous, for development).
 	Auth string
@@ -139,6 +143,8 @@ type Deps struct {
 
 	// Groups serves /v1/groups; nil leaves those routes out.
 	Groups GroupCoordinator
+	// LagHistory serves /v1/groups/{group}/lag-history; nil leaves it out.
+	LagHistory LagHistory
 
 	// Auth authenticates and authorizes requests (see guard.go).
 	Auth AuthDeps
@@ -160,6 +166,13 @@ type Server struct {
 	stopOnce sync.Once
 
 	guardState guardState
+	console    *console.Handler
+	lastFlush  atomic.Int64 // unix ms of the last produce acknowledged here
+	started    time.Time
+
+	statsMu      sync.Mutex // guards the readiness checks /v1/stats reuses
+	statsLast    map[string]string
+	statsChecked time.Time
 }
 
 // New builds the server and its routes.
@@ -185,7 +198,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			deps.Topics = bindingTopics{TopicStore: deps.Topics, bindings: b}
 		}
 	}
-	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{}), bodies: semaphore.NewWeighted(cfg.MaxInflightRequestBytes)}
+	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{}), started: time.Now().UTC(), bodies: semaphore.NewWeighted(cfg.MaxInflightRequestBytes)}
 	s.topics = newTopicCache(deps.Topics, cfg.TopicCacheTTL)
 	m, err := newServerMetrics(deps.Registerer)
 	if err != nil {
@@ -198,6 +211,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(s.observe, s.guard, s.strictRequest)
 	s.echo = e
+	ccfg := console.DefaultConfig()
+	ccfg.Auth, ccfg.Version = cfg.Auth, cfg.Version
+	if s.console, err = console.New(ccfg); err != nil {
+		return nil, err
+	}
 	s.routes()
 	s.http = &http.Server{
 		Handler:           s.withWriteDeadlines(e),
@@ -220,6 +238,10 @@ func (s *Server) routes() {
 		e.GET("/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
 		e.GET("/debug/pprof/symbol", echo.WrapHandler(http.HandlerFunc(pprof.Symbol)))
 	}
+	// The web console: static files, served without a key (the page asks
+	// for one and sends it on its /v1 calls).
+	e.GET("/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") })
+	e.GET("/ui/*", echo.WrapHandler(s.console))
 	v1 := e.Group("/v1")
 	s.topicRoutes(v1)
 	s.produceRoutes(v1)
@@ -227,6 +249,7 @@ func (s *Server) routes() {
 	s.groupRoutes(v1)
 	v1.GET("/cluster", s.cluster)
 	v1.GET("/openapi.json", s.openapi)
+	v1.GET("/stats", s.stats)
 	s.securityRoutes(v1)
 }
 
@@ -275,20 +298,24 @@ func (s *Server) readyz(c echo.Context) error {
 		return newProblem(http.StatusServiceUnavailable, problem.CodeShuttingDown, "agent is shutting down")
 	}
 	resp := readyResponse{Status: "ok", Checks: map[string]string{}}
-	var failed []string
+	var names, failed []string
 	for _, rc := range s.deps.Ready {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.ReadyTimeout)
 		err := rc.Check(ctx)
 		cancel()
 		if err != nil {
-			resp.Checks[rc.Name] = err.Error()
+			names = append(names, rc.Name)
 			failed = append(failed, rc.Name+": "+err.Error())
 			continue
 		}
 		resp.Checks[rc.Name] = "ok"
 	}
 	if len(failed) > 0 {
-		return newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "not ready: %v", failed)
+		// The body names the failing checks only: their errors carry
+		// object keys, hosts and SQL, which go to the log (the error
+		// handler logs the whole chain).
+		p := newProblem(http.StatusServiceUnavailable, problem.CodeUnavailable, "not ready: %s failing", strings.Join(names, ", "))
+		return fmt.Errorf("not ready: %s: %w", strings.Join(failed, "; "), p)
 	}
 	return c.JSON(http.StatusOK, resp)
 }

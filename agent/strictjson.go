@@ -40,7 +40,10 @@ func strictUnmarshalAt(body []byte, v any, root string) error {
 	if err := dec.Decode(v); err != nil {
 		return badRequest(problem.CodeInvalidJSON, "%s", jsonErrorText(body, err, root))
 	}
-	if dec.More() {
+	// Not dec.More(), which is false before a '}' or ']': "{}}" would
+	// pass as one value (and the I-JSON walk below then met a closer it
+	// never opened; found by fuzzing).
+	if len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) > 0 {
 		return badRequest(problem.CodeInvalidJSON, "malformed JSON: trailing data after the value")
 	}
 	if err := checkIJSON(body); err != nil {

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -169,6 +170,22 @@ func TestQuotas(t *testing.T) {
 	}
 	if _, ok := q.Check(p, QuotaFetch); !ok || q.Limited(p, QuotaFetch) {
 		t.Fatal("fetch has no quota")
+	}
+	// A stream in debt waits; it stops waiting when its request ends (with
+	// the request's cause) or the agent stops (and goes on).
+	if r := q.Rate(p, QuotaProduce); r != 500 {
+		t.Fatalf("rate %v, want 500 B/s", r)
+	}
+	cause := errors.New("revoked")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(cause)
+	if err := q.Wait(ctx, p, QuotaProduce, nil); !errors.Is(err, cause) {
+		t.Fatalf("wait with an ended request: %v", err)
+	}
+	stop := make(chan struct{})
+	close(stop)
+	if err := q.Wait(context.Background(), p, QuotaProduce, stop); err != nil {
+		t.Fatalf("wait while stopping: %v", err)
 	}
 }
 

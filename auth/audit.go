@@ -12,14 +12,15 @@ import (
 
 // Audited actions.
 const (
-	ActionTopicCreate = "topic.create"
-	ActionTopicAlter  = "topic.alter"
-	ActionTopicDelete = "topic.delete"
-	ActionKeyCreate   = "key.create"
-	ActionKeyRevoke   = "key.revoke"
-	ActionACLChange   = "key.acls"
-	ActionOffsetReset = "group.offsets.reset"
-	ActionGroupDelete = "group.delete"
+	ActionTopicCreate  = "topic.create"
+	ActionTopicAlter   = "topic.alter"
+	ActionTopicDelete  = "topic.delete"
+	ActionKeyCreate    = "key.create"
+	ActionKeyRevoke    = "key.revoke"
+	ActionACLChange    = "key.acls"
+	ActionOffsetReset  = "group.offsets.reset"
+	ActionOffsetDelete = "group.offsets.delete"
+	ActionGroupDelete  = "group.delete"
 )
 
 // AuditKey is the resource type of audited key changes (not an ACL

@@ -103,7 +103,11 @@ type Authenticator struct {
 	logger *slog.Logger
 	flight singleflight.Group
 
-	mu       sync.RWMutex
+	mu sync.RWMutex
+	// epoch grows with every invalidation: a lookup that began before one
+	// does not cache what it read, so that the request after a
+	// revocation reads the key again.
+	epoch    uint64
 	byID     map[string]*entry
 	byName   map[string]nameEntry
 	watchers map[string]map[*watcher]struct{}
@@ -115,6 +119,7 @@ type Authenticator struct {
 // entry is a cached key: a principal for live keys, or why not.
 type entry struct {
 	hash      []byte
+	scram     map[string]metadata.SCRAMCredential
 	principal *Principal // nil when err is set
 	err       error      // ErrRevoked, ErrInvalidToken (unknown id)
 	loaded    time.Time
@@ -199,6 +204,21 @@ func (a *Authenticator) use(e *entry) (*Principal, error) {
 	return e.principal, nil
 }
 
+// Principal returns the current principal of a key that authenticated
+// earlier on a long-lived connection (the Kafka listener checks it again
+// on every request): ErrRevoked, ErrExpired or ErrInvalidToken once it no
+// longer holds. It answers from the cache, as Authenticate does.
+func (a *Authenticator) Principal(ctx context.Context, keyID string) (*Principal, error) {
+	e, err := a.entry(ctx, keyID)
+	if err != nil {
+		return nil, err
+	}
+	if e.hash == nil && e.err == nil {
+		return nil, ErrInvalidToken
+	}
+	return a.use(e)
+}
+
 // AuthenticateName returns the principal of the live key named name: the
 // CN or a SAN of a verified client certificate.
 func (a *Authenticator) AuthenticateName(ctx context.Context, name string) (*Principal, error) {
@@ -221,18 +241,21 @@ func (a *Authenticator) authenticateName(ctx context.Context, name string) (*Pri
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.LookupTimeout)
 			defer cancel()
 			a.lookups.Inc()
+			epoch := a.currentEpoch()
 			k, err := a.store.GetKeyByName(lctx, name)
 			ne := nameEntry{loaded: time.Now()}
 			switch {
 			case err == nil:
 				ne.id = k.ID
-				a.put(k.ID, a.entryFrom(k))
+				a.put(k.ID, a.entryFrom(k), epoch)
 			case !errors.Is(err, metadata.ErrKeyNotFound):
 				return nil, err
 			}
 			a.mu.Lock()
-			a.bound()
-			a.byName[name] = ne
+			if a.epoch == epoch {
+				a.bound()
+				a.byName[name] = ne
+			}
 			a.mu.Unlock()
 			return ne, nil
 		})
@@ -276,6 +299,7 @@ func (a *Authenticator) entry(ctx context.Context, id string) (*entry, error) {
 // load reads a key from Postgres into the cache.
 func (a *Authenticator) load(ctx context.Context, id string) (*entry, error) {
 	a.lookups.Inc()
+	epoch := a.currentEpoch()
 	k, err := a.store.GetKey(ctx, id)
 	var e *entry
 	switch {
@@ -286,12 +310,18 @@ func (a *Authenticator) load(ctx context.Context, id string) (*entry, error) {
 	default:
 		return nil, fmt.Errorf("look up key: %w", err)
 	}
-	a.put(id, e)
+	a.put(id, e, epoch)
 	return e, nil
 }
 
+func (a *Authenticator) currentEpoch() uint64 {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.epoch
+}
+
 func (a *Authenticator) entryFrom(k metadata.Key) *entry {
-	e := &entry{hash: k.SecretHash, loaded: time.Now()}
+	e := &entry{hash: k.SecretHash, scram: k.SCRAM, loaded: time.Now()}
 	if k.RevokedAt != nil {
 		e.err = ErrRevoked
 	} else {
@@ -300,8 +330,13 @@ func (a *Authenticator) entryFrom(k metadata.Key) *entry {
 	return e
 }
 
-func (a *Authenticator) put(id string, e *entry) {
+// put caches an entry read at epoch, unless an invalidation came since.
+func (a *Authenticator) put(id string, e *entry, epoch uint64) {
 	a.mu.Lock()
+	if a.epoch != epoch {
+		a.mu.Unlock()
+		return
+	}
 	a.bound()
 	if old, ok := a.byID[id]; ok && old.used.Load() {
 		e.used.Store(true) // keep the pending touch
@@ -325,7 +360,11 @@ func hashEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 
 // Invalidate drops a key from the cache (a notification said it changed)
 // and re-checks the long requests that rely on it.
 func (a *Authenticator) Invalidate(id string) {
+	// Lookups already under way read the key before the change: the
+	// next request must not join them, nor find what they cache.
+	a.flight.Forget(id)
 	a.mu.Lock()
+	a.epoch++
 	delete(a.byID, id)
 	for name, ne := range a.byName {
 		if ne.id == id || ne.id == "" {
@@ -343,6 +382,7 @@ func (a *Authenticator) Invalidate(id string) {
 // and re-checks every long request.
 func (a *Authenticator) InvalidateAll() {
 	a.mu.Lock()
+	a.epoch++
 	a.byID = map[string]*entry{}
 	a.byName = map[string]nameEntry{}
 	a.mu.Unlock()

@@ -1,5 +1,5 @@
 // Package auth decides who a request comes from and what it may do, for
-// every door onto Silt (the HTTP API and, later, the Kafka listener): API
+// every door onto Silt (the HTTP API and the Kafka listener): API
 // keys (silt_<id>_<secret>, only a SHA-256 stored), Kafka-style ACLs
 // (resource type x pattern x operations, or admin), per-key quotas and the
 // audit log of admin mutations. It knows nothing of HTTP.

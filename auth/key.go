@@ -185,9 +185,13 @@ func (k *Keys) Create(ctx context.Context, spec KeySpec) (Key, string, error) {
 }
 
 func (k *Keys) insert(ctx context.Context, spec KeySpec, token, id string) (Key, string, error) {
+	scram, err := scramCredentials(token)
+	if err != nil {
+		return Key{}, "", err
+	}
 	row, err := k.store.CreateKey(ctx, metadata.Key{ID: id, Name: spec.Name, SecretHash: HashToken(token), Admin: spec.Admin,
 		ProduceBytesPerSec: spec.Quota.ProduceBytesPerSec, FetchBytesPerSec: spec.Quota.FetchBytesPerSec,
-		RequestsPerSec: spec.Quota.RequestsPerSec, ExpiresAt: spec.ExpiresAt, ACLs: aclsTo(spec.ACLs)})
+		RequestsPerSec: spec.Quota.RequestsPerSec, ExpiresAt: spec.ExpiresAt, ACLs: aclsTo(spec.ACLs), SCRAM: scram})
 	if err != nil {
 		return Key{}, "", err
 	}

@@ -262,9 +262,14 @@ func (q *Quotas) Charge(p *Principal, kind QuotaKind, n int64) {
 // Limited reports whether p has quota kind at all.
 func (q *Quotas) Limited(p *Principal, kind QuotaKind) bool { return q.limit(p, kind) > 0 }
 
-// Wait blocks until p's byte quota kind is out of debt or ctx ends: a
-// stream pauses instead of being refused.
-func (q *Quotas) Wait(ctx context.Context, p *Principal, kind QuotaKind) error {
+// Rate is p's share of quota kind on this agent, per second (0: none).
+func (q *Quotas) Rate(p *Principal, kind QuotaKind) float64 { return q.limit(p, kind) }
+
+// Wait blocks until p's byte quota kind is out of debt: a stream pauses
+// instead of being refused. It returns nil early when stop is closed (the
+// caller goes on regardless, as a stream ending for a shutdown does), and
+// ctx's cause when ctx ends first.
+func (q *Quotas) Wait(ctx context.Context, p *Principal, kind QuotaKind, stop <-chan struct{}) error {
 	for {
 		wait, ok := q.Check(p, kind)
 		if ok {
@@ -274,7 +279,10 @@ func (q *Quotas) Wait(ctx context.Context, p *Principal, kind QuotaKind) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return context.Cause(ctx)
+		case <-stop:
+			t.Stop()
+			return nil
 		case <-t.C:
 		}
 	}

@@ -145,7 +145,9 @@ func TestRevocationWithoutNotificationWithinTTL(t *testing.T) {
 func TestExpiredKey(t *testing.T) {
 	ctx := context.Background()
 	_, keys, authn := setup(t)
-	soon := time.Now().Add(300 * time.Millisecond)
+	// Making a key derives its SCRAM credentials (tens of milliseconds,
+	// more under -race on a loaded machine): leave it time to be used.
+	soon := time.Now().Add(2 * time.Second)
 	_, token, err := keys.Create(ctx, auth.KeySpec{Name: "brief", Admin: true, ExpiresAt: &soon})
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +155,7 @@ func TestExpiredKey(t *testing.T) {
 	if _, err := authn.Authenticate(ctx, token); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 5*time.Second, func() bool {
+	waitUntil(t, 10*time.Second, func() bool {
 		_, err := authn.Authenticate(ctx, token)
 		return errors.Is(err, auth.ErrExpired)
 	})

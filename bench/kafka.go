@@ -10,6 +10,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"silt/auth"
 )
 
 // The Kafka protocol runs the same workload through franz-go's kgo: each
@@ -37,6 +40,14 @@ func (r *siltRun) kafkaClient(t *Target, opts ...kgo.Opt) (*kgo.Client, error) {
 		return nil, errors.New("the agent's Kafka address is unknown (give --kafka-addr with --url)")
 	}
 	base := []kgo.Opt{kgo.SeedBrokers(t.KafkaAddr), kgo.RetryTimeout(time.Minute), kgo.ClientID("silt-bench")}
+	if t.Token != "" {
+		// SASL PLAIN: the key's id and the key.
+		id, _ := auth.ParseToken(t.Token)
+		base = append(base, kgo.SASL(plain.Auth{User: id, Pass: t.Token}.AsMechanism()))
+	}
+	if t.TLS != nil {
+		base = append(base, kgo.DialTLSConfig(t.TLS.Clone()))
+	}
 	return kgo.NewClient(append(base, opts...)...)
 }
 

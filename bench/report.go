@@ -370,6 +370,10 @@ func (r *Report) Tables() []*Table {
 		out = append(out, ag)
 	}
 
+	if m := s.Memory; m != nil {
+		out = append(out, m.Table())
+	}
+
 	if len(c.Targets) > 0 {
 		tg := &Table{Title: "Targets", Head: []string{"target", "want", "got", "met"}}
 		for _, t := range c.Targets {

@@ -86,6 +86,8 @@ type RunResult struct {
 	EndToEnd     *EndToEndFigures `json:"end_to_end,omitempty"`
 	CatchUp      *CatchUpFigures  `json:"catch_up,omitempty"`
 	Agent        *AgentFigures    `json:"agent,omitempty"`
+	// Memory is the agent's peak memory over the run.
+	Memory *MemoryFigures `json:"memory,omitempty"`
 	// ProduceCDF is the produce latency distribution, for plots.
 	ProduceCDF []CDFPoint `json:"produce_cdf,omitempty"`
 }

@@ -138,6 +138,8 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 	}
 
 	r.win = newWindow(o)
+	mem := watchMemory(t)
+	defer mem.halt()
 	var before, after counters
 	var metricsErr error
 	snap := func(at time.Time, into *counters) {
@@ -244,6 +246,7 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 		cu.Cold = cold
 		res.CatchUp = cu
 	}
+	res.Memory = mem.halt()
 	return res, t, nil
 }
 

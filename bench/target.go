@@ -152,14 +152,17 @@ func (l LocalAgent) Config() agentd.Config {
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.HTTP.Auth = agent.AuthNone   // Security turns keys (and TLS) on
 	cfg.Kafka.Listen = "127.0.0.1:0" // its address is known once listening
-	cfg.KafkaAnonymous = true        // beside keys when Security turns them on: the bench knows
 	cfg.ShutdownTimeout = time.Minute
 	if l.Linger > 0 {
 		cfg.Batcher.Linger = l.Linger
 	}
 	if l.SegmentBytes > 0 {
+		// The memory limit grows with larger segments, so that the buffer
+		// holds 8 of them and 4 flushes fit (as 8 MiB ones do in the
+		// default 512 MiB); the budgets follow it.
 		cfg.Batcher.MaxSegmentBytes = int(l.SegmentBytes)
-		cfg.Batcher.MaxBufferBytes = max(cfg.Batcher.MaxBufferBytes, 8*l.SegmentBytes)
+		cfg.MemoryLimit = max(cfg.MemoryLimit, 64*l.SegmentBytes)
+		cfg.DeriveBudgets(nil)
 	}
 	j := &cfg.Ownership.Janitor
 	day := 24 * time.Hour

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,6 +21,9 @@ type Client struct {
 	http  *http.Client
 	retry RetryPolicy
 	token string // API key, sent as a bearer token
+
+	freshOnce sync.Once
+	fresh     *http.Client // http without connection reuse (freshHTTP)
 }
 
 // Option configures a Client.
@@ -74,6 +78,10 @@ type request struct {
 	header http.Header
 	// safe marks requests that may be repeated after a transport failure.
 	safe bool
+	// fresh sends the request on a connection of its own: net/http
+	// resends a GET by itself when a reused connection closes before the
+	// answer, which a request with effects on the agent must not allow.
+	fresh bool
 	// retry overrides the client's policy when set.
 	retry *RetryPolicy
 }
@@ -162,7 +170,11 @@ func (c *Client) open(ctx context.Context, req request) (*http.Response, error) 
 	if c.token != "" {
 		hr.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.http.Do(hr)
+	hc := c.http
+	if req.fresh {
+		hc = c.freshHTTP()
+	}
+	resp, err := hc.Do(hr)
 	if err != nil {
 		return nil, &transportError{err}
 	}
@@ -172,6 +184,31 @@ func (c *Client) open(ctx context.Context, req request) (*http.Response, error) 
 		return nil, errorFromResponse(resp.StatusCode, resp.Header, b)
 	}
 	return resp, nil
+}
+
+// freshHTTP returns the client's HTTP client with a transport that never
+// reuses a connection, so that net/http never resends on its own (it does
+// so only on reused connections). A transport of the caller's other than
+// *http.Transport is used as it is.
+func (c *Client) freshHTTP() *http.Client {
+	c.freshOnce.Do(func() {
+		hc := *c.http
+		var tr *http.Transport
+		switch t := hc.Transport.(type) {
+		case nil:
+			if d, ok := http.DefaultTransport.(*http.Transport); ok {
+				tr = d.Clone()
+			}
+		case *http.Transport:
+			tr = t.Clone()
+		}
+		if tr != nil {
+			tr.DisableKeepAlives = true
+			hc.Transport = tr
+		}
+		c.fresh = &hc
+	})
+	return c.fresh
 }
 
 // callJSON sends in as JSON (when non-nil) and decodes a 2xx body into out

@@ -332,7 +332,11 @@ type groupRecordJSON struct {
 // the positions the agent keeps for it, and advances them. It is never
 // retried after a transport failure: the agent may have advanced the
 // positions of a response that was lost, so rejoin (with the member id:
-// positions go back to the committed offsets) before fetching again. A
+// positions go back to the committed offsets) before fetching again. Each
+// group fetch goes on a connection of its own, since net/http resends a
+// GET by itself when a reused connection closes before the answer; with a
+// transport other than *http.Transport (WithHTTPClient), make sure it
+// does not resend. A
 // rebalance fails it with stale_generation: rejoin with the member id.
 func (c *Client) GroupFetch(ctx context.Context, group, memberID string, opts GroupFetchOptions) (GroupFetchResult, error) {
 	q := fetchQuery(opts.MaxRecords, opts.MaxBytes, opts.Wait)
@@ -350,7 +354,8 @@ func (c *Client) GroupFetch(ctx context.Context, group, memberID string, opts Gr
 		Records    []groupRecordJSON `json:"records"`
 		Positions  []OffsetCommit    `json:"positions"`
 	}
-	req := request{method: http.MethodGet, path: groupPath(group, "members", memberID, "records"), query: q, retry: &RetryPolicy{}}
+	// Never resent, not even by net/http (fresh: no reused connection).
+	req := request{method: http.MethodGet, path: groupPath(group, "members", memberID, "records"), query: q, retry: &RetryPolicy{}, fresh: true}
 	if err := c.callJSON(ctx, req, nil, &page); err != nil {
 		return GroupFetchResult{}, fmt.Errorf("group fetch %s/%s: %w", group, redact(memberID), err)
 	}

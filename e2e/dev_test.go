@@ -43,7 +43,7 @@ func TestDevRunsAndReusesData(t *testing.T) {
 	dev.run(t, func(url, kafka string) {
 		expectOne(t, url, "kept", "first run")
 		for topic, want := range map[string]string{"kept": `"first run"` /* the JSON value, as stored */, "auto": "over kafka"} {
-			msgs := kc.KcatConsume(t, kafka, topic)
+			msgs := kc.KcatConsume(t, kc.Plain(kafka), topic)
 			if len(msgs) != 1 || msgs[0].Payload == nil || *msgs[0].Payload != want {
 				t.Fatalf("second run, over Kafka, topic %s: %+v, want %q", topic, msgs, want)
 			}

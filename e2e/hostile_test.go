@@ -13,7 +13,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -100,19 +99,7 @@ func (a *hostileAgent) rss() int64 {
 	return n
 }
 
-func vmRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc status")
-}
+func vmRSS(pid int) (int64, error) { return procStatus(pid, "VmRSS:") }
 
 // metric reads one unlabeled sample from /metrics; ok is false when the
 // agent does not export it.
@@ -383,15 +370,19 @@ func TestHostileNonReadingFetchers(t *testing.T) {
 		writeTimeout = 5 * time.Second
 		fetchBudget  = 128 * mib
 		cacheBytes   = 64 * mib
-		objectCache  = 64 * mib // fetch.DefaultConfig().ObjectCacheBytes
-		bufferBytes  = 64 * mib // the batcher's default
+		objectCache  = 64 * mib
+		bufferBytes  = 64 * mib
+		memoryLimit  = 1024 * mib // room for the budgets above
 		dataBytes    = 72 * mib
 		valueBytes   = 64 << 10
 	)
 	a := startHostileAgent(t,
 		"SILT_WRITE_TIMEOUT="+writeTimeout.String(),
 		"SILT_MAX_INFLIGHT_FETCH_BYTES="+strconv.Itoa(fetchBudget),
-		"SILT_CACHE_BYTES="+strconv.Itoa(cacheBytes))
+		"SILT_CACHE_BYTES="+strconv.Itoa(cacheBytes),
+		"SILT_OBJECT_CACHE_BYTES="+strconv.Itoa(objectCache),
+		"SILT_MAX_BUFFER_BYTES="+strconv.Itoa(bufferBytes),
+		"SILT_MEMORY_LIMIT="+strconv.Itoa(memoryLimit))
 	topic := fmt.Sprintf("tail-%d", time.Now().UnixNano())
 	a.createTopic(topic)
 	idle := a.rss()

@@ -11,21 +11,43 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"silt/client"
 	kc "silt/internal/kafkaclients"
 	"silt/localstack"
 )
 
-// kafkaAdmin is a franz-go admin client of the cluster's Kafka address.
-func kafkaAdmin(t *testing.T, c *localstack.Cluster) *kadm.Client {
+// lbKafka is the cluster's Kafka address, through the load balancer, with
+// the admin key (SASL PLAIN: keys are required).
+func lbKafka(c *localstack.Cluster) kc.Broker { return kc.Plain(c.KafkaAddr).WithKey(c.AdminKey) }
+
+// kafkaClient is a franz-go client of b, closed when the test ends.
+func kafkaClient(t *testing.T, b kc.Broker, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.KafkaAddr), kgo.RetryTimeout(30*time.Second))
+	base := []kgo.Opt{kgo.SeedBrokers(b.Addr), kgo.RetryTimeout(30 * time.Second)}
+	if b.User != "" {
+		base = append(base, kgo.SASL(plain.Auth{User: b.User, Pass: b.Password}.AsMechanism()))
+	}
+	if b.CAFile != "" {
+		cfg, err := client.TLSConfig(b.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base = append(base, kgo.DialTLSConfig(cfg))
+	}
+	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	return kadm.NewClient(cl)
+	return cl
+}
+
+// kafkaAdmin is a franz-go admin client of the cluster's Kafka address.
+func kafkaAdmin(t *testing.T, c *localstack.Cluster) *kadm.Client {
+	t.Helper()
+	return kadm.NewClient(kafkaClient(t, lbKafka(c)))
 }
 
 func kafkaTopic(t *testing.T, adm *kadm.Client, name string, partitions int32) {
@@ -55,11 +77,11 @@ func TestLBKafkaClientsAndKill(t *testing.T) {
 			consume func(topic string, n int) []kc.Record
 		}{
 			{"confluent-kafka", func(topic string, sent []kc.Record) []kc.Record {
-				return kc.ConfluentProduce(t, c.KafkaAddr, topic, "zstd", true, sent)
-			}, func(topic string, n int) []kc.Record { return kc.ConfluentConsume(t, c.KafkaAddr, topic, 3, n) }},
+				return kc.ConfluentProduce(t, lbKafka(c), topic, "zstd", true, sent)
+			}, func(topic string, n int) []kc.Record { return kc.ConfluentConsume(t, lbKafka(c), topic, 3, n) }},
 			{"kafka-python", func(topic string, sent []kc.Record) []kc.Record {
-				return kc.KafkaPythonProduce(t, c.KafkaAddr, topic, "gzip", sent)
-			}, func(topic string, n int) []kc.Record { return kc.KafkaPythonConsume(t, c.KafkaAddr, topic, 3, n) }},
+				return kc.KafkaPythonProduce(t, lbKafka(c), topic, "gzip", sent)
+			}, func(topic string, n int) []kc.Record { return kc.KafkaPythonConsume(t, lbKafka(c), topic, 3, n) }},
 		} {
 			topic := "lb-" + tc.name
 			kafkaTopic(t, adm, topic, 3)
@@ -72,7 +94,7 @@ func TestLBKafkaClientsAndKill(t *testing.T) {
 	t.Run("kcat produce loop with kill -9", func(t *testing.T) {
 		const topic, partitions = "lb-kcat-loop", int32(3)
 		kafkaTopic(t, adm, topic, partitions)
-		loop := startKcatLoop(t, c.KafkaAddr, topic)
+		loop := startKcatLoop(t, lbKafka(c), topic)
 		loop.waitRounds(t, 5)
 		victim := c.AgentIDs()[1]
 		if err := c.KillAgent(context.Background(), victim); err != nil {
@@ -82,7 +104,7 @@ func TestLBKafkaClientsAndKill(t *testing.T) {
 		loop.waitRounds(t, loop.rounds()+8) // writes go on through the others
 		acked := loop.halt(t)
 
-		msgs := kc.KcatConsume(t, c.KafkaAddr, topic)
+		msgs := kc.KcatConsume(t, lbKafka(c), topic)
 		got := map[string]int{}
 		for _, m := range msgs {
 			if m.Key == nil || m.Payload == nil || *m.Key != *m.Payload {
@@ -128,7 +150,7 @@ type kcatLoop struct {
 	done    chan struct{}
 }
 
-func startKcatLoop(t *testing.T, bootstrap, topic string) *kcatLoop {
+func startKcatLoop(t *testing.T, b kc.Broker, topic string) *kcatLoop {
 	t.Helper()
 	l := &kcatLoop{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -146,9 +168,9 @@ func startKcatLoop(t *testing.T, bootstrap, topic string) *kcatLoop {
 				keys = append(keys, k)
 				fmt.Fprintf(&in, "%s:%s\n", k, k)
 			}
-			_, err := kc.TryRun(t, in.Bytes(), "kcat", "-b", bootstrap, "-P", "-t", topic, "-K:", "-z", "snappy",
+			_, err := kc.TryRun(t, in.Bytes(), "kcat", append(b.KcatArgs(), "-P", "-t", topic, "-K:", "-z", "snappy",
 				"-X", "enable.idempotence=true", "-X", "partitioner=murmur2_random", "-X", "linger.ms=5",
-				"-X", "message.timeout.ms=60000")
+				"-X", "message.timeout.ms=60000")...)
 			l.mu.Lock()
 			if err == nil {
 				l.acked = append(l.acked, keys...)

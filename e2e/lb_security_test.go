@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +67,10 @@ func TestLBSecurityTLS(t *testing.T) {
 		t.Fatalf("the key's topic list: %+v %v", topics, err)
 	}
 
+	// The web console through the load balancer: its files without a key,
+	// its figures with one.
+	consoleThroughLB(t, c, created.Token)
+
 	// An SSE stream through the load balancer, following the topic.
 	streamCtx, stopStream := context.WithCancel(ctx)
 	defer stopStream()
@@ -120,5 +126,47 @@ func TestLBSecurityTLS(t *testing.T) {
 	t.Logf("all %d agents refuse the key %s after the revocation", len(c.Agents()), time.Since(revoked).Round(time.Millisecond))
 	if failed := tally.failed(); len(failed) > 0 {
 		t.Logf("failed responses through haproxy (retried): %v", failed)
+	}
+}
+
+// consoleThroughLB fetches the console's page and a script through the
+// load balancer without a key, and /v1/stats with and without one.
+func consoleThroughLB(t *testing.T, c *localstack.Cluster, token string) {
+	t.Helper()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = c.ClientTLS.Clone()
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	get := func(path, key string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, c.LBURL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type")
+	}
+	if status, ctype := get("/ui/", ""); status != http.StatusOK || !strings.HasPrefix(ctype, "text/html") {
+		t.Fatalf("/ui/ through haproxy: %d %s", status, ctype)
+	}
+	if status, ctype := get("/ui/app.js", ""); status != http.StatusOK || !strings.HasPrefix(ctype, "text/javascript") {
+		t.Fatalf("/ui/app.js through haproxy: %d %s", status, ctype)
+	}
+	if status, _ := get("/v1/stats", ""); status != http.StatusUnauthorized {
+		t.Fatalf("/v1/stats without a key: %d", status)
+	}
+	if status, _ := get("/v1/stats", token); status != http.StatusForbidden {
+		t.Fatalf("/v1/stats with a key that may not describe the cluster: %d", status)
+	}
+	if status, _ := get("/v1/stats", c.AdminKey); status != http.StatusOK {
+		t.Fatalf("/v1/stats with the admin key: %d", status)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -127,6 +129,23 @@ func produceAt0(ctx context.Context, url, topic, value string) (int64, error) {
 	return res.Offsets[0].Offset, nil
 }
 
+// withParams adds query parameters (Postgres run-time settings, for pgx)
+// to a database URL.
+func withParams(t *testing.T, db string, params ...string) string {
+	t.Helper()
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	for _, p := range params {
+		k, v, _ := strings.Cut(p, "=")
+		q.Set(k, v)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // waitBlocked waits until a session of the named agent runs a statement
 // containing fn and waits on a lock.
 func waitBlocked(t *testing.T, conn *pgx.Conn, agentID, fn string) {
@@ -228,8 +247,13 @@ func TestDelayedSwapLosesNothing(t *testing.T) {
 // points at a missing object.
 func TestStoppedCommitLosesNothing(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, append(janitorEnv, "SILT_FLUSH_TIMEOUT=1s", "SILT_DB_LOCK_TIMEOUT=60s", "SILT_DB_STATEMENT_TIMEOUT=120s")...)
-	a1, a2 := c.start("a1"), c.start("a2")
+	// The commit must wait in Postgres past its flush deadline, as one of
+	// a frozen agent would: its session bounds are above the flush
+	// timeout, which the flags refuse, so they are set in the database
+	// URL, which wins.
+	c := newCluster(t, append(janitorEnv, "SILT_FLUSH_TIMEOUT=1s", "SILT_DB_LOCK_TIMEOUT=0", "SILT_DB_STATEMENT_TIMEOUT=0", "SILT_DB_IDLE_IN_TRANSACTION_TIMEOUT=0")...)
+	db := "SILT_DATABASE_URL=" + withParams(t, c.db, "lock_timeout=60s", "statement_timeout=120s", "idle_in_transaction_session_timeout=5s")
+	a1, a2 := c.start("a1", db), c.start("a2", db)
 	topic := "stopped"
 	if _, err := request("POST", a1.URL+"/v1/topics", map[string]any{"name": topic, "partitions": 1}, nil); err != nil {
 		t.Fatal(err)

@@ -139,7 +139,7 @@ func checkLog(t *testing.T, u, topic string, partitions int32, a *acks) {
 func TestFrozenAgentDoesNotStopOthers(t *testing.T) {
 	t.Parallel()
 	const partitions = 8
-	c := newCluster(t, "SILT_FLUSH_TIMEOUT=5s")
+	c := newCluster(t, "SILT_FLUSH_TIMEOUT=5s", "SILT_DB_STATEMENT_TIMEOUT=4s", "SILT_DB_IDLE_IN_TRANSACTION_TIMEOUT=4s")
 	dbURL, tp, proxy := c.proxiedDB(t)
 	a1 := c.start("a1", "SILT_DATABASE_URL="+dbURL)
 	a2 := c.start("a2")

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -305,9 +306,15 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 		return resp, nil
 	}
 	// Take the response's share of the in-flight budget before reading:
-	// up to MaxBytes, or what is free (the fetch is then served smaller,
+	// up to MaxBytes, or the stored bytes of the chunks found when fewer
+	// (a tail read finds little: it must not hold its whole max_bytes
+	// while it reads), or what is free (the fetch is then served smaller,
 	// reading fewer chunks); nothing free fails the fetch with 429.
-	grant := f.inflight.upTo(req.MaxBytes)
+	var stored int64
+	for _, r := range refs {
+		stored += int64(r.ByteLength)
+	}
+	grant := f.inflight.upTo(min(req.MaxBytes, stored))
 	if grant == 0 {
 		f.metrics.backpressure.Inc()
 		return nil, ErrBackpressure
@@ -545,7 +552,7 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 		if err != nil {
 			return err
 		}
-		b, err := f.decodeChunk(p.key, r, chunk)
+		b, err := f.decodeChunk(p.key, r, chunk, len(chunk) < len(data))
 		if err != nil {
 			return err
 		}
@@ -555,12 +562,20 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 }
 
 // decodeChunk decodes the chunk of r and caches it. Concurrent readers of
-// the same chunk share one decode (and its memory).
-func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte) (*segment.Batch, error) {
+// the same chunk share one decode (and its memory). shared says the chunk
+// is a slice of a larger read (a whole object, or a range of several
+// chunks): the records of an uncompressed batch alias the bytes they are
+// decoded from, and chunks are cached and evicted one by one, so such a
+// chunk is copied first, lest a cached chunk charged for its own size keep
+// the whole read alive.
+func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte, shared bool) (*segment.Batch, error) {
 	k := chunkKey{key, r.ByteOffset}
 	v, err, _ := f.flight.Do("chunk:"+key+"@"+strconv.FormatInt(r.ByteOffset, 10), func() (any, error) {
 		if b, ok := f.chunks.get(k); ok {
 			return b, nil
+		}
+		if shared && aliasing(chunk, r) {
+			chunk = bytes.Clone(chunk)
 		}
 		b, err := decodeRange(chunk, r, f.decode)
 		if err != nil {
@@ -573,6 +588,16 @@ func (f *Fetcher) decodeChunk(key string, r metadata.BatchRef, chunk []byte) (*s
 		return nil, err
 	}
 	return v.(*segment.Batch), nil
+}
+
+// aliasing reports whether records decoded from chunk would alias it: an
+// uncompressed batch, or a merged run (whose batches may be either).
+func aliasing(chunk []byte, r metadata.BatchRef) bool {
+	if r.Batches > 1 {
+		return true
+	}
+	h, err := segment.ParseBatchHeader(chunk)
+	return err != nil || h.Compression() == segment.CompressionNone
 }
 
 // decodeRange decodes the byte range of index row r as one batch whose

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"silt/metadata"
 	"silt/objectstore"
@@ -30,6 +31,12 @@ type world struct {
 
 func newWorld(t *testing.T, chunks, perChunk int) *world {
 	t.Helper()
+	return newWorldOf(t, chunks, perChunk, segment.CompressionZstd)
+}
+
+// newWorldOf is newWorld with chunks of compression c.
+func newWorldOf(t *testing.T, chunks, perChunk int, comp segment.Compression) *world {
+	t.Helper()
 	b := segment.NewBuilder(segment.NewEncoder())
 	w := &world{}
 	off := int64(0)
@@ -38,7 +45,7 @@ func newWorld(t *testing.T, chunks, perChunk int) *world {
 		for i := range recs {
 			recs[i] = segment.Record{OffsetDelta: int32(i), Timestamp: int64(1000 + c), Value: []byte(fmt.Sprintf("c%d-r%d", c, i))}
 		}
-		ref, err := b.Add(segment.ChunkKey{TopicID: 1}, recs, segment.BatchOptions{Compression: segment.CompressionZstd})
+		ref, err := b.Add(segment.ChunkKey{TopicID: 1}, recs, segment.BatchOptions{Compression: comp})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,6 +173,80 @@ func TestBehindReaderCoalescesRanges(t *testing.T) {
 	}
 }
 
+// Records of an uncompressed chunk alias the bytes they are decoded from:
+// a chunk read as part of a whole object or of a wider range is copied
+// before it is decoded and cached, so a cached chunk, charged for its own
+// size, never keeps the whole read alive.
+func TestCachedChunksDoNotPinWiderReads(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		behind bool
+	}{{"whole object at the tail", false}, {"coalesced range behind", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorldOf(t, 4, 10, segment.CompressionNone)
+			if tc.behind {
+				w.hwm += 100
+			}
+			var reads [][]byte
+			f := setup(t, w, nil)
+			f.objects = recordingReader{w, &reads}
+			resp, err := f.Fetch(context.Background(), Request{TopicID: 1, Offset: 0, MaxRecords: 1000, MaxBytes: 1 << 20})
+			if err != nil || len(resp.Records) != 40 {
+				t.Fatalf("%d records, %v", len(resp.Records), err)
+			}
+			if len(reads) != 1 {
+				t.Fatalf("%d reads, want 1", len(reads))
+			}
+			for i, r := range resp.Records {
+				if string(r.Value) != fmt.Sprintf("c%d-r%d", i/10, i%10) {
+					t.Fatalf("record %d: value %q", i, r.Value)
+				}
+				if within(r.Value, reads[0]) {
+					t.Fatalf("record %d aliases the %d bytes read", i, len(reads[0]))
+				}
+			}
+		})
+	}
+}
+
+// recordingReader keeps the buffers readAll fills: it hands out readers
+// that note the buffer each Read writes into.
+type recordingReader struct {
+	w     *world
+	reads *[][]byte
+}
+
+func (r recordingReader) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, err := r.w.Get(ctx, key)
+	return noting{rc, r.reads}, err
+}
+
+func (r recordingReader) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rc, err := r.w.GetRange(ctx, key, off, n)
+	return noting{rc, r.reads}, err
+}
+
+type noting struct {
+	io.ReadCloser
+	reads *[][]byte
+}
+
+func (n noting) Read(p []byte) (int, error) {
+	if len(p) > 1 { // not readAll's one-byte probe past the end
+		*n.reads = append(*n.reads, p)
+	}
+	return n.ReadCloser.Read(p)
+}
+
+// within reports whether b's bytes lie inside buf.
+func within(b, buf []byte) bool {
+	if len(b) == 0 || len(buf) == 0 {
+		return false
+	}
+	p, lo := uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
+	return p >= lo && p < lo+uintptr(len(buf))
+}
+
 func TestLRUBoundsBytes(t *testing.T) {
 	var evicted int64
 	c := newLRU[int, string](100, func(n int64) { evicted += n })
@@ -244,4 +325,66 @@ func TestRowsOfSeveralBatches(t *testing.T) {
 		}
 		data = data[c.Size:]
 	}
+}
+
+// A fetch holds, while it reads, the in-flight budget for the bytes of the
+// chunks it found, not its whole max_bytes: many tails asking for much
+// and finding little do not exhaust the budget.
+func TestFetchReservesWhatItReads(t *testing.T) {
+	w := newWorld(t, 3, 10)
+	var stored int64
+	for _, r := range w.refs {
+		stored += int64(r.ByteLength)
+	}
+	f := setup(t, w, func(c *Config) { c.MaxInflightBytes = 1 << 20 })
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	f.objects = blockingReader{w, entered, release}
+	type result struct {
+		resp *Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := f.Fetch(context.Background(), Request{TopicID: 1, MaxRecords: 1000, MaxBytes: 64 << 20})
+		done <- result{resp, err}
+	}()
+	<-entered
+	if used := f.inflight.inUse(); used > stored {
+		t.Errorf("a fetch of max_bytes 64 MiB holds %d bytes of the budget while reading %d", used, stored)
+	}
+	close(release)
+	r := <-done
+	if r.err != nil || len(r.resp.Records) != 30 {
+		t.Fatalf("%v, %v", r.resp, r.err)
+	}
+	r.resp.Release()
+	if used := f.inflight.inUse(); used != 0 {
+		t.Fatalf("%d bytes held after release", used)
+	}
+}
+
+// blockingReader reads from w once release is closed, telling entered
+// (once) that a read waits.
+type blockingReader struct {
+	w       *world
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b blockingReader) wait() {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	<-b.release
+}
+
+func (b blockingReader) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	b.wait()
+	return b.w.Get(ctx, key)
+}
+
+func (b blockingReader) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	b.wait()
+	return b.w.GetRange(ctx, key, off, n)
 }

@@ -38,6 +38,23 @@ type Config struct {
 	LagMaxSeries int
 	// LagQueryTimeout bounds the collector's query.
 	LagQueryTimeout time.Duration
+	// LagHistoryInterval is how often each agent samples every group's
+	// total lag for the console's chart, and LagHistoryWindow how long it
+	// keeps the samples.
+	LagHistoryInterval time.Duration
+	LagHistoryWindow   time.Duration
+
+	// InitialRebalanceDelay holds the first rebalance of an empty Kafka
+	// group this long for more members, as Kafka's
+	// group.initial.rebalance.delay.ms (0: none).
+	InitialRebalanceDelay time.Duration
+	// MaxKafkaMetadataBytes bounds what a Kafka member's JoinGroup offers
+	// (its protocols' metadata together) and the assignment the leader
+	// gives each member: both are kept in Postgres.
+	MaxKafkaMetadataBytes int
+	// MaxParkedWait bounds one wait of a parked JoinGroup or SyncGroup
+	// between looks at the group, should a notification go missing.
+	MaxParkedWait time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -54,6 +71,11 @@ func DefaultConfig() Config {
 		LagCacheTTL:           15 * time.Second,
 		LagMaxSeries:          10_000,
 		LagQueryTimeout:       5 * time.Second,
+		LagHistoryInterval:    30 * time.Second,
+		LagHistoryWindow:      time.Hour,
+		InitialRebalanceDelay: 3 * time.Second,
+		MaxKafkaMetadataBytes: 1 << 20,
+		MaxParkedWait:         10 * time.Second,
 	}
 }
 
@@ -84,6 +106,16 @@ func (c Config) Validate() error {
 		return errors.New("groups: lag max series must be positive")
 	case c.LagQueryTimeout <= 0:
 		return errors.New("groups: lag query timeout must be positive")
+	case c.LagHistoryInterval <= 0 || c.LagHistoryWindow < c.LagHistoryInterval:
+		return errors.New("groups: the lag history interval must be positive and at most its window")
+	case c.LagHistoryWindow/c.LagHistoryInterval > 10_000:
+		return errors.New("groups: the lag history window may hold at most 10,000 samples")
+	case c.InitialRebalanceDelay < 0:
+		return errors.New("groups: initial rebalance delay must not be negative")
+	case c.MaxKafkaMetadataBytes < 1024:
+		return errors.New("groups: max Kafka metadata bytes must be at least 1 KiB")
+	case c.MaxParkedWait <= 0:
+		return errors.New("groups: max parked wait must be positive")
 	}
 	return nil
 }

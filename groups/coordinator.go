@@ -19,8 +19,18 @@ import (
 // Store is what the coordinator needs of the metadata store.
 type Store interface {
 	InGroup(ctx context.Context, name string, create bool, fn func(ctx context.Context, g *metadata.GroupTx) error) error
+	ViewGroup(ctx context.Context, name string, fn func(ctx context.Context, g *metadata.GroupTx) error) error
 	ListGroups(ctx context.Context, after string, limit int) ([]metadata.GroupSummary, error)
 	GroupOffsets(ctx context.Context, name string) ([]metadata.GroupOffset, error)
+	CommittedOffsets(ctx context.Context, group string) ([]metadata.CommittedOffset, error)
+}
+
+// Waker wakes requests parked on a group (Kafka's JoinGroup and SyncGroup)
+// when a transaction changes its state; Notifications implements it.
+type Waker interface {
+	// Watch returns a channel closed at the group's next change (or when
+	// changes may have been missed). Watch before looking at the group.
+	Watch(groupID int64) <-chan struct{}
 }
 
 // Auto offset reset policies: where a member starts in a partition the
@@ -42,6 +52,9 @@ const (
 type Deps struct {
 	Store  Store
 	Logger *slog.Logger
+	// Waker wakes parked Kafka requests; without one they look at the
+	// group again every Config.MaxParkedWait (tests).
+	Waker Waker
 }
 
 // Coordinator runs the group protocol; it holds no state of its own.
@@ -49,6 +62,7 @@ type Coordinator struct {
 	cfg    Config
 	store  Store
 	logger *slog.Logger
+	waker  Waker
 }
 
 // New returns a Coordinator.
@@ -62,7 +76,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Coordinator{cfg: cfg, store: deps.Store, logger: deps.Logger}, nil
+	return &Coordinator{cfg: cfg, store: deps.Store, logger: deps.Logger, waker: deps.Waker}, nil
 }
 
 // JoinRequest asks to join (MemberID empty) or rejoin a group.
@@ -144,6 +158,11 @@ type Summary struct {
 	State      string
 	Generation int64
 	Members    int // live members
+	// Protocol is which door manages the group (metadata.GroupProtocol*);
+	// ProtocolType and KafkaState are what Kafka's ListGroups reports.
+	Protocol     string
+	ProtocolType string
+	KafkaState   string
 }
 
 // MemberDescription is a member in a description.
@@ -222,6 +241,9 @@ func (c *Coordinator) Join(ctx context.Context, group string, req JoinRequest) (
 	}
 	var res JoinResult
 	err := c.locked(ctx, group, req.MemberID == "", func(ctx context.Context, st *state) error {
+		if err := st.takeOver(metadata.GroupProtocolHTTP); err != nil {
+			return err
+		}
 		var m *metadata.GroupMember
 		if req.MemberID == "" {
 			if len(st.members) >= c.cfg.MaxMembers {
@@ -287,6 +309,9 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 	}
 	var res HeartbeatResult
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
+		if err := st.httpOnly(); err != nil {
+			return err
+		}
 		// A heartbeat lost in a Postgres crash costs nothing but an older
 		// heartbeat: it waits for no WAL flush, and so holds the group's
 		// lock for less and lets a Postgres serve many more.
@@ -316,6 +341,9 @@ func (c *Coordinator) Leave(ctx context.Context, group, member string) error {
 		return err
 	}
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
+		if err := st.httpOnly(); err != nil {
+			return err
+		}
 		if _, err := st.member(member); err != nil {
 			return err
 		}
@@ -366,6 +394,9 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 	err := c.locked(ctx, group, req.MemberID == "", func(ctx context.Context, st *state) error {
 		commits := make([]metadata.GroupCommit, len(req.Offsets))
 		if req.MemberID != "" {
+			if err := st.httpOnly(); err != nil {
+				return err
+			}
 			m, err := st.alive(req.MemberID)
 			if err != nil {
 				return err
@@ -474,14 +505,31 @@ func (c *Coordinator) List(ctx context.Context, after string, limit int) ([]Summ
 	}
 	out := make([]Summary, len(rows))
 	for i, r := range rows {
-		s := Summary{Name: r.Name, Generation: r.Generation, Members: r.Live}
+		s := Summary{Name: r.Name, Generation: r.Generation, Members: r.Live, Protocol: r.Protocol,
+			ProtocolType: r.ProtocolType, KafkaState: KafkaStateName(r.KafkaState)}
 		switch {
 		case r.Members == 0:
 			s.State = StateEmpty
+		case r.Protocol == metadata.GroupProtocolKafka:
+			// Kafka members that stopped heartbeating are removed by the
+			// next request on the group, as HTTP ones.
+			s.State = StateStable
+			if r.KafkaState != metadata.KafkaStable || r.Live < r.Members {
+				s.State = StateRebalancing
+			}
 		case r.Behind > 0 || r.Live < r.Members:
 			s.State = StateRebalancing
 		default:
 			s.State = StateStable
+		}
+		if r.Protocol != metadata.GroupProtocolKafka {
+			s.KafkaState, s.ProtocolType = "Empty", ""
+			if r.Members > 0 {
+				s.ProtocolType, s.KafkaState = HTTPProtocolType, "Stable"
+				if s.State == StateRebalancing {
+					s.KafkaState = "PreparingRebalance"
+				}
+			}
 		}
 		out[i] = s
 	}
@@ -541,6 +589,9 @@ func (c *Coordinator) StartFetch(ctx context.Context, group, member string, gene
 	}
 	var fs FetchStart
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
+		if err := st.httpOnly(); err != nil {
+			return err
+		}
 		m, err := st.alive(member)
 		if err != nil {
 			return err
@@ -579,6 +630,9 @@ func (c *Coordinator) FinishFetch(ctx context.Context, group, member string, gen
 		return err
 	}
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
+		if err := st.httpOnly(); err != nil {
+			return err
+		}
 		m, err := st.member(member)
 		if err != nil {
 			return err
@@ -640,8 +694,7 @@ func (c *Coordinator) locked(ctx context.Context, group string, create bool, op 
 	var rejected error
 	err := c.store.InGroup(ctx, group, create, func(ctx context.Context, tx *metadata.GroupTx) error {
 		rejected = nil
-		st := newState(tx)
-		st.newMember = c.cfg.NewMemberTimeout
+		st := newState(tx, &c.cfg)
 		st.maintain()
 		err := op(ctx, st)
 		var r *rejection
@@ -658,6 +711,10 @@ func (c *Coordinator) locked(ctx context.Context, group string, create bool, op 
 		if st.rebalanced {
 			c.logger.Info("group rebalanced", "group", group, "generation", st.group.Generation,
 				"members", len(st.members), "expired", st.expired)
+		}
+		if st.kafkaGeneration != st.group.Generation || st.expired > 0 {
+			c.logger.Debug("kafka group changed", "group", group, "generation", st.group.Generation, "state", st.group.Kafka.State,
+				"members", len(st.members), "removed", st.expired)
 		}
 		return st.save(ctx)
 	})
@@ -685,11 +742,25 @@ type state struct {
 	// newMember is Config.NewMemberTimeout.
 	newMember time.Duration
 	deleted   bool
+
+	cfg *Config
+	// groupDirty: the group row changed (protocol, Kafka state, pending
+	// members) and must be written; notify: a Kafka group changed in a way
+	// parked requests must look at.
+	groupDirty bool
+	notify     bool
+	// kafkaGeneration is the generation when the lock was taken.
+	kafkaGeneration int64
 }
 
-func newState(tx *metadata.GroupTx) *state {
+func newState(tx *metadata.GroupTx, cfg *Config) *state {
 	st := &state{tx: tx, group: tx.Group(), now: tx.Now(), byID: map[string]*metadata.GroupMember{},
-		topics: maps.Clone(tx.SubscribedTopics()), dirty: map[string]bool{}, touched: map[string]bool{}}
+		topics: maps.Clone(tx.SubscribedTopics()), dirty: map[string]bool{}, touched: map[string]bool{},
+		cfg: cfg, newMember: cfg.NewMemberTimeout}
+	st.kafkaGeneration = st.group.Generation
+	if st.group.Kafka.Pending == nil {
+		st.group.Kafka.Pending = map[string]time.Time{}
+	}
 	for _, m := range tx.Members() { // ordered by id
 		st.members = append(st.members, &m)
 		st.byID[m.ID] = &m
@@ -735,8 +806,13 @@ func (st *state) firstExpiry() time.Duration {
 	return max(first.Round(time.Second), time.Second)
 }
 
-// maintain removes expired members and notices topic changes.
+// maintain removes expired members and notices topic changes (HTTP), or
+// runs the Kafka state machine's timers (Kafka).
 func (st *state) maintain() {
+	if st.kafkaManaged() {
+		st.maintainKafka()
+		return
+	}
 	for _, m := range slices.Clone(st.members) {
 		if st.expiresAt(m).Before(st.now) {
 			st.remove(m.ID)
@@ -825,7 +901,7 @@ func (st *state) current(m *metadata.GroupMember, generation int64) error {
 // settle performs a due rebalance in memory: the next generation and every
 // member's assignment. It is idempotent.
 func (st *state) settle() {
-	if !st.rebalance {
+	if !st.rebalance || st.kafkaManaged() {
 		return
 	}
 	st.rebalance, st.rebalanced = false, true
@@ -844,6 +920,12 @@ func (st *state) settle() {
 func (st *state) state() string {
 	if len(st.members) == 0 {
 		return StateEmpty
+	}
+	if st.kafkaManaged() {
+		if st.group.Kafka.State == metadata.KafkaStable {
+			return StateStable
+		}
+		return StateRebalancing
 	}
 	for _, m := range st.members {
 		if m.Generation != st.group.Generation {
@@ -889,12 +971,15 @@ func (st *state) save(ctx context.Context) error {
 	if st.deleted {
 		return nil
 	}
+	if st.kafkaManaged() {
+		return st.saveKafka(ctx)
+	}
 	tx := st.tx
 	if err := tx.RemoveMembers(ctx, st.removed...); err != nil {
 		return err
 	}
-	if st.rebalanced {
-		if err := tx.SetGeneration(ctx, st.group.Generation, st.group.Topics); err != nil {
+	if st.rebalanced || st.groupDirty {
+		if err := tx.UpdateGroup(ctx, st.group); err != nil {
 			return err
 		}
 	}

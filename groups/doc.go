@@ -27,6 +27,16 @@
 //     ErrMemberNotFound, ErrStaleGeneration, ...); metadata.ErrUnavailable
 //     passes through unchanged.
 //
+// Kafka's classic group protocol (KafkaJoin, KafkaSync, KafkaHeartbeat,
+// KafkaLeave, KafkaCommit, ...) runs on the same tables under the same
+// lock, with Kafka's state machine (empty, preparing and completing a
+// rebalance, stable), client-side assignment by the group's leader and
+// Kafka's timers. A JoinGroup or SyncGroup that must wait for other members
+// commits, then waits holding no lock, woken by the Waker (NOTIFY on
+// metadata.GroupsChannel from whichever agent changed the group) or at the
+// group's next timer. A group is managed by one door at a time
+// (ErrProtocolMismatch).
+//
 // Delivery is at least once: records fetched by a member but not yet
 // committed when its partitions move are read again by the next owner.
 package groups

@@ -40,7 +40,36 @@ var (
 	// ErrTopicIDMismatch: a commit pinned a topic id that is not the
 	// topic's (see TopicIDMismatchError).
 	ErrTopicIDMismatch = errors.New("groups: topic id mismatch")
+	// ErrProtocolMismatch: the group has members of the other door (HTTP
+	// or Kafka); a group is managed by one of them at a time.
+	ErrProtocolMismatch = errors.New("groups: the group is managed by the other protocol")
+
+	// Kafka protocol errors (Kafka's names in the comments).
+
+	// ErrRebalanceInProgress: REBALANCE_IN_PROGRESS; rejoin.
+	ErrRebalanceInProgress = errors.New("groups: rebalance in progress")
+	// ErrInconsistentProtocol: INCONSISTENT_GROUP_PROTOCOL: another
+	// protocol type, or no assignor in common with the members.
+	ErrInconsistentProtocol = errors.New("groups: inconsistent group protocol")
+	// ErrFencedInstance: FENCED_INSTANCE_ID: another member holds the
+	// static instance id now.
+	ErrFencedInstance = errors.New("groups: fenced instance id")
+	// ErrInvalidSessionTimeout: INVALID_SESSION_TIMEOUT.
+	ErrInvalidSessionTimeout = errors.New("groups: session timeout out of bounds")
+	// ErrMetadataTooLarge: OFFSET_METADATA_TOO_LARGE.
+	ErrMetadataTooLarge = errors.New("groups: offset metadata too large")
+	// ErrGroupSubscribed: GROUP_SUBSCRIBED_TO_TOPIC: offsets of a topic
+	// that members read cannot be deleted.
+	ErrGroupSubscribed = errors.New("groups: the group is subscribed to the topic")
 )
+
+// MemberIDRequiredError answers a new member's first JoinGroup (version 4
+// and later, KIP-394): join again with this id.
+type MemberIDRequiredError struct{ MemberID string }
+
+func (e *MemberIDRequiredError) Error() string {
+	return "groups: join again with the member id the group gave"
+}
 
 // GroupFullError is a join refused because the group has MaxMembers
 // members; a place may free up after RetryAfter, when the member that

@@ -27,8 +27,9 @@ func TestApiVersionsAndUnsupported(t *testing.T) {
 		for _, k := range resp.ApiKeys {
 			got[k.ApiKey] = [2]int16{k.MinVersion, k.MaxVersion}
 		}
-		for key, want := range map[int16][2]int16{0: {3, 12}, 1: {4, 12}, 2: {1, 6}, 3: {0, 12}, 18: {0, 4}, 19: {0, 7}, 20: {0, 6},
-			22: {0, 4}, 32: {0, 4}, 37: {0, 3}, 44: {0, 1}, 60: {0, 1}} {
+		for key, want := range map[int16][2]int16{0: {3, 12}, 1: {4, 12}, 2: {1, 6}, 3: {0, 12}, 8: {1, 9}, 9: {1, 8}, 10: {0, 4},
+			11: {0, 9}, 12: {0, 4}, 13: {0, 5}, 14: {0, 5}, 15: {0, 5}, 16: {0, 5}, 17: {0, 1}, 18: {0, 4}, 19: {0, 7}, 20: {0, 6},
+			22: {0, 4}, 32: {0, 4}, 36: {0, 2}, 37: {0, 3}, 42: {0, 2}, 44: {0, 1}, 47: {0, 0}, 60: {0, 1}} {
 			if got[key] != want {
 				t.Fatalf("v%d: %s versions %v, want %v", v, kmsg.NameForKey(key), got[key], want)
 			}
@@ -44,9 +45,9 @@ func TestApiVersionsAndUnsupported(t *testing.T) {
 		t.Fatalf("ApiVersions v5: %v, code %d, %d keys", err, resp.ErrorCode, len(resp.ApiKeys))
 	}
 	// An API not served, with a top-level error code.
-	lg := c.do(kmsg.NewPtrListGroupsRequest(), 3).(*kmsg.ListGroupsResponse)
-	if lg.ErrorCode != 35 {
-		t.Fatalf("ListGroups: code %d, want 35", lg.ErrorCode)
+	da := c.do(kmsg.NewPtrDescribeACLsRequest(), 1).(*kmsg.DescribeACLsResponse)
+	if da.ErrorCode != 35 {
+		t.Fatalf("DescribeACLs: code %d, want 35", da.ErrorCode)
 	}
 	// A version below the served range, without a top-level error code:
 	// an empty answer, and the connection still serves.

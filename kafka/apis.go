@@ -2,11 +2,14 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"runtime/debug"
 	"sort"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"silt/auth"
 )
 
 // API keys with handlers here.
@@ -15,13 +18,26 @@ const (
 	keyFetch                   int16 = 1
 	keyListOffsets             int16 = 2
 	keyMetadata                int16 = 3
+	keyOffsetCommit            int16 = 8
+	keyOffsetFetch             int16 = 9
+	keyFindCoordinator         int16 = 10
+	keyJoinGroup               int16 = 11
+	keyHeartbeat               int16 = 12
+	keyLeaveGroup              int16 = 13
+	keySyncGroup               int16 = 14
+	keyDescribeGroups          int16 = 15
+	keyListGroups              int16 = 16
+	keySaslHandshake           int16 = 17
 	keyApiVersions             int16 = 18
 	keyCreateTopics            int16 = 19
 	keyDeleteTopics            int16 = 20
 	keyInitProducerID          int16 = 22
 	keyDescribeConfigs         int16 = 32
+	keySaslAuthenticate        int16 = 36
 	keyCreatePartitions        int16 = 37
+	keyDeleteGroups            int16 = 42
 	keyIncrementalAlterConfigs int16 = 44
+	keyOffsetDelete            int16 = 47
 	keyDescribeCluster         int16 = 60
 )
 
@@ -32,12 +48,28 @@ type versionRange struct{ min, max int16 }
 // message formats before RecordBatch v2 (Produce v0-2, Fetch v0-3) and
 // ListOffsets v0's offset lists; the ceilings stop before topic IDs in
 // Produce and Fetch (v13), ListOffsets' max-timestamp lookups (v7) and
-// Metadata's top-level error (v13).
+// Metadata's top-level error (v13); the group APIs stop before KIP-848's
+// fields (OffsetFetch v9), share groups (FindCoordinator v5) and topic ids
+// (OffsetCommit v10); OffsetCommit v0 and OffsetFetch v0 kept offsets in
+// ZooKeeper.
 var apiVersions = map[int16]versionRange{
 	keyProduce:                 {3, 12},
 	keyFetch:                   {4, 12},
 	keyListOffsets:             {1, 6},
 	keyMetadata:                {0, 12},
+	keyOffsetCommit:            {1, 9},
+	keyOffsetFetch:             {1, 8},
+	keyFindCoordinator:         {0, 4},
+	keyJoinGroup:               {0, 9},
+	keyHeartbeat:               {0, 4},
+	keyLeaveGroup:              {0, 5},
+	keySyncGroup:               {0, 5},
+	keyDescribeGroups:          {0, 5},
+	keyListGroups:              {0, 5},
+	keySaslHandshake:           {0, 1},
+	keySaslAuthenticate:        {0, 2},
+	keyDeleteGroups:            {0, 2},
+	keyOffsetDelete:            {0, 0},
 	keyApiVersions:             {0, 4},
 	keyCreateTopics:            {0, 7},
 	keyDeleteTopics:            {0, 6},
@@ -76,6 +108,23 @@ func (s *Server) handle(cl *call) {
 		return
 	}
 	ctx := cl.c.ctx
+	p, err := cl.c.who(ctx)
+	if err != nil {
+		// A revoked or expired key, or one that could not be checked:
+		// the connection closes; the client connects again and
+		// authenticates (or learns why it cannot).
+		if errors.Is(err, auth.ErrUnauthenticated) {
+			cl.c.s.logger.Info("kafka connection closed: its API key no longer holds", "remote", cl.c.remote(), "err", err)
+		} else {
+			cl.c.s.logger.Warn("kafka connection closed: its API key could not be checked", "remote", cl.c.remote(), "err", err)
+		}
+		cl.release()
+		cl.closeAfter = true
+		cl.reply(nil)
+		cl.c.abort()
+		return
+	}
+	ctx = auth.WithPrincipal(ctx, p)
 	switch req := cl.req.(type) {
 	case *kmsg.ProduceRequest:
 		s.produce(ctx, cl, req) // releases the request's bytes itself
@@ -95,19 +144,56 @@ func (s *Server) handle(cl *call) {
 	case *kmsg.ListOffsetsRequest:
 		resp = s.listOffsets(ctx, req)
 	case *kmsg.CreateTopicsRequest:
-		resp = s.createTopics(ctx, req)
+		resp = s.createTopics(ctx, cl, req)
 	case *kmsg.DeleteTopicsRequest:
-		resp = s.deleteTopics(ctx, req)
+		resp = s.deleteTopics(ctx, cl, req)
 	case *kmsg.CreatePartitionsRequest:
-		resp = s.createPartitions(ctx, req)
+		resp = s.createPartitions(ctx, cl, req)
 	case *kmsg.InitProducerIDRequest:
 		resp = s.initProducerID(ctx, req)
 	case *kmsg.DescribeConfigsRequest:
 		resp = s.describeConfigs(ctx, req)
 	case *kmsg.IncrementalAlterConfigsRequest:
-		resp = s.incrementalAlterConfigs(ctx, req)
+		resp = s.incrementalAlterConfigs(ctx, cl, req)
 	case *kmsg.DescribeClusterRequest:
-		resp = s.describeCluster(req)
+		resp = s.describeCluster(ctx, req)
+	case *kmsg.FindCoordinatorRequest:
+		resp = s.findCoordinator(ctx, req)
+	case *kmsg.JoinGroupRequest:
+		resp = s.joinGroup(ctx, cl, req)
+	case *kmsg.SyncGroupRequest:
+		resp = s.syncGroup(ctx, req)
+	case *kmsg.HeartbeatRequest:
+		resp = s.heartbeat(ctx, req)
+	case *kmsg.LeaveGroupRequest:
+		resp = s.leaveGroup(ctx, req)
+	case *kmsg.OffsetCommitRequest:
+		resp = s.offsetCommit(ctx, cl, req)
+	case *kmsg.OffsetFetchRequest:
+		resp = s.offsetFetch(ctx, req)
+	case *kmsg.ListGroupsRequest:
+		resp = s.listGroups(ctx, req)
+	case *kmsg.DescribeGroupsRequest:
+		resp = s.describeGroups(ctx, req)
+	case *kmsg.DeleteGroupsRequest:
+		resp = s.deleteGroups(ctx, cl, req)
+	case *kmsg.OffsetDeleteRequest:
+		resp = s.offsetDelete(ctx, cl, req)
+	case *kmsg.SASLHandshakeRequest:
+		// Authenticated already, or keys are not required.
+		r := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
+		if s.cfg.RequireAuth {
+			r.ErrorCode, r.SupportedMechanisms = errIllegalSASLState, mechanisms
+			cl.closeAfter = true
+		} else {
+			r.ErrorCode, r.SupportedMechanisms = errUnsupportedSASLMechanism, []string{}
+		}
+		resp = r
+	case *kmsg.SASLAuthenticateRequest:
+		r := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+		r.ErrorCode, r.ErrorMessage = errIllegalSASLState, strPtr("the connection is authenticated already, or keys are not required")
+		cl.closeAfter = true
+		resp = r
 	default:
 		resp = unsupportedResponse(cl)
 	}

@@ -26,8 +26,8 @@ func TestConfluentKafkaPython(t *testing.T) {
 		const parts = 3
 		createTopic(t, adm, topic, parts, nil)
 		sent := kc.Records(60, tc.codec, true)
-		acked := kc.ConfluentProduce(t, a.KafkaAddr, topic, tc.codec, tc.idempotent, sent)
-		consumed := kc.ConfluentConsume(t, a.KafkaAddr, topic, parts, len(sent))
+		acked := kc.ConfluentProduce(t, kc.Plain(a.KafkaAddr), topic, tc.codec, tc.idempotent, sent)
+		consumed := kc.ConfluentConsume(t, kc.Plain(a.KafkaAddr), topic, parts, len(sent))
 		kc.CheckRoundTrip(t, a.URL, topic, parts, sent, acked, consumed)
 	}
 }
@@ -40,8 +40,8 @@ func TestKafkaPython(t *testing.T) {
 		const parts = 2
 		createTopic(t, adm, topic, parts, nil)
 		sent := kc.Records(40, codec, true)
-		acked := kc.KafkaPythonProduce(t, a.KafkaAddr, topic, codec, sent)
-		consumed := kc.KafkaPythonConsume(t, a.KafkaAddr, topic, parts, len(sent))
+		acked := kc.KafkaPythonProduce(t, kc.Plain(a.KafkaAddr), topic, codec, sent)
+		consumed := kc.KafkaPythonConsume(t, kc.Plain(a.KafkaAddr), topic, parts, len(sent))
 		kc.CheckRoundTrip(t, a.URL, topic, parts, sent, acked, consumed)
 	}
 }
@@ -90,7 +90,7 @@ func TestKcat(t *testing.T) {
 		kc.Run(t, in.Bytes(), "kcat", args...)
 
 		// Consume from the beginning to the end.
-		msgs := kc.KcatConsume(t, a.KafkaAddr, topic)
+		msgs := kc.KcatConsume(t, kc.Plain(a.KafkaAddr), topic)
 		if len(msgs) != len(keys) {
 			t.Fatalf("%s: kcat consumed %d of %d", codec, len(msgs), len(keys))
 		}

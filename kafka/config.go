@@ -54,6 +54,14 @@ type Config struct {
 	MaxFetchBytes int64
 	// TopicCacheTTL is how long a topic description is trusted.
 	TopicCacheTTL time.Duration
+
+	// RequireAuth: connections authenticate (SASL, or a TLS client
+	// certificate naming a key) before any request but ApiVersions and
+	// SASL's, and every request is checked against the key's ACLs.
+	// Without it every request is anonymous and may do everything.
+	RequireAuth bool
+	// AuthTimeout bounds the time a connection has to authenticate.
+	AuthTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults. Listen and AdvertisedAddr must be
@@ -74,6 +82,7 @@ func DefaultConfig() Config {
 		MaxWait:            30 * time.Second,
 		MaxFetchBytes:      64 << 20,
 		TopicCacheTTL:      2 * time.Second,
+		AuthTimeout:        30 * time.Second,
 	}
 }
 
@@ -109,6 +118,8 @@ func (c Config) Validate() error {
 		return errors.New("kafka: max fetch bytes must be at least 1 KiB")
 	case c.TopicCacheTTL < 0:
 		return errors.New("kafka: topic cache TTL must not be negative")
+	case c.AuthTimeout <= 0:
+		return errors.New("kafka: authentication timeout must be positive")
 	}
 	return nil
 }

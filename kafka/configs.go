@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"silt/auth"
 	"silt/metadata"
 )
 
@@ -167,7 +168,14 @@ func (s *Server) describeConfigs(ctx context.Context, req *kmsg.DescribeConfigsR
 		switch rr.ResourceType {
 		case kmsg.ConfigResourceTypeBroker, kmsg.ConfigResourceTypeBrokerLogger:
 			// Agents have no per-broker settings to report.
+			if !allowed(ctx, auth.OpDescribe, auth.ResourceCluster, "") {
+				out.ErrorCode = errClusterAuthorizationFailed
+			}
 		case kmsg.ConfigResourceTypeTopic:
+			if !allowed(ctx, auth.OpDescribe, auth.ResourceTopic, rr.ResourceName) {
+				out.ErrorCode = errTopicAuthorizationFailed
+				break
+			}
 			t, err := s.deps.Topics.GetTopic(ctx, rr.ResourceName)
 			if err != nil {
 				out.ErrorCode, out.ErrorMessage = errorCode(err), strPtr(err.Error())
@@ -213,7 +221,7 @@ var errConfigOp = errors.New("kafka: invalid config operation")
 
 // incrementalAlterConfigs changes topic settings; each resource's
 // operations apply together or not at all.
-func (s *Server) incrementalAlterConfigs(ctx context.Context, req *kmsg.IncrementalAlterConfigsRequest) *kmsg.IncrementalAlterConfigsResponse {
+func (s *Server) incrementalAlterConfigs(ctx context.Context, cl *call, req *kmsg.IncrementalAlterConfigsRequest) *kmsg.IncrementalAlterConfigsResponse {
 	resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
 	ctx, cancel := detached(ctx, 0)
 	defer cancel()
@@ -224,7 +232,16 @@ func (s *Server) incrementalAlterConfigs(ctx context.Context, req *kmsg.Incremen
 			out.ErrorCode, out.ErrorMessage = code, strPtr(err.Error())
 		}
 		if rr.ResourceType != kmsg.ConfigResourceTypeTopic {
-			fail(errInvalidRequest, fmt.Errorf("only topic settings can be altered in Silt, not %v", rr.ResourceType))
+			code := errInvalidRequest
+			if !allowed(ctx, auth.OpAlter, auth.ResourceCluster, "") {
+				code = errClusterAuthorizationFailed
+			}
+			fail(code, fmt.Errorf("only topic settings can be altered in Silt, not %v", rr.ResourceType))
+			resp.Resources = append(resp.Resources, out)
+			continue
+		}
+		if !allowed(ctx, auth.OpAlter, auth.ResourceTopic, rr.ResourceName) {
+			fail(errTopicAuthorizationFailed, fmt.Errorf("the key may not alter topic %q", rr.ResourceName))
 			resp.Resources = append(resp.Resources, out)
 			continue
 		}
@@ -250,6 +267,13 @@ func (s *Server) incrementalAlterConfigs(ctx context.Context, req *kmsg.Incremen
 		}
 		switch {
 		case err == nil:
+			if !req.ValidateOnly {
+				changes := map[string]any{}
+				for _, c := range rr.Configs {
+					changes[c.Name] = map[string]any{"op": c.Op.String(), "value": c.Value}
+				}
+				s.audit(ctx, cl, auth.ActionTopicAlter, auth.ResourceTopic, rr.ResourceName, map[string]any{"configs": changes})
+			}
 		case errors.Is(err, errConfigOp), errors.Is(err, metadata.ErrInvalidArgument):
 			fail(errInvalidConfig, err)
 		default:

@@ -6,6 +6,7 @@ import (
 
 	"silt/batcher"
 	"silt/fetch"
+	"silt/groups"
 	"silt/metadata"
 	"silt/segment"
 )
@@ -40,7 +41,80 @@ const (
 	errInvalidTimestamp         int16 = 32
 	errPolicyViolation          int16 = 44
 	errUnknownTopicID           int16 = 100
+
+	// Groups.
+	errOffsetMetadataTooLarge     int16 = 12
+	errNotCoordinator             int16 = 16
+	errIllegalGeneration          int16 = 22
+	errInconsistentGroupProtocol  int16 = 23
+	errInvalidGroupID             int16 = 24
+	errUnknownMemberID            int16 = 25
+	errInvalidSessionTimeout      int16 = 26
+	errRebalanceInProgress        int16 = 27
+	errNonEmptyGroup              int16 = 68
+	errGroupIDNotFound            int16 = 69
+	errMemberIDRequired           int16 = 79
+	errGroupMaxSizeReached        int16 = 81
+	errFencedInstanceID           int16 = 82
+	errGroupSubscribedToTopic     int16 = 86
+	errTopicAuthorizationFailed   int16 = 29
+	errGroupAuthorizationFailed   int16 = 30
+	errClusterAuthorizationFailed int16 = 31
+
+	// SASL.
+	errUnsupportedSASLMechanism int16 = 33
+	errIllegalSASLState         int16 = 34
+	errSASLAuthenticationFailed int16 = 58
 )
+
+// groupErrorCode maps an error of the group coordinator to the Kafka code
+// a client acts on.
+func groupErrorCode(err error) int16 {
+	var mir *groups.MemberIDRequiredError
+	switch {
+	case err == nil:
+		return errNone
+	case errors.As(err, &mir):
+		return errMemberIDRequired
+	case errors.Is(err, groups.ErrInvalidName):
+		return errInvalidGroupID
+	case errors.Is(err, groups.ErrMemberNotFound):
+		return errUnknownMemberID
+	case errors.Is(err, groups.ErrStaleGeneration):
+		return errIllegalGeneration
+	case errors.Is(err, groups.ErrRebalanceInProgress):
+		return errRebalanceInProgress
+	case errors.Is(err, groups.ErrInconsistentProtocol), errors.Is(err, groups.ErrProtocolMismatch):
+		return errInconsistentGroupProtocol
+	case errors.Is(err, groups.ErrFencedInstance):
+		return errFencedInstanceID
+	case errors.Is(err, groups.ErrInvalidSessionTimeout):
+		return errInvalidSessionTimeout
+	case errors.Is(err, groups.ErrGroupFull):
+		return errGroupMaxSizeReached
+	case errors.Is(err, groups.ErrGroupNotFound):
+		return errGroupIDNotFound
+	case errors.Is(err, groups.ErrGroupNotEmpty):
+		return errNonEmptyGroup
+	case errors.Is(err, groups.ErrMetadataTooLarge):
+		return errOffsetMetadataTooLarge
+	case errors.Is(err, groups.ErrTopicNotFound), errors.Is(err, groups.ErrPartitionNotFound):
+		return errUnknownTopicOrPartition
+	case errors.Is(err, groups.ErrInvalidOffset):
+		return errOffsetOutOfRange
+	case errors.Is(err, groups.ErrGroupSubscribed):
+		return errGroupSubscribedToTopic
+	case errors.Is(err, groups.ErrInvalidArgument):
+		return errInvalidRequest
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The agent is stopping (or the client left): find the
+		// coordinator again, through the load balancer.
+		return errNotCoordinator
+	case errors.Is(err, metadata.ErrUnavailable):
+		return errCoordinatorNotAvailable
+	}
+	return errorCode(err)
+}
 
 // errorCode maps an error of the services below to the Kafka code a
 // client acts on: retriable codes for what a retry may fix.

@@ -9,7 +9,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sync/errgroup"
 
+	"silt/auth"
 	"silt/fetch"
+	"silt/metadata"
 	"silt/segment"
 )
 
@@ -47,7 +49,12 @@ func (s *Server) fetch(ctx context.Context, cl *call, req *kmsg.FetchRequest) *k
 		ot := kmsg.NewFetchResponseTopic()
 		ot.Topic = rt.Topic
 		ot.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
-		topic, terr := s.topics.get(ctx, rt.Topic)
+		ok := allowed(ctx, auth.OpConsume, auth.ResourceTopic, rt.Topic)
+		var topic metadata.Topic
+		var terr error
+		if ok {
+			topic, terr = s.topics.get(ctx, rt.Topic)
+		}
 		for j, rp := range rt.Partitions {
 			p := &ot.Partitions[j]
 			*p = kmsg.NewFetchResponseTopicPartition()
@@ -56,6 +63,8 @@ func (s *Server) fetch(ctx context.Context, cl *call, req *kmsg.FetchRequest) *k
 			p.RecordBatches = []byte{} // empty, not null: librdkafka refuses a null record set
 			fp := &fetchPart{out: p, topicID: topic.ID, offset: rp.FetchOffset, maxBytes: int64(rp.PartitionMaxBytes)}
 			switch {
+			case !ok:
+				p.ErrorCode = errTopicAuthorizationFailed
 			case terr != nil:
 				p.ErrorCode = errorCode(terr)
 			case rp.Partition < 0 || rp.Partition >= topic.Partitions:

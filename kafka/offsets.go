@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"silt/auth"
 	"silt/metadata"
 )
 
@@ -15,12 +16,19 @@ func (s *Server) listOffsets(ctx context.Context, req *kmsg.ListOffsetsRequest) 
 	for _, rt := range req.Topics {
 		ot := kmsg.NewListOffsetsResponseTopic()
 		ot.Topic = rt.Topic
-		topic, terr := s.topics.get(ctx, rt.Topic)
+		ok := allowed(ctx, auth.OpDescribe, auth.ResourceTopic, rt.Topic)
+		var topic metadata.Topic
+		var terr error
+		if ok {
+			topic, terr = s.topics.get(ctx, rt.Topic)
+		}
 		for _, rp := range rt.Partitions {
 			p := kmsg.NewListOffsetsResponseTopicPartition()
 			p.Partition = rp.Partition
 			p.Timestamp, p.Offset, p.LeaderEpoch = -1, -1, -1
 			switch {
+			case !ok:
+				p.ErrorCode = errTopicAuthorizationFailed
 			case terr != nil:
 				p.ErrorCode = errorCode(terr)
 			case rp.Partition < 0 || rp.Partition >= topic.Partitions:

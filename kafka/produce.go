@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"silt/auth"
 	"silt/batcher"
 	"silt/metadata"
 	"silt/segment"
@@ -64,6 +65,8 @@ func (s *Server) produce(ctx context.Context, cl *call, req *kmsg.ProduceRequest
 			topicErr = perr(errInvalidRequest, "Silt does not serve transactions")
 		case req.Acks != 0 && req.Acks != 1 && req.Acks != -1:
 			topicErr = perr(errInvalidRequiredAcks, "acks must be -1, 0 or 1")
+		case !allowed(ctx, auth.OpProduce, auth.ResourceTopic, rt.Topic):
+			topicErr = perr(errTopicAuthorizationFailed, "the key may not produce to topic %q", rt.Topic)
 		default:
 			var err error
 			if topic, err = s.topics.get(ctx, rt.Topic); err != nil {
@@ -86,6 +89,9 @@ func (s *Server) produce(ctx context.Context, cl *call, req *kmsg.ProduceRequest
 				continue
 			}
 			ps, e := s.produceParts(topic, rp.Partition, rp.Records)
+			if e == nil {
+				e = s.producerAllowed(ctx, ps)
+			}
 			if e != nil {
 				setErr(p, e)
 				anyErr = true
@@ -295,9 +301,30 @@ func (s *Server) checkBatch(topic metadata.Topic, partition int32, raw []byte, h
 	return part, nil
 }
 
-// initProducerID issues a fresh producer id with epoch 0. A client that
-// asks to bump an epoch (KIP-360) gets a fresh id too, which starts a new
-// sequence space just as a bumped epoch would.
+// producerAllowed refuses the batches of a producer id bound to another
+// key (CLUSTER_AUTHORIZATION_FAILED: Kafka's answer to idempotent writes
+// a principal may not make).
+func (s *Server) producerAllowed(ctx context.Context, parts []batcher.Part) *partitionError {
+	var checked int64
+	for _, p := range parts {
+		if p.ProducerID <= 0 || p.ProducerID == checked {
+			continue
+		}
+		ok, err := s.bindings.mayUse(ctx, auth.FromContext(ctx), p.ProducerID)
+		if err != nil {
+			return perr(errorCode(err), "%v", err)
+		}
+		if !ok {
+			return perr(errClusterAuthorizationFailed, "producer id %d belongs to another key; ask InitProducerId for one of your own", p.ProducerID)
+		}
+		checked = p.ProducerID
+	}
+	return nil
+}
+
+// initProducerID issues a fresh producer id with epoch 0, bound to the
+// asking key; a client that names its id and epoch (KIP-360) gets the
+// next epoch.
 func (s *Server) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequest) *kmsg.InitProducerIDResponse {
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
@@ -305,7 +332,19 @@ func (s *Server) initProducerID(ctx context.Context, req *kmsg.InitProducerIDReq
 		resp.ErrorCode = errInvalidRequest
 		return resp
 	}
+	who := auth.FromContext(ctx)
+	if !who.AllowsAny(auth.OpProduce, auth.ResourceTopic) {
+		resp.ErrorCode = errClusterAuthorizationFailed
+		return resp
+	}
 	if req.ProducerID >= 0 && req.ProducerEpoch >= 0 {
+		if ok, err := s.bindings.mayUse(ctx, who, req.ProducerID); err != nil || !ok {
+			resp.ErrorCode = errClusterAuthorizationFailed
+			if err != nil {
+				resp.ErrorCode = errCoordinatorNotAvailable
+			}
+			return resp
+		}
 		// KIP-360: a producer that lost track of its sequences bumps its
 		// epoch and starts them over; its older epoch is fenced.
 		epoch, err := s.deps.Topics.BumpProducerEpoch(ctx, req.ProducerID, req.ProducerEpoch)
@@ -320,6 +359,9 @@ func (s *Server) initProducerID(ctx context.Context, req *kmsg.InitProducerIDReq
 		return resp
 	}
 	id, err := s.deps.Topics.NewProducerID(ctx)
+	if err == nil {
+		err = s.bindings.bind(ctx, who, id)
+	}
 	if err != nil {
 		resp.ErrorCode = errCoordinatorNotAvailable
 		s.logger.Warn("kafka: new producer id", "err", err)

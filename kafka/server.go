@@ -16,8 +16,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sync/semaphore"
 
+	"silt/auth"
 	"silt/batcher"
 	"silt/fetch"
+	"silt/groups"
 	"silt/metadata"
 )
 
@@ -51,14 +53,43 @@ type Watcher interface {
 	Watch(k fetch.PartitionKey) <-chan struct{}
 }
 
+// Groups coordinates consumer groups; groups.Coordinator implements it.
+type Groups interface {
+	KafkaJoin(ctx context.Context, group string, req groups.KafkaJoinRequest) (groups.KafkaJoinResult, error)
+	KafkaSync(ctx context.Context, group string, req groups.KafkaSyncRequest) (groups.KafkaSyncResult, error)
+	KafkaHeartbeat(ctx context.Context, group, member, instanceID string, generation int64) error
+	KafkaLeave(ctx context.Context, group string, members []groups.KafkaMemberRef) ([]error, error)
+	KafkaCommit(ctx context.Context, group string, req groups.KafkaCommitRequest) ([]error, error)
+	KafkaOffsets(ctx context.Context, group string) ([]metadata.CommittedOffset, error)
+	KafkaDescribe(ctx context.Context, group string) (groups.KafkaDescription, error)
+	KafkaDeleteOffsets(ctx context.Context, group string, parts []groups.TopicPartitionName) ([]error, error)
+	List(ctx context.Context, after string, limit int) ([]groups.Summary, error)
+	Delete(ctx context.Context, group string) error
+}
+
+// ProducerKeys binds idempotent producer ids to the keys that asked for
+// them; metadata.Store implements it.
+type ProducerKeys interface {
+	ProducerKey(ctx context.Context, producerID int64) (keyID string, found bool, err error)
+	BindProducer(ctx context.Context, producerID int64, keyID string) error
+}
+
 // Deps are the listener's collaborators.
 type Deps struct {
 	Topics     TopicStore
 	Producer   Producer
 	Fetcher    Fetcher
 	Watcher    Watcher
+	Groups     Groups
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// Auth checks keys; required with Config.RequireAuth.
+	Auth Authenticator
+	// Audit records admin mutations (topic and group changes, offset
+	// resets); nil logs them only.
+	Audit Auditor
+	// Producers binds producer ids to keys; nil binds none.
+	Producers ProducerKeys
 }
 
 // Server is the Kafka listener.
@@ -72,6 +103,7 @@ type Server struct {
 	port     int32
 	inflight *semaphore.Weighted // request and fetch response bytes
 	held     atomic.Int64        // bytes held in inflight, for the gauge
+	bindings *producerBindings
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -87,8 +119,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Topics == nil || deps.Producer == nil || deps.Fetcher == nil || deps.Watcher == nil {
-		return nil, errors.New("kafka: topics, producer, fetcher and watcher are required")
+	if deps.Topics == nil || deps.Producer == nil || deps.Fetcher == nil || deps.Watcher == nil || deps.Groups == nil {
+		return nil, errors.New("kafka: topics, producer, fetcher, watcher and groups are required")
+	}
+	if cfg.RequireAuth && deps.Auth == nil {
+		return nil, errors.New("kafka: keys are required but no authenticator was given")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
@@ -106,6 +141,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		conns:    map[*conn]struct{}{},
 		stopping: make(chan struct{}),
 		topics:   newTopicCache(deps.Topics, cfg.TopicCacheTTL),
+		bindings: &producerBindings{store: deps.Producers, owner: map[int64]string{}},
 	}
 	if s.metrics, err = newMetrics(deps.Registerer, s); err != nil {
 		return nil, err
@@ -235,6 +271,13 @@ func (s *Server) forget(c *conn) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.metrics.connections.Dec()
+	c.mu.Lock()
+	stop := c.unwatch
+	c.unwatch = nil
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // call is one request being handled.
@@ -250,10 +293,13 @@ type call struct {
 	released sync.Once
 	started  time.Time
 
-	// What the writer sends: resp (nil sends nothing, for acks=0), then
-	// releases extra bytes of the in-flight bound, then closes the
-	// connection if closeAfter.
+	// What the writer sends: resp (nil sends nothing, for acks=0), or
+	// rawResp unframed by a header when raw (SASL tokens after a version 0
+	// handshake), then releases extra bytes of the in-flight bound, then
+	// closes the connection if closeAfter.
 	resp       kmsg.Response
+	raw        bool
+	rawResp    []byte
 	extra      int64
 	closeAfter bool
 	done       chan struct{} // closed when resp is final
@@ -299,6 +345,14 @@ type conn struct {
 	closing bool // stop reading
 	// lastSubmit is the produce token of the latest produce request.
 	lastSubmit chan struct{}
+
+	// principal is who the connection authenticated as (nil until then,
+	// when keys are required); unwatch (under mu) ends the watch of its
+	// key. sasl is the reader's.
+	principal    atomic.Pointer[auth.Principal]
+	unwatch      func()
+	sasl         saslState
+	authDeadline time.Time
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -306,8 +360,14 @@ func newConn(s *Server, nc net.Conn) *conn {
 	first := make(chan struct{})
 	close(first)
 	return &conn{s: s, nc: nc, ctx: ctx, cancel: cancel,
-		calls: make(chan *call, s.cfg.MaxInflightPerConn), lastSubmit: first}
+		calls: make(chan *call, s.cfg.MaxInflightPerConn), lastSubmit: first,
+		authDeadline: time.Now().Add(s.cfg.AuthTimeout)}
 }
+
+func (c *conn) remote() string { return c.nc.RemoteAddr().String() }
+
+// preAuthenticated reports whether the connection must still authenticate.
+func (c *conn) preAuthenticated() bool { return c.s.cfg.RequireAuth && c.principal.Load() == nil }
 
 // stopReading makes the reader stop once the request it is reading, if
 // any, is read.
@@ -328,7 +388,11 @@ func (c *conn) awaitRequest() bool {
 		return false
 	}
 	c.idle = true
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+	deadline := time.Now().Add(c.s.cfg.IdleTimeout)
+	if c.preAuthenticated() && c.authDeadline.Before(deadline) {
+		deadline = c.authDeadline
+	}
+	_ = c.nc.SetReadDeadline(deadline)
 	return true
 }
 
@@ -349,6 +413,9 @@ func (c *conn) abort() {
 func (c *conn) readLoop() {
 	defer c.s.wg.Done()
 	defer close(c.calls) // the writer drains what is queued, then closes
+	if !c.handshake() {
+		return
+	}
 	var hdr [4]byte
 	for c.awaitRequest() {
 		if _, err := io.ReadFull(c.nc, hdr[:]); err != nil {
@@ -357,10 +424,18 @@ func (c *conn) readLoop() {
 		}
 		c.requestStarted()
 		size := int64(int32(binary.BigEndian.Uint32(hdr[:])))
-		if size < 8 || size > c.s.cfg.MaxRequestBytes {
+		pre := c.preAuthenticated()
+		limit, least := c.s.cfg.MaxRequestBytes, int64(8)
+		if pre {
+			limit = maxPreAuthBytes
+			if c.sasl.raw {
+				least = 0
+			}
+		}
+		if size < least || size > limit {
 			c.s.metrics.malformed.Inc()
 			c.s.logger.Warn("kafka request refused: size out of bounds; closing the connection",
-				"remote", c.nc.RemoteAddr().String(), "size", size, "max", c.s.cfg.MaxRequestBytes)
+				"remote", c.nc.RemoteAddr().String(), "size", size, "max", limit, "authenticated", !pre)
 			c.abort()
 			return
 		}
@@ -373,6 +448,14 @@ func (c *conn) readLoop() {
 			c.readFailed(err)
 			return
 		}
+		if pre && c.sasl.raw {
+			ok := c.rawToken(body)
+			c.s.releaseBytes(size)
+			if !ok {
+				return
+			}
+			continue
+		}
 		cl, err := c.decode(body)
 		if err != nil {
 			c.s.releaseBytes(size)
@@ -382,6 +465,12 @@ func (c *conn) readLoop() {
 			return
 		}
 		cl.size = size
+		if pre {
+			if !c.preAuth(cl) {
+				return
+			}
+			continue
+		}
 		if cl.key == keyProduce {
 			cl.prevSubmit = c.lastSubmit
 			cl.submitted = make(chan struct{})
@@ -466,6 +555,13 @@ func (c *conn) writeLoop() {
 		case <-cl.done:
 		case <-c.ctx.Done():
 			<-cl.done
+		}
+		if cl.raw && c.ctx.Err() == nil {
+			frame := binary.BigEndian.AppendUint32(nil, uint32(len(cl.rawResp)))
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+			if _, err := c.nc.Write(append(frame, cl.rawResp...)); err != nil {
+				return
+			}
 		}
 		if cl.resp != nil && c.ctx.Err() == nil {
 			out := buf[:0]

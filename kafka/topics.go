@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sync/singleflight"
 
+	"silt/auth"
 	"silt/metadata"
 )
 
@@ -146,7 +147,9 @@ func (s *Server) metadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.
 			return resp
 		}
 		for _, t := range topics {
-			resp.Topics = append(resp.Topics, s.topicMetadata(t))
+			if allowed(ctx, auth.OpDescribe, auth.ResourceTopic, t.Name) {
+				resp.Topics = append(resp.Topics, s.topicMetadata(t))
+			}
 		}
 		return resp
 	}
@@ -155,8 +158,10 @@ func (s *Server) metadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.
 		var t metadata.Topic
 		var err error
 		switch {
+		case rt.Topic != nil && !allowed(ctx, auth.OpDescribe, auth.ResourceTopic, *rt.Topic):
+			err = errTopicDenied
 		case rt.Topic != nil:
-			t, err = s.lookupOrCreate(ctx, *rt.Topic, autoCreate)
+			t, err = s.lookupOrCreate(ctx, *rt.Topic, autoCreate && allowed(ctx, auth.OpCreate, auth.ResourceTopic, *rt.Topic))
 		case rt.TopicID != [16]byte{}:
 			id, ok := topicIDFromUUID(rt.TopicID)
 			if !ok {
@@ -164,6 +169,9 @@ func (s *Server) metadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.
 				break
 			}
 			t, err = s.deps.Topics.GetTopicByID(ctx, id)
+			if err == nil && !allowed(ctx, auth.OpDescribe, auth.ResourceTopic, t.Name) {
+				err = errTopicDenied
+			}
 		default:
 			err = errInvalidTopicName
 		}
@@ -179,12 +187,18 @@ func (s *Server) metadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.
 	return resp
 }
 
-var errInvalidTopicName = errors.New("kafka: invalid topic name")
+var (
+	errInvalidTopicName = errors.New("kafka: invalid topic name")
+	errTopicDenied      = errors.New("kafka: the key may not describe the topic")
+)
 
 // topicErrorCode is errorCode for topic lookups.
 func topicErrorCode(err error) int16 {
-	if errors.Is(err, errInvalidTopicName) {
+	switch {
+	case errors.Is(err, errInvalidTopicName):
 		return errInvalidTopic
+	case errors.Is(err, errTopicDenied):
+		return errTopicAuthorizationFailed
 	}
 	return errorCode(err)
 }
@@ -231,8 +245,12 @@ func (s *Server) topicMetadata(t metadata.Topic) kmsg.MetadataResponseTopic {
 }
 
 // describeCluster names the one broker.
-func (s *Server) describeCluster(req *kmsg.DescribeClusterRequest) *kmsg.DescribeClusterResponse {
+func (s *Server) describeCluster(ctx context.Context, req *kmsg.DescribeClusterRequest) *kmsg.DescribeClusterResponse {
 	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
+	if !allowed(ctx, auth.OpDescribe, auth.ResourceCluster, "") {
+		resp.ErrorCode = errClusterAuthorizationFailed
+		return resp
+	}
 	resp.EndpointType = req.EndpointType
 	resp.ClusterID = s.cfg.ClusterID
 	resp.ControllerID = nodeID
@@ -243,7 +261,7 @@ func (s *Server) describeCluster(req *kmsg.DescribeClusterRequest) *kmsg.Describ
 }
 
 // createTopics creates topics, validating each on its own.
-func (s *Server) createTopics(ctx context.Context, req *kmsg.CreateTopicsRequest) *kmsg.CreateTopicsResponse {
+func (s *Server) createTopics(ctx context.Context, cl *call, req *kmsg.CreateTopicsRequest) *kmsg.CreateTopicsResponse {
 	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
 	ctx, cancel := detached(ctx, req.TimeoutMillis)
 	defer cancel()
@@ -276,6 +294,8 @@ func (s *Server) createTopics(ctx context.Context, req *kmsg.CreateTopicsRequest
 		switch {
 		case seen[rt.Topic] > 1:
 			fail(errInvalidRequest, "topic %q is named more than once in the request", rt.Topic)
+		case !allowed(ctx, auth.OpCreate, auth.ResourceTopic, rt.Topic):
+			fail(errTopicAuthorizationFailed, "the key may not create topic %q", rt.Topic)
 		case validTopicName(rt.Topic) != nil:
 			fail(errInvalidTopic, "%v", validTopicName(rt.Topic))
 		case len(rt.ReplicaAssignment) > 0:
@@ -300,6 +320,11 @@ func (s *Server) createTopics(ctx context.Context, req *kmsg.CreateTopicsRequest
 			}
 			s.topics.put(t)
 			out.TopicID = topicUUID(t.ID)
+			configs := map[string]*string{}
+			for _, c := range rt.Configs {
+				configs[c.Name] = c.Value
+			}
+			s.audit(ctx, cl, auth.ActionTopicCreate, auth.ResourceTopic, rt.Topic, map[string]any{"partitions": parts, "configs": configs})
 		}
 		if out.ErrorCode == errNone {
 			out.NumPartitions, out.ReplicationFactor = parts, 1
@@ -323,7 +348,7 @@ func createdConfigs(cfg metadata.TopicConfig) []kmsg.CreateTopicsResponseTopicCo
 }
 
 // deleteTopics deletes topics by name or (v6) by ID.
-func (s *Server) deleteTopics(ctx context.Context, req *kmsg.DeleteTopicsRequest) *kmsg.DeleteTopicsResponse {
+func (s *Server) deleteTopics(ctx context.Context, cl *call, req *kmsg.DeleteTopicsRequest) *kmsg.DeleteTopicsResponse {
 	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
 	ctx, cancel := detached(ctx, req.TimeoutMillis)
 	defer cancel()
@@ -368,9 +393,15 @@ func (s *Server) deleteTopics(ctx context.Context, req *kmsg.DeleteTopicsRequest
 		default:
 			fail(errInvalidRequest, errors.New("a topic needs a name or an id"))
 		}
-		if name != "" {
+		switch {
+		case name == "":
+		case !allowed(ctx, auth.OpDelete, auth.ResourceTopic, name):
+			fail(errTopicAuthorizationFailed, fmt.Errorf("the key may not delete topic %q", name))
+		default:
 			if err := s.deps.Topics.DeleteTopic(ctx, name); err != nil {
 				fail(errorCode(err), err)
+			} else {
+				s.audit(ctx, cl, auth.ActionTopicDelete, auth.ResourceTopic, name, nil)
 			}
 			s.topics.forget(name)
 		}
@@ -380,7 +411,7 @@ func (s *Server) deleteTopics(ctx context.Context, req *kmsg.DeleteTopicsRequest
 }
 
 // createPartitions grows topics to the asked partition counts.
-func (s *Server) createPartitions(ctx context.Context, req *kmsg.CreatePartitionsRequest) *kmsg.CreatePartitionsResponse {
+func (s *Server) createPartitions(ctx context.Context, cl *call, req *kmsg.CreatePartitionsRequest) *kmsg.CreatePartitionsResponse {
 	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
 	ctx, cancel := detached(ctx, req.TimeoutMillis)
 	defer cancel()
@@ -392,6 +423,8 @@ func (s *Server) createPartitions(ctx context.Context, req *kmsg.CreatePartition
 			out.ErrorMessage = strPtr(fmt.Sprintf(format, args...))
 		}
 		switch {
+		case !allowed(ctx, auth.OpAlter, auth.ResourceTopic, rt.Topic):
+			fail(errTopicAuthorizationFailed, "the key may not alter topic %q", rt.Topic)
 		case len(rt.Assignment) > 0:
 			fail(errInvalidReplicaAssignment, "Silt places partitions itself; send no assignment")
 		case rt.Count < 1 || rt.Count > s.cfg.MaxPartitions:
@@ -416,6 +449,7 @@ func (s *Server) createPartitions(ctx context.Context, req *kmsg.CreatePartition
 				break
 			}
 			s.topics.put(t)
+			s.audit(ctx, cl, auth.ActionTopicAlter, auth.ResourceTopic, rt.Topic, map[string]any{"partitions": count})
 		}
 		resp.Topics = append(resp.Topics, out)
 	}

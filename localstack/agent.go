@@ -72,9 +72,9 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*AgentProc, error) {
 		if advertised == "" {
 			advertised = kafkaAddr
 		}
-		// A local cluster: its Kafka listener, which does not authenticate
-		// clients yet, runs beside keys required.
-		cmd.Env = append(cmd.Env, "SILT_KAFKA_LISTEN="+kafkaAddr, "SILT_KAFKA_ADVERTISED_ADDR="+advertised, "SILT_KAFKA_ANONYMOUS=true")
+		// With keys required (agent.env), Kafka clients authenticate
+		// with SASL PLAIN: the key's id and the key.
+		cmd.Env = append(cmd.Env, "SILT_KAFKA_LISTEN="+kafkaAddr, "SILT_KAFKA_ADVERTISED_ADDR="+advertised)
 	}
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -35,6 +35,9 @@ type ClusterConfig struct {
 	// Env adds agent settings after those of agent.env (SharedAgentEnv):
 	// object store credentials, test overrides. Later entries win.
 	Env []string
+	// AgentEnv, when set, adds settings for one agent after Env: a
+	// database or object store URL of its own (through a fault proxy).
+	AgentEnv func(id string) []string
 	// StopGrace bounds how long a SIGTERMed agent may take to exit before
 	// it is killed (default 60s; the agents' --shutdown-timeout is 20s).
 	StopGrace time.Duration
@@ -199,8 +202,12 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 
 // startSlot starts the agent of a slot on its port.
 func (c *Cluster) startSlot(ctx context.Context, s *slot) error {
+	env := c.env
+	if c.cfg.AgentEnv != nil {
+		env = append(append([]string(nil), c.env...), c.cfg.AgentEnv(s.id)...)
+	}
 	p, err := StartAgent(ctx, AgentConfig{
-		Bin: c.cfg.SiltBin, ID: s.id, Port: s.port, Env: c.env, LogDir: filepath.Join(c.cfg.StateDir, "logs"), ClientTLS: c.ClientTLS,
+		Bin: c.cfg.SiltBin, ID: s.id, Port: s.port, Env: env, LogDir: filepath.Join(c.cfg.StateDir, "logs"), ClientTLS: c.ClientTLS,
 		KafkaPort: s.kafkaPort, KafkaAdvertised: c.KafkaAddr,
 	})
 	if err != nil {
@@ -245,6 +252,17 @@ func (c *Cluster) Agents() []*AgentProc {
 		}
 	}
 	return out
+}
+
+// Agent returns the running agent id, or nil when it is stopped.
+func (c *Cluster) Agent(id string) *AgentProc {
+	s, err := c.slot(id)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return s.proc
 }
 
 // AgentLog is the path of an agent's log (kept across restarts).

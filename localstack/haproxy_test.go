@@ -160,6 +160,8 @@ type fakeAgent struct {
 	ready    atomic.Bool
 	getFails atomic.Bool // GET /api answers 503
 	posts    atomic.Int64
+	// group fetches served (always 503)
+	groupFetches atomic.Int64
 }
 
 func startFakeAgent(t *testing.T, name string) *fakeAgent {
@@ -184,6 +186,10 @@ func startFakeAgent(t *testing.T, name string) *fakeAgent {
 			return
 		}
 		io.WriteString(w, f.name)
+	})
+	mux.HandleFunc("GET /v1/groups/{group}/members/{member}/records", func(w http.ResponseWriter, r *http.Request) {
+		f.groupFetches.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
 	})
 	mux.HandleFunc("POST /api", func(w http.ResponseWriter, r *http.Request) {
 		f.posts.Add(1)
@@ -262,6 +268,18 @@ func TestHAProxyBehaviour(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || a.posts.Load()+b.posts.Load() != 1 {
 		t.Fatalf("POST: status %d, delivered %d times", resp.StatusCode, a.posts.Load()+b.posts.Load())
+	}
+
+	// A group fetch is a GET that moves the member's positions: one that
+	// reached an agent is not resent, or the records of the answer the
+	// first agent lost would be skipped.
+	resp, err = http.Get(h.URL + "/v1/groups/g/members/m-1/records?wait_ms=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := a.groupFetches.Load() + b.groupFetches.Load(); resp.StatusCode != http.StatusServiceUnavailable || n != 1 {
+		t.Fatalf("group fetch: status %d, delivered %d times", resp.StatusCode, n)
 	}
 
 	// An agent that goes away: requests go to the other one at once

@@ -123,6 +123,23 @@ func startMinIO(ctx context.Context, cfg MinIOConfig, port int) (*MinIO, error) 
 // PID is the server's process id.
 func (m *MinIO) PID() int { return m.pid }
 
+// Kill ends the server with SIGKILL (a crash) and waits for it to exit.
+// Its data directory stays; StartMinIO on the same directory and port
+// brings it back.
+func (m *MinIO) Kill() error {
+	if err := m.proc.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("localstack: kill minio: %w", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for alive(m.pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("localstack: minio (pid %d) still running 20s after SIGKILL", m.pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
 // Stop terminates the server and waits for it to exit.
 func (m *MinIO) Stop() error { return stopPID(m.pid, 20*time.Second) }
 

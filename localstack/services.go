@@ -23,6 +23,9 @@ const (
 	// EnvToxiproxyBin is the Toxiproxy server binary; tests start their own
 	// servers from it (internal/testenv.Toxiproxy).
 	EnvToxiproxyBin = "SILT_TEST_TOXIPROXY_BIN"
+	// EnvMinIOBin is the MinIO server binary, for tests that run a MinIO
+	// of their own to crash it (package chaos).
+	EnvMinIOBin = "SILT_TEST_MINIO_BIN"
 )
 
 // ServicesConfig selects and configures the backing services.
@@ -34,9 +37,12 @@ type ServicesConfig struct {
 	// ToxiproxyBin, when set, is exported as EnvToxiproxyBin (absolute);
 	// nothing is started from it here.
 	ToxiproxyBin string
-	Fast         bool // Postgres without fsync (tests)
-	Detached     bool // leave services running after this process exits
-	Logger       *slog.Logger
+	// Fast runs Postgres without fsync and synchronous commit (tests);
+	// otherwise it runs durable (fsync=on, synchronous_commit=on), as
+	// benchmarks must.
+	Fast     bool
+	Detached bool // leave services running after this process exits
+	Logger   *slog.Logger
 }
 
 // Services is the set of running backing services.
@@ -61,6 +67,11 @@ func StartServices(ctx context.Context, cfg ServicesConfig) (*Services, error) {
 			return nil, fmt.Errorf("localstack: toxiproxy binary: %w", err)
 		}
 		s.Env[EnvToxiproxyBin] = bin
+	}
+	if cfg.MinIO && cfg.MinIOBin != "" {
+		if bin, err := executable(cfg.MinIOBin); err == nil {
+			s.Env[EnvMinIOBin] = bin
+		}
 	}
 	if cfg.Postgres {
 		pc := pgcluster.DefaultConfig()

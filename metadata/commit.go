@@ -287,7 +287,7 @@ func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error)
 
 // notifyCommits announces committed high watermarks on NotifyChannel in
 // a transaction of its own, after the commit: see silt_commit_flush in
-// migration 0006 for why not inside it. It commits asynchronously, holding
+// migration 0007 for why not inside it. It commits asynchronously, holding
 // Postgres's notification lock for no WAL flush. A notification that fails
 // is logged and dropped: the records are committed, and long-polls on
 // those partitions wake at their time out instead.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +23,33 @@ type GroupTopic struct {
 	Partitions int32
 }
 
+// GroupsChannel is the LISTEN/NOTIFY channel on which a transaction that
+// changes a Kafka group's state (GroupTx.Notify) announces the group's id,
+// so that JoinGroup and SyncGroup requests parked on any agent look again.
+const GroupsChannel = "silt_groups"
+
+// Group protocols: which door manages a group while it has members.
+const (
+	GroupProtocolHTTP  = "http"
+	GroupProtocolKafka = "kafka"
+)
+
+// Kafka group states (Kafka's GroupCoordinator).
+const (
+	KafkaEmpty               = "empty"
+	KafkaPreparingRebalance  = "preparing_rebalance"
+	KafkaCompletingRebalance = "completing_rebalance"
+	KafkaStable              = "stable"
+)
+
+// Kafka member phases in a rebalance.
+const (
+	PhaseNone    = ""
+	PhaseJoining = "joining" // its JoinGroup counts for the next generation
+	PhaseSyncing = "syncing" // in the generation, no SyncGroup yet
+	PhaseSynced  = "synced"  // SyncGroup received
+)
+
 // Group is a consumer group's row.
 type Group struct {
 	ID         int64
@@ -32,6 +60,25 @@ type Group struct {
 	Topics    map[string]GroupTopic
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	// Protocol is GroupProtocolHTTP or GroupProtocolKafka.
+	Protocol string
+	Kafka    KafkaGroupState
+}
+
+// KafkaGroupState is a Kafka group's protocol state.
+type KafkaGroupState struct {
+	State        string // KafkaEmpty, ...
+	ProtocolType string // "consumer", "connect", ...
+	ProtocolName string // the assignor of the current generation
+	Leader       string // member id
+	// RebalanceDeadline: see the migration 0006; nil when none.
+	RebalanceDeadline *time.Time
+	// JoinDelayUntil: the first rebalance of an empty group completes no
+	// sooner; nil when none.
+	JoinDelayUntil *time.Time
+	// Pending are member ids handed out with MEMBER_ID_REQUIRED, with when
+	// they expire.
+	Pending map[string]time.Time
 }
 
 // GroupPartition is a partition assigned to a member.
@@ -63,6 +110,25 @@ type GroupMember struct {
 	Positions            []GroupPosition
 	JoinedAt             time.Time
 	HeartbeatAt          time.Time
+
+	// Kafka members only.
+	InstanceID       string // group.instance.id; "" for dynamic members
+	ClientID         string
+	ClientHost       string
+	RebalanceTimeout time.Duration
+	// Protocols are the assignors the member offers, in its order of
+	// preference, with their metadata.
+	Protocols  []GroupProtocol
+	KafkaPhase string // PhaseNone, PhaseJoining, ...
+	// KafkaAssignment is the assignment the leader gave the member for
+	// AssignmentGeneration, as sent (nil when none).
+	KafkaAssignment []byte
+}
+
+// GroupProtocol is an assignor a Kafka member offers, with its metadata.
+type GroupProtocol struct {
+	Name     string
+	Metadata []byte
 }
 
 // TopicPartition names a partition by topic id.
@@ -129,7 +195,7 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 	for attempt := 0; ; attempt++ {
 		fnErr = nil
 		err := s.inTx(ctx, "group", func(tx pgx.Tx) error {
-			g, err := lockGroup(ctx, tx, name, create)
+			g, err := readGroup(ctx, tx, name, create, true)
 			if err != nil {
 				return err
 			}
@@ -149,7 +215,36 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 	}
 }
 
-func lockGroup(ctx context.Context, tx pgx.Tx, name string, create bool) (*GroupTx, error) {
+// ViewGroup runs fn on a consistent snapshot of the group, without locking
+// it, in a read-only transaction: for requests that wait on a group's
+// state and only look. A missing group fails with ErrGroupNotFound.
+func (s *Store) ViewGroup(ctx context.Context, name string, fn func(ctx context.Context, g *GroupTx) error) error {
+	var fnErr error
+	errFn := errors.New("group callback failed")
+	err := s.classify("view group", pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+		func(tx pgx.Tx) error {
+			g, err := readGroup(ctx, tx, name, false, false)
+			if err != nil {
+				return err
+			}
+			if err := fn(ctx, g); err != nil {
+				fnErr = err
+				return errFn
+			}
+			return nil
+		}))
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
+}
+
+const groupColumns = `id, name, generation, topics, created_at, updated_at, protocol, kafka_state, protocol_type,
+	protocol_name, leader, rebalance_deadline, join_delay_until, pending_members`
+
+// readGroup reads a group, its members and their topics; lock takes the
+// group's row lock first.
+func readGroup(ctx context.Context, tx pgx.Tx, name string, create, lock bool) (*GroupTx, error) {
 	g := &GroupTx{tx: tx, topics: map[string]GroupTopic{}}
 	batch := &pgx.Batch{}
 	if create {
@@ -162,12 +257,18 @@ func lockGroup(ctx context.Context, tx pgx.Tx, name string, create bool) (*Group
 			})
 	}
 	found := false
-	batch.Queue(`SELECT id, name, generation, topics, created_at, updated_at FROM groups WHERE name = $1 FOR UPDATE`, name).
+	query := `SELECT ` + groupColumns + ` FROM groups WHERE name = $1`
+	if lock {
+		query += ` FOR UPDATE`
+	}
+	batch.Queue(query, name).
 		Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				found = true
-				var raw []byte
-				if err := rows.Scan(&g.group.ID, &g.group.Name, &g.group.Generation, &raw, &g.group.CreatedAt, &g.group.UpdatedAt); err != nil {
+				var raw, pending []byte
+				k := &g.group.Kafka
+				if err := rows.Scan(&g.group.ID, &g.group.Name, &g.group.Generation, &raw, &g.group.CreatedAt, &g.group.UpdatedAt,
+					&g.group.Protocol, &k.State, &k.ProtocolType, &k.ProtocolName, &k.Leader, &k.RebalanceDeadline, &k.JoinDelayUntil, &pending); err != nil {
 					return err
 				}
 				topics, err := decodeGroupTopics(raw)
@@ -175,6 +276,9 @@ func lockGroup(ctx context.Context, tx pgx.Tx, name string, create bool) (*Group
 					return err
 				}
 				g.group.Topics = topics
+				if k.Pending, err = decodePending(pending); err != nil {
+					return err
+				}
 			}
 			return rows.Err()
 		})
@@ -182,18 +286,30 @@ func lockGroup(ctx context.Context, tx pgx.Tx, name string, create bool) (*Group
 	batch.Queue(`SELECT clock_timestamp()`).QueryRow(func(r pgx.Row) error { return r.Scan(&g.now) })
 	batch.Queue(`
 		SELECT m.member_id, m.topics, m.session_timeout_ms, m.auto_offset_reset, m.generation,
-		       m.assignment, m.assignment_generation, m.positions, m.joined_at, m.heartbeat_at
+		       m.assignment, m.assignment_generation, m.positions, m.joined_at, m.heartbeat_at,
+		       coalesce(m.instance_id, ''), m.client_id, m.client_host, m.rebalance_timeout_ms,
+		       m.protocol_names, m.protocol_metadata, m.kafka_phase, m.kafka_assignment
 		FROM group_members m JOIN groups gr ON gr.id = m.group_id
 		WHERE gr.name = $1 ORDER BY m.member_id`, name).
 		Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var m GroupMember
-				var timeoutMs int32
+				var timeoutMs, rebalanceMs int32
+				var names []string
+				var metas [][]byte
 				if err := rows.Scan(&m.ID, &m.Topics, &timeoutMs, &m.AutoOffsetReset, &m.Generation,
-					&m.Assignment, &m.AssignmentGeneration, &m.Positions, &m.JoinedAt, &m.HeartbeatAt); err != nil {
+					&m.Assignment, &m.AssignmentGeneration, &m.Positions, &m.JoinedAt, &m.HeartbeatAt,
+					&m.InstanceID, &m.ClientID, &m.ClientHost, &rebalanceMs, &names, &metas, &m.KafkaPhase, &m.KafkaAssignment); err != nil {
 					return err
 				}
 				m.SessionTimeout = time.Duration(timeoutMs) * time.Millisecond
+				m.RebalanceTimeout = time.Duration(rebalanceMs) * time.Millisecond
+				if len(names) != len(metas) {
+					return fmt.Errorf("group member %s: %d protocol names and %d metadata", m.ID, len(names), len(metas))
+				}
+				for i, n := range names {
+					m.Protocols = append(m.Protocols, GroupProtocol{Name: n, Metadata: metas[i]})
+				}
 				g.members = append(g.members, m)
 			}
 			return rows.Err()
@@ -237,6 +353,28 @@ func decodeGroupTopics(raw []byte) (map[string]GroupTopic, error) {
 		out[n] = GroupTopic{ID: v[0], Partitions: int32(v[1])}
 	}
 	return out, nil
+}
+
+func decodePending(raw []byte) (map[string]time.Time, error) {
+	var j map[string]int64
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return nil, fmt.Errorf("group pending members: %w", err)
+		}
+	}
+	out := make(map[string]time.Time, len(j))
+	for id, ms := range j {
+		out[id] = time.UnixMilli(ms)
+	}
+	return out, nil
+}
+
+func encodePending(m map[string]time.Time) ([]byte, error) {
+	j := make(map[string]int64, len(m))
+	for id, t := range m {
+		j[id] = t.UnixMilli()
+	}
+	return json.Marshal(j)
 }
 
 func encodeGroupTopics(m map[string]GroupTopic) ([]byte, error) {
@@ -291,26 +429,109 @@ func (g *GroupTx) SetGeneration(ctx context.Context, generation int64, topics ma
 	return classify("set group generation", err)
 }
 
-// PutMember inserts or replaces a member; its heartbeat is now.
-func (g *GroupTx) PutMember(ctx context.Context, m GroupMember) error {
+// UpdateGroup writes the group row's mutable fields (generation,
+// subscription snapshot, protocol and Kafka state) from gr.
+func (g *GroupTx) UpdateGroup(ctx context.Context, gr Group) error {
+	raw, err := encodeGroupTopics(gr.Topics)
+	if err != nil {
+		return err
+	}
+	pending, err := encodePending(gr.Kafka.Pending)
+	if err != nil {
+		return err
+	}
+	protocol, state := gr.Protocol, gr.Kafka.State
+	if protocol == "" {
+		protocol = GroupProtocolHTTP
+	}
+	if state == "" {
+		state = KafkaEmpty
+	}
+	k := gr.Kafka
+	_, err = g.tx.Exec(ctx, `
+		UPDATE groups SET generation = $2, topics = $3, protocol = $4, kafka_state = $5, protocol_type = $6,
+		  protocol_name = $7, leader = $8, rebalance_deadline = $9, join_delay_until = $10, pending_members = $11,
+		  updated_at = $12
+		WHERE id = $1`,
+		g.group.ID, gr.Generation, raw, protocol, state, k.ProtocolType, k.ProtocolName, k.Leader,
+		k.RebalanceDeadline, k.JoinDelayUntil, pending, g.now)
+	return classify("update group", err)
+}
+
+// Notify announces, at commit, that the group's Kafka state changed.
+func (g *GroupTx) Notify(ctx context.Context) error {
+	_, err := g.tx.Exec(ctx, `SELECT pg_notify($1, $2)`, GroupsChannel, strconv.FormatInt(g.group.ID, 10))
+	return classify("notify group", err)
+}
+
+const putMemberSQL = `
+	INSERT INTO group_members (group_id, member_id, topics, session_timeout_ms, auto_offset_reset, generation,
+	                           assignment, assignment_generation, positions, joined_at, heartbeat_at,
+	                           instance_id, client_id, client_host, rebalance_timeout_ms, protocol_names,
+	                           protocol_metadata, kafka_phase, kafka_assignment)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10::timestamptz, $11::timestamptz), $11::timestamptz, nullif($12::text, ''), $13, $14, $15, $16, $17, $18, $19)
+	ON CONFLICT (group_id, member_id) DO UPDATE SET
+	  topics = EXCLUDED.topics, session_timeout_ms = EXCLUDED.session_timeout_ms,
+	  auto_offset_reset = EXCLUDED.auto_offset_reset, generation = EXCLUDED.generation,
+	  assignment = EXCLUDED.assignment, assignment_generation = EXCLUDED.assignment_generation,
+	  positions = EXCLUDED.positions, heartbeat_at = EXCLUDED.heartbeat_at,
+	  instance_id = EXCLUDED.instance_id, client_id = EXCLUDED.client_id, client_host = EXCLUDED.client_host,
+	  rebalance_timeout_ms = EXCLUDED.rebalance_timeout_ms, protocol_names = EXCLUDED.protocol_names,
+	  protocol_metadata = EXCLUDED.protocol_metadata, kafka_phase = EXCLUDED.kafka_phase,
+	  kafka_assignment = EXCLUDED.kafka_assignment`
+
+func (g *GroupTx) putMemberArgs(m GroupMember, keepHeartbeat bool) []any {
 	if m.Assignment == nil {
 		m.Assignment = []GroupPartition{}
 	}
 	if m.Positions == nil {
 		m.Positions = []GroupPosition{}
 	}
-	_, err := g.tx.Exec(ctx, `
-		INSERT INTO group_members (group_id, member_id, topics, session_timeout_ms, auto_offset_reset, generation,
-		                           assignment, assignment_generation, positions, joined_at, heartbeat_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-		ON CONFLICT (group_id, member_id) DO UPDATE SET
-		  topics = EXCLUDED.topics, session_timeout_ms = EXCLUDED.session_timeout_ms,
-		  auto_offset_reset = EXCLUDED.auto_offset_reset, generation = EXCLUDED.generation,
-		  assignment = EXCLUDED.assignment, assignment_generation = EXCLUDED.assignment_generation,
-		  positions = EXCLUDED.positions, heartbeat_at = EXCLUDED.heartbeat_at`,
-		g.group.ID, m.ID, m.Topics, m.SessionTimeout.Milliseconds(), m.AutoOffsetReset, m.Generation,
-		m.Assignment, m.AssignmentGeneration, m.Positions, g.now)
+	names := make([]string, len(m.Protocols))
+	metas := make([][]byte, len(m.Protocols))
+	for i, p := range m.Protocols {
+		names[i], metas[i] = p.Name, p.Metadata
+		if metas[i] == nil {
+			metas[i] = []byte{}
+		}
+	}
+	var joined *time.Time
+	if !m.JoinedAt.IsZero() {
+		joined = &m.JoinedAt
+	}
+	heartbeat := g.now
+	if keepHeartbeat && !m.HeartbeatAt.IsZero() {
+		heartbeat = m.HeartbeatAt
+	}
+	return []any{g.group.ID, m.ID, m.Topics, m.SessionTimeout.Milliseconds(), m.AutoOffsetReset, m.Generation,
+		m.Assignment, m.AssignmentGeneration, m.Positions, joined, heartbeat,
+		m.InstanceID, m.ClientID, m.ClientHost, m.RebalanceTimeout.Milliseconds(), names, metas, m.KafkaPhase, m.KafkaAssignment}
+}
+
+// PutMember inserts or replaces a member; its heartbeat is now (its join
+// time, when new, is JoinedAt, or now when zero).
+func (g *GroupTx) PutMember(ctx context.Context, m GroupMember) error {
+	if m.Topics == nil {
+		m.Topics = []string{}
+	}
+	_, err := g.tx.Exec(ctx, putMemberSQL, g.putMemberArgs(m, false)...)
 	return classify("put group member", err)
+}
+
+// PutMembers writes many members as they are, in one round trip: unlike
+// PutMember, each keeps its HeartbeatAt (now when zero).
+func (g *GroupTx) PutMembers(ctx context.Context, ms []GroupMember) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	batch := &pgx.Batch{}
+	for _, m := range ms {
+		if m.Topics == nil {
+			m.Topics = []string{}
+		}
+		batch.Queue(putMemberSQL, g.putMemberArgs(m, true)...)
+	}
+	return classify("put group members", g.tx.SendBatch(ctx, batch).Close())
 }
 
 // SetAssignments stores the assignments of a rebalance to generation, one
@@ -419,6 +640,22 @@ func (g *GroupTx) Commit(ctx context.Context, commits []GroupCommit) error {
 	return classify("commit group offsets", err)
 }
 
+// DeleteOffsets removes the group's committed offsets of parts.
+func (g *GroupTx) DeleteOffsets(ctx context.Context, parts []TopicPartition) error {
+	if len(parts) == 0 {
+		return nil
+	}
+	topics := make([]int64, len(parts))
+	nums := make([]int32, len(parts))
+	for i, p := range parts {
+		topics[i], nums[i] = p.TopicID, p.Partition
+	}
+	_, err := g.tx.Exec(ctx, `
+		DELETE FROM group_offsets o USING unnest($2::bigint[], $3::int[]) AS r(topic_id, partition)
+		WHERE o.group_id = $1 AND o.topic_id = r.topic_id AND o.partition = r.partition`, g.group.ID, topics, nums)
+	return classify("delete group offsets", err)
+}
+
 // Delete removes the group, its members and its committed offsets.
 func (g *GroupTx) Delete(ctx context.Context) error {
 	_, err := g.tx.Exec(ctx, `DELETE FROM groups WHERE id = $1`, g.group.ID)
@@ -430,6 +667,10 @@ func (g *GroupTx) Delete(ctx context.Context) error {
 type GroupSummary struct {
 	Name       string
 	Generation int64
+	// Protocol, KafkaState and ProtocolType are the group row's.
+	Protocol     string
+	KafkaState   string
+	ProtocolType string
 	// Members is every member row; Live those within their session
 	// timeout; Behind the live ones that joined at an older generation.
 	Members int
@@ -441,7 +682,7 @@ type GroupSummary struct {
 // after (limit <= 0: all).
 func (s *Store) ListGroups(ctx context.Context, after string, limit int) ([]GroupSummary, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT g.name, g.generation,
+		SELECT g.name, g.generation, g.protocol, g.kafka_state, g.protocol_type,
 		       count(m.member_id),
 		       count(m.member_id) FILTER (WHERE m.heartbeat_at + m.session_timeout_ms * interval '1 millisecond' >= clock_timestamp()),
 		       count(m.member_id) FILTER (WHERE m.heartbeat_at + m.session_timeout_ms * interval '1 millisecond' >= clock_timestamp()
@@ -454,7 +695,7 @@ func (s *Store) ListGroups(ctx context.Context, after string, limit int) ([]Grou
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (GroupSummary, error) {
 		var g GroupSummary
-		err := r.Scan(&g.Name, &g.Generation, &g.Members, &g.Live, &g.Behind)
+		err := r.Scan(&g.Name, &g.Generation, &g.Protocol, &g.KafkaState, &g.ProtocolType, &g.Members, &g.Live, &g.Behind)
 		return g, err
 	})
 	return out, s.classify("list groups", err)
@@ -548,4 +789,32 @@ func (s *Store) GroupLags(ctx context.Context, limit int) (lags []GroupLag, trun
 		return lags[:limit], true, nil
 	}
 	return lags, false, nil
+}
+
+// CommittedOffset is one committed offset of a group.
+type CommittedOffset struct {
+	Topic     string
+	TopicID   int64
+	Partition int32
+	Offset    int64
+	Metadata  string
+}
+
+// CommittedOffsets returns, ordered by topic and partition, every offset
+// the group committed (nothing when the group does not exist), without
+// locking it.
+func (s *Store) CommittedOffsets(ctx context.Context, group string) ([]CommittedOffset, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT t.name, o.topic_id, o.partition, o.committed_offset, o.metadata
+		FROM groups g JOIN group_offsets o ON o.group_id = g.id JOIN topics t ON t.id = o.topic_id
+		WHERE g.name = $1 ORDER BY t.name, o.partition`, group)
+	if err != nil {
+		return nil, s.classify("committed offsets", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CommittedOffset, error) {
+		var o CommittedOffset
+		err := r.Scan(&o.Topic, &o.TopicID, &o.Partition, &o.Offset, &o.Metadata)
+		return o, err
+	})
+	return out, s.classify("committed offsets", err)
 }

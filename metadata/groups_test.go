@@ -310,7 +310,9 @@ func TestListAndDeleteGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := fmt.Sprintf("%+v", list)
-		want := "[{Name:a-stable Generation:2 Members:2 Live:2 Behind:0} {Name:b-empty Generation:0 Members:0 Live:0 Behind:0} {Name:c-behind Generation:3 Members:3 Live:2 Behind:1}]"
+		h := "Protocol:http KafkaState:empty ProtocolType:"
+		want := "[{Name:a-stable Generation:2 " + h + " Members:2 Live:2 Behind:0} {Name:b-empty Generation:0 " + h +
+			" Members:0 Live:0 Behind:0} {Name:c-behind Generation:3 " + h + " Members:3 Live:2 Behind:1}]"
 		if got == want {
 			break
 		}

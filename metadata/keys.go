@@ -42,6 +42,18 @@ type Key struct {
 	LastUsedAt         *time.Time
 	RevokedAt          *time.Time
 	ACLs               []KeyACL
+	// SCRAM holds the key's SCRAM credentials by mechanism name
+	// ("SCRAM-SHA-256"); none for keys made before they were kept.
+	SCRAM map[string]SCRAMCredential
+}
+
+// SCRAMCredential is what a server keeps to check a SCRAM client (RFC
+// 5802): never the secret itself.
+type SCRAMCredential struct {
+	Salt       []byte `json:"salt"`
+	Iterations int    `json:"iterations"`
+	StoredKey  []byte `json:"stored_key"`
+	ServerKey  []byte `json:"server_key"`
 }
 
 // KeyACL is one ACL entry of a key: allow Operations on the resources of
@@ -57,10 +69,10 @@ type KeyACL struct {
 func (s *Store) CreateKey(ctx context.Context, k Key) (Key, error) {
 	err := s.inTx(ctx, "create key", func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
-			INSERT INTO api_keys (id, name, secret_hash, admin, produce_bytes_per_sec, fetch_bytes_per_sec, requests_per_sec, expires_at)
-			VALUES ($1, $2, $3, $4, nullif($5, 0), nullif($6, 0), nullif($7, 0), $8)
+			INSERT INTO api_keys (id, name, secret_hash, admin, produce_bytes_per_sec, fetch_bytes_per_sec, requests_per_sec, expires_at, scram)
+			VALUES ($1, $2, $3, $4, nullif($5, 0), nullif($6, 0), nullif($7, 0), $8, $9)
 			RETURNING created_at, updated_at`,
-			k.ID, k.Name, k.SecretHash, k.Admin, k.ProduceBytesPerSec, k.FetchBytesPerSec, k.RequestsPerSec, k.ExpiresAt).
+			k.ID, k.Name, k.SecretHash, k.Admin, k.ProduceBytesPerSec, k.FetchBytesPerSec, k.RequestsPerSec, k.ExpiresAt, scramJSON(k.SCRAM)).
 			Scan(&k.CreatedAt, &k.UpdatedAt)
 		if pgCode(err) == sqlUniqueViolation {
 			return fmt.Errorf("create key %q: %w", k.Name, ErrKeyExists)
@@ -97,13 +109,21 @@ func notifyKey(ctx context.Context, tx pgx.Tx, id string) error {
 }
 
 const keyColumns = `id, name, secret_hash, admin, coalesce(produce_bytes_per_sec, 0), coalesce(fetch_bytes_per_sec, 0),
-	coalesce(requests_per_sec, 0), expires_at, created_at, updated_at, last_used_at, revoked_at`
+	coalesce(requests_per_sec, 0), expires_at, created_at, updated_at, last_used_at, revoked_at, scram`
 
 func scanKey(row pgx.Row) (Key, error) {
 	var k Key
 	err := row.Scan(&k.ID, &k.Name, &k.SecretHash, &k.Admin, &k.ProduceBytesPerSec, &k.FetchBytesPerSec,
-		&k.RequestsPerSec, &k.ExpiresAt, &k.CreatedAt, &k.UpdatedAt, &k.LastUsedAt, &k.RevokedAt)
+		&k.RequestsPerSec, &k.ExpiresAt, &k.CreatedAt, &k.UpdatedAt, &k.LastUsedAt, &k.RevokedAt, &k.SCRAM)
 	return k, err
+}
+
+// scramJSON is the stored form of SCRAM credentials: NULL when none.
+func scramJSON(m map[string]SCRAMCredential) any {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // GetKey returns a key, revoked or not, with its ACL entries.

@@ -194,6 +194,71 @@ func TestCommitLockTimeout(t *testing.T) {
 	}
 }
 
+// silt_metadata_commit_lock_wait_seconds observes how long a commit waited
+// for its partition locks: uncontended, well under the wait it sees when
+// another session holds the row for a while (measured on Postgres's clock
+// from when the commit began to wait).
+func TestCommitLockWaitObserved(t *testing.T) {
+	t.Parallel()
+	url := metadatatest.URL(t)
+	reg := prometheus.NewRegistry()
+	s := metadatatest.Open(t, url, func(c *metadata.Config) {
+		c.Session.LockTimeout, c.Session.StatementTimeout = 0, 0
+		c.Registerer = reg
+	})
+	ctx := context.Background()
+	top := newTopic(t, s, "t", 1)
+	if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "free", 1, chunk(top.ID, 0, 1))); err != nil {
+		t.Fatal(err)
+	}
+	count, sum := histogram(t, reg, "silt_metadata_commit_lock_wait_seconds")
+	if count != 1 || sum >= 0.3 {
+		t.Fatalf("uncontended commit: %d observations, %v s in all", count, sum)
+	}
+
+	const held = 300 * time.Millisecond
+	release := lockPartition(t, url, top.ID)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "held", 1, chunk(top.ID, 0, 1)))
+		done <- err
+	}()
+	waitLockWaiter(t, s, "silt_commit_flush")
+	waitFor(t, func() bool {
+		var long bool
+		err := s.Pool().QueryRow(ctx, `
+			SELECT coalesce(bool_or(clock_timestamp() - l.waitstart > $1::interval), false)
+			FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE NOT l.granted AND a.datname = current_database() AND a.query LIKE '%silt_commit_flush%'`, held.String()).Scan(&long)
+		return err == nil && long
+	})
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	count, total := histogram(t, reg, "silt_metadata_commit_lock_wait_seconds")
+	if count != 2 || total-sum < held.Seconds() {
+		t.Fatalf("after a commit that waited over %v: %d observations, the last %v s", held, count, total-sum)
+	}
+}
+
+// histogram returns a histogram's observation count and sum.
+func histogram(t *testing.T, reg *prometheus.Registry, name string) (uint64, float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	t.Fatalf("no histogram %s", name)
+	return 0, 0
+}
+
 // counterValue returns the value of counter name{kind}.
 func counterValue(t *testing.T, reg *prometheus.Registry, name, kind string) float64 {
 	t.Helper()

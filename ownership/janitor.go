@@ -76,11 +76,12 @@ type janitor struct {
 }
 
 // retentionMark is where the last retention pass of a partition stopped:
-// the log start it left and the max timestamp of the first chunk, which
-// stayed.
+// the log start it left and the time of the first chunk, which stayed (its
+// max timestamp, but never later than its segment was written; both are
+// fixed, so the mark stays true until the log start moves).
 type retentionMark struct {
-	logStart   int64
-	firstMaxTS int64
+	logStart int64
+	firstAt  int64
 }
 
 type dutyKey struct {
@@ -311,16 +312,20 @@ func (j *janitor) retention(ctx context.Context, l metadata.Lease, t metadata.To
 	// where the last pass left it and that chunk is younger than the
 	// cutoff, the index is not read at all. (Compaction can lower a
 	// chunk's timestamp, so compacted topics are always read.)
-	if m, ok := j.retained[l]; ok && over <= 0 && !t.Config.Compacted() && m.logStart == p.LogStartOffset && m.firstMaxTS >= cutoff {
+	if m, ok := j.retained[l]; ok && over <= 0 && !t.Config.Compacted() && m.logStart == p.LogStartOffset && m.firstAt >= cutoff {
 		return 0, nil
 	}
 	delete(j.retained, l)
 	// Read the index a page at a time from the log start, and stop at the
 	// first chunk that stays: a pass costs what it drops, plus a page.
+	// A chunk's time is its largest timestamp, but never later than when
+	// its segment was written: a timestamp in the future (within
+	// message.timestamp.after.max.ms) would otherwise hold back the
+	// retention of every chunk after it.
 	newStart := p.LogStartOffset
 	var overdue int64
 	from := p.LogStartOffset
-	stays := int64(-1) // the max timestamp of the first chunk that stays
+	stays := int64(-1) // the time of the first chunk that stays
 	page := 16         // the first chunk usually stays: start small
 scan:
 	for read := 0; read < maxIndexRows; {
@@ -329,9 +334,10 @@ scan:
 			return 0, err
 		}
 		for _, r := range refs {
-			expired := ms > 0 && r.MaxTimestamp < cutoff
+			at := min(r.MaxTimestamp, now-r.SegmentAge.Milliseconds())
+			expired := ms > 0 && at < cutoff
 			if !expired && over <= 0 {
-				stays = r.MaxTimestamp
+				stays = at
 				break scan
 			}
 			newStart = r.LastOffset + 1
@@ -347,7 +353,7 @@ scan:
 	}
 	mark := func() {
 		if stays >= 0 && ms > 0 {
-			j.retained[l] = retentionMark{logStart: newStart, firstMaxTS: stays}
+			j.retained[l] = retentionMark{logStart: newStart, firstAt: stays}
 		}
 	}
 	if newStart == p.LogStartOffset {

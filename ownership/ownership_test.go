@@ -14,11 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"silt/internal/agentd"
 	"silt/internal/agenttest"
 	"silt/metadata"
 	"silt/objectstore"
 	"silt/objectstore/objectstoretest"
+	"silt/ownership"
 	"silt/segment"
 )
 
@@ -258,6 +261,39 @@ func TestRetention(t *testing.T) {
 	get(t, a.URL+"/v1/topics/time/partitions/0/records?offset=earliest", &f)
 	if f.LogStartOffset != 5 || len(f.Records) != 5 || f.Records[0].Offset != 5 {
 		t.Fatalf("time topic: log start %d, %d records", f.LogStartOffset, len(f.Records))
+	}
+}
+
+// A chunk whose timestamps lie far in the future does not hold back time
+// retention of the chunks after it: its time counts from when it was
+// written, once that is older than retention.ms.
+func TestRetentionPastFutureTimestamps(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Bucket: agenttest.MinIOBucket(t), Configure: func(c *agentd.Config) {
+		quiet(c)
+		c.Ownership.Janitor.MergeMinChunks = 1 << 30 // retention alone
+	}})
+	post(t, a.URL+"/v1/topics", `{"name":"future","partitions":1,"config":{"retention.ms":1000,"message.timestamp.after.max.ms":9223372036854775807}}`)
+	owning(t, a, 1)
+	now := time.Now()
+	produceOne(t, a.URL, "future", fmt.Sprintf(`{"value":0,"timestamp":%d}`, now.AddDate(10, 0, 0).UnixMilli()))
+	for i := 1; i <= 3; i++ {
+		produceOne(t, a.URL, "future", fmt.Sprintf(`{"value":%d,"timestamp":%d}`, i, now.Add(-time.Hour).UnixMilli()))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		a.Owner().RunJanitor(context.Background())
+		var f fetched
+		get(t, a.URL+"/v1/topics/future/partitions/0/records?offset=earliest", &f)
+		if f.LogStartOffset == 4 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log start %d 30 s after a chunk dated ten years ahead, want 4: it holds back retention", f.LogStartOffset)
+		}
+		<-tick.C
 	}
 }
 
@@ -529,8 +565,7 @@ func TestOrphanSweep(t *testing.T) {
 	bucket := agenttest.MinIOBucket(t)
 	a := agenttest.Start(t, agenttest.Options{Bucket: bucket, Configure: func(c *agentd.Config) {
 		quiet(c)
-		c.Batcher.FlushTimeout = 500 * time.Millisecond
-		c.Ownership.Janitor.OrphanAge = time.Second // the least the flush timeout allows
+		c.Ownership.Janitor.OrphanAge = ownership.MinOrphanAge
 	}})
 	post(t, a.URL+"/v1/topics", `{"name":"o","partitions":1}`)
 	owning(t, a, 1)
@@ -738,4 +773,128 @@ func TestQuietPartitionRowsGrow(t *testing.T) {
 			t.Fatalf("offset %d: %q, want %q", n, got[int64(n)], want)
 		}
 	}
+}
+
+// An agent's heartbeats and lease rounds go on while its own janitor is
+// blocked, inside a merge's swap or retention's fence, on a partition row
+// that another session holds (as a stalled agent's commit would), with no
+// lock or statement bound to end the wait. The hold outlasts the lease the
+// agent had when it blocked, and the agent still owns the partition at the
+// same epoch afterwards: the blocked call then completes.
+func TestOwnershipLoopsOutliveBlockedJanitor(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		config, fn string
+		minChunks  int
+		done       func(t *testing.T, a *agenttest.Agent) bool
+	}{
+		"merge swap": {
+			config: `{}`, fn: "silt_swap_batches", minChunks: 2,
+			done: func(t *testing.T, a *agenttest.Agent) bool {
+				return countRowsWhere(t, a.Store(), "segments", "kind = 'merged' AND state = 'live'") > 0
+			},
+		},
+		"retention fence": {
+			config: `{"retention.ms":60000}`, fn: "silt_advance_log_start", minChunks: 1 << 30,
+			done: func(t *testing.T, a *agenttest.Agent) bool {
+				var f fetched
+				get(t, a.URL+"/v1/topics/held/partitions/0/records?offset=earliest", &f)
+				return f.LogStartOffset == 4
+			},
+		},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			a := agenttest.Start(t, agenttest.Options{Configure: func(cfg *agentd.Config) {
+				quiet(cfg)
+				cfg.Ownership.Janitor.MergeMinChunks = c.minChunks
+				// Nothing ends the janitor's wait but the release.
+				cfg.DBSession.LockTimeout, cfg.DBSession.StatementTimeout = 0, 0
+			}})
+			post(t, a.URL+"/v1/topics", `{"name":"held","partitions":1,"config":`+c.config+`}`)
+			owning(t, a, 1)
+			before := a.Owner().Leases()[0]
+			old := time.Now().Add(-time.Hour).UnixMilli()
+			for i := range 4 { // four flushes: four small chunks, an hour old
+				produceOne(t, a.URL, "held", fmt.Sprintf(`{"value":%d,"timestamp":%d}`, i, old))
+			}
+
+			ctx := context.Background()
+			watch, holder := pgConn(t, a.DatabaseURL), pgConn(t, a.DatabaseURL)
+			tx, err := holder.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM partitions FOR UPDATE`); err != nil {
+				t.Fatal(err)
+			}
+			janitorDone := make(chan struct{})
+			go func() {
+				defer close(janitorDone)
+				a.Owner().RunJanitor(ctx)
+			}()
+			blocked := func() bool {
+				var n int
+				if err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+					WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'`, c.fn).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n > 0
+			}
+			waitUntil(t, "the janitor blocked in "+c.fn, blocked)
+			// The lease the agent held when it blocked, on Postgres's clock.
+			var firstEnd, beat time.Time
+			if err := watch.QueryRow(ctx, `SELECT (SELECT expires_at FROM agent_leases), (SELECT heartbeat_at FROM agents)`).Scan(&firstEnd, &beat); err != nil {
+				t.Fatal(err)
+			}
+			leaseEnd, beats, renewals := firstEnd, 0, 0
+			waitUntil(t, "heartbeats and lease rounds past the lease held at the block", func() bool {
+				var lease, hb time.Time
+				var lapsed bool
+				if err := watch.QueryRow(ctx, `SELECT (SELECT expires_at FROM agent_leases), (SELECT heartbeat_at FROM agents), now() > $1`, firstEnd).Scan(&lease, &hb, &lapsed); err != nil {
+					t.Fatal(err)
+				}
+				if hb.After(beat) {
+					beats, beat = beats+1, hb
+				}
+				if lease.After(leaseEnd) {
+					renewals, leaseEnd = renewals+1, lease
+				}
+				// Done once the first lease would have lapsed without a
+				// renewal, after several of each.
+				return lapsed && beats >= 3 && renewals >= 3
+			})
+			if !blocked() {
+				t.Fatal("the janitor was no longer blocked: the test proved nothing")
+			}
+			select {
+			case <-janitorDone:
+				t.Fatal("the janitor pass ended while its call was blocked")
+			default:
+			}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			<-janitorDone
+			if after := a.Owner().Leases(); len(after) != 1 || after[0] != before {
+				t.Fatalf("leases %+v after the block, want %+v: the lease lapsed", after, before)
+			}
+			if !c.done(t, a) {
+				t.Fatalf("the blocked %s did not complete once the row was released", name)
+			}
+		})
+	}
+}
+
+// pgConn opens a connection of the test's own.
+func pgConn(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	return conn
 }

@@ -58,6 +58,9 @@ const (
 	CodeNotAssigned     Code = "not_assigned"
 	CodeGroupNotEmpty   Code = "group_not_empty"
 	CodeGroupFull       Code = "group_full"
+	// CodeInconsistentGroupProtocol: the group has members consuming over
+	// the Kafka protocol; a group is consumed over one protocol at a time.
+	CodeInconsistentGroupProtocol Code = "inconsistent_group_protocol"
 
 	// CodeTopicIDMismatch: the request pinned a topic id (topic_id) and
 	// the topic of that name has another: it was deleted and created

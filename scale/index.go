@@ -197,21 +197,12 @@ func (l *loader) load(ctx context.Context, from, to int64, pr logf) error {
 		ids[n] = id
 	}
 	rows.Close()
-	// The rows are consistent by construction; their foreign key triggers
-	// are off while they load (as pg_restore does), when allowed.
-	triggersOff := false
-	if _, err := l.conn.Exec(ctx, `ALTER TABLE batches DISABLE TRIGGER ALL`); err == nil {
-		triggersOff = true
-	}
+	// The index rows carry no foreign keys (migration 0005): COPY writes
+	// them as fast as it can.
 	P := int64(l.cfg.Partitions)
 	src := &rowSource{l: l, from: from, next: from, end: to, P: P, seg: ids, per: per, pr: pr, started: time.Now()}
 	_, err = l.conn.CopyFrom(ctx, pgx.Identifier{"batches"},
 		[]string{"topic_id", "partition", "base_offset", "last_offset", "record_count", "max_timestamp", "segment_id", "byte_offset", "byte_length", "batch_count"}, src)
-	if triggersOff {
-		if _, terr := l.conn.Exec(context.WithoutCancel(ctx), `ALTER TABLE batches ENABLE TRIGGER ALL`); terr != nil && err == nil {
-			err = terr
-		}
-	}
 	if err != nil {
 		return fmt.Errorf("scale: copy rows: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"silt/internal/agentd"
@@ -29,6 +30,14 @@ type agentConfig struct {
 	MaxPartitionsPerTopic int
 	// KafkaMaxRequestBytes is the Kafka listener's request bound.
 	KafkaMaxRequestBytes int64
+
+	// MemoryLimit is --memory-limit; memoryFrom names where the limit in
+	// force came from (--memory-limit or GOMEMLIMIT), once finish ran.
+	MemoryLimit int64
+	memoryFrom  string
+	// flags are the parsed flags: settings given on their own are kept,
+	// the other memory budgets are derived from the limit.
+	flags *flagSet
 }
 
 func defaultAgentConfig() agentConfig {
@@ -39,22 +48,25 @@ func defaultAgentConfig() agentConfig {
 	c.MaxRequestBytes = c.Agent.HTTP.MaxRequestBytes
 	c.MaxPartitionsPerTopic = int(c.Agent.HTTP.MaxPartitions)
 	c.KafkaMaxRequestBytes = c.Agent.Kafka.MaxRequestBytes
+	c.MemoryLimit = c.Agent.MemoryLimit
 	return c
 }
 
 // agentFlags registers the agent's flags; dev adds its own around them.
 func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	c := &ac.Agent
+	ac.flags = fs
 	fs.StringVar(&c.HTTP.Listen, "listen", c.HTTP.Listen, "HTTP listen address")
+	fs.BytesVar(&ac.MemoryLimit, "memory-limit", ac.MemoryLimit, "the agent's resident memory: the Go runtime's soft memory limit is 32MiB less, and the memory budgets (--max-buffer-bytes, --cache-bytes, the in-flight bounds...) are fractions of it unless each is set on its own; the agent refuses to start when the budgets given do not fit under it with its headroom (a quarter, at least 48MiB). A GOMEMLIMIT in the environment wins over it. See docs/deploy.md")
 	if withStores {
 		fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (postgres://user:pass@host:5432/db)")
 		fs.StringVar(&c.ObjectStore, "objectstore", "", "object store URL: s3://bucket/prefix?endpoint=&region=&unsigned_payload=, minio://bucket/prefix?endpoint=, file:///path or mem://")
 	}
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "Postgres connection pool size")
 	d := &c.DBSession
-	fs.DurationVar(&d.LockTimeout, "db-lock-timeout", d.LockTimeout, "Postgres lock_timeout of every agent session: the longest wait for a row lock (0: the server's)")
-	fs.DurationVar(&d.StatementTimeout, "db-statement-timeout", d.StatementTimeout, "Postgres statement_timeout of every agent session (0: the server's)")
-	fs.DurationVar(&d.IdleInTransactionTimeout, "db-idle-in-transaction-timeout", d.IdleInTransactionTimeout, "Postgres idle_in_transaction_session_timeout: a session that stalls inside a transaction is ended after this (0: the server's)")
+	fs.DurationVar(&d.LockTimeout, "db-lock-timeout", d.LockTimeout, "Postgres lock_timeout of every agent session: the longest wait for a row lock; below --flush-timeout (0: the server's)")
+	fs.DurationVar(&d.StatementTimeout, "db-statement-timeout", d.StatementTimeout, "Postgres statement_timeout of every agent session; below --flush-timeout (0: the server's)")
+	fs.DurationVar(&d.IdleInTransactionTimeout, "db-idle-in-transaction-timeout", d.IdleInTransactionTimeout, "Postgres idle_in_transaction_session_timeout: a session that stalls inside a transaction is ended after this; below --flush-timeout (0: the server's)")
 	fs.DurationVar(&d.KeepalivesIdle, "db-tcp-keepalives-idle", d.KeepalivesIdle, "Postgres tcp_keepalives_idle of agent sessions (0: the server's)")
 	fs.DurationVar(&d.KeepalivesInterval, "db-tcp-keepalives-interval", d.KeepalivesInterval, "Postgres tcp_keepalives_interval of agent sessions (0: the server's)")
 	fs.IntVar(&d.KeepalivesCount, "db-tcp-keepalives-count", d.KeepalivesCount, "Postgres tcp_keepalives_count of agent sessions (0: the server's)")
@@ -63,21 +75,22 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.StringVar(&c.Advertise, "advertise-address", "", "address other agents and tools reach this agent at (default: derived from --listen)")
 	fs.DurationVar(&c.Batcher.Linger, "linger", c.Batcher.Linger, "how long a produced record may wait for a flush")
 	fs.BytesVar(&ac.MaxSegmentBytes, "max-segment-bytes", ac.MaxSegmentBytes, "flush once this many record bytes are buffered")
-	fs.BytesVar(&ac.MaxBufferBytes, "max-buffer-bytes", ac.MaxBufferBytes, "bound on buffered plus in-flight record bytes; past it produce gets 429")
-	fs.IntVar(&c.Batcher.MaxInflightFlushes, "max-inflight-flushes", c.Batcher.MaxInflightFlushes, "flushes writing or committing at once")
+	fs.BytesVar(&ac.MaxBufferBytes, "max-buffer-bytes", ac.MaxBufferBytes, "bound on buffered plus in-flight record bytes; past it produce gets 429 (default: 1/8 of --memory-limit)")
+	fs.IntVar(&c.Batcher.MaxInflightFlushes, "max-inflight-flushes", c.Batcher.MaxInflightFlushes, "flushes writing or committing at once (default: as many as fit in 1/8 of --memory-limit at 2 × --max-segment-bytes each, 1 to 4)")
 	fs.DurationVar(&c.Batcher.FlushTimeout, "flush-timeout", c.Batcher.FlushTimeout, "bound on one flush's PUT and commit; a commit not done this long after its object was registered (Postgres's clock) writes nothing")
 	fs.DurationVar(&c.Batcher.UnreadyAfter, "unready-after", c.Batcher.UnreadyAfter, "/readyz fails once flushes have failed, with no success, for this long")
-	fs.BytesVar(&c.Fetch.CacheBytes, "cache-bytes", c.Fetch.CacheBytes, "bound on the decoded-chunk read cache")
-	fs.BytesVar(&c.Fetch.BatchCacheBytes, "batch-cache-bytes", c.Fetch.BatchCacheBytes, "bound on the cache of stored batches served as they are (Kafka fetch)")
+	fs.BytesVar(&c.Fetch.CacheBytes, "cache-bytes", c.Fetch.CacheBytes, "bound on the decoded-chunk read cache (default: 1/16 of --memory-limit)")
+	fs.BytesVar(&c.Fetch.ObjectCacheBytes, "object-cache-bytes", c.Fetch.ObjectCacheBytes, "bound on the cache of whole small recent segment objects, which the tails of many partitions share (default: 1/16 of --memory-limit)")
+	fs.BytesVar(&c.Fetch.BatchCacheBytes, "batch-cache-bytes", c.Fetch.BatchCacheBytes, "bound on the cache of stored batches served as they are (Kafka fetch) (default: 1/32 of --memory-limit)")
 	fs.BytesVar(&ac.MaxRecordBytes, "max-record-bytes", ac.MaxRecordBytes, "largest record accepted, by its encoded size in a segment (key, value, headers, their lengths and 21 bytes of record overhead)")
 	fs.IntVar(&c.HTTP.MaxRecordHeaders, "max-record-headers", c.HTTP.MaxRecordHeaders, "most headers in one record; a record with more gets 413 too_many_headers")
-	fs.BytesVar(&ac.MaxRequestBytes, "max-request-bytes", ac.MaxRequestBytes, "largest produce request body")
-	fs.BytesVar(&c.HTTP.MaxInflightRequestBytes, "max-inflight-request-bytes", c.HTTP.MaxInflightRequestBytes, "bound on produce request bodies being read and parsed at once; past it produce gets 429")
+	fs.BytesVar(&ac.MaxRequestBytes, "max-request-bytes", ac.MaxRequestBytes, "largest produce request body (default: 16MiB, at most --max-inflight-request-bytes)")
+	fs.BytesVar(&c.HTTP.MaxInflightRequestBytes, "max-inflight-request-bytes", c.HTTP.MaxInflightRequestBytes, "bound on produce request bodies being read and parsed at once; past it produce gets 429 (default: 1/16 of --memory-limit)")
 	fs.Int64Var(&c.MaxClusterPartitions, "max-cluster-partitions", c.MaxClusterPartitions, "most partitions of all topics together; topic creation and growth past it get 409 (0: no bound)")
 	fs.IntVar(&ac.MaxPartitionsPerTopic, "max-partitions-per-topic", ac.MaxPartitionsPerTopic, "most partitions one topic may have")
 	fs.IntVar(&c.HTTP.MaxRecordsPerRequest, "max-records-per-request", c.HTTP.MaxRecordsPerRequest, "most records in one produce request")
 	fs.DurationVar(&c.HTTP.WriteTimeout, "write-timeout", c.HTTP.WriteTimeout, "time each write of a response has to reach the client (a client that stops reading is cut off after it; streams that keep reading are not)")
-	fs.BytesVar(&c.Fetch.MaxInflightBytes, "max-inflight-fetch-bytes", c.Fetch.MaxInflightBytes, "bound on the record bytes of fetch responses being read or written at once; past it fetches are served smaller, then get 429")
+	fs.BytesVar(&c.Fetch.MaxInflightBytes, "max-inflight-fetch-bytes", c.Fetch.MaxInflightBytes, "bound on the record bytes of fetch responses being read or written at once; past it fetches are served smaller, then get 429 (default: 1/16 of --memory-limit)")
 	fs.DurationVar(&c.HTTP.RequestBodyTimeout, "request-body-timeout", c.HTTP.RequestBodyTimeout, "time a produce request's body has to arrive once its headers are in; past it the request gets 408")
 	o, j := &c.Ownership, &c.Ownership.Janitor
 	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "how often this agent heartbeats into the registry")
@@ -87,11 +100,11 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&j.RetentionInterval, "retention-interval", j.RetentionInterval, "how often retention runs per owned partition")
 	fs.DurationVar(&j.MergeInterval, "merge-interval", j.MergeInterval, "how often small chunks of an owned partition are merged")
 	fs.DurationVar(&j.MergeMinAge, "merge-min-age", j.MergeMinAge, "chunks younger than this are left for tail readers")
-	fs.BytesVar(&j.MergeTargetBytes, "merge-target-bytes", j.MergeTargetBytes, "size of the per-partition segments merging writes")
+	fs.BytesVar(&j.MergeTargetBytes, "merge-target-bytes", j.MergeTargetBytes, "size of the per-partition segments merging writes; a merge holds twice this (default: 1/16 of --memory-limit, at most 32MiB)")
 	fs.BytesVar(&j.MergeRowBytes, "merge-row-bytes", j.MergeRowBytes, "most bytes of merged batches one index row covers (a fetch reads a whole row)")
 	fs.BytesVar(&j.MergeRemergeBytes, "merge-remerge-bytes", j.MergeRemergeBytes, "merged rows smaller than this are merged again with the rows after them (size-tiered), so that quiet partitions' rows grow too; 0 never merges a merged row again")
 	fs.DurationVar(&j.CompactInterval, "compact-interval", j.CompactInterval, "how often compacted topics' partitions are cleaned")
-	fs.BytesVar(&j.CompactMapBytes, "compact-map-bytes", j.CompactMapBytes, "memory for one compaction pass's map of keys to their latest offsets (Kafka's log.cleaner.dedupe.buffer.size); a partition with more keys is cleaned over several passes")
+	fs.BytesVar(&j.CompactMapBytes, "compact-map-bytes", j.CompactMapBytes, "memory for one compaction pass's map of keys to their latest offsets (Kafka's log.cleaner.dedupe.buffer.size); a partition with more keys is cleaned over several passes (default: 1/32 of --memory-limit)")
 	fs.DurationVar(&j.GCInterval, "gc-interval", j.GCInterval, "how often objects of unreferenced and expired segments are deleted")
 	fs.DurationVar(&j.GCGrace, "gc-grace", j.GCGrace, "how long an unreferenced object stays for reads in flight")
 	fs.DurationVar(&j.OrphanInterval, "orphan-interval", j.OrphanInterval, "how often the bucket is scanned for orphans of failed flushes")
@@ -108,14 +121,15 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&g.NewMemberTimeout, "group-new-member-timeout", g.NewMemberTimeout, "how long a member that joined is kept until its first heartbeat, commit or group fetch (its session timeout when shorter)")
 	fs.IntVar(&g.MaxMembers, "group-max-members", g.MaxMembers, "most members in one consumer group")
 	fs.IntVar(&g.MaxMetadataBytes, "group-max-metadata-bytes", g.MaxMetadataBytes, "largest metadata kept with a committed offset (Kafka's offset.metadata.max.bytes)")
+	fs.DurationVar(&g.InitialRebalanceDelay, "group-initial-rebalance-delay", g.InitialRebalanceDelay, "the first rebalance of an empty Kafka consumer group waits this long for more members (Kafka's group.initial.rebalance.delay.ms)")
 	k := &c.Kafka
 	fs.StringVar(&k.Listen, "kafka-listen", k.Listen, "Kafka protocol listen address (host:port); empty leaves the Kafka listener off")
 	fs.StringVar(&k.AdvertisedAddr, "kafka-advertised-addr", k.AdvertisedAddr, "host:port Kafka clients are told to connect to: the load balancer's in a cluster (default: derived from --kafka-listen)")
 	fs.BoolVar(&k.AutoCreateTopics, "kafka-auto-create-topics", k.AutoCreateTopics, "create a topic that a Kafka client's Metadata request names and that does not exist (with one partition)")
 	fs.IntVar(&k.MaxConnections, "kafka-max-connections", k.MaxConnections, "most open Kafka connections; past it new ones are closed")
-	fs.BytesVar(&ac.KafkaMaxRequestBytes, "kafka-max-request-bytes", ac.KafkaMaxRequestBytes, "largest Kafka request; a larger one closes its connection")
-	fs.BytesVar(&k.MaxInflightBytes, "kafka-max-inflight-bytes", k.MaxInflightBytes, "bound on Kafka request and fetch response bytes in flight; past it the listener stops reading")
-	fs.BoolVar(&c.KafkaAnonymous, "kafka-anonymous", c.KafkaAnonymous, "run the Kafka listener, which does not authenticate clients yet, even with --auth=required")
+	fs.BytesVar(&ac.KafkaMaxRequestBytes, "kafka-max-request-bytes", ac.KafkaMaxRequestBytes, "largest Kafka request; a larger one closes its connection (default: 64MiB, at most --kafka-max-inflight-bytes)")
+	fs.BytesVar(&k.MaxInflightBytes, "kafka-max-inflight-bytes", k.MaxInflightBytes, "bound on Kafka request and fetch response bytes in flight; past it the listener stops reading (default: 1/16 of --memory-limit)")
+	fs.DurationVar(&k.AuthTimeout, "kafka-auth-timeout", k.AuthTimeout, "how long a Kafka connection has to authenticate (SASL) when keys are required")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM, how long /readyz fails before the listener closes (for load balancers without retries)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests and the final flush")
 	fs.BoolVar(&c.HTTP.Pprof, "pprof", c.HTTP.Pprof, "serve Go's profiler under /debug/pprof/ (admin keys only)")
@@ -145,6 +159,9 @@ func (ac *agentConfig) finish() error {
 	c.HTTP.Version = Version()
 	c.Kafka.MaxRecordBytes = int(ac.MaxRecordBytes)
 	c.Kafka.MaxRequestBytes = ac.KafkaMaxRequestBytes
+	if err := ac.setMemoryLimit(); err != nil {
+		return err
+	}
 	if c.DatabaseURL == "" {
 		return errors.New("--database-url (SILT_DATABASE_URL) is required")
 	}
@@ -175,6 +192,43 @@ func (ac *agentConfig) finish() error {
 		c.Kafka.AdvertisedAddr = addr
 	}
 	return c.Validate()
+}
+
+// setMemoryLimit settles the agent's memory limit, GOMEMLIMIT winning
+// over --memory-limit, and derives the budgets not set on their own.
+func (ac *agentConfig) setMemoryLimit() error {
+	c := &ac.Agent
+	c.MemoryLimit, ac.memoryFrom = ac.MemoryLimit, "--memory-limit"
+	if v, ok := os.LookupEnv("GOMEMLIMIT"); ok && v != "off" {
+		n, err := parseBytes(v)
+		if err != nil {
+			return fmt.Errorf("environment GOMEMLIMIT=%q: %w", v, err)
+		}
+		c.MemoryLimit, ac.memoryFrom = n, "GOMEMLIMIT"
+	}
+	keep := func(string) bool { return false }
+	if ac.flags != nil {
+		keep = ac.flags.isSet
+	}
+	c.DeriveBudgets(keep)
+	return nil
+}
+
+// applyMemoryLimit sets the Go runtime's soft memory limit from the
+// agent's (agentd.RuntimeMemoryLimit), unless GOMEMLIMIT set it already
+// (the runtime read it at start), and the collector's GOGC to
+// agentd.GCPercent unless GOGC is set.
+func (ac *agentConfig) applyMemoryLimit(logger *slog.Logger) {
+	limit := ac.Agent.MemoryLimit
+	if ac.memoryFrom != "GOMEMLIMIT" {
+		debug.SetMemoryLimit(agentd.RuntimeMemoryLimit(limit))
+	} else if ac.flags != nil && ac.flags.isSet("memory-limit") && ac.MemoryLimit != limit {
+		logger.Warn("GOMEMLIMIT wins over --memory-limit", "gomemlimit", limit, "memory_limit", ac.MemoryLimit)
+	}
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(agentd.GCPercent)
+	}
+	logger.Info("memory limit", "bytes", limit, "from", ac.memoryFrom, "runtime_limit", debug.SetMemoryLimit(-1))
 }
 
 // advertisedFrom derives an address to advertise from a listen address:
@@ -225,6 +279,7 @@ func runAgentCmd(ctx context.Context, args []string, _, stderr io.Writer) error 
 // runAgent runs one agent until ctx ends, then stops it. ready, when set,
 // receives the bound listen address once the agent serves.
 func runAgent(ctx context.Context, cfg agentConfig, logger *slog.Logger, ready func(addr string)) error {
+	cfg.applyMemoryLimit(logger)
 	a, err := agentd.Start(ctx, cfg.Agent, agentd.Overrides{}, logger)
 	if err != nil {
 		return err

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -198,6 +200,9 @@ func runBenchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 		}()
 	}
+	if c.url == "" {
+		benchRuntime(&c, pr)
+	}
 	if c.objectStore != "" {
 		if err := bench.EnsureBucket(ctx, c.objectStore); err != nil {
 			return err
@@ -225,6 +230,29 @@ func runBenchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return nil
 	}
 	return runBench(ctx, &c, pr, logger, stdout)
+}
+
+// loadGeneratorMemory is what the Go runtime's soft limit grants the load
+// generator beside an agent run in this process.
+const loadGeneratorMemory = 256 << 20
+
+// benchRuntime runs the collector of a bench process that holds its agent
+// as `silt agent` runs its own (agentd.GCPercent and a soft memory limit),
+// unless GOGC or GOMEMLIMIT say otherwise: the agent's limit (512 MiB,
+// more for segments over 8 MiB, as bench.LocalAgent sizes it) less what the
+// runtime does not count, plus loadGeneratorMemory for the load generator.
+func benchRuntime(c *benchConfig, pr *bench.Progress) {
+	gogc := os.Getenv("GOGC")
+	if gogc == "" {
+		debug.SetGCPercent(agentd.GCPercent)
+		gogc = strconv.Itoa(agentd.GCPercent)
+	}
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
+		limit := max(int64(agentd.DefaultMemoryLimit), 64*c.segmentBytes)
+		debug.SetMemoryLimit(agentd.RuntimeMemoryLimit(limit) + loadGeneratorMemory)
+	}
+	pr.Logf("silt: this process (agent and load generator) runs with GOGC=%s and a soft memory limit of %s",
+		gogc, formatBytes(debug.SetMemoryLimit(-1)))
 }
 
 // runBench runs one workload against Silt and the chosen baselines.

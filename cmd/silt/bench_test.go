@@ -30,7 +30,7 @@ func TestBenchSmoke(t *testing.T) {
 		"--producers", "2", "--consumers", "2", "--partitions", "4", "--batch", "50", "--record-size", "512",
 		"--duration", "1s", "--warmup", "200ms", "--linger", "20ms", "--keys", "uniform:10",
 		"--baselines", "raw", "--raw-duration", "300ms", "--json", out).ok(t)
-	for _, want := range []string{"Produce", "records/s", "End-to-end latency", "Catch-up read", "transactions per flush", "Targets"} {
+	for _, want := range []string{"Produce", "records/s", "End-to-end latency", "Catch-up read", "transactions per flush", "Targets", "resident memory peak", "VmHWM"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("output lacks %q:\n%s", want, r.stdout)
 		}
@@ -57,6 +57,8 @@ func TestBenchSmoke(t *testing.T) {
 		t.Fatalf("raw baseline: %+v", rep.Raw)
 	case rep.Comparison == nil || len(rep.Comparison.Targets) != 4:
 		t.Fatalf("comparison: %+v", rep.Comparison)
+	case s.Memory == nil || s.Memory.Source != "in-process" || s.Memory.PeakRSS < s.Memory.HWM || s.Memory.HWM <= 0 || s.Memory.GoPeak <= 0 || s.Memory.LivePeak <= 0:
+		t.Fatalf("memory: %+v", s.Memory)
 	}
 }
 
@@ -64,13 +66,26 @@ func TestBenchSmoke(t *testing.T) {
 // metrics from /metrics, with idempotent producers.
 func TestBenchExternalAgent(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Options{})
+	out := filepath.Join(t.TempDir(), "bench.json")
 	r := silt(t, nil, "bench", "--url", a.URL, "--producers", "2", "--consumers", "0", "--partitions", "2",
 		"--batch", "20", "--record-size", "100", "--duration", "500ms", "--warmup", "0s", "--idempotent",
-		"--rate", "2000", "--baselines", "none").ok(t)
-	for _, want := range []string{"idempotent", "records/s", "transactions per flush"} {
+		"--rate", "2000", "--baselines", "none", "--json", out).ok(t)
+	for _, want := range []string{"idempotent", "records/s", "transactions per flush", "process_resident_memory_bytes, scraped"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("output lacks %q:\n%s", want, r.stdout)
 		}
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	// The agent's resident memory, scraped from its /metrics.
+	if m := rep.Silt.Memory; m == nil || m.Source != "scraped" || m.PeakRSS <= 0 || m.Samples < 1 || m.HWM != 0 {
+		t.Fatalf("memory: %+v", m)
 	}
 }
 

@@ -702,6 +702,20 @@ func TestKubernetesManifests(t *testing.T) {
 	if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" || c.Resources.Limits["memory"] == "" {
 		t.Errorf("resources: %+v", c.Resources)
 	}
+	// Memory: the agent's limit (the runtime's soft limit, which its
+	// budgets follow) sits under the container's, with the headroom
+	// docs/deploy.md states; the pod is scheduled for all of it.
+	if _, ok := env["GOMEMLIMIT"]; ok {
+		t.Error("the manifests set GOMEMLIMIT, which would win over SILT_MEMORY_LIMIT: size the agent with SILT_MEMORY_LIMIT alone")
+	}
+	if _, ok := cm.Data["SILT_MEMORY_LIMIT"]; !ok {
+		t.Error("the ConfigMap does not say SILT_MEMORY_LIMIT, which the container's memory is sized after")
+	}
+	limit, request := k8sBytes(t, c.Resources.Limits["memory"]), k8sBytes(t, c.Resources.Requests["memory"])
+	if agentMem := cfg.Agent.MemoryLimit; limit < agentMem*5/4 || request < agentMem {
+		t.Errorf("container memory request %s and limit %s for an agent of --memory-limit %s: want the request at least that and the limit at least 5/4 of it",
+			c.Resources.Requests["memory"], c.Resources.Limits["memory"], formatBytes(agentMem))
+	}
 	sc := dep.Spec.Template.Spec.SecurityContext
 	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
 		t.Error("pods must run as a non-root user")
@@ -995,4 +1009,23 @@ func TestGrafanaDashboard(t *testing.T) {
 	if len(unused) > 0 {
 		t.Logf("metrics without a panel: %v", unused)
 	}
+}
+
+// k8sBytes reads a Kubernetes memory quantity in binary units (512Mi, 1Gi).
+func k8sBytes(t *testing.T, q string) int64 {
+	t.Helper()
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}} {
+		if n, ok := strings.CutSuffix(q, u.suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				t.Fatalf("memory quantity %q: %v", q, err)
+			}
+			return v * u.mult
+		}
+	}
+	t.Fatalf("memory quantity %q: want Ki, Mi or Gi", q)
+	return 0
 }

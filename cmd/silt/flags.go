@@ -76,6 +76,18 @@ func (fs *flagSet) BytesVar(p *int64, name string, def int64, usage string) {
 	fs.add(name, usage)
 }
 
+// isSet reports whether flag name was given, on the command line or by
+// its environment twin (or with Set), rather than left at its default.
+func (fs *flagSet) isSet(name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
 // Parse parses args, then fills unset flags from the environment.
 func (fs *flagSet) Parse(args []string) error {
 	if err := fs.FlagSet.Parse(args); err != nil {

@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,5 +282,100 @@ func TestConsumeFollowInterrupted(t *testing.T) {
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d after an interrupt", code)
+	}
+}
+
+// --expected-offset makes produce a conditional append: the first batch
+// lands only at that offset and each next one where the previous ended;
+// a stale offset writes nothing and says where the partition is.
+func TestProduceExpectedOffset(t *testing.T) {
+	a := agenttest.Start(t, agenttest.Options{})
+	url := "--url=" + a.URL
+	silt(t, nil, "topic", "create", "cas", "--partitions", "2", url).ok(t)
+	silt(t, strings.NewReader("a\nb\nc\n"), "produce", "cas", "--partition", "1", "--expected-offset", "0", "--batch-records", "1", "--batch-linger", "1h", url).ok(t)
+	r := silt(t, strings.NewReader("stale\n"), "produce", "cas", "--partition", "1", "--expected-offset", "1", url)
+	r.fails(t, "partition 1 is at offset 3, not 1: nothing written")
+	if !strings.Contains(r.stderr, "offset_mismatch") {
+		t.Fatalf("the failure does not carry the problem code: %s", r.stderr)
+	}
+	silt(t, strings.NewReader("d\n"), "produce", "cas", "--partition", "1", "--expected-offset", "3", url).ok(t)
+	if got := silt(t, nil, "consume", "cas", "--partition", "1", url).ok(t).stdout; got != "a\nb\nc\nd\n" {
+		t.Fatalf("partition 1 holds %q", got)
+	}
+	if got := silt(t, nil, "consume", "cas", "--partition", "0", url).ok(t).stdout; got != "" {
+		t.Fatalf("partition 0 holds %q", got)
+	}
+	silt(t, strings.NewReader("x\n"), "produce", "cas", "--expected-offset", "0", url).fails(t, "--expected-offset needs --partition")
+	silt(t, strings.NewReader("x\n"), "produce", "cas", "--partition", "0", "--expected-offset", "-2", url).fails(t, "--expected-offset must not be negative")
+}
+
+// recreatingProxy forwards to an agent, and before it forwards the first
+// request whose path ends in trigger, deletes the topic, creates it again
+// under the same name and writes records into the new one: the moment
+// when a reader that did not pin the topic's id would carry on in a
+// different log.
+func recreatingProxy(t *testing.T, agentURL, topic, trigger string) string {
+	t.Helper()
+	target, err := neturl.Parse(agentURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(agentURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1 // event streams pass at once
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, trigger) {
+			once.Do(func() {
+				ctx := r.Context()
+				if err := c.DeleteTopic(ctx, topic); err != nil {
+					t.Errorf("delete: %v", err)
+				}
+				if _, err := c.CreateTopic(ctx, client.NewTopic{Name: topic, Partitions: 1}); err != nil {
+					t.Errorf("create again: %v", err)
+				}
+				for i := range 2 {
+					if _, err := c.Produce(ctx, topic, []client.Message{{Value: fmt.Appendf(nil, "new-%d", i)}}); err != nil {
+						t.Errorf("produce to the new topic: %v", err)
+					}
+				}
+			})
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// silt consume pins the id of the topic it described when it started: a
+// topic deleted and created again under its name meanwhile ends the run
+// with topic_id_mismatch, and nothing of the new topic is printed, whether
+// it reads to the end or follows.
+func TestConsumePinsTheTopic(t *testing.T) {
+	for name, c := range map[string]struct {
+		trigger string
+		args    []string
+	}{
+		"read to the end": {"/offsets", nil},
+		"follow":          {"/stream", []string{"--follow", "--max-records", "4"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a := agenttest.Start(t, agenttest.Options{})
+			silt(t, nil, "topic", "create", "pinned", "--url="+a.URL).ok(t)
+			silt(t, strings.NewReader("old-0\nold-1\n"), "produce", "pinned", "--url="+a.URL).ok(t)
+			via := recreatingProxy(t, a.URL, "pinned", c.trigger)
+			r := silt(t, nil, append([]string{"consume", "pinned", "--offset", "earliest", "--url=" + via}, c.args...)...)
+			r.fails(t, "topic_id_mismatch")
+			if strings.Contains(r.stdout, "new-") {
+				t.Fatalf("printed records of the new topic: %q", r.stdout)
+			}
+			// The new topic is there to read for a run that starts now.
+			if got := silt(t, nil, "consume", "pinned", "--url="+a.URL).ok(t).stdout; got != "new-0\nnew-1\n" {
+				t.Fatalf("a new run reads %q", got)
+			}
+		})
 	}
 }

@@ -39,6 +39,11 @@ type Config struct {
 	// DBSession bounds every Postgres session (lock, statement and
 	// idle-in-transaction timeouts, TCP keepalives).
 	DBSession metadata.Session
+	// MemoryLimit is the agent's memory: the Go runtime's soft limit (set
+	// by the program: see cmd/silt) and what the memory budgets of
+	// HTTP, Batcher, Fetch, Kafka and Ownership are derived from
+	// (DeriveBudgets) and checked against (Validate). See memory.go.
+	MemoryLimit int64
 	// MaxClusterPartitions bounds the partitions of all topics together.
 	MaxClusterPartitions int64
 	// DrainDelay: on shutdown, /readyz fails this long before the listener
@@ -67,17 +72,17 @@ type Config struct {
 	// API listener.
 	MetricsListen string
 	// Kafka is the Kafka listener; it is off while Kafka.Listen is empty.
+	// It requires keys (SASL, or a client certificate) when HTTP does, and
+	// serves TLS with the same certificate.
 	Kafka kafka.Config
-	// KafkaAnonymous lets the Kafka listener run while HTTP requires keys:
-	// it has no authentication of its own yet (SASL is to come), so an
-	// operator must ask for it knowingly.
-	KafkaAnonymous bool
 }
 
-// DefaultConfig returns the defaults; AgentID, DatabaseURL and
-// ObjectStore must be filled in.
+// DefaultConfig returns the defaults, the memory budgets derived from
+// DefaultMemoryLimit; AgentID, DatabaseURL and ObjectStore must be filled
+// in.
 func DefaultConfig() Config {
-	return Config{
+	c := Config{
+		MemoryLimit:          DefaultMemoryLimit,
 		DBMaxConns:           16,
 		DBSession:            metadata.DefaultSession(),
 		MaxClusterPartitions: metadata.DefaultConfig().MaxClusterPartitions,
@@ -92,6 +97,8 @@ func DefaultConfig() Config {
 		TLS:                  tlsreload.DefaultConfig(),
 		Kafka:                kafka.DefaultConfig(),
 	}
+	c.DeriveBudgets(nil)
+	return c
 }
 
 // Validate checks the config.
@@ -109,6 +116,9 @@ func (c Config) Validate() error {
 		return errors.New("database pool needs at least 2 connections")
 	}
 	if err := c.DBSession.Validate(); err != nil {
+		return err
+	}
+	if err := c.validateMemory(); err != nil {
 		return err
 	}
 	if err := c.HTTP.Validate(); err != nil {
@@ -141,11 +151,34 @@ func (c Config) Validate() error {
 		if err := c.Kafka.Validate(); err != nil {
 			return err
 		}
-		if c.HTTP.Auth != agent.AuthNone && !c.KafkaAnonymous {
-			return errors.New("the Kafka listener does not authenticate clients yet: with --auth=required, set --kafka-anonymous to run it anyway, or leave --kafka-listen empty")
+	}
+	if err := c.Batcher.Validate(); err != nil {
+		return err
+	}
+	return c.sessionBelowFlush()
+}
+
+// sessionBelowFlush refuses Postgres session bounds at or above the flush
+// timeout. A commit stuck on a lock must fail on its own bound, in
+// Postgres, while its flush still has time: then its producers get a
+// retriable 503 and the flushes queued behind it go on, rather than the
+// whole flush timeout passing first. Zero leaves the server's setting and
+// is not checked; so is a bound set in the database URL, which wins.
+func (c Config) sessionBelowFlush() error {
+	for _, b := range []struct {
+		flag string
+		d    time.Duration
+	}{
+		{"--db-lock-timeout", c.DBSession.LockTimeout},
+		{"--db-statement-timeout", c.DBSession.StatementTimeout},
+		{"--db-idle-in-transaction-timeout", c.DBSession.IdleInTransactionTimeout},
+	} {
+		if b.d > 0 && b.d >= c.Batcher.FlushTimeout {
+			return fmt.Errorf("%s (%v) must be below --flush-timeout (%v): a commit held up in Postgres must fail there, and a stalled session's locks go, while a flush still has time",
+				b.flag, b.d, c.Batcher.FlushTimeout)
 		}
 	}
-	return c.Batcher.Validate()
+	return nil
 }
 
 func (c Config) ownershipConfig() ownership.Config {
@@ -174,6 +207,7 @@ type Agent struct {
 	batcher *batcher.Batcher
 	fetcher *fetch.Fetcher
 	notify  *fetch.Notifier
+	authn   *auth.Authenticator
 	owner   *ownership.Owner
 	stopBG  context.CancelFunc // stops background loops (the notifier)
 	drain   chan struct{}      // closed when Stop begins: ends long-polls
@@ -243,6 +277,8 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	if a.notify, err = fetch.NewNotifier(cfg.DatabaseURL, metadata.NotifyChannel, logger, a.reg); err != nil {
 		return nil, err
 	}
+	groupWake := groups.NewNotifications()
+	a.notify.Also(metadata.GroupsChannel, groupWake.Note, groupWake.WakeAll)
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopBG = stopBG
 	authDeps, err := a.startAuth(ctx, bg)
@@ -269,7 +305,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}
 	closers = append(closers, func() { _ = a.owner.Stop(context.WithoutCancel(ctx)) })
 
-	coordinator, err := groups.New(cfg.Groups, groups.Deps{Store: a.store, Logger: logger})
+	coordinator, err := groups.New(cfg.Groups, groups.Deps{Store: a.store, Logger: logger, Waker: groupWake})
 	if err != nil {
 		return nil, err
 	}
@@ -280,9 +316,18 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	if err := a.reg.Register(lag); err != nil {
 		return nil, fmt.Errorf("group lag metrics: %w", err)
 	}
+	if err := a.reg.Register(newGCCollector(a.store, logger, 15*time.Second)); err != nil {
+		return nil, fmt.Errorf("janitor metrics: %w", err)
+	}
+	lagHistory, err := groups.NewLagHistory(cfg.Groups, a.store, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.bg.Go(func() { lagHistory.Run(bg) })
 
 	httpCfg := cfg.HTTP
 	httpCfg.MetricsElsewhere = cfg.MetricsListen != ""
+	httpCfg.AgentID = cfg.AgentID
 	a.http, err = agent.New(httpCfg, agent.Deps{
 		Topics:   a.store,
 		Producer: a.batcher,
@@ -297,6 +342,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		Registerer: a.reg,
 		Logger:     logger,
 		Groups:     coordinator,
+		LagHistory: lagHistory,
 		Auth:       authDeps,
 	})
 	if err != nil {
@@ -314,17 +360,22 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}
 	closers = append(closers, func() { a.ln.Close() })
 	ln := a.ln
+	var serverTLS *tls.Config
 	if cfg.TLS.Enabled() {
 		certs, err := tlsreload.New(cfg.TLS, logger, a.reg)
 		if err != nil {
 			return nil, err
 		}
 		a.bg.Go(func() { certs.Run(bg) })
-		ln = tls.NewListener(a.ln, certs.ServerConfig())
+		serverTLS = certs.ServerConfig()
+		ln = tls.NewListener(a.ln, serverTLS)
 	}
 	if cfg.Kafka.Listen != "" {
-		if a.kafka, err = kafka.New(cfg.Kafka, kafka.Deps{
-			Topics: a.store, Producer: a.batcher, Fetcher: a.fetcher, Watcher: a.notify, Logger: logger, Registerer: a.reg,
+		kcfg := cfg.Kafka
+		kcfg.RequireAuth = cfg.HTTP.Auth != agent.AuthNone
+		if a.kafka, err = kafka.New(kcfg, kafka.Deps{
+			Topics: a.store, Producer: a.batcher, Fetcher: a.fetcher, Watcher: a.notify, Groups: coordinator,
+			Logger: logger, Registerer: a.reg, Auth: a.authn, Audit: authDeps.Audit, Producers: a.store,
 		}); err != nil {
 			return nil, err
 		}
@@ -334,16 +385,20 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 				return nil, fmt.Errorf("kafka listen %s: %w", cfg.Kafka.Listen, err)
 			}
 		}
+		kln := a.kafkaLn
+		if serverTLS != nil {
+			kln = tls.NewListener(a.kafkaLn, serverTLS)
+		}
 		go func() {
-			if err := a.kafka.Serve(a.kafkaLn); err != nil {
+			if err := a.kafka.Serve(kln); err != nil {
 				select {
 				case a.served <- err:
 				default:
 				}
 			}
 		}()
-		if cfg.HTTP.Auth != agent.AuthNone {
-			logger.Warn("the Kafka listener does not authenticate clients (--kafka-anonymous): anyone who reaches it may read and write every topic")
+		if kcfg.RequireAuth && serverTLS == nil {
+			logger.Warn("the Kafka listener takes SASL PLAIN credentials (API keys) without TLS; set --tls-cert and --tls-key outside a trusted network")
 		}
 	}
 	go func() { a.served <- a.http.Serve(ln) }()
@@ -373,6 +428,7 @@ func (a *Agent) startAuth(ctx, bg context.Context) (agent.AuthDeps, error) {
 	if err != nil {
 		return agent.AuthDeps{}, err
 	}
+	a.authn = authn
 	a.notify.Also(metadata.KeysChannel, authn.Invalidate, authn.InvalidateAll)
 	ttl := a.cfg.Ownership.AgentTTL
 	quotas, err := auth.NewQuotas(a.cfg.Quotas, func(ctx context.Context) (int, error) {

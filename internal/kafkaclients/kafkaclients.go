@@ -65,6 +65,74 @@ func Bytes(t testing.TB, s *string) []byte {
 
 func strPtr(s string) *string { return &s }
 
+// Broker is where a client connects and how it authenticates.
+type Broker struct {
+	Addr string
+	// User and Password, when set, authenticate with SASL: Mechanism
+	// (PLAIN when empty, SCRAM-SHA-256, SCRAM-SHA-512).
+	User, Password string
+	Mechanism      string
+	// CAFile, when set, connects over TLS, trusting that CA.
+	CAFile string
+}
+
+// Plain is a broker reached without authentication or TLS.
+func Plain(addr string) Broker { return Broker{Addr: addr} }
+
+// WithKey authenticates with an API key: SASL PLAIN, user name the key's
+// id, password the key.
+func (b Broker) WithKey(key string) Broker {
+	b.User, b.Password = keyID(key), key
+	return b
+}
+
+// keyID is the 16 hex digits after "silt_".
+func keyID(key string) string {
+	if len(key) < 21 {
+		return ""
+	}
+	return key[5:21]
+}
+
+// env is the scripts' view of the broker's security.
+func (b Broker) env() []string {
+	var out []string
+	if b.User != "" {
+		out = append(out, "SILT_KAFKA_USER="+b.User, "SILT_KAFKA_PASSWORD="+b.Password, "SILT_KAFKA_MECHANISM="+b.mechanism())
+	}
+	if b.CAFile != "" {
+		out = append(out, "SILT_KAFKA_CA="+b.CAFile)
+	}
+	return out
+}
+
+func (b Broker) mechanism() string {
+	if b.Mechanism == "" {
+		return "PLAIN"
+	}
+	return b.Mechanism
+}
+
+// KcatArgs are kcat's (librdkafka's) settings for the broker.
+func (b Broker) KcatArgs() []string {
+	args := []string{"-b", b.Addr}
+	switch {
+	case b.User != "" && b.CAFile != "":
+		args = append(args, "-X", "security.protocol=SASL_SSL")
+	case b.User != "":
+		args = append(args, "-X", "security.protocol=SASL_PLAINTEXT")
+	case b.CAFile != "":
+		args = append(args, "-X", "security.protocol=SSL")
+	}
+	if b.User != "" {
+		args = append(args, "-X", "sasl.mechanisms="+b.mechanism(), "-X", "sasl.username="+b.User, "-X", "sasl.password="+b.Password)
+	}
+	if b.CAFile != "" {
+		args = append(args, "-X", "ssl.ca.location="+b.CAFile)
+	}
+	return args
+}
+
 // Records makes n records with null and empty values, headers with empty
 // values and set timestamps; keyed gives each a distinct key. Null header
 // values are left out: kafka-python cannot send them, and
@@ -107,9 +175,15 @@ func Run(t testing.TB, stdin []byte, name string, args ...string) []byte {
 // TryRun is Run returning the failure.
 func TryRun(t testing.TB, stdin []byte, name string, args ...string) ([]byte, error) {
 	t.Helper()
+	return tryRun(t, nil, stdin, name, args...)
+}
+
+func tryRun(t testing.TB, env []string, stdin []byte, name string, args ...string) ([]byte, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = t.TempDir()
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
@@ -170,38 +244,52 @@ func script(t testing.TB, name string) string {
 	return path
 }
 
-func python(t testing.TB, stdin []byte, name string, args ...string) []byte {
+func python(t testing.TB, b Broker, stdin []byte, name string, args ...string) []byte {
 	t.Helper()
-	// -I: isolated from the environment and the working directory.
-	return Run(t, stdin, Python, append([]string{"-I", script(t, name)}, args...)...)
+	// -I: isolated from Python's environment variables and the working
+	// directory.
+	out, err := tryRun(t, b.env(), stdin, Python, append([]string{"-I", script(t, name)}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // ConfluentProduce produces recs with confluent-kafka, with codec
 // ("none", "gzip", "snappy", "lz4", "zstd") and idempotence as asked and
 // librdkafka's murmur2_random partitioner (the Java client's), and returns
 // where each was acknowledged, in input order.
-func ConfluentProduce(t testing.TB, bootstrap, topic, codec string, idempotent bool, recs []Record) []Record {
+func ConfluentProduce(t testing.TB, b Broker, topic, codec string, idempotent bool, recs []Record) []Record {
 	t.Helper()
-	return JSONLines[Record](t, python(t, encodeLines(t, recs), "confluent_client.py", "produce", bootstrap, topic, codec, fmt.Sprint(idempotent)))
+	return JSONLines[Record](t, python(t, b, encodeLines(t, recs), "confluent_client.py", "produce", b.Addr, topic, codec, fmt.Sprint(idempotent)))
 }
 
 // ConfluentConsume reads n records of partitions 0..partitions-1 from the
 // beginning with confluent-kafka.
-func ConfluentConsume(t testing.TB, bootstrap, topic string, partitions int32, n int) []Record {
+func ConfluentConsume(t testing.TB, b Broker, topic string, partitions int32, n int) []Record {
 	t.Helper()
-	return JSONLines[Record](t, python(t, nil, "confluent_client.py", "consume", bootstrap, topic, fmt.Sprint(partitions), fmt.Sprint(n)))
+	return JSONLines[Record](t, python(t, b, nil, "confluent_client.py", "consume", b.Addr, topic, fmt.Sprint(partitions), fmt.Sprint(n)))
+}
+
+// ConfluentGroupConsume reads n records as a member of group with
+// confluent-kafka, auto-commit off, committing synchronously after each
+// batch it printed, then leaves the group; it starts from the group's
+// committed offsets (from the beginning where there are none).
+func ConfluentGroupConsume(t testing.TB, b Broker, topic, group string, n int) []Record {
+	t.Helper()
+	return JSONLines[Record](t, python(t, b, nil, "confluent_client.py", "group", b.Addr, topic, group, fmt.Sprint(n)))
 }
 
 // KafkaPythonProduce produces recs with kafka-python ("none" or "gzip").
-func KafkaPythonProduce(t testing.TB, bootstrap, topic, codec string, recs []Record) []Record {
+func KafkaPythonProduce(t testing.TB, b Broker, topic, codec string, recs []Record) []Record {
 	t.Helper()
-	return JSONLines[Record](t, python(t, encodeLines(t, recs), "kafkapython_client.py", "produce", bootstrap, topic, codec))
+	return JSONLines[Record](t, python(t, b, encodeLines(t, recs), "kafkapython_client.py", "produce", b.Addr, topic, codec))
 }
 
 // KafkaPythonConsume reads n records from the beginning with kafka-python.
-func KafkaPythonConsume(t testing.TB, bootstrap, topic string, partitions int32, n int) []Record {
+func KafkaPythonConsume(t testing.TB, b Broker, topic string, partitions int32, n int) []Record {
 	t.Helper()
-	return JSONLines[Record](t, python(t, nil, "kafkapython_client.py", "consume", bootstrap, topic, fmt.Sprint(partitions), fmt.Sprint(n)))
+	return JSONLines[Record](t, python(t, b, nil, "kafkapython_client.py", "consume", b.Addr, topic, fmt.Sprint(partitions), fmt.Sprint(n)))
 }
 
 // KcatMessage is one message of `kcat -C -J`.
@@ -215,9 +303,9 @@ type KcatMessage struct {
 }
 
 // KcatConsume reads a topic from the beginning to its end with kcat.
-func KcatConsume(t testing.TB, bootstrap, topic string) []KcatMessage {
+func KcatConsume(t testing.TB, b Broker, topic string) []KcatMessage {
 	t.Helper()
-	return JSONLines[KcatMessage](t, Run(t, nil, "kcat", "-b", bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-J"))
+	return JSONLines[KcatMessage](t, Run(t, nil, "kcat", append(b.KcatArgs(), "-C", "-t", topic, "-o", "beginning", "-e", "-J")...))
 }
 
 // Same compares key, value, headers and timestamp, null and empty apart;

@@ -411,6 +411,10 @@ func (c *Cluster) start(ctx context.Context, port int) error {
 	}
 	if c.cfg.Fast {
 		opts = append(opts, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	} else {
+		// Spelled out, so a durable server is durable whatever its
+		// postgresql.conf says (the data directory may be an old fast one).
+		opts = append(opts, "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on")
 	}
 	names := make([]string, 0, len(c.cfg.Settings))
 	for k := range c.cfg.Settings {

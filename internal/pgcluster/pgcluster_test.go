@@ -167,3 +167,57 @@ func hasDatabase(t *testing.T, c *Cluster, name string) bool {
 	}
 	return ok
 }
+
+// A fast cluster trades durability away; a cluster that is not fast runs
+// durable even on a data directory a fast one used before (benchmarks
+// depend on it).
+func TestFastOnlyTurnsDurabilityOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real PostgreSQL cluster")
+	}
+	dir := t.TempDir()
+	for d := dir; d != filepath.Dir(d) && d != os.TempDir(); d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o755)
+	}
+	cfg := DefaultConfig()
+	cfg.DataDir = filepath.Join(dir, "pg")
+	cfg.RelocateRoot = filepath.Join(dir, "root")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	t.Cleanup(func() { _ = StopDataDir(context.Background(), cfg) })
+	for _, fast := range []bool{true, false} {
+		cfg.Fast = fast
+		c, err := Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "on"
+		if fast {
+			want = "off"
+		}
+		for _, setting := range []string{"fsync", "synchronous_commit", "full_page_writes"} {
+			if got := showSetting(t, c, setting); got != want {
+				t.Errorf("fast=%v: %s = %q, want %q", fast, setting, got, want)
+			}
+		}
+		if err := c.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func showSetting(t *testing.T, c *Cluster, name string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

@@ -2,13 +2,21 @@
 
 usage: confluent_client.py produce BOOTSTRAP TOPIC CODEC IDEMPOTENT < records
        confluent_client.py consume BOOTSTRAP TOPIC PARTITIONS COUNT > records
+       confluent_client.py group BOOTSTRAP TOPIC GROUP COUNT > records
 
 Records are JSON lines: key and value in base64 (null for null), headers as
 [name, base64 or null] pairs, ts in milliseconds; consume adds partition and
 offset. Produce prints each record's partition and offset once acknowledged.
+group consumes COUNT records as a member of GROUP, committing (synchronously,
+auto-commit off) after each batch it printed, then leaves.
+
+SILT_KAFKA_USER and SILT_KAFKA_PASSWORD, when set, authenticate with SASL
+(SILT_KAFKA_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512); SILT_KAFKA_CA,
+when set, connects over TLS trusting that CA.
 """
 import base64
 import json
+import os
 import sys
 import time
 
@@ -23,8 +31,23 @@ def unb64(s):
     return None if s is None else base64.b64decode(s)
 
 
+def security():
+    conf = {}
+    user, ca = os.environ.get("SILT_KAFKA_USER"), os.environ.get("SILT_KAFKA_CA")
+    if user:
+        conf.update({"security.protocol": "SASL_SSL" if ca else "SASL_PLAINTEXT",
+                     "sasl.mechanisms": os.environ.get("SILT_KAFKA_MECHANISM", "PLAIN"),
+                     "sasl.username": user, "sasl.password": os.environ["SILT_KAFKA_PASSWORD"]})
+    elif ca:
+        conf["security.protocol"] = "SSL"
+    if ca:
+        conf["ssl.ca.location"] = ca
+    return conf
+
+
 def produce(bootstrap, topic, codec, idempotent):
     conf = {
+        **security(),
         "bootstrap.servers": bootstrap,
         "compression.type": codec,
         "enable.idempotence": idempotent == "true",
@@ -61,6 +84,7 @@ def produce(bootstrap, topic, codec, idempotent):
 
 def consume(bootstrap, topic, partitions, count):
     c = Consumer({
+        **security(),
         "bootstrap.servers": bootstrap,
         # librdkafka's consumer needs a group id, even with manual
         # assignment; nothing is committed.
@@ -89,8 +113,39 @@ def consume(bootstrap, topic, partitions, count):
         }))
 
 
+def group(bootstrap, topic, group_id, count):
+    c = Consumer({
+        **security(),
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+        "fetch.wait.max.ms": 200,
+    })
+    c.subscribe([topic])
+    got = 0
+    deadline = time.time() + 90
+    while got < count and time.time() < deadline:
+        batch = c.consume(num_messages=min(50, count - got), timeout=0.5)
+        for m in batch:
+            if m.error():
+                raise KafkaException(m.error())
+            print(json.dumps({"partition": m.partition(), "offset": m.offset(), "key": b64(m.key()),
+                              "value": b64(m.value()), "ts": m.timestamp()[1]}), flush=True)
+        if batch:
+            c.commit(asynchronous=False)  # what was printed
+            got += len(batch)
+    c.close()
+    if got != count:
+        sys.exit(f"consumed {got} of {count} records")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "produce":
         produce(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+    elif sys.argv[1] == "group":
+        group(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         consume(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))

@@ -8,6 +8,7 @@ other codecs need Python modules Debian's python3-kafka does not pull in).
 """
 import base64
 import json
+import os
 import sys
 import time
 
@@ -22,8 +23,23 @@ def unb64(s):
     return None if s is None else base64.b64decode(s)
 
 
+def security():
+    """SASL (SILT_KAFKA_USER, SILT_KAFKA_PASSWORD, SILT_KAFKA_MECHANISM) and TLS (SILT_KAFKA_CA), when set."""
+    conf = {}
+    user, ca = os.environ.get("SILT_KAFKA_USER"), os.environ.get("SILT_KAFKA_CA")
+    if user:
+        conf.update(security_protocol="SASL_SSL" if ca else "SASL_PLAINTEXT",
+                    sasl_mechanism=os.environ.get("SILT_KAFKA_MECHANISM", "PLAIN"),
+                    sasl_plain_username=user, sasl_plain_password=os.environ["SILT_KAFKA_PASSWORD"])
+    elif ca:
+        conf["security_protocol"] = "SSL"
+    if ca:
+        conf["ssl_cafile"] = ca
+    return conf
+
+
 def produce(bootstrap, topic, codec):
-    p = KafkaProducer(bootstrap_servers=bootstrap, compression_type=None if codec == "none" else codec,
+    p = KafkaProducer(**security(), bootstrap_servers=bootstrap, compression_type=None if codec == "none" else codec,
                       linger_ms=20, acks="all", retries=5, request_timeout_ms=30000)
     futures = []
     for line in sys.stdin:
@@ -38,7 +54,7 @@ def produce(bootstrap, topic, codec):
 
 
 def consume(bootstrap, topic, partitions, count):
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    c = KafkaConsumer(**security(), bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                       auto_offset_reset="earliest", fetch_max_wait_ms=200)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     c.assign(tps)

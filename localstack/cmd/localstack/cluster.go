@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 
+	"silt/auth"
 	"silt/localstack"
 	"silt/metadata"
 )
@@ -148,6 +149,12 @@ func cluster(ctx context.Context, f clusterFlags, stdout io.Writer, logger *slog
 	}
 }
 
+// keyID is a key's id, the SASL user name of Kafka clients.
+func keyID(key string) string {
+	id, _ := auth.ParseToken(key)
+	return id
+}
+
 func printBanner(w io.Writer, c *localstack.Cluster, svc *localstack.Services, dbURL, state string) {
 	lb := c.LBURL
 	fmt.Fprintf(w, "\nSilt local cluster: %d agents behind HAProxy, Postgres and MinIO, all on 127.0.0.1.\n\n", len(c.Agents()))
@@ -174,8 +181,10 @@ Try it (every request goes through the load balancer; X-Silt-Agent says which ag
   curl -s -H "authorization: Bearer $SILT_TOKEN" %[1]s/v1/cluster
   SILT_URL=%[1]s ./bin/silt topic list
   SILT_URL=%[1]s ./bin/silt keys create --name demo-reader --allow consume:topic:demo
-  kcat -b %[4]s -L                     # Kafka clients bootstrap from the load balancer too (no authentication yet)
+  # Kafka clients bootstrap from the load balancer too, with SASL PLAIN: user name the key's id, password the key
+  kcat -b %[4]s -X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=PLAIN -X sasl.username=%[5]s -X sasl.password=$SILT_TOKEN -L
+  kcat -b %[4]s -X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=PLAIN -X sasl.username=%[5]s -X sasl.password=$SILT_TOKEN -G demo-readers demo
 
 Ctrl-C stops the agents, HAProxy, MinIO and Postgres.
-`, lb, state, c.AdminKey, c.KafkaAddr)
+`, lb, state, c.AdminKey, c.KafkaAddr, keyID(c.AdminKey))
 }

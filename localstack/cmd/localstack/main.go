@@ -45,6 +45,7 @@ func run(args []string) int {
 	toxiproxyBin := fs.String("toxiproxy-bin", os.Getenv("SILT_TOXIPROXY_BIN"), "path to the toxiproxy server binary, exported to tests as "+localstack.EnvToxiproxyBin+" (optional)")
 	pg := fs.Bool("postgres", true, "start PostgreSQL")
 	minio := fs.Bool("minio", true, "start MinIO")
+	fast := fs.Bool("fast", true, "run Postgres with fsync=off and synchronous_commit=off (tests); --fast=false runs it durable (benchmarks)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -53,7 +54,7 @@ func run(args []string) int {
 
 	cfg := localstack.ServicesConfig{
 		StateDir: *state, Postgres: *pg, MinIO: *minio, MinIOBin: *minioBin,
-		ToxiproxyBin: *toxiproxyBin, Fast: true, Logger: logger,
+		ToxiproxyBin: *toxiproxyBin, Fast: *fast, Logger: logger,
 	}
 	switch verb {
 	case "exec":

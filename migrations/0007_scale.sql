@@ -172,7 +172,7 @@ BEGIN
 END
 $fn$;
 
--- silt_commit_flush as in 0003, with p_notify: false leaves the NOTIFY to
+-- silt_commit_flush as in 0005, with p_notify: false leaves the NOTIFY to
 -- the caller, after the commit, and returns the payloads in notes. A
 -- transaction that NOTIFYs holds a lock that every other NOTIFYing
 -- transaction of the cluster waits on from its pre-commit until its
@@ -183,8 +183,9 @@ $fn$;
 -- only makes long-polls wait their time out, and listeners wake everyone
 -- after a reconnection), so the lock is held for microseconds. Called
 -- without p_notify (agents of the previous version), it notifies as
--- before.
-DROP FUNCTION silt_commit_flush(bigint, bigint, bigint[], integer[], bigint[], bigint[], integer[], integer[], integer[],
+-- before. A new output column changes the result type, so the function is
+-- dropped (the signature of 0003 and 0005) and created again.
+DROP FUNCTION IF EXISTS silt_commit_flush(bigint, bigint, bigint[], integer[], bigint[], bigint[], integer[], integer[], integer[],
     bigint[], integer[], integer[], integer[], bigint[], integer[], integer[], bigint[]);
 CREATE FUNCTION silt_commit_flush(
     p_segment_id bigint, p_segment_size bigint,
@@ -201,6 +202,9 @@ DECLARE
     nq integer := coalesce(cardinality(q_producers), 0);
     t0 timestamptz := clock_timestamp();
     nexts bigint[];
+    ords bigint[];
+    found bigint[];
+    k integer;
     starts bigint[];
     added bigint[];
     q_known boolean[];
@@ -210,7 +214,6 @@ DECLARE
     q_recent jsonb[];
     q_dirty boolean[];
     i integer;
-    k integer;
     pi integer;
     qi integer;
     last_seq integer;
@@ -218,24 +221,33 @@ DECLARE
     r jsonb;
     dup boolean;
     accepted integer := 0;
-    note text := '';
-    entry text;
 BEGIN
     notes := '{}';
     base_offsets := array_fill(0::bigint, ARRAY[n]);
     codes := array_fill(0, ARRAY[n]);
     details := array_fill(0::bigint, ARRAY[n]);
 
-    -- Lock the partition rows in (topic, partition) order, then read them.
-    PERFORM 1 FROM partitions p
-    JOIN unnest(p_topics, p_parts) AS u(topic_id, partition)
-      ON p.topic_id = u.topic_id AND p.partition = u.partition
-    ORDER BY p.topic_id, p.partition
-    FOR NO KEY UPDATE OF p;
+    -- Lock the partition rows in (topic, partition) order and read them in
+    -- the same statement. The caller passes p_topics/p_parts sorted and
+    -- distinct, so when every partition exists the rows come back in the
+    -- arguments' order; otherwise they are placed by ordinal.
+    SELECT array_agg(l.ord ORDER BY l.topic_id, l.partition), array_agg(l.next_offset ORDER BY l.topic_id, l.partition)
+    INTO ords, found
+    FROM (SELECT u.ord, p.topic_id, p.partition, p.next_offset
+          FROM partitions p
+          JOIN unnest(p_topics, p_parts) WITH ORDINALITY AS u(topic_id, partition, ord)
+            ON p.topic_id = u.topic_id AND p.partition = u.partition
+          ORDER BY p.topic_id, p.partition
+          FOR NO KEY UPDATE OF p) l;
     lock_wait_us := (extract(epoch FROM clock_timestamp() - t0) * 1000000)::bigint;
-    SELECT array_agg(coalesce(p.next_offset, -1) ORDER BY u.ord) INTO nexts
-    FROM unnest(p_topics, p_parts) WITH ORDINALITY AS u(topic_id, partition, ord)
-    LEFT JOIN partitions p ON p.topic_id = u.topic_id AND p.partition = u.partition;
+    IF coalesce(cardinality(ords), 0) = np AND ords = (SELECT array_agg(g::bigint ORDER BY g) FROM generate_series(1, np) g) THEN
+        nexts := found;
+    ELSE
+        nexts := array_fill(-1::bigint, ARRAY[np]);
+        FOR k IN 1..coalesce(cardinality(ords), 0) LOOP
+            nexts[ords[k]] := found[k];
+        END LOOP;
+    END IF;
     starts := nexts;
     added := array_fill(0::bigint, ARRAY[np]);
 
@@ -323,41 +335,37 @@ BEGIN
     IF accepted > 0 THEN
         INSERT INTO batches (topic_id, partition, base_offset, last_offset, record_count, max_timestamp,
                              segment_id, byte_offset, byte_length)
-        SELECT p_topics[c_pidx[g.j]], p_parts[c_pidx[g.j]], base_offsets[g.j], base_offsets[g.j] + c_last_delta[g.j],
-               c_records[g.j], c_max_ts[g.j], p_segment_id, c_byte_offset[g.j], c_byte_length[g.j]
-        FROM generate_subscripts(c_pidx, 1) AS g(j)
-        WHERE codes[g.j] = 0;
+        SELECT p_topics[c.pi], p_parts[c.pi], c.base, c.base + c.last_delta, c.records, c.max_ts,
+               p_segment_id, c.byte_offset, c.byte_length
+        FROM unnest(c_pidx, codes, base_offsets, c_last_delta, c_records, c_max_ts, c_byte_offset, c_byte_length)
+             AS c(pi, code, base, last_delta, records, max_ts, byte_offset, byte_length)
+        WHERE c.code = 0;
 
-        UPDATE partitions p SET next_offset = nexts[g.j], total_bytes = p.total_bytes + added[g.j]
-        FROM generate_subscripts(p_topics, 1) AS g(j)
-        WHERE p.topic_id = p_topics[g.j] AND p.partition = p_parts[g.j] AND nexts[g.j] <> starts[g.j];
+        UPDATE partitions p SET next_offset = u.next_offset, total_bytes = p.total_bytes + u.added
+        FROM unnest(p_topics, p_parts, nexts, starts, added) AS u(topic_id, partition, next_offset, start, added)
+        WHERE p.topic_id = u.topic_id AND p.partition = u.partition AND u.next_offset <> u.start;
 
         IF nq > 0 THEN
             INSERT INTO producer_state (producer_id, topic_id, partition, epoch, last_sequence, recent, updated_at)
-            SELECT q_producers[g.j], q_topics[g.j], q_parts[g.j], q_st_epoch[g.j], q_last[g.j], q_recent[g.j], now()
-            FROM generate_subscripts(q_producers, 1) AS g(j)
-            WHERE q_dirty[g.j]
+            SELECT u.producer_id, u.topic_id, u.partition, u.epoch, u.last_sequence, u.recent, now()
+            FROM unnest(q_producers, q_topics, q_parts, q_st_epoch, q_last, q_recent, q_dirty)
+                 AS u(producer_id, topic_id, partition, epoch, last_sequence, recent, dirty)
+            WHERE u.dirty
             ON CONFLICT (producer_id, topic_id, partition) DO UPDATE SET
                 epoch = EXCLUDED.epoch, last_sequence = EXCLUDED.last_sequence,
                 recent = EXCLUDED.recent, updated_at = now();
         END IF;
 
-        -- The new high watermarks, in payloads under NOTIFY's limit:
-        -- announced here (p_notify), or returned for the caller to announce
-        -- after the commit.
-        FOR k IN 1..np LOOP
-            IF nexts[k] <> starts[k] THEN
-                entry := p_topics[k] || ':' || p_parts[k] || ':' || nexts[k];
-                IF note <> '' AND length(note) + 1 + length(entry) > 7900 THEN
-                    notes := notes || note;
-                    note := '';
-                END IF;
-                note := CASE WHEN note = '' THEN entry ELSE note || ' ' || entry END;
-            END IF;
-        END LOOP;
-        IF note <> '' THEN
-            notes := notes || note;
-        END IF;
+        -- The new high watermarks, 150 partitions to a payload (at most
+        -- 7,649 bytes, under NOTIFY's limit of 8,000): announced here
+        -- (p_notify), or returned for the caller to announce after the
+        -- commit.
+        SELECT coalesce(array_agg(g.note ORDER BY g.grp), '{}') INTO notes
+        FROM (SELECT u.grp, string_agg(u.topic_id || ':' || u.partition || ':' || u.next_offset, ' ') AS note
+              FROM (SELECT x.topic_id, x.partition, x.next_offset, (row_number() OVER () - 1) / 150 AS grp
+                    FROM unnest(p_topics, p_parts, nexts, starts) AS x(topic_id, partition, next_offset, start)
+                    WHERE x.next_offset <> x.start) u
+              GROUP BY u.grp) g;
         IF p_notify THEN
             PERFORM pg_notify('silt_commits', x) FROM unnest(notes) AS x;
         END IF;
