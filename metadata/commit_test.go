@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -225,6 +226,72 @@ func TestLookupBatchesPages(t *testing.T) {
 			if r.BaseOffset != tc.first+int64(2*i) || r.LastOffset != r.BaseOffset+1 {
 				t.Fatalf("lookup %+v: row %d is %d-%d", tc, i, r.BaseOffset, r.LastOffset)
 			}
+		}
+	}
+}
+
+// A commit announces every partition it moved, with its new high
+// watermark, after it committed, in payloads of at most 150 partitions
+// (under NOTIFY's 8,000 bytes).
+func TestCommitFlushNotifiesEveryPartition(t *testing.T) {
+	s, ctx := setup(t)
+	const parts = 400
+	top := newTopic(t, s, "wide", parts)
+	conn, err := s.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "LISTEN "+metadata.NotifyChannel); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = conn.Exec(context.Background(), "UNLISTEN *") }()
+	chunks := make([]metadata.Chunk, 0, parts+1)
+	for p := int32(0); p < parts; p++ {
+		chunks = append(chunks, chunk(top.ID, p, p%3+1))
+	}
+	chunks = append(chunks, chunk(top.ID, 7, 2)) // partition 7 twice: 2 + 2 records
+	if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "seg/wide", 1000, chunks...)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	for p := int32(0); p < parts; p++ {
+		want[p] = int64(p%3 + 1)
+	}
+	want[7] += 2
+	got := map[int32]int64{}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for len(got) < parts {
+		n, err := conn.Conn().WaitForNotification(wctx)
+		if err != nil {
+			t.Fatalf("%d of %d partitions announced: %v", len(got), parts, err)
+		}
+		if len(n.Payload) >= 8000 {
+			t.Errorf("payload of %d bytes", len(n.Payload))
+		}
+		entries := strings.Fields(n.Payload)
+		if len(entries) > 150 {
+			t.Errorf("payload of %d partitions, want at most 150", len(entries))
+		}
+		for _, e := range entries {
+			var tid, next int64
+			var p int32
+			if _, err := fmt.Sscanf(e, "%d:%d:%d", &tid, &p, &next); err != nil {
+				t.Fatalf("entry %q: %v", e, err)
+			}
+			if tid != top.ID {
+				continue // another test's commit
+			}
+			if _, dup := got[p]; dup {
+				t.Errorf("partition %d announced twice", p)
+			}
+			got[p] = next
+		}
+	}
+	for p, w := range want {
+		if got[p] != w {
+			t.Errorf("partition %d announced at %d, want %d", p, got[p], w)
 		}
 	}
 }
