@@ -313,7 +313,18 @@ func TestKafkaRebalanceTimeoutAndSessionExpiry(t *testing.T) {
 		}
 		e.goSync(e.c, g, req)
 	}
-	waitUntil(t, "a stable group", func() bool { return e.c.KafkaHeartbeat(e.ctx, g, a, "", 2) == nil })
+	// A heartbeat succeeds while the group completes its rebalance too
+	// (as in Kafka), so wait for the syncs to be applied.
+	waitUntil(t, "a stable group", func() bool {
+		d, err := e.c.KafkaDescribe(e.ctx, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.State == "Stable"
+	})
+	if err := e.c.KafkaHeartbeat(e.ctx, g, a, "", 2); err != nil {
+		t.Fatalf("heartbeat of a in the stable group: %v", err)
+	}
 	d, err := e.c.KafkaDescribe(e.ctx, g)
 	if err != nil || d.State != "Stable" || len(d.Members) != 2 {
 		t.Fatalf("describe: %v %+v", err, d)
