@@ -3,12 +3,15 @@ package agent
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +28,7 @@ import (
 // Fetcher reads partitions; fetch.Fetcher implements it.
 type Fetcher interface {
 	Fetch(ctx context.Context, req fetch.Request) (*fetch.Response, error)
+	FetchBatches(ctx context.Context, req fetch.Request) (*fetch.BatchResponse, error)
 	Offsets(ctx context.Context, topicID int64, partition int32) (metadata.PartitionState, error)
 	OffsetForTimestamp(ctx context.Context, topicID int64, partition int32, ts int64) (int64, bool, error)
 }
@@ -155,14 +159,37 @@ func (s *Server) parseFetch(c echo.Context, t metadata.Topic, part int32, defOff
 	return fp, err
 }
 
-// accepts reports whether the Accept header names media type mt.
-func accepts(c echo.Context, mt string) bool {
+// fetchTypes are the fetch body formats besides JSON, the agent's
+// preference first.
+var fetchTypes = []string{binformat.BatchesMediaType, binformat.MediaType, MediaNDJSON}
+
+// fetchType picks a fetch's body format from Accept: of the formats in
+// fetchTypes that it names with a q above 0, the one with the highest q
+// (on a tie, the first in fetchTypes); JSON when it names none of them
+// (no Accept, */*, application/json).
+func fetchType(c echo.Context) string {
+	best, bestQ := echo.MIMEApplicationJSON, 0.0
+	rank := len(fetchTypes)
 	for _, part := range strings.Split(c.Request().Header.Get(echo.HeaderAccept), ",") {
-		if mediaType(part) == mt {
-			return true
+		mt, params, err := mime.ParseMediaType(part)
+		if err != nil {
+			continue
+		}
+		q := 1.0
+		if v, ok := params["q"]; ok {
+			if q, err = strconv.ParseFloat(v, 64); err != nil || q < 0 || q > 1 {
+				continue
+			}
+		}
+		i := slices.Index(fetchTypes, mt)
+		if i < 0 || q <= 0 {
+			continue
+		}
+		if q > bestQ || q == bestQ && i < rank {
+			best, bestQ, rank = mt, q, i
 		}
 	}
-	return false
+	return best
 }
 
 func (s *Server) fetchRecords(c echo.Context) error {
@@ -174,6 +201,10 @@ func (s *Server) fetchRecords(c echo.Context) error {
 	if err != nil {
 		return s.gone(c.Request().Context(), t, pin, err)
 	}
+	mt := fetchType(c)
+	if mt == binformat.BatchesMediaType {
+		return s.fetchBatches(c, t, pin, fp)
+	}
 	resp, err := s.deps.Fetcher.Fetch(c.Request().Context(), fp.req)
 	if err != nil {
 		return s.gone(c.Request().Context(), t, pin, err)
@@ -184,8 +215,8 @@ func (s *Server) fetchRecords(c echo.Context) error {
 	// The body is encoded and written in pieces, never built whole; a
 	// write that fails (the client went away or stopped reading past the
 	// write timeout) ends the response, and the connection with it.
-	switch {
-	case accepts(c, binformat.MediaType):
+	switch mt {
+	case binformat.MediaType:
 		var r binformat.Record
 		size := binformat.FetchHeaderSize
 		for i := range resp.Records {
@@ -203,7 +234,7 @@ func (s *Server) fetchRecords(c echo.Context) error {
 			pw.maybeFlush()
 		}
 		return s.endPieces(pw)
-	case accepts(c, MediaNDJSON):
+	case MediaNDJSON:
 		h.Set(HeaderNextOffset, strconv.FormatInt(resp.NextOffset, 10))
 		h.Set(HeaderHighWatermark, strconv.FormatInt(resp.HighWatermark, 10))
 		h.Set(HeaderLogStartOffset, strconv.FormatInt(resp.LogStartOffset, 10))
@@ -245,6 +276,39 @@ func (s *Server) endPieces(pw *pieceWriter) error {
 		s.logger.Debug("response cut short", "err", err)
 	}
 	return nil
+}
+
+// batchPiece is the largest piece of stored batch bytes written at once:
+// each write must progress within the write timeout.
+const batchPiece = 256 << 10
+
+// fetchBatches answers a fetch with the stored batches, as they are but
+// for their base offsets (docs/http-binary.md): no record is decoded.
+func (s *Server) fetchBatches(c echo.Context, t metadata.Topic, pin int64, fp fetchParams) error {
+	resp, err := s.deps.Fetcher.FetchBatches(c.Request().Context(), fp.req)
+	if err != nil {
+		return s.gone(c.Request().Context(), t, pin, err)
+	}
+	defer resp.Release()
+	w := c.Response()
+	h := w.Header()
+	size := int64(binformat.BatchesHeaderSize) + int64(binformat.BatchFrameSize*len(resp.Batches)) + resp.Size
+	h.Set(echo.HeaderContentType, binformat.BatchesMediaType)
+	h.Set(echo.HeaderContentLength, strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	pw := newPieceWriter(w)
+	pw.buf = binformat.AppendBatchesHeader(pw.buf, &binformat.BatchesHeader{
+		Partition: fp.req.Partition, Offset: fp.req.Offset, NextOffset: resp.NextOffset,
+		HighWatermark: resp.HighWatermark, LogStartOffset: resp.LogStartOffset, Count: len(resp.Batches),
+	})
+	for _, b := range resp.Batches {
+		// The stored bytes are shared: the base offset goes out on its
+		// own, the rest as it is.
+		pw.buf = binformat.AppendBatchFrame(pw.buf, len(b.Bytes))
+		pw.buf = binary.BigEndian.AppendUint64(pw.buf, uint64(b.BaseOffset))
+		pw.write(b.Bytes[8:], batchPiece)
+	}
+	return s.endPieces(pw)
 }
 
 func toBinRecord(in *fetch.Record, out *binformat.Record) {

@@ -93,6 +93,23 @@ func (p *pieceWriter) flush() {
 	p.buf = p.buf[:0]
 }
 
+// write writes b after what is buffered: appended when small, else
+// directly, in pieces of at most piece bytes (each write must progress
+// within the write timeout).
+func (p *pieceWriter) write(b []byte, piece int) {
+	if len(b) < pieceSize {
+		p.buf = append(p.buf, b...)
+		p.maybeFlush()
+		return
+	}
+	p.flush()
+	for len(b) > 0 && p.err == nil {
+		n := min(len(b), piece)
+		_, p.err = p.w.Write(b[:n])
+		b = b[n:]
+	}
+}
+
 // close flushes and recycles the buffer; the writer is not usable after.
 func (p *pieceWriter) close() error {
 	p.flush()

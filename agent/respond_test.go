@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"silt/agent"
+	"silt/binformat"
 	"silt/internal/agentd"
 	"silt/internal/agenttest"
 	"silt/recordjson"
@@ -42,8 +43,9 @@ func produceRandom(t *testing.T, a *agenttest.Agent, topic string, n, size int) 
 	}
 }
 
-// dialNonReader connects with a 4 KiB receive buffer and sends a GET.
-func dialNonReader(t *testing.T, a *agenttest.Agent, path string) net.Conn {
+// dialNonReader connects with a 4 KiB receive buffer and sends a GET
+// with the header fields hdr (name, value, ...).
+func dialNonReader(t *testing.T, a *agenttest.Agent, path string, hdr ...string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
@@ -58,7 +60,11 @@ func dialNonReader(t *testing.T, a *agenttest.Agent, path string) net.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, addr)
+	fields := ""
+	for i := 0; i+1 < len(hdr); i += 2 {
+		fields += hdr[i] + ": " + hdr[i+1] + "\r\n"
+	}
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", path, addr, fields)
 	return conn
 }
 
@@ -73,7 +79,8 @@ func TestNonReadingClientsAreCutOff(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) {
 		c.HTTP.WriteTimeout = writeTimeout
 		c.HTTP.SSEHeartbeat = writeTimeout / 2
-		c.Fetch.MaxInflightBytes = 64 << 20
+		c.MemoryLimit = 1 << 30              // room for the fetch budget below
+		c.Fetch.MaxInflightBytes = 128 << 20 // three fetches of 32 MiB at once
 	}})
 	createTopic(t, a, "t", 1, "")
 	createTopic(t, a, "quiet", 1, "")
@@ -94,10 +101,11 @@ func TestNonReadingClientsAreCutOff(t *testing.T) {
 	}()
 
 	fetcher := dialNonReader(t, a, "/v1/topics/t/partitions/0/records?offset=0&max_bytes=33554432")
+	batches := dialNonReader(t, a, "/v1/topics/t/partitions/0/records?offset=0&max_bytes=33554432", "Accept", binformat.BatchesMediaType)
 	streamer := dialNonReader(t, a, "/v1/topics/t/partitions/0/stream?offset=0&max_bytes=33554432")
 	waitUntil(t, func() bool { return metricValue(t, a, "silt_fetch_inflight_bytes") > 0 })
 	waitUntil(t, func() bool { return metricValue(t, a, "silt_fetch_inflight_bytes") == 0 })
-	for name, conn := range map[string]net.Conn{"fetch": fetcher, "stream": streamer} {
+	for name, conn := range map[string]net.Conn{"fetch": fetcher, "batches": batches, "stream": streamer} {
 		_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {

@@ -61,6 +61,18 @@ const (
 	ValuesText   = "text"   // log-like text that zstd compresses about 3:1
 )
 
+// Fetch encodings of the HTTP consumers.
+const (
+	FetchBatches = "batches" // stored batches, decoded by the consumer (application/vnd.silt.batches.v1)
+	FetchRecords = "records" // records encoded by the agent (application/vnd.silt.records.v1)
+)
+
+// Orders of the catch-up read.
+const (
+	CatchUpConcurrent = "concurrent" // each consumer reads all its partitions at once
+	CatchUpSequential = "sequential" // each consumer reads its partitions one after another
+)
+
 // Protocols Silt is driven with.
 const (
 	ProtocolHTTP  = "http"  // binary produce and fetch requests
@@ -97,6 +109,12 @@ type Options struct {
 	CatchUp bool
 	// CatchUpTimeout bounds the catch-up read.
 	CatchUpTimeout time.Duration
+	// FetchEncoding is the body the HTTP consumers fetch: FetchBatches
+	// (the default when empty) or FetchRecords.
+	FetchEncoding string `json:",omitempty"`
+	// CatchUpOrder is how each HTTP consumer reads its partitions back:
+	// CatchUpConcurrent (the default when empty) or CatchUpSequential.
+	CatchUpOrder string `json:",omitempty"`
 }
 
 // DefaultOptions is the main workload: 4 producers and consumers, one
@@ -117,6 +135,8 @@ func DefaultOptions() Options {
 		Protocol:       ProtocolHTTP,
 		CatchUp:        true,
 		CatchUpTimeout: 5 * time.Minute,
+		FetchEncoding:  FetchBatches,
+		CatchUpOrder:   CatchUpConcurrent,
 	}
 }
 
@@ -144,6 +164,8 @@ func (o Options) Validate() error {
 	check(o.Values == ValuesRandom || o.Values == ValuesText, "values must be %s or %s", ValuesRandom, ValuesText)
 	check(o.CatchUpTimeout > 0 || !o.CatchUp, "catch-up timeout must be positive")
 	check(o.Protocol == "" || o.Protocol == ProtocolHTTP || o.Protocol == ProtocolKafka, "protocol must be %s or %s", ProtocolHTTP, ProtocolKafka)
+	check(o.CatchUpOrder == "" || o.CatchUpOrder == CatchUpConcurrent || o.CatchUpOrder == CatchUpSequential, "catch-up order must be %s or %s", CatchUpConcurrent, CatchUpSequential)
+	check(o.FetchEncoding == "" || o.FetchEncoding == FetchBatches || o.FetchEncoding == FetchRecords, "fetch encoding must be %s or %s", FetchBatches, FetchRecords)
 	check(o.KafkaCompression == "" || slices.Contains(kafkaCodecs, o.KafkaCompression), "Kafka compression must be one of %v", kafkaCodecs)
 	switch o.Keys.Kind {
 	case KeysNone, KeysRandom:
@@ -168,6 +190,11 @@ func (o Options) Describe() string {
 	proto := ""
 	if o.Protocol == ProtocolKafka {
 		proto = fmt.Sprintf(", over Kafka (franz-go, %s batches)", o.kafkaCodec())
+	} else if o.FetchEncoding == FetchRecords {
+		proto = ", fetching records (records.v1)"
+	}
+	if o.Protocol != ProtocolKafka && o.CatchUpOrder == CatchUpSequential {
+		proto += ", catch-up one partition at a time"
 	}
 	return fmt.Sprintf("%d producers, %d consumers, %d topic(s) x %d partitions, %d B records (%s), rate %s, %s (+%s warmup), batch %d, in-flight %d, keys %s%s%s",
 		o.Producers, o.Consumers, o.Topics, o.Partitions, o.RecordSize, o.Values, rate,

@@ -17,6 +17,16 @@ type Progress struct {
 	terminal bool
 	mu       sync.Mutex
 	liveLen  int // length of the live line on screen
+	// OnPhase, when set, is called as a Silt run enters a phase
+	// ("catch-up") and leaves it (""), to profile one phase alone.
+	OnPhase func(phase string)
+}
+
+// phase reports a run entering (or, with "", leaving) a phase.
+func (p *Progress) phase(name string) {
+	if p != nil && p.OnPhase != nil {
+		p.OnPhase(name)
+	}
 }
 
 // NewProgress writes to w; terminal selects the live line.

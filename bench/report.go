@@ -343,6 +343,9 @@ func (r *Report) Tables() []*Table {
 			row(cu, "object GETs per GiB read", f1(s.CatchUp.GetsPerGiB), none, none, "", "")
 			row(cu, "object bytes per record byte", f2(s.CatchUp.ReadAmplification), none, none, "", "")
 		}
+		if s.CatchUp.Retries > 0 {
+			row(cu, "fetches retried (429/503)", fInt(float64(s.CatchUp.Retries)), none, none, "", "")
+		}
 		if raw != nil {
 			row(cu, "raw GET latency p50 / p99 ms", none, fMs(raw.GetLatency.P50)+" / "+fMs(raw.GetLatency.P99), none, "", "")
 		}

@@ -45,6 +45,8 @@ type CatchUpFigures struct {
 	ObjectBytesRead float64 `json:"object_bytes_read,omitempty"`
 	// ReadAmplification is object bytes read per record byte returned.
 	ReadAmplification float64 `json:"read_amplification,omitempty"`
+	// Retries counts fetches answered 429 or 503 and sent again.
+	Retries int64 `json:"retries,omitempty"`
 }
 
 // AgentFigures come from the agent's Prometheus registry over the measured

@@ -15,6 +15,7 @@ import (
 
 	"silt/binformat"
 	"silt/client"
+	"silt/segment"
 )
 
 // window is a run's timeline: producing starts at start, measuring at from
@@ -235,11 +236,13 @@ func RunSilt(ctx context.Context, t *Target, o Options, pr *Progress) (*RunResul
 		}
 		var cu *CatchUpFigures
 		var err error
+		pr.phase("catch-up")
 		if o.Protocol == ProtocolKafka {
 			cu, err = r.kafkaCatchUp(ctx, t, pr)
 		} else {
 			cu, err = r.catchUp(ctx, t, pr)
 		}
+		pr.phase("")
 		if err != nil {
 			return res, t, err
 		}
@@ -444,31 +447,64 @@ func consumerClients(t *Target, n, conns int) []*http.Client {
 	return out
 }
 
-// fetcher reads one partition page at a time in the binary format into a
-// buffer it reuses: the records it returns are valid until its next fetch.
+// fetcher reads one partition page at a time into a buffer it reuses, in
+// the stored-batches form (decoded here, as the Go client does) or the
+// binary records form.
 type fetcher struct {
-	hc   *http.Client
-	base string
-	buf  []byte
+	hc      *http.Client
+	base    string
+	records bool          // the binary records form rather than batches
+	retries *atomic.Int64 // counts fetches retried after 429 or 503, when set
+	buf     []byte
+	batch   segment.Batch // reused for every batch decoded
 }
 
-func (f *fetcher) fetch(ctx context.Context, p partitionRef, offset int64, maxBytes, maxRecords int, wait time.Duration) (*binformat.FetchResponse, error) {
+// page is what one fetch brought.
+type page struct {
+	next, hwm int64
+	records   int64
+}
+
+// fetch reads a page and calls visit for each record from offset on; the
+// bytes it is given are valid until visit returns.
+func (f *fetcher) fetch(ctx context.Context, p partitionRef, offset int64, maxBytes, maxRecords int, wait time.Duration, visit func(key, value []byte)) (page, error) {
 	u := fmt.Sprintf("%s/v1/topics/%s/partitions/%d/records?offset=%d&max_bytes=%d&max_records=%d&wait_ms=%d",
 		f.base, url.PathEscape(p.topic), p.partition, offset, maxBytes, maxRecords, wait.Milliseconds())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
+	accept := binformat.BatchesMediaType
+	if f.records {
+		accept = binformat.MediaType
 	}
-	req.Header.Set("Accept", binformat.MediaType)
-	resp, err := f.hc.Do(req)
-	if err != nil {
-		return nil, err
+	var resp *http.Response
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return page{}, err
+		}
+		req.Header.Set("Accept", accept)
+		if resp, err = f.hc.Do(req); err != nil {
+			return page{}, err
+		}
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		resp.Body.Close()
+		// Backpressure (too many response bytes in flight in the agent)
+		// and unavailability are retried, as clients do.
+		retriable := resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable
+		if !retriable || attempt >= 50 {
+			return page{}, fmt.Errorf("fetch %s/%d: %s: %s", p.topic, p.partition, resp.Status, bytes.TrimSpace(msg))
+		}
+		if f.retries != nil {
+			f.retries.Add(1)
+		}
+		select {
+		case <-time.After(min(time.Duration(attempt)*20*time.Millisecond, time.Second)):
+		case <-ctx.Done():
+			return page{}, ctx.Err()
+		}
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
-		return nil, fmt.Errorf("fetch %s/%d: %s: %s", p.topic, p.partition, resp.Status, bytes.TrimSpace(msg))
-	}
 	if n := resp.ContentLength; n > int64(cap(f.buf)) {
 		f.buf = make([]byte, 0, n)
 	}
@@ -483,11 +519,39 @@ func (f *fetcher) fetch(ctx context.Context, p partitionRef, offset int64, maxBy
 			break
 		}
 		if err != nil {
-			return nil, err
+			return page{}, err
 		}
 	}
 	f.buf = buf
-	return binformat.DecodeFetch(buf)
+	if f.records {
+		res, err := binformat.DecodeFetch(buf)
+		if err != nil {
+			return page{}, err
+		}
+		for i := range res.Records {
+			visit(res.Records[i].Key, res.Records[i].Value)
+		}
+		return page{next: res.NextOffset, hwm: res.HighWatermark, records: int64(len(res.Records))}, nil
+	}
+	res, err := binformat.DecodeBatches(buf)
+	if err != nil {
+		return page{}, err
+	}
+	pg := page{next: res.NextOffset, hwm: res.HighWatermark}
+	for _, raw := range res.Batches {
+		if err := f.batch.Decode(raw, segment.DecodeOptions{}); err != nil {
+			return page{}, fmt.Errorf("fetch %s/%d: %w", p.topic, p.partition, err)
+		}
+		for i := range f.batch.Records {
+			r := &f.batch.Records[i]
+			if f.batch.BaseOffset+int64(r.OffsetDelta) < res.Offset {
+				continue // before the offset asked for, in the first batch
+			}
+			visit(r.Key, r.Value)
+			pg.records++
+		}
+	}
+	return pg, nil
 }
 
 // tail long-polls every partition from offset 0, recording the end-to-end
@@ -506,13 +570,26 @@ func (r *siltRun) tail(ctx context.Context, producersDone <-chan struct{}) (*His
 	var firstErr error
 	for i, pr := range parts {
 		ci := i % len(clients)
-		fc := &fetcher{hc: clients[ci], base: r.t.URL}
+		fc := &fetcher{hc: clients[ci], base: r.t.URL, records: r.o.FetchEncoding == FetchRecords}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			off := int64(0)
+			var sent []int64 // send times of the page's records in the window
+			visit := func(_, value []byte) {
+				if ts, ok := sendTime(value); ok && r.win.measuredNanos(ts) {
+					sent = append(sent, ts)
+				}
+			}
 			for {
-				res, err := fc.fetch(ctx, pr, off, 4<<20, 20000, time.Second)
+				sent = sent[:0]
+				res, err := fc.fetch(ctx, pr, off, 4<<20, 20000, time.Second, visit)
+				now := time.Now()
+				mus[ci].Lock()
+				for _, ts := range sent {
+					hists[ci].Record(now.Sub(time.Unix(0, ts)))
+				}
+				mus[ci].Unlock()
 				if err != nil {
 					if ctx.Err() == nil {
 						errMu.Lock()
@@ -527,19 +604,11 @@ func (r *siltRun) tail(ctx context.Context, producersDone <-chan struct{}) (*His
 					}
 					return
 				}
-				now := time.Now()
-				mus[ci].Lock()
-				for _, rec := range res.Records {
-					if ts, ok := sendTime(rec.Value); ok && r.win.measuredNanos(ts) {
-						hists[ci].Record(now.Sub(time.Unix(0, ts)))
-					}
-				}
-				mus[ci].Unlock()
-				r.live.consumed.Add(int64(len(res.Records)))
-				off = res.NextOffset
+				r.live.consumed.Add(res.records)
+				off = res.next
 				select {
 				case <-producersDone:
-					if off >= res.HighWatermark {
+					if off >= res.hwm {
 						return
 					}
 				default:
@@ -562,15 +631,25 @@ func cmpErr(first, err error) error {
 	return err
 }
 
+// catchUpFetchBytes is the size of one catch-up fetch of a partition.
+const catchUpFetchBytes = 8 << 20
+
 // catchUp reads every partition from offset 0 to its high watermark.
-// Consumer i reads the partitions i, i+n, ... one after another.
+// Consumer i reads the partitions i, i+n, ...: all at once, one fetch in
+// flight for each (as a Kafka consumer fetches its partitions), or one
+// after another with CatchUpOrder sequential.
 func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchUpFigures, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.CatchUpTimeout)
 	defer cancel()
 	parts := r.partitions()
-	clients := consumerClients(t, r.o.Consumers, 1)
+	sequential := r.o.CatchUpOrder == CatchUpSequential
+	conns := 1
+	if !sequential {
+		conns = (len(parts) + r.o.Consumers - 1) / r.o.Consumers
+	}
+	clients := consumerClients(t, r.o.Consumers, conns)
 	before, _ := readCounters(t.Metrics)
-	var records, byteCount atomic.Int64
+	var records, byteCount, retries atomic.Int64
 	var complete atomic.Bool
 	complete.Store(true)
 	start := time.Now()
@@ -585,40 +664,51 @@ func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchU
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var firstErr error
+	// readPartition reads p to the high watermark its first page gives.
+	readPartition := func(fc *fetcher, p partitionRef) bool {
+		var n int64
+		count := func(key, value []byte) { n += int64(len(key) + len(value)) }
+		off, hwm := int64(0), int64(-1)
+		for hwm < 0 || off < hwm {
+			n = 0
+			res, err := fc.fetch(ctx, p, off, catchUpFetchBytes, 100_000, 0, count)
+			if err != nil {
+				errMu.Lock()
+				firstErr = cmpErr(firstErr, err)
+				errMu.Unlock()
+				complete.Store(false)
+				return false
+			}
+			if hwm < 0 {
+				hwm = res.hwm
+			}
+			records.Add(res.records)
+			byteCount.Add(n)
+			if res.next <= off {
+				complete.Store(false)
+				break
+			}
+			off = res.next
+		}
+		return true
+	}
 	for ci, hc := range clients {
-		fc := &fetcher{hc: hc, base: t.URL}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := ci; i < len(parts); i += len(clients) {
-				p := parts[i]
-				off, hwm := int64(0), int64(-1)
-				for hwm < 0 || off < hwm {
-					res, err := fc.fetch(ctx, p, off, 8<<20, 100_000, 0)
-					if err != nil {
-						errMu.Lock()
-						firstErr = cmpErr(firstErr, err)
-						errMu.Unlock()
-						complete.Store(false)
+		if sequential {
+			wg.Go(func() {
+				fc := &fetcher{hc: hc, base: t.URL, records: r.o.FetchEncoding == FetchRecords, retries: &retries}
+				for i := ci; i < len(parts); i += len(clients) {
+					if !readPartition(fc, parts[i]) {
 						return
 					}
-					if hwm < 0 {
-						hwm = res.HighWatermark
-					}
-					var n int64
-					for _, rec := range res.Records {
-						n += int64(len(rec.Key) + len(rec.Value))
-					}
-					records.Add(int64(len(res.Records)))
-					byteCount.Add(n)
-					if res.NextOffset <= off {
-						complete.Store(false)
-						break
-					}
-					off = res.NextOffset
 				}
-			}
-		}()
+			})
+			continue
+		}
+		for i := ci; i < len(parts); i += len(clients) {
+			wg.Go(func() {
+				readPartition(&fetcher{hc: hc, base: t.URL, records: r.o.FetchEncoding == FetchRecords, retries: &retries}, parts[i])
+			})
+		}
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -635,6 +725,7 @@ func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchU
 		RecordsPerSec: perSec(float64(records.Load()), elapsed),
 		MBPerSec:      perSec(float64(byteCount.Load()), elapsed) / mb,
 		Complete:      complete.Load(),
+		Retries:       retries.Load(),
 	}
 	if t.Metrics != nil {
 		cu.Gets = int64(d.Gets + d.GetRanges)

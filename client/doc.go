@@ -8,7 +8,9 @@
 //   - Keys, values and header values are []byte and round-trip exactly:
 //     nil is null and distinct from empty. Produce sends bytes that are
 //     compact, valid JSON as JSON and everything else as base64; Fetch asks
-//     for the binary body by default.
+//     for the stored batches by default (application/vnd.silt.batches.v1)
+//     and decodes them here: CRC-checked, decompressed with any of Kafka's
+//     codecs, the records before the offset asked for left out.
 //   - A non-2xx response becomes a *Error carrying the problem fields
 //     (Status, Code, Detail, Retriable, RetryAfter, and the offsets of an
 //     offset_out_of_range answer). Methods wrap it with what they were
@@ -25,6 +27,7 @@
 //     records per partition and resends a failed request with the same
 //     sequences, so a retry never writes a record twice.
 //
-// The package depends on binformat and partitioner only; it defines its
-// own request and response types matching the JSON of the API.
+// The package depends on binformat, partitioner and segment (to decode
+// RecordBatches) only; it defines its own request and response types
+// matching the JSON of the API.
 package client

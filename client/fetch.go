@@ -25,19 +25,27 @@ const (
 )
 
 // Encoding is the body format Fetch asks for. Every format carries the
-// same bytes; Binary is the cheapest.
+// same bytes; Batches, the default, is the cheapest for the agent: it
+// sends the stored (compressed) batches and the client decodes them.
 type Encoding int
 
 const (
-	Binary Encoding = iota // application/vnd.silt.records.v1
-	JSON                   // application/json
-	NDJSON                 // application/x-ndjson
+	Batches Encoding = iota // application/vnd.silt.batches.v1 (records.v1 from an agent without it)
+	Binary                  // application/vnd.silt.records.v1: records encoded by the agent
+	JSON                    // application/json
+	NDJSON                  // application/x-ndjson
 )
 
 // FetchOptions bound one fetch. Zero values take the agent's defaults.
 type FetchOptions struct {
+	// MaxRecords bounds the records returned. The agent sends whole
+	// batches in the Batches encoding; the client keeps MaxRecords of
+	// them and continues after the last one kept.
 	MaxRecords int
-	MaxBytes   int
+	// MaxBytes bounds the bytes the agent sends: records by their encoded
+	// size, or stored batches by theirs in the Batches encoding (the first
+	// batch or record is sent whole, however large).
+	MaxBytes int
 	// Wait is how long the agent may wait for records when there are none
 	// past the offset (a long-poll).
 	Wait time.Duration
@@ -133,8 +141,10 @@ func (c *Client) fetch(ctx context.Context, topic string, partition int32, offse
 	if opts.Base64 {
 		q.Set("encoding", "base64")
 	}
-	accept := binformat.MediaType
+	accept := acceptBatches
 	switch opts.Encoding {
+	case Binary:
+		accept = binformat.MediaType
 	case JSON:
 		accept = mediaJSON
 	case NDJSON:
@@ -144,13 +154,15 @@ func (c *Client) fetch(ctx context.Context, topic string, partition int32, offse
 	if err != nil {
 		return FetchResult{}, err
 	}
-	return decodeFetch(resp, partition)
+	return decodeFetch(resp, partition, opts.MaxRecords)
 }
 
 // decodeFetch parses a fetch body by its content type.
-func decodeFetch(resp *response, partition int32) (FetchResult, error) {
+func decodeFetch(resp *response, partition int32, maxRecords int) (FetchResult, error) {
 	mt, _, _ := mime.ParseMediaType(resp.header.Get("Content-Type"))
 	switch mt {
+	case binformat.BatchesMediaType:
+		return decodeBatchesFetch(resp.body, partition, maxRecords)
 	case binformat.MediaType:
 		return decodeBinaryFetch(resp.body, partition)
 	case mediaJSON:

@@ -89,7 +89,8 @@ func TestFetchRoundTripsBytes(t *testing.T) {
 		name string
 		opts client.FetchOptions
 	}{
-		{"binary", client.FetchOptions{}},
+		{"batches", client.FetchOptions{}},
+		{"binary", client.FetchOptions{Encoding: client.Binary}},
 		{"json", client.FetchOptions{Encoding: client.JSON}},
 		{"json-base64", client.FetchOptions{Encoding: client.JSON, Base64: true}},
 		{"ndjson", client.FetchOptions{Encoding: client.NDJSON}},
@@ -129,23 +130,27 @@ func TestFetchPages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var got []client.Record
-	offset := int64(3)
-	for offset < 10 {
-		res, err := c.Fetch(ctx, "t", 1, offset, client.FetchOptions{MaxRecords: 3})
-		if err != nil {
-			t.Fatal(err)
+	// Pages of at most 3 records, from the middle of a batch of 4: the
+	// agent sends whole batches in the batches form, the client keeps 3.
+	for _, enc := range []client.Encoding{client.Batches, client.Binary} {
+		var got []client.Record
+		offset := int64(3)
+		for offset < 10 {
+			res, err := c.Fetch(ctx, "t", 1, offset, client.FetchOptions{MaxRecords: 3, Encoding: enc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Records) == 0 || len(res.Records) > 3 {
+				t.Fatalf("encoding %d: fetch at %d: %d records with max_records=3", enc, offset, len(res.Records))
+			}
+			if res.NextOffset != res.Records[len(res.Records)-1].Offset+1 || res.HighWatermark != 10 {
+				t.Fatalf("encoding %d: fetch at %d: next %d hwm %d", enc, offset, res.NextOffset, res.HighWatermark)
+			}
+			got = append(got, res.Records...)
+			offset = res.NextOffset
 		}
-		if len(res.Records) == 0 || len(res.Records) > 3 {
-			t.Fatalf("fetch at %d: %d records with max_records=3", offset, len(res.Records))
-		}
-		if res.NextOffset != res.Records[len(res.Records)-1].Offset+1 || res.HighWatermark != 10 {
-			t.Fatalf("fetch at %d: next %d hwm %d", offset, res.NextOffset, res.HighWatermark)
-		}
-		got = append(got, res.Records...)
-		offset = res.NextOffset
+		checkRecords(t, got, msgs[3:], 3)
 	}
-	checkRecords(t, got, msgs[3:], 3)
 
 	// Latest and past the end: no records, and the position to go on from.
 	for _, off := range []int64{client.Latest, 10} {

@@ -145,7 +145,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		}
 	}
 	fetch := paths["/v1/topics/{topic}/partitions/{partition}/records"].(map[string]any)["get"].(map[string]any)["responses"].(map[string]any)
-	for _, mt := range []string{"application/json", "application/x-ndjson", "application/vnd.silt.records.v1"} {
+	for _, mt := range []string{"application/json", "application/x-ndjson", "application/vnd.silt.records.v1", "application/vnd.silt.batches.v1"} {
 		if _, ok := fetch["200"].(map[string]any)["content"].(map[string]any)[mt]; !ok {
 			t.Errorf("fetch lacks the %s response", mt)
 		}

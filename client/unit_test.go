@@ -18,6 +18,7 @@ import (
 	"silt/binformat"
 	"silt/problem"
 	"silt/recordjson"
+	"silt/segment"
 )
 
 func fakeClient(t *testing.T, h http.Handler, opts ...Option) *Client {
@@ -293,6 +294,13 @@ func TestFetchDecodesEachFormat(t *testing.T) {
 			return
 		}
 		switch gotAccept {
+		case acceptBatches:
+			b := kafkaBatch(t, []segment.Record{
+				{OffsetDelta: 0, Timestamp: 1000, Key: nil, Value: []byte("v"), Headers: []segment.Header{{Key: "h", Value: nil}}},
+				{OffsetDelta: 2, Timestamp: 2000, Key: []byte{}, Value: []byte(`{"a":1}`)},
+			}, segment.CompressionGzip, 7)
+			w.Header().Set("Content-Type", binformat.BatchesMediaType)
+			w.Write(batchesBody(binformat.BatchesHeader{Partition: 3, Offset: 7, NextOffset: 10, HighWatermark: 12, LogStartOffset: 5}, b))
 		case binformat.MediaType:
 			b := binformat.AppendFetchHeader(nil, 10, 12, 5, len(recs))
 			for i := range recs {
@@ -314,7 +322,7 @@ func TestFetchDecodesEachFormat(t *testing.T) {
 		}
 	}))
 	ctx := ctxFor(t)
-	for _, enc := range []Encoding{Binary, JSON, NDJSON} {
+	for _, enc := range []Encoding{Batches, Binary, JSON, NDJSON} {
 		res, err := c.Fetch(ctx, "a.b", 3, 7, FetchOptions{MaxRecords: 2, MaxBytes: 1000, Wait: 1500 * time.Millisecond, Encoding: enc})
 		if err != nil {
 			t.Fatalf("encoding %d: %v", enc, err)
@@ -334,7 +342,7 @@ func TestFetchDecodesEachFormat(t *testing.T) {
 			t.Fatalf("encoding %d: record 1 %+v", enc, r1)
 		}
 	}
-	if _, err := c.Fetch(ctx, "a.b", 3, Earliest, FetchOptions{}); err != nil || gotQuery != "offset=earliest" || gotAccept != binformat.MediaType {
+	if _, err := c.Fetch(ctx, "a.b", 3, Earliest, FetchOptions{}); err != nil || gotQuery != "offset=earliest" || gotAccept != acceptBatches {
 		t.Fatalf("earliest: %v, query %q accept %q", err, gotQuery, gotAccept)
 	}
 	if _, err := c.Fetch(ctx, "a.b", 3, Latest, FetchOptions{Encoding: JSON, Base64: true}); err != nil || gotQuery != "encoding=base64&offset=latest" {

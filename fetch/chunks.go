@@ -33,30 +33,100 @@ type ChunkResponse struct {
 	LogStartOffset int64
 }
 
-// FetchChunks reads stored batches from req.Offset without decoding them:
-// the chunk holding req.Offset (which may start before it: readers skip
+// StoredBatch is one stored RecordBatch of a BatchResponse.
+type StoredBatch struct {
+	BaseOffset   int64
+	LastOffset   int64
+	Records      int32
+	MaxTimestamp int64
+	// Bytes is the batch as it is stored, shared with the caches: never
+	// change it. Its base offset field may hold 0 (a flush chunk): a
+	// reader sends BaseOffset in its place (segment.SetBaseOffset on a
+	// copy, or the first 8 bytes written apart).
+	Bytes []byte
+}
+
+// BatchResponse is the outcome of FetchBatches. Its batches hold a share
+// of Config.MaxInflightBytes until Release.
+type BatchResponse struct {
+	Batches        []StoredBatch
+	Size           int64 // the batches' bytes
+	NextOffset     int64 // past the last batch; the request's offset when there is none
+	HighWatermark  int64
+	LogStartOffset int64
+
+	budget *budget
+	held   int64
+}
+
+// Release gives the response's bytes back to the in-flight budget once
+// they are written (or dropped). Release of a nil or released response
+// does nothing.
+func (r *BatchResponse) Release() {
+	if r == nil || r.budget == nil {
+		return
+	}
+	r.budget.give(r.held)
+	r.budget, r.held = nil, 0
+}
+
+// FetchBatches reads stored batches from req.Offset without decoding them:
+// the batch holding req.Offset (which may start before it: readers skip
 // the records they did not ask for, as Kafka clients do) and those after
-// it, up to req.MaxBytes (the first chunk is always returned whole, however
-// large) and MaxChunksPerFetch. It shares the index lookup, the read
-// planning (whole fresh objects for tails, coalesced ranges otherwise) and
-// the object cache with Fetch; chunks read by range are kept in their own
-// cache. MaxRecords is ignored.
+// it, up to req.MaxBytes of stored bytes (the first batch is always
+// returned whole, however large), MaxChunksPerFetch index rows and, when
+// req.MaxRecords > 0, the batches it takes to hold req.MaxRecords records
+// from req.Offset. The bytes are shared with the caches, not copied.
+//
+// The batches hold a share of Config.MaxInflightBytes until Release, taken
+// before the read as Fetch takes it: up to MaxBytes of what is free (fewer
+// batches when less is free), ErrBackpressure when nothing is.
 //
 // An offset below the log start, or past the high watermark, fails with
-// an OutOfRangeError; at the high watermark, FetchChunks waits up to
+// an OutOfRangeError; at the high watermark, FetchBatches waits up to
 // req.Wait for a commit, as Fetch does.
+func (f *Fetcher) FetchBatches(ctx context.Context, req Request) (*BatchResponse, error) {
+	return f.fetchStored(ctx, req, true)
+}
+
+// FetchChunks is FetchBatches for a caller that keeps its own account of
+// the bytes in flight (the Kafka listener) and wants them in one piece:
+// the batches are copied into Data with their base offsets written, and
+// hold nothing of Config.MaxInflightBytes. MaxRecords is ignored.
 func (f *Fetcher) FetchChunks(ctx context.Context, req Request) (*ChunkResponse, error) {
+	req.MaxRecords = 0
+	r, err := f.fetchStored(ctx, req, false)
+	if err != nil {
+		return nil, err
+	}
+	resp := &ChunkResponse{NextOffset: r.NextOffset, HighWatermark: r.HighWatermark, LogStartOffset: r.LogStartOffset}
+	if len(r.Batches) == 0 {
+		return resp, nil
+	}
+	resp.Data = make([]byte, 0, r.Size)
+	resp.Chunks = make([]Chunk, len(r.Batches))
+	for i, b := range r.Batches {
+		start := len(resp.Data)
+		resp.Data = append(resp.Data, b.Bytes...)
+		segment.SetBaseOffset(resp.Data[start:], b.BaseOffset)
+		resp.Chunks[i] = Chunk{BaseOffset: b.BaseOffset, LastOffset: b.LastOffset, Records: b.Records, MaxTimestamp: b.MaxTimestamp, Size: len(b.Bytes)}
+	}
+	return resp, nil
+}
+
+func (f *Fetcher) fetchStored(ctx context.Context, req Request, hold bool) (*BatchResponse, error) {
 	if req.MaxBytes < 1 {
 		req.MaxBytes = 1
 	}
-	var resp *ChunkResponse
+	var resp *BatchResponse
 	err := f.poll(ctx, req, func() (bool, error) {
-		r, err := f.chunksOnce(ctx, req)
+		r, err := f.storedOnce(ctx, req, hold)
 		if err != nil {
 			return false, err
 		}
 		resp = r
-		return len(r.Chunks) > 0, nil
+		// Offsets a compaction emptied count as progress too.
+		return len(r.Batches) > 0 || r.NextOffset > req.Offset, nil
 	})
 	if err != nil {
 		return nil, err
@@ -64,20 +134,40 @@ func (f *Fetcher) FetchChunks(ctx context.Context, req Request) (*ChunkResponse,
 	return resp, nil
 }
 
-func (f *Fetcher) chunksOnce(ctx context.Context, req Request) (*ChunkResponse, error) {
-	st, refs, err := f.index.LookupBatches(ctx, req.TopicID, req.Partition, req.Offset, req.MaxBytes, f.cfg.MaxChunksPerFetch)
+func (f *Fetcher) storedOnce(ctx context.Context, req Request, hold bool) (*BatchResponse, error) {
+	st, refs, err := f.lookup(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	if req.Offset < st.LogStartOffset || req.Offset > st.HighWatermark {
 		return nil, &OutOfRangeError{Offset: req.Offset, LogStartOffset: st.LogStartOffset, HighWatermark: st.HighWatermark}
 	}
-	resp := &ChunkResponse{NextOffset: req.Offset, HighWatermark: st.HighWatermark, LogStartOffset: st.LogStartOffset}
+	resp := &BatchResponse{NextOffset: req.Offset, HighWatermark: st.HighWatermark, LogStartOffset: st.LogStartOffset}
 	if len(refs) == 0 {
 		return resp, nil
 	}
+	limit := req.MaxBytes
+	if hold {
+		// As Fetch: take the response's share before reading, and read
+		// fewer chunks when less is free.
+		grant := f.inflight.upTo(req.MaxBytes)
+		if grant == 0 {
+			f.metrics.backpressure.Inc()
+			return nil, ErrBackpressure
+		}
+		limit = grant
+		resp.budget, resp.held = f.inflight, grant
+	}
+	// The lookup's last row may cross the limit: it is not read.
+	refs = trimRefs(refs, limit)
+	if req.MaxRecords > 0 {
+		refs = trimRefsToRecords(refs, req.Offset, req.MaxRecords)
+	}
 	head := refs[len(refs)-1].LastOffset+1 >= st.HighWatermark
-	raws, err := f.rawChunks(ctx, refs, head)
+	raws, err := f.rawChunks(ctx, PartitionKey{req.TopicID, req.Partition}, refs, head)
+	if err != nil {
+		resp.Release()
+	}
 	if errors.Is(err, objectstore.ErrNotExist) {
 		if now, lerr := f.index.PartitionOffsets(ctx, req.TopicID, req.Partition); lerr == nil && req.Offset < now.LogStartOffset {
 			return nil, &OutOfRangeError{Offset: req.Offset, LogStartOffset: now.LogStartOffset, HighWatermark: now.HighWatermark}
@@ -87,44 +177,107 @@ func (f *Fetcher) chunksOnce(ctx context.Context, req Request) (*ChunkResponse, 
 	if err != nil {
 		return nil, err
 	}
-	total := 0
-	for _, r := range raws {
-		total += len(r)
+	if err := f.collect(resp, req, refs, raws, limit); err != nil {
+		resp.Release()
+		return nil, err
 	}
-	resp.Data = make([]byte, 0, total)
-	resp.Chunks = make([]Chunk, 0, len(refs))
-	var records int64
-	for i, r := range refs {
-		if r.Batches > 1 {
-			// A merged run: batches back to back, each with its own base
-			// offset; one chunk each.
-			for rest := raws[i]; len(rest) > 0; {
-				h, b, next, err := segment.NextBatch(rest)
-				if err != nil {
-					return nil, fmt.Errorf("read %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
-				}
-				resp.Data = append(resp.Data, b...)
-				resp.Chunks = append(resp.Chunks, Chunk{BaseOffset: h.BaseOffset, LastOffset: h.LastOffset(), Records: h.RecordCount, MaxTimestamp: h.MaxTimestamp, Size: len(b)})
-				rest = next
+	if hold {
+		// Hold what the batches take: give back what they leave of the
+		// grant, or take what a first batch larger than it needs (that
+		// batch is served whole, if the budget has room for it).
+		switch {
+		case resp.Size < resp.held:
+			f.inflight.give(resp.held - resp.Size)
+			resp.held = resp.Size
+		case resp.Size > resp.held:
+			if !f.inflight.take(resp.Size - resp.held) {
+				resp.Release()
+				f.metrics.backpressure.Inc()
+				return nil, ErrBackpressure
 			}
-		} else {
-			start := len(resp.Data)
-			resp.Data = append(resp.Data, raws[i]...)
-			segment.SetBaseOffset(resp.Data[start:], r.BaseOffset)
-			resp.Chunks = append(resp.Chunks, Chunk{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp, Size: len(raws[i])})
+			resp.held = resp.Size
 		}
-		resp.NextOffset = r.LastOffset + 1
-		records += int64(r.Records)
+		if resp.held == 0 {
+			resp.budget = nil
+		}
+	}
+	var records int64
+	for _, b := range resp.Batches {
+		records += int64(b.Records)
 	}
 	f.metrics.records.Add(float64(records))
-	f.metrics.batchBytes.Add(float64(len(resp.Data)))
+	f.metrics.batchBytes.Add(float64(resp.Size))
 	return resp, nil
+}
+
+// collect fills resp with the batches of refs (whose stored bytes are
+// raws) from req.Offset on: a merged row's batches one by one, skipping
+// those wholly before req.Offset; it stops before a batch that would take
+// the bytes past limit, or the records past req.MaxRecords (the first
+// batch is always taken).
+func (f *Fetcher) collect(resp *BatchResponse, req Request, refs []metadata.BatchRef, raws [][]byte, limit int64) error {
+	var records int64 // from req.Offset on
+	full := func(size int) bool {
+		if len(resp.Batches) == 0 {
+			return false
+		}
+		return resp.Size+int64(size) > limit || req.MaxRecords > 0 && records >= int64(req.MaxRecords)
+	}
+	add := func(b StoredBatch) {
+		resp.Batches = append(resp.Batches, b)
+		resp.Size += int64(len(b.Bytes))
+		records += b.LastOffset + 1 - max(b.BaseOffset, req.Offset)
+		resp.NextOffset = b.LastOffset + 1
+	}
+	resp.Batches = make([]StoredBatch, 0, len(refs))
+	for i, r := range refs {
+		if r.Batches <= 1 {
+			if full(len(raws[i])) {
+				return nil
+			}
+			add(StoredBatch{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp, Bytes: raws[i]})
+			continue
+		}
+		// A merged run: batches back to back, each with its own base
+		// offset.
+		for rest := raws[i]; len(rest) > 0; {
+			h, b, next, err := segment.NextBatch(rest)
+			if err != nil {
+				return fmt.Errorf("read %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+			}
+			rest = next
+			if h.LastOffset() < req.Offset {
+				continue
+			}
+			if full(len(b)) {
+				return nil
+			}
+			add(StoredBatch{BaseOffset: h.BaseOffset, LastOffset: h.LastOffset(), Records: h.RecordCount, MaxTimestamp: h.MaxTimestamp, Bytes: b})
+		}
+		// Offsets a compaction left empty at the run's end are passed too.
+		resp.NextOffset = r.LastOffset + 1
+	}
+	return nil
+}
+
+// trimRefsToRecords keeps the rows it takes to reach n records from
+// offset on, at least one.
+func trimRefsToRecords(refs []metadata.BatchRef, offset int64, n int) []metadata.BatchRef {
+	var sum int64
+	for i, r := range refs {
+		if i > 0 && sum >= int64(n) {
+			return refs[:i]
+		}
+		sum += r.LastOffset + 1 - max(r.BaseOffset, offset)
+	}
+	return refs
 }
 
 // rawChunks returns the stored bytes of refs, in order, from the batch
 // cache, the object cache or the object store. The slices are shared:
 // callers copy before changing them.
-func (f *Fetcher) rawChunks(ctx context.Context, refs []metadata.BatchRef, head bool) ([][]byte, error) {
+func (f *Fetcher) rawChunks(ctx context.Context, k PartitionKey, refs []metadata.BatchRef, head bool) ([][]byte, error) {
+	defer f.served(k, refs)
 	out := make([][]byte, len(refs))
 	var missing []int
 	for i, r := range refs {
@@ -142,7 +295,10 @@ func (f *Fetcher) rawChunks(ctx context.Context, refs []metadata.BatchRef, head 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.cfg.ReadConcurrency)
 	for _, run := range f.plan(refs, missing, head) {
-		g.Go(func() error { return f.readRaw(gctx, refs, run, out) })
+		g.Go(func() error {
+			defer f.share.served(k, run.key)
+			return f.readRaw(gctx, refs, run, out)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
@@ -155,7 +311,7 @@ func (f *Fetcher) rawChunks(ctx context.Context, refs []metadata.BatchRef, head 
 // batch cache (whole objects are in the object cache already); they are
 // copied out of the read first when it also spans other partitions' data.
 func (f *Fetcher) readRaw(ctx context.Context, refs []metadata.BatchRef, p *readPlan, out [][]byte) error {
-	data, base, err := f.readData(ctx, p)
+	data, base, err := f.readData(ctx, refs, p)
 	if err != nil {
 		return err
 	}
@@ -178,7 +334,7 @@ func (f *Fetcher) readRaw(ctx context.Context, refs []metadata.BatchRef, p *read
 			r.Batches > 1 && h.BaseOffset != r.BaseOffset {
 			return fmt.Errorf("read %s@%d: batch header disagrees with the index: %w", p.key, r.ByteOffset, segment.ErrCorrupt)
 		}
-		if !p.whole {
+		if !p.whole && !p.shared {
 			if shared {
 				chunk = append([]byte(nil), chunk...)
 			}
@@ -198,7 +354,7 @@ func (f *Fetcher) RecordForTimestamp(ctx context.Context, topicID int64, partiti
 		if err != nil || !ok {
 			return 0, 0, false, err
 		}
-		bs, err := f.batches(ctx, []metadata.BatchRef{ref}, true)
+		bs, err := f.batches(ctx, PartitionKey{topicID, partition}, []metadata.BatchRef{ref}, true)
 		if errors.Is(err, objectstore.ErrNotExist) && attempt < 2 {
 			continue
 		}

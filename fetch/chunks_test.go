@@ -111,3 +111,113 @@ func TestFetchChunksCachesRanges(t *testing.T) {
 		t.Fatalf("record fetch: %v", err)
 	}
 }
+
+// batchOffsets lists each batch's first and last offset, checking the
+// header of its bytes against them (a stored flush chunk holds base
+// offset 0, which the reader replaces).
+func batchOffsets(t *testing.T, resp *BatchResponse) [][2]int64 {
+	t.Helper()
+	var out [][2]int64
+	var size int64
+	for i, b := range resp.Batches {
+		h, err := segment.VerifyBatch(b.Bytes)
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if h.BaseOffset != 0 && h.BaseOffset != b.BaseOffset || b.LastOffset-b.BaseOffset != int64(h.LastOffsetDelta) || h.RecordCount != b.Records {
+			t.Fatalf("batch %d: %+v, header %+v", i, b, h)
+		}
+		out = append(out, [2]int64{b.BaseOffset, b.LastOffset})
+		size += int64(len(b.Bytes))
+	}
+	if size != resp.Size {
+		t.Fatalf("Size %d, batches hold %d bytes", resp.Size, size)
+	}
+	return out
+}
+
+// FetchBatches serves the batch holding the offset and those after it,
+// within max bytes and max records, skipping a merged row's batches that
+// end before the offset; its bytes are the cached ones, not copies.
+func TestFetchBatchesLimits(t *testing.T) {
+	w := newWorld(t, 9, 10)
+	w.mergeRows(4) // rows of 4, 4 and 1 batches
+	f := setup(t, w, nil)
+	ctx := context.Background()
+	size := int64(w.refs[0].ByteLength / 4) // every batch is this large
+	for _, tc := range []struct {
+		name       string
+		req        Request
+		first, n   int64 // first batch's base offset, batches
+		nextOffset int64
+	}{
+		{"all", Request{Offset: 0, MaxBytes: 1 << 20}, 0, 9, 90},
+		{"mid-batch, mid-row", Request{Offset: 25, MaxBytes: 1 << 20}, 20, 7, 90},
+		{"max bytes", Request{Offset: 0, MaxBytes: 3 * size}, 0, 3, 30},
+		{"max bytes below one batch", Request{Offset: 13, MaxBytes: 1}, 10, 1, 20},
+		{"max records", Request{Offset: 15, MaxRecords: 6, MaxBytes: 1 << 20}, 10, 2, 30},
+		{"max records within the first batch", Request{Offset: 15, MaxRecords: 1, MaxBytes: 1 << 20}, 10, 1, 20},
+		{"last row", Request{Offset: 85, MaxBytes: 1 << 20}, 80, 1, 90},
+	} {
+		tc.req.TopicID = 1
+		resp, err := f.FetchBatches(ctx, tc.req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := batchOffsets(t, resp)
+		if int64(len(got)) != tc.n || got[0][0] != tc.first || resp.NextOffset != tc.nextOffset || resp.HighWatermark != 90 {
+			t.Errorf("%s: batches %v, next %d, hwm %d; want %d from %d, next %d", tc.name, got, resp.NextOffset, resp.HighWatermark, tc.n, tc.first, tc.nextOffset)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i][0] != got[i-1][1]+1 {
+				t.Errorf("%s: batches %v are not contiguous", tc.name, got)
+			}
+		}
+		resp.Release()
+	}
+	if n := f.inflight.inUse(); n != 0 {
+		t.Fatalf("%d bytes still held after every Release", n)
+	}
+	// The bytes are shared with the cache: a second fetch hands out the
+	// same memory.
+	a, _ := f.FetchBatches(ctx, Request{TopicID: 1, MaxBytes: 1 << 20})
+	b, _ := f.FetchBatches(ctx, Request{TopicID: 1, MaxBytes: 1 << 20})
+	if &a.Batches[0].Bytes[0] != &b.Batches[0].Bytes[0] {
+		t.Error("two fetches of the same batch got two copies")
+	}
+	a.Release()
+	b.Release()
+}
+
+// FetchBatches holds its bytes in the in-flight budget until Release:
+// served smaller when less is free, refused when nothing is, and a first
+// batch larger than what is free is served only if the budget has room.
+func TestFetchBatchesHoldsTheBudget(t *testing.T) {
+	w := newWorld(t, 4, 10)
+	size := int64(w.refs[0].ByteLength)
+	f := setup(t, w, func(c *Config) { c.MaxInflightBytes = 2*size + size/2 })
+	ctx := context.Background()
+	first, err := f.FetchBatches(ctx, Request{TopicID: 1, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Batches) != 2 || f.inflight.inUse() != 2*size {
+		t.Fatalf("%d batches, %d bytes held; want 2 and %d", len(first.Batches), f.inflight.inUse(), 2*size)
+	}
+	// Half a batch is free: the one batch asked for does not fit.
+	if _, err := f.FetchBatches(ctx, Request{TopicID: 1, Offset: 20, MaxBytes: 1 << 20}); !errors.Is(err, ErrBackpressure) {
+		t.Fatalf("with half a batch free: %v, want ErrBackpressure", err)
+	}
+	if f.inflight.inUse() != 2*size {
+		t.Fatalf("a refused fetch kept %d bytes", f.inflight.inUse()-2*size)
+	}
+	first.Release()
+	first.Release() // twice is harmless
+	if n := f.inflight.inUse(); n != 0 {
+		t.Fatalf("%d bytes held after Release", n)
+	}
+	// Kafka's FetchChunks keeps its own account: it holds nothing here.
+	if _, err := f.FetchChunks(ctx, Request{TopicID: 1, MaxBytes: 1 << 20}); err != nil || f.inflight.inUse() != 0 {
+		t.Fatalf("FetchChunks: %v, %d bytes held", err, f.inflight.inUse())
+	}
+}

@@ -23,6 +23,12 @@
 //     less is free, ErrBackpressure when nothing is), until the caller's
 //     Response.Release. Records are priced by segment.RecordSize for
 //     MaxBytes and by segment.RecordMemory for the budget and the cache.
+//   - FetchBatches serves stored RecordBatches as they are, undecoded and
+//     uncopied (the bytes are the caches'), for the HTTP batch encoding;
+//     FetchChunks copies them into one buffer with base offsets written,
+//     for Kafka fetch. Both start at the batch holding the offset (records
+//     before it in that batch are the reader's to skip) and share the
+//     index lookup, read planning and caches with Fetch.
 //   - The Notifier holds one LISTEN connection per agent and fans commits
 //     out in memory; when that connection drops, every waiter is woken to
 //     re-check, so no commit is missed.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -187,6 +188,7 @@ type Fetcher struct {
 	chunks   *lru[chunkKey, *segment.Batch]
 	raw      *lru[chunkKey, []byte] // stored batches, as they are in their objects
 	whole    *lru[string, []byte]
+	share    *sharer // whole objects read once for several catch-up readers
 	inflight *budget
 	flight   singleflight.Group
 	decode   segment.DecodeOptions
@@ -229,6 +231,7 @@ func New(cfg Config, deps Deps) (*Fetcher, error) {
 	f.chunks = newLRU[chunkKey, *segment.Batch](cfg.CacheBytes, func(n int64) { m.evictions.Add(float64(n)) })
 	f.raw = newLRU[chunkKey, []byte](cfg.BatchCacheBytes, nil)
 	f.whole = newLRU[string, []byte](cfg.ObjectCacheBytes, nil)
+	f.share = newSharer(f.inflight, cfg.WholeObjectBytes)
 	return f, nil
 }
 
@@ -294,7 +297,7 @@ func (f *Fetcher) poll(ctx context.Context, req Request, once func() (found bool
 }
 
 func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error) {
-	st, refs, err := f.index.LookupBatches(ctx, req.TopicID, req.Partition, req.Offset, req.MaxBytes, f.cfg.MaxChunksPerFetch)
+	st, refs, err := f.lookup(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -324,7 +327,7 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 	// whole fresh objects with the other partitions' tails. One that stops
 	// short of it is reading history and reads its own ranges.
 	head := refs[len(refs)-1].LastOffset+1 >= st.HighWatermark
-	batches, err := f.batches(ctx, refs, head)
+	batches, err := f.batches(ctx, PartitionKey{req.TopicID, req.Partition}, refs, head)
 	if err != nil {
 		f.inflight.give(grant)
 	}
@@ -389,6 +392,36 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 	return resp, nil
 }
 
+// lookup looks req up in the index. It looks up twice the bytes it reads:
+// the rows past them say which objects the reader will read next, for the
+// sharer. It returns the rows within req.MaxBytes.
+func (f *Fetcher) lookup(ctx context.Context, req Request) (metadata.PartitionState, []metadata.BatchRef, error) {
+	st, refs, err := f.index.LookupBatches(ctx, req.TopicID, req.Partition, req.Offset, 2*req.MaxBytes, f.cfg.MaxChunksPerFetch)
+	if err != nil || len(refs) == 0 {
+		return st, refs, err
+	}
+	f.share.want(PartitionKey{req.TopicID, req.Partition}, refs)
+	return st, trimRefs(refs, req.MaxBytes), nil
+}
+
+// tailRead reports a read at the tail: it reaches the high watermark
+// (head) within a few objects. Tail reads share whole fresh objects
+// through the object cache.
+func tailRead(refs []metadata.BatchRef, head bool) bool {
+	if !head {
+		return false
+	}
+	var keys []string
+	for _, r := range refs {
+		if !slices.Contains(keys, r.SegmentKey) {
+			if keys = append(keys, r.SegmentKey); len(keys) > maxWholeObjectsPerFetch {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // trimRefs keeps the chunks whose stored bytes fit in n, at least one:
 // a fetch served smaller reads less.
 func trimRefs(refs []metadata.BatchRef, n int64) []metadata.BatchRef {
@@ -425,8 +458,10 @@ func (f *Fetcher) OffsetForTimestamp(ctx context.Context, topicID int64, partiti
 }
 
 // batches returns the decoded chunks of refs, in order, from the cache or
-// the object store; head says the read reaches the high watermark (see plan).
-func (f *Fetcher) batches(ctx context.Context, refs []metadata.BatchRef, head bool) ([]*segment.Batch, error) {
+// the object store, for partition k; head says the read reaches the high
+// watermark (see plan).
+func (f *Fetcher) batches(ctx context.Context, k PartitionKey, refs []metadata.BatchRef, head bool) ([]*segment.Batch, error) {
+	defer f.served(k, refs)
 	out := make([]*segment.Batch, len(refs))
 	var missing []int
 	for i, r := range refs {
@@ -444,7 +479,10 @@ func (f *Fetcher) batches(ctx context.Context, refs []metadata.BatchRef, head bo
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.cfg.ReadConcurrency)
 	for _, run := range f.plan(refs, missing, head) {
-		g.Go(func() error { return f.read(gctx, refs, run, out) })
+		g.Go(func() error {
+			defer f.share.served(k, run.key)
+			return f.read(gctx, refs, run, out)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
@@ -456,9 +494,19 @@ func (f *Fetcher) batches(ctx context.Context, refs []metadata.BatchRef, head bo
 type readPlan struct {
 	key        string
 	whole      bool
+	shared     bool  // start, end read through the sharer, with other partitions' chunks
 	size       int64 // the object's size
 	start, end int64 // byte range when not whole
 	idx        []int
+}
+
+// served tells the sharer that partition k read the objects of refs.
+func (f *Fetcher) served(k PartitionKey, refs []metadata.BatchRef) {
+	for i, r := range refs {
+		if i == 0 || r.SegmentKey != refs[i-1].SegmentKey {
+			f.share.served(k, r.SegmentKey)
+		}
+	}
 }
 
 // maxWholeObjectsPerFetch: a fetch spanning more objects than this is not
@@ -483,13 +531,21 @@ func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int, head bool) []*re
 		byKey[k] = append(byKey[k], i)
 	}
 	var plans []*readPlan
-	tail := head && len(keys) <= maxWholeObjectsPerFetch
+	tail := tailRead(refs, head)
 	for _, k := range keys {
 		idx := byKey[k]
 		r0 := refs[idx[0]]
 		fresh := r0.SegmentSize <= f.cfg.WholeObjectBytes && time.Since(r0.SegmentAt) <= f.cfg.RecentWindow
 		if f.whole.has(k) || (tail && fresh) {
 			plans = append(plans, &readPlan{key: k, whole: true, size: r0.SegmentSize, idx: idx})
+			continue
+		}
+		lo, hi := int64(math.MaxInt64), int64(0)
+		for _, i := range idx {
+			lo, hi = min(lo, refs[i].ByteOffset), max(hi, refs[i].ByteOffset+int64(refs[i].ByteLength))
+		}
+		if f.share.claim(k, lo, hi) {
+			plans = append(plans, &readPlan{key: k, shared: true, size: r0.SegmentSize, start: lo, end: hi, idx: idx})
 			continue
 		}
 		sort.Slice(idx, func(a, b int) bool { return refs[idx[a]].ByteOffset < refs[idx[b]].ByteOffset })
@@ -511,7 +567,25 @@ func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int, head bool) []*re
 
 // readData performs one plan: the bytes read and the object offset they
 // start at (0 for a whole object).
-func (f *Fetcher) readData(ctx context.Context, p *readPlan) (data []byte, base int64, err error) {
+func (f *Fetcher) readData(ctx context.Context, refs []metadata.BatchRef, p *readPlan) (data []byte, base int64, err error) {
+	if p.shared {
+		span, lo, err := f.share.get(ctx, p.key, func(rctx context.Context, lo, hi int64) ([]byte, error) {
+			f.metrics.gets.WithLabelValues("shared").Inc()
+			rc, err := f.objects.GetRange(rctx, p.key, lo, hi-lo)
+			if err != nil {
+				return nil, storageError(fmt.Sprintf("read %s [%d,%d)", p.key, lo, hi), err)
+			}
+			b, err := readAll(rc, hi-lo)
+			if err != nil {
+				return nil, storageError("read "+p.key, err)
+			}
+			return b, nil
+		})
+		if !errors.Is(err, errNotShared) {
+			return span, lo, err
+		}
+		p.shared = false // let go before this reader came: its own range, then
+	}
 	if p.whole {
 		obj, err := f.wholeObject(ctx, p.key, p.size)
 		if err != nil {
@@ -542,7 +616,7 @@ func chunkBytes(key string, r metadata.BatchRef, data []byte, base int64) ([]byt
 
 // read performs one plan and decodes its chunks into out.
 func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPlan, out []*segment.Batch) error {
-	data, base, err := f.readData(ctx, p)
+	data, base, err := f.readData(ctx, refs, p)
 	if err != nil {
 		return err
 	}
@@ -552,7 +626,7 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 		if err != nil {
 			return err
 		}
-		b, err := f.decodeChunk(p.key, r, chunk, len(chunk) < len(data))
+		b, err := f.decodeChunk(p.key, r, chunk, p.shared || len(chunk) < len(data))
 		if err != nil {
 			return err
 		}

@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 		misses:    prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_cache_misses_total", Help: "Decoded-chunk cache misses."}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_cache_evictions_total", Help: "Decoded chunks evicted from the cache."}),
 		gets: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "silt_fetch_object_reads_total", Help: "Object reads by kind: a coalesced range or a whole small object.",
+			Name: "silt_fetch_object_reads_total", Help: "Object reads by kind: a coalesced range, a whole small object (tail reads), or a whole object shared by catch-up reads.",
 		}, []string{"kind"}),
 		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_records_total", Help: "Records returned by fetches."}),
 		bytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_record_bytes_total", Help: "Record bytes returned by fetches."}),
@@ -43,10 +43,13 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_inflight_bytes",
 		Help: "Bytes of fetch responses being read or written (bounded by --max-inflight-fetch-bytes)."},
 		func() float64 { return float64(f.inflight.inUse()) })
+	sharedBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_shared_object_bytes",
+		Help: "Bytes of whole objects read once for several partitions' catch-up reads, held in the in-flight bound until they have read them."},
+		func() float64 { return float64(f.share.heldBytes()) })
 	batchCacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_batch_cache_bytes", Help: "Bytes held by the stored-batch cache."},
 		func() float64 { return float64(f.raw.bytes()) })
 	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits, m.backpressure,
-		m.batchHits, m.batchMisses, m.batchBytes, cacheBytes, objectBytes, inflight, batchCacheBytes} {
+		m.batchHits, m.batchMisses, m.batchBytes, cacheBytes, objectBytes, inflight, sharedBytes, batchCacheBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("fetch metrics: %w", err)
 		}

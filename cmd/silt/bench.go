@@ -25,30 +25,31 @@ import (
 
 // benchConfig is everything `silt bench` is configured with.
 type benchConfig struct {
-	opts         bench.Options
-	url          string
-	kafkaAddr    string
-	rawBatchMin  int64
-	databaseURL  string
-	objectStore  string
-	linger       time.Duration
-	segmentBytes int64
-	recordSize   int64
-	keys         string
-	baselines    string
-	natsBin      string
-	rawDuration  time.Duration
-	jsonPath     string
-	suite        bool
-	outDir       string
-	cpuProfile   string
-	memProfile   string
-	logLevel     string
-	token        string
-	caFile       string
-	security     string
-	modes        []string
-	rounds       int
+	opts           bench.Options
+	url            string
+	kafkaAddr      string
+	rawBatchMin    int64
+	databaseURL    string
+	objectStore    string
+	linger         time.Duration
+	segmentBytes   int64
+	recordSize     int64
+	keys           string
+	baselines      string
+	natsBin        string
+	rawDuration    time.Duration
+	jsonPath       string
+	suite          bool
+	outDir         string
+	catchUpProfile string
+	cpuProfile     string
+	memProfile     string
+	logLevel       string
+	token          string
+	caFile         string
+	security       string
+	modes          []string
+	rounds         int
 }
 
 func (fs *flagSet) float64Var(p *float64, name string, def float64, usage string) {
@@ -85,7 +86,9 @@ func benchFlags(fs *flagSet, c *benchConfig) {
 	fs.StringVar(&c.keys, "keys", o.Keys.String(), "record keys: none (one partition per request, round-robin), random, or uniform:N (N distinct keys)")
 	fs.StringVar(&o.Values, "values", o.Values, "record values: random (incompressible) or text (log-like JSON, about 3:1 under zstd)")
 	fs.BoolVar(&o.Idempotent, "idempotent", o.Idempotent, "idempotent producers (one request in flight each)")
+	fs.StringVar(&o.FetchEncoding, "fetch-encoding", o.FetchEncoding, "what the HTTP consumers fetch: batches (the stored batches, decoded by the consumer) or records (records encoded by the agent, application/vnd.silt.records.v1)")
 	fs.BoolVar(&o.CatchUp, "catch-up", o.CatchUp, "read everything back from offset 0 after producing")
+	fs.StringVar(&o.CatchUpOrder, "catch-up-order", o.CatchUpOrder, "how each HTTP consumer reads its partitions back: concurrent (all at once, one fetch in flight each, as a Kafka consumer) or sequential (one after another)")
 	fs.DurationVar(&o.CatchUpTimeout, "catch-up-timeout", o.CatchUpTimeout, "bound on the catch-up read")
 	fs.StringVar(&c.baselines, "baselines", "raw,nats", "baselines run with the same workload: raw (the object store itself), nats (NATS JetStream), both, or none")
 	fs.StringVar(&c.natsBin, "nats-server", "", "nats-server binary for the NATS baseline (default: nats-server on PATH, else /usr/sbin/nats-server)")
@@ -95,6 +98,7 @@ func benchFlags(fs *flagSet, c *benchConfig) {
 	fs.StringVar(&c.outDir, "out", "docs/bench", "where --suite writes results.json, results.md and the PNG plots")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (load generator and in-process agent) to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile of this process to this file")
+	fs.StringVar(&c.catchUpProfile, "catch-up-cpuprofile", "", "write a CPU profile of the catch-up read alone to this file (not with --cpuprofile)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level of the agent run in this process")
 	fs.StringVar(&c.token, "token", "", "API key for --url (it must be allowed to create, produce to and consume from bench-* topics)")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA of the --url agent's TLS certificate")
@@ -123,6 +127,9 @@ func (c *benchConfig) finish() error {
 	}
 	if (len(c.modes) > 1 || c.modes[0] != bench.SecurityNone) && c.url != "" {
 		return errors.New("--security is for the agent run in this process; for --url give --token and --ca-file")
+	}
+	if c.catchUpProfile != "" && c.cpuProfile != "" {
+		return errors.New("--catch-up-cpuprofile and --cpuprofile: give one (one CPU profile at a time)")
 	}
 	if c.rounds < 1 {
 		return errors.New("--rounds must be at least 1")
@@ -190,6 +197,26 @@ func runBenchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if c.catchUpProfile != "" {
+		// The first catch-up read of the run.
+		var f *os.File
+		done := false
+		pr.OnPhase = func(phase string) {
+			switch {
+			case phase == "catch-up" && !done:
+				done = true
+				var err error
+				if f, err = os.Create(c.catchUpProfile); err == nil && pprof.StartCPUProfile(f) != nil {
+					f.Close()
+					f = nil
+				}
+			case phase == "" && f != nil:
+				pprof.StopCPUProfile()
+				f.Close()
+				f = nil
+			}
+		}
 	}
 	if c.memProfile != "" {
 		runtime.MemProfileRate = 64 << 10

@@ -63,14 +63,15 @@ func TestBenchSmoke(t *testing.T) {
 }
 
 // TestBenchExternalAgent benchmarks an agent reached by --url, reading its
-// metrics from /metrics, with idempotent producers.
+// metrics from /metrics, with idempotent producers and a consumer of the
+// binary records form.
 func TestBenchExternalAgent(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Options{})
 	out := filepath.Join(t.TempDir(), "bench.json")
-	r := silt(t, nil, "bench", "--url", a.URL, "--producers", "2", "--consumers", "0", "--partitions", "2",
+	r := silt(t, nil, "bench", "--url", a.URL, "--producers", "2", "--consumers", "1", "--partitions", "2",
 		"--batch", "20", "--record-size", "100", "--duration", "500ms", "--warmup", "0s", "--idempotent",
-		"--rate", "2000", "--baselines", "none", "--json", out).ok(t)
-	for _, want := range []string{"idempotent", "records/s", "transactions per flush", "process_resident_memory_bytes, scraped"} {
+		"--rate", "2000", "--baselines", "none", "--fetch-encoding", "records", "--json", out).ok(t)
+	for _, want := range []string{"idempotent", "fetching records", "records/s", "transactions per flush", "Catch-up read", "process_resident_memory_bytes, scraped"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("output lacks %q:\n%s", want, r.stdout)
 		}

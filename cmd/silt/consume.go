@@ -17,7 +17,7 @@ import (
 	"silt/client"
 )
 
-const synopsisConsume = "silt consume TOPIC [--partition P] [--offset earliest|latest|N] [--offset-reset earliest|latest|error] [--follow] [--group G [--session-timeout D]] [--max-records N] [--format value|kv|json]"
+const synopsisConsume = "silt consume TOPIC [--partition P] [--offset earliest|latest|N] [--offset-reset earliest|latest|error] [--follow] [--group G [--session-timeout D]] [--max-records N] [--format value|kv|json] [--fetch-encoding batches|binary|json|ndjson]"
 
 // consumeConfig is what `silt consume` is configured with.
 type consumeConfig struct {
@@ -33,6 +33,8 @@ type consumeConfig struct {
 	follow     bool
 	maxRecords int // 0: no limit
 	format     recordFormat
+	// encoding is the fetch body form asked of the agent.
+	encoding client.Encoding
 	// group, when set, consumes as a member of this consumer group from
 	// its committed offsets (the group's assignment replaces --partition).
 	group          string
@@ -43,9 +45,9 @@ func parseConsumeArgs(args []string) (*apiFlags, consumeConfig, error) {
 	fs := newFlagSet("consume")
 	api := addAPIFlags(fs)
 	var (
-		cfg                   consumeConfig
-		partition             int
-		offset, format, kvSep string
+		cfg                             consumeConfig
+		partition                       int
+		offset, format, kvSep, encoding string
 	)
 	fs.IntVar(&partition, "partition", -1, "read only this partition (default: all, one after the other; with --follow, interleaved)")
 	fs.StringVar(&offset, "offset", "earliest", "where to start in each partition: earliest, latest or an offset")
@@ -53,6 +55,7 @@ func parseConsumeArgs(args []string) (*apiFlags, consumeConfig, error) {
 	fs.BoolVar(&cfg.follow, "follow", false, "keep printing records as they are produced (a server-sent-events tail) until interrupted")
 	fs.IntVar(&cfg.maxRecords, "max-records", 0, "stop after this many records (0: no limit)")
 	fs.StringVar(&format, "format", "value", "value (the value and a newline), kv (key, separator, value) or json (one object per line)")
+	fs.StringVar(&encoding, "fetch-encoding", "batches", "the fetch body form asked of the agent: batches (the stored batches, decoded here), binary (records encoded by the agent), json or ndjson; for reads without --follow or --group")
 	fs.StringVar(&kvSep, "key-separator", `\t`, `what separates key and value with --format kv (escapes \t \n \r \0 \\ \xHH)`)
 	fs.StringVar(&cfg.group, "group", "", "consume as a member of this consumer group, from its committed offsets, committing as records are printed")
 	fs.DurationVar(&cfg.sessionTimeout, "session-timeout", 10*time.Second, "with --group: how long the group waits for this member's heartbeat")
@@ -95,6 +98,11 @@ func parseConsumeArgs(args []string) (*apiFlags, consumeConfig, error) {
 	}
 	if cfg.format, err = formatFor(format, sep); err != nil {
 		return nil, cfg, err
+	}
+	encodings := map[string]client.Encoding{"batches": client.Batches, "binary": client.Binary, "json": client.JSON, "ndjson": client.NDJSON}
+	var ok bool
+	if cfg.encoding, ok = encodings[encoding]; !ok {
+		return nil, cfg, fmt.Errorf("--fetch-encoding %q: want batches, binary, json or ndjson", encoding)
 	}
 	return api, cfg, nil
 }
@@ -252,7 +260,7 @@ func readPartition(ctx context.Context, c *client.Client, cfg consumeConfig, p i
 		fmt.Fprintf(stderr, "silt consume: %s/%d: offset %d is out of range; reading from %d (--offset-reset %s)\n", cfg.topic, p, cfg.offset, pos, cfg.reset)
 	}
 	for pos < end {
-		res, err := c.Fetch(ctx, cfg.topic, p, pos, client.FetchOptions{MaxRecords: 1000, OffsetReset: cfg.reset, TopicID: cfg.topicID})
+		res, err := c.Fetch(ctx, cfg.topic, p, pos, client.FetchOptions{MaxRecords: 1000, OffsetReset: cfg.reset, TopicID: cfg.topicID, Encoding: cfg.encoding})
 		if err != nil {
 			return err
 		}

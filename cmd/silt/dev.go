@@ -34,8 +34,13 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := checkDevListen(cfg.Agent.HTTP.Listen, cfg.Agent.HTTP.Auth); err != nil {
+	if err := checkDevListen("--listen", cfg.Agent.HTTP.Listen, cfg.Agent.HTTP.Auth); err != nil {
 		return err
+	}
+	if cfg.Agent.Kafka.Listen != "" {
+		if err := checkDevListen("--kafka-listen", cfg.Agent.Kafka.Listen, cfg.Agent.HTTP.Auth); err != nil {
+			return err
+		}
 	}
 	logger, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
@@ -91,17 +96,18 @@ func runDevCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // anonymous.
 const devListen = "127.0.0.1:8080"
 
-// checkDevListen refuses an anonymous dev agent on a non-loopback address.
-func checkDevListen(listen, authMode string) error {
+// checkDevListen refuses an anonymous dev agent on a non-loopback address
+// given by flag (its HTTP or its Kafka listener).
+func checkDevListen(flag, listen, authMode string) error {
 	if authMode != agent.AuthNone {
 		return nil
 	}
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
-		return fmt.Errorf("--listen %q: %w", listen, err)
+		return fmt.Errorf("%s %q: %w", flag, listen, err)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("--listen %q: silt dev serves without authentication, so it listens on loopback only (127.0.0.1, ::1 or localhost); run silt agent to serve others", listen)
+		return fmt.Errorf("%s %q: silt dev serves without authentication, so it listens on loopback only (127.0.0.1, ::1 or localhost); run silt agent to serve others", flag, listen)
 	}
 	return nil
 }

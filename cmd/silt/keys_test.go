@@ -122,16 +122,23 @@ func TestKeysOnline(t *testing.T) {
 
 func TestDevListensOnLoopbackOnly(t *testing.T) {
 	for _, ok := range []string{"127.0.0.1:8080", "[::1]:0", "localhost:9"} {
-		if err := checkDevListen(ok, agent.AuthNone); err != nil {
+		if err := checkDevListen("--listen", ok, agent.AuthNone); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{":8080", "0.0.0.0:8080", "10.0.0.1:80"} {
-		if err := checkDevListen(bad, agent.AuthNone); err == nil {
+		if err := checkDevListen("--listen", bad, agent.AuthNone); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
 	}
-	if err := checkDevListen(":8080", agent.AuthRequired); err != nil {
+	if err := checkDevListen("--listen", ":8080", agent.AuthRequired); err != nil {
 		t.Errorf("with keys required any address will do: %v", err)
+	}
+	// The Kafka listener of silt dev is anonymous too: refused before
+	// anything starts.
+	var out, errb strings.Builder
+	if code := run(t.Context(), []string{"dev", "--data-dir", t.TempDir(), "--kafka-listen", "0.0.0.0:9092"}, &out, &errb); code == 0 ||
+		!strings.Contains(errb.String(), "--kafka-listen") || !strings.Contains(errb.String(), "loopback only") {
+		t.Fatalf("silt dev --kafka-listen 0.0.0.0:9092: exit %d: %s", code, errb.String())
 	}
 }

@@ -131,6 +131,14 @@ func TestProduceThenConsume(t *testing.T) {
 	if seen != len(keys) {
 		t.Fatalf("%d keyed records", seen)
 	}
+	// Every fetch encoding prints the same (batches is the default).
+	all := silt(t, nil, "consume", "orders", "--format", "json", url).ok(t).stdout
+	for _, enc := range []string{"batches", "binary", "json", "ndjson"} {
+		if got := silt(t, nil, "consume", "orders", "--format", "json", "--fetch-encoding", enc, url).ok(t).stdout; got != all {
+			t.Fatalf("--fetch-encoding %s:\n%s\nwant\n%s", enc, got, all)
+		}
+	}
+	silt(t, nil, "consume", "orders", "--fetch-encoding", "xml", url).fails(t, "--fetch-encoding")
 
 	// Limits and start offsets.
 	if got := silt(t, nil, "consume", "orders", "--max-records", "2", url).ok(t).stdout; strings.Count(got, "\n") != 2 {

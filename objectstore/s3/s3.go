@@ -3,8 +3,11 @@ package s3
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/url"
 
@@ -126,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 	})
-	cl := &client{s3: c, bucket: cfg.Bucket}
+	cl := &client{s3: c, bucket: cfg.Bucket, unsigned: cfg.UnsignedPayload}
 	if cfg.UnsignedPayload {
 		cl.putOpts = append(cl.putOpts, func(o *s3.Options) {
 			o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
@@ -141,6 +144,24 @@ type client struct {
 	bucket string
 	// putOpts apply to the requests that carry object bodies.
 	putOpts []func(*s3.Options)
+	// unsigned: bodies go unsigned, with a CRC32 computed here (see
+	// bodyCRC32).
+	unsigned bool
+}
+
+// bodyCRC32 is the x-amz-checksum-crc32 of body when bodies go unsigned,
+// else nil (the SDK computes it). Given in advance, it keeps the SDK's
+// checksum middleware from reading the body: over plain http that
+// middleware hashes the body with SHA-256 for the signature in the same
+// pass, and the payload hash it leaves behind wins over UNSIGNED-PAYLOAD,
+// so the body would be hashed and signed after all.
+func (c *client) bodyCRC32(body []byte) *string {
+	if !c.unsigned {
+		return nil
+	}
+	var sum [4]byte
+	binary.BigEndian.PutUint32(sum[:], crc32.ChecksumIEEE(body))
+	return aws.String(base64.StdEncoding.EncodeToString(sum[:]))
 }
 
 // ErrorCode reads the API error code and the HTTP status of err.
@@ -199,6 +220,7 @@ func (u *upload) PutSingle(ctx context.Context, body []byte) error {
 		IfNoneMatch:   u.ifNoneMatch,
 		// A checksum the service verifies, cheap beside a SHA-256.
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+		ChecksumCRC32:     u.c.bodyCRC32(body),
 	}, u.c.putOpts...)
 	return err
 }
@@ -224,6 +246,7 @@ func (u *upload) UploadPart(ctx context.Context, uploadID string, n int, body []
 		Body:              bytes.NewReader(body),
 		ContentLength:     aws.Int64(int64(len(body))),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+		ChecksumCRC32:     u.c.bodyCRC32(body),
 	}, u.c.putOpts...)
 	if err != nil {
 		return types.CompletedPart{}, err
