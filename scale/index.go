@@ -298,6 +298,9 @@ func lookups(ctx context.Context, store *metadata.Store, conn *pgx.Conn, cfg Ind
 		return (rows-1-p)/P + 1
 	}
 	statements := false
+	// Buffer hits and reads of the lookups: from pg_stat_statements when
+	// the server loads it (exact, counted at each statement's end).
+	var blksHit, blksRead int64
 	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err == nil {
 		_, err = conn.Exec(ctx, `SELECT pg_stat_statements_reset()`)
 		statements = err == nil
@@ -371,11 +374,16 @@ func lookups(ctx context.Context, store *metadata.Store, conn *pgx.Conn, cfg Ind
 			return err
 		}
 		if statements {
-			var calls int64
+			var calls, hit, read int64
 			var total, most float64
 			err := conn.QueryRow(ctx, `
-				SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(total_exec_time), 0), coalesce(max(max_exec_time), 0) FROM pg_stat_statements
-				WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'`).Scan(&calls, &total, &most)
+				SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(total_exec_time), 0), coalesce(max(max_exec_time), 0),
+				       coalesce(sum(shared_blks_hit), 0)::bigint, coalesce(sum(shared_blks_read), 0)::bigint FROM pg_stat_statements
+				WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'`).Scan(&calls, &total, &most, &hit, &read)
+			if err == nil {
+				blksHit += hit
+				blksRead += read
+			}
 			if err == nil && calls > 0 {
 				n := float64(cfg.Lookups)
 				st.Server[kind.name] = ServerTime{MeanMs: total / n, MaxMs: most, Statements: float64(calls) / n}
@@ -386,15 +394,19 @@ func lookups(ctx context.Context, store *metadata.Store, conn *pgx.Conn, cfg Ind
 		*kind.out = OpResult{Op: kind.name, Count: sum.Count, PerSec: float64(sum.Count) / time.Since(began).Seconds(), P50: sum.P50, P99: sum.P99, Max: sum.Max,
 			Errors: errs, LastErr: lastErr}
 	}
-	_, _ = conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`)
-	after, err := smp.counters(ctx)
-	if err != nil {
-		return err
+	if !statements {
+		// pg_stat_database instead: backends publish its counters at most
+		// once a second, so the figures are approximate.
+		_, _ = conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`)
+		after, err := smp.counters(ctx)
+		if err != nil {
+			return err
+		}
+		blksHit, blksRead = after.blksHit-before.blksHit, after.blksRead-before.blksRead
 	}
-	reads := float64(after.blksRead - before.blksRead + after.blksHit - before.blksHit)
-	if reads > 0 {
-		st.HitRatio = float64(after.blksHit-before.blksHit) / reads
+	if reads := float64(blksHit + blksRead); reads > 0 {
+		st.HitRatio = float64(blksHit) / reads
 	}
-	st.BlocksPerLookup = float64(after.blksRead-before.blksRead) / float64(3*cfg.Lookups)
+	st.BlocksPerLookup = float64(blksRead) / float64(3*cfg.Lookups)
 	return nil
 }
