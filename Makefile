@@ -20,7 +20,7 @@ CHAOS_SEED ?=
 # make fuzz: how long each fuzz target runs.
 FUZZTIME ?= 5m
 
-.PHONY: help build run test test-short lint bench chaos fuzz localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats chromium curl
+.PHONY: help build run test test-short lint bench bench-scale chaos fuzz localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats chromium curl
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,9 @@ bench: postgres minio nats build ## run the benchmark suite against real Postgre
 	  AWS_SECRET_ACCESS_KEY="$$SILT_TEST_MINIO_SECRET_KEY" ./$(BIN) bench --suite --out docs/bench \
 	  --database-url "$$SILT_TEST_POSTGRES_URL" \
 	  --objectstore "s3://silt-bench?endpoint=$$SILT_TEST_MINIO_ENDPOINT&region=us-east-1&unsigned_payload=true"'
+
+bench-scale: postgres build ## run the metadata scale sweeps (simulated agents against a private, durable Postgres); results in docs/scale (see docs/scaling.md)
+	./$(BIN) scale --suite --out docs/scale
 
 chaos: postgres minio toxiproxy haproxy ## run the fault suite (CHAOS_DURATION, default 10m; CHAOS_SEED) and the overload test; verdict in chaos-results/<seed>/ (see docs/reliability.md)
 	$(GO) build -o bin/chaos ./chaos/cmd/chaos

@@ -132,11 +132,19 @@ type producerKey struct {
 // segment row whose deadline is ttl from now on Postgres's clock. The
 // commit or swap that indexes the object must finish before then; after
 // it, the janitor deletes the object and the row.
+//
+// The row commits asynchronously (synchronous_commit off): it waits for no
+// WAL flush of its own. That is safe because the commit or swap that
+// indexes the object flushes the WAL past it; a row lost in a crash before
+// then leaves an object with no row, which the orphan sweep deletes, and
+// its commit fails (SLT01, retriable). A flush so costs one WAL flush, not
+// two.
 func (s *Store) RegisterSegment(ctx context.Context, key string, size int64, kind string, ttl time.Duration) (int64, error) {
 	var id int64
 	err := s.pool.QueryRow(ctx, `
+		WITH async AS (SELECT set_config('synchronous_commit', 'off', true))
 		INSERT INTO segments (key, size, kind, state, deadline)
-		VALUES ($1, $2, $3, 'pending', now() + $4::interval) RETURNING id`, key, size, kind, ttl).Scan(&id)
+		SELECT $1, $2, $3, 'pending', now() + $4::interval FROM async RETURNING id`, key, size, kind, ttl).Scan(&id)
 	if pgCode(err) == sqlUniqueViolation {
 		return 0, fmt.Errorf("register segment %q: %w: key in use", key, ErrInvalidArgument)
 	}
@@ -233,19 +241,21 @@ func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error)
 		bases, details []int64
 		codes          []int32
 		lockWaitUs     int64
+		notes          []string
 	)
 	err := s.pool.QueryRow(ctx, `
-		SELECT base_offsets, codes, details, lock_wait_us FROM silt_commit_flush(
+		SELECT base_offsets, codes, details, lock_wait_us, notes FROM silt_commit_flush(
 			$1::bigint, $2::bigint, $3::bigint[], $4::integer[], $5::bigint[], $6::bigint[], $7::integer[],
 			$8::integer[], $9::integer[], $10::bigint[], $11::integer[], $12::integer[], $13::integer[], $14::bigint[],
-			$15::integer[], $16::integer[], $17::bigint[])`,
+			$15::integer[], $16::integer[], $17::bigint[], false)`,
 		pgx.QueryExecModeSimpleProtocol,
 		f.SegmentID, f.SegmentSize, pTopics, pParts, qProd, qTopics, qParts,
-		cP, cQ, cOff, cLen, cRecs, cDelta, cTS, cEpoch, cSeq, cExp).Scan(&bases, &codes, &details, &lockWaitUs)
+		cP, cQ, cOff, cLen, cRecs, cDelta, cTS, cEpoch, cSeq, cExp).Scan(&bases, &codes, &details, &lockWaitUs, &notes)
 	if err != nil {
 		return nil, s.classify("commit flush", err)
 	}
 	s.metrics.commitLockWait.Observe(float64(lockWaitUs) / 1e6)
+	s.notifyCommits(ctx, notes)
 	if len(bases) != n || len(codes) != n || len(details) != n {
 		return nil, fmt.Errorf("commit flush: %d chunks, %d results", n, len(codes))
 	}
@@ -273,6 +283,24 @@ func (s *Store) CommitFlush(ctx context.Context, f Flush) ([]ChunkResult, error)
 		}
 	}
 	return results, nil
+}
+
+// notifyCommits announces committed high watermarks on NotifyChannel in
+// a transaction of its own, after the commit: see silt_commit_flush in
+// migration 0007 for why not inside it. It commits asynchronously, holding
+// Postgres's notification lock for no WAL flush. A notification that fails
+// is logged and dropped: the records are committed, and long-polls on
+// those partitions wake at their time out instead.
+func (s *Store) notifyCommits(ctx context.Context, notes []string) {
+	if len(notes) == 0 {
+		return
+	}
+	_, err := s.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, n) FROM unnest($2::text[]) AS n`,
+		NotifyChannel, notes)
+	if err != nil {
+		s.metrics.notifyFailures.Inc()
+		s.logger.Warn("commit notification failed; long-polls on its partitions wake at their time out", "err", s.classify("notify commits", err))
+	}
 }
 
 // NewProducerID issues a fresh idempotent producer id: 63 random bits, so

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,6 +179,119 @@ func TestCommitFlushConcurrent(t *testing.T) {
 		}
 		if parts[p].HighWatermark != next {
 			t.Fatalf("partition %d: watermark %d, ranges end at %d", p, parts[p].HighWatermark, next)
+		}
+	}
+}
+
+// A lookup reads the index a page at a time and returns what one query of
+// limit rows returned: the rows from the one holding the offset, while the
+// bytes before a row are under max bytes (the first row always), at most
+// limit of them, none past the high watermark.
+func TestLookupBatchesPages(t *testing.T) {
+	s, ctx := setup(t)
+	top := newTopic(t, s, "pages", 1)
+	const n = 300 // chunks of 2 records, 200 bytes each
+	chunks := make([]metadata.Chunk, n)
+	for i := range chunks {
+		chunks[i] = chunk(top.ID, 0, 2)
+	}
+	if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "seg/pages", n*200, chunks...)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		offset, maxBytes int64
+		limit            int
+		want             int   // rows
+		first            int64 // base offset of the first row
+	}{
+		{0, 1 << 30, 1000, n, 0},     // every row, over pages of 16, 64, 256
+		{7, 1 << 30, 1000, n - 3, 6}, // from the row holding offset 7
+		{11, 1 << 30, 100, 100, 10},  // the limit, across pages
+		{0, 5000, 1000, 25, 0},       // bytes before the 25th row: 4800 < 5000
+		{0, 5001, 1000, 26, 0},       // 5000 < 5001: one more
+		{100, 1, 1000, 1, 100},       // the first row whatever the bytes
+		{598, 1 << 30, 1000, 1, 598}, // the last row
+		{600, 1 << 30, 1000, 0, 0},   // at the high watermark: none
+		{40, 3200, 16, 16, 40},       // exactly one full page
+		{40, 3201, 17, 17, 40},       // one row into the second page
+	} {
+		st, refs, err := s.LookupBatches(ctx, top.ID, 0, tc.offset, tc.maxBytes, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.HighWatermark != 2*n || len(refs) != tc.want {
+			t.Fatalf("lookup %+v: high watermark %d, %d rows", tc, st.HighWatermark, len(refs))
+		}
+		for i, r := range refs {
+			if r.BaseOffset != tc.first+int64(2*i) || r.LastOffset != r.BaseOffset+1 {
+				t.Fatalf("lookup %+v: row %d is %d-%d", tc, i, r.BaseOffset, r.LastOffset)
+			}
+		}
+	}
+}
+
+// A commit announces every partition it moved, with its new high
+// watermark, after it committed, in payloads of at most 150 partitions
+// (under NOTIFY's 8,000 bytes).
+func TestCommitFlushNotifiesEveryPartition(t *testing.T) {
+	s, ctx := setup(t)
+	const parts = 400
+	top := newTopic(t, s, "wide", parts)
+	conn, err := s.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "LISTEN "+metadata.NotifyChannel); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = conn.Exec(context.Background(), "UNLISTEN *") }()
+	chunks := make([]metadata.Chunk, 0, parts+1)
+	for p := int32(0); p < parts; p++ {
+		chunks = append(chunks, chunk(top.ID, p, p%3+1))
+	}
+	chunks = append(chunks, chunk(top.ID, 7, 2)) // partition 7 twice: 2 + 2 records
+	if _, err := s.CommitFlush(ctx, metadatatest.NewFlush(t, s, "seg/wide", 1000, chunks...)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	for p := int32(0); p < parts; p++ {
+		want[p] = int64(p%3 + 1)
+	}
+	want[7] += 2
+	got := map[int32]int64{}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for len(got) < parts {
+		n, err := conn.Conn().WaitForNotification(wctx)
+		if err != nil {
+			t.Fatalf("%d of %d partitions announced: %v", len(got), parts, err)
+		}
+		if len(n.Payload) >= 8000 {
+			t.Errorf("payload of %d bytes", len(n.Payload))
+		}
+		entries := strings.Fields(n.Payload)
+		if len(entries) > 150 {
+			t.Errorf("payload of %d partitions, want at most 150", len(entries))
+		}
+		for _, e := range entries {
+			var tid, next int64
+			var p int32
+			if _, err := fmt.Sscanf(e, "%d:%d:%d", &tid, &p, &next); err != nil {
+				t.Fatalf("entry %q: %v", e, err)
+			}
+			if tid != top.ID {
+				continue // another test's commit
+			}
+			if _, dup := got[p]; dup {
+				t.Errorf("partition %d announced twice", p)
+			}
+			got[p] = next
+		}
+	}
+	for p, w := range want {
+		if got[p] != w {
+			t.Errorf("partition %d announced at %d, want %d", p, got[p], w)
 		}
 	}
 }

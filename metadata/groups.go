@@ -407,6 +407,16 @@ func (g *GroupTx) Topics(ctx context.Context, names []string) (map[string]GroupT
 	return out, classify("group topics", rows.Err())
 }
 
+// AsyncCommit makes the transaction commit without waiting for its WAL
+// flush (synchronous_commit off, for this transaction only), for changes
+// whose loss in a Postgres crash is harmless: a member's heartbeat (the
+// member then looks as old as its previous one) and the membership
+// maintenance done with it. Offsets are never committed this way.
+func (g *GroupTx) AsyncCommit(ctx context.Context) error {
+	_, err := g.tx.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true)`)
+	return classify("group async commit", err)
+}
+
 // SetGeneration records a rebalance: the new generation and the
 // subscription snapshot its assignment was computed from.
 func (g *GroupTx) SetGeneration(ctx context.Context, generation int64, topics map[string]GroupTopic) error {

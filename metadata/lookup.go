@@ -39,11 +39,54 @@ type PartitionState struct {
 	HighWatermark  int64
 }
 
+// lookupFirstPage is how many index rows a lookup reads first; it reads
+// four times more at a time while the byte budget is not spent.
+const lookupFirstPage = 4
+
 // LookupBatches returns the partition's offsets and, in offset order, the
 // chunks from the one containing offset onwards, stopping once maxBytes is
-// reached (the first chunk is always included) or after limit chunks. It is
-// one indexed query.
+// reached (the first chunk is always included) or after limit chunks.
+//
+// It reads the index a page at a time, 4 rows first and then four times
+// more per page while the bytes are short of maxBytes, so that a lookup
+// costs the rows it returns: read in one go up to limit rows, a lookup in
+// the middle of a long partition read (and joined) limit rows to return
+// one merged row of a MiB. Later pages keep to the first page's high
+// watermark and stop at any gap (a retention or merge between the pages);
+// the caller goes on from where the rows end.
 func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int32, offset, maxBytes int64, limit int) (PartitionState, []BatchRef, error) {
+	page := min(limit, lookupFirstPage)
+	st, refs, err := s.lookupFirst(ctx, topicID, partition, offset, maxBytes, page)
+	if err != nil {
+		return st, nil, err
+	}
+	var used int64
+	for _, r := range refs {
+		used += int64(r.ByteLength)
+	}
+	for full := len(refs) == page; full && used < maxBytes && len(refs) < limit; {
+		last := refs[len(refs)-1].LastOffset
+		page = min(page*4, limit-len(refs))
+		next, err := s.lookupMore(ctx, topicID, partition, last+1, maxBytes-used, page, st.HighWatermark)
+		if err != nil {
+			return PartitionState{}, nil, err
+		}
+		full = len(next) == page
+		for _, r := range next {
+			if r.BaseOffset != last+1 {
+				full = false // a gap: the index changed between the pages
+				break
+			}
+			refs = append(refs, r)
+			used += int64(r.ByteLength)
+			last = r.LastOffset
+		}
+	}
+	return st, refs, nil
+}
+
+// lookupFirst reads the partition's offsets and the first page of rows.
+func (s *Store) lookupFirst(ctx context.Context, topicID int64, partition int32, offset, maxBytes int64, limit int) (PartitionState, []BatchRef, error) {
 	rows, err := s.pool.Query(ctx, `
 		WITH p AS (
 			SELECT next_offset, log_start_offset FROM partitions WHERE topic_id = $1 AND partition = $2
@@ -94,6 +137,34 @@ func (s *Store) LookupBatches(ctx context.Context, topicID int64, partition int3
 		return PartitionState{}, nil, fmt.Errorf("topic id %d has no partition %d: %w", topicID, partition, ErrPartitionNotFound)
 	}
 	return st, refs, nil
+}
+
+// lookupMore reads a further page of rows from offset, below hwm, within
+// budget bytes (the first row always).
+func (s *Store) lookupMore(ctx context.Context, topicID int64, partition int32, offset, budget int64, limit int, hwm int64) ([]BatchRef, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT base_offset, last_offset, record_count, max_timestamp, key, size, created_at, byte_offset, byte_length, batch_count
+		FROM (
+			SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.key, s.size, s.created_at,
+			       b.byte_offset, b.byte_length, b.batch_count,
+			       sum(b.byte_length) OVER (ORDER BY b.last_offset) - b.byte_length AS before
+			FROM batches b JOIN segments s ON s.id = b.segment_id
+			WHERE b.topic_id = $1 AND b.partition = $2 AND b.last_offset >= $3 AND b.base_offset < $6
+			ORDER BY b.last_offset
+			LIMIT $5
+		) x
+		WHERE before < $4 OR before = 0
+		ORDER BY last_offset`, topicID, partition, offset, budget, limit, hwm)
+	if err != nil {
+		return nil, s.classify("lookup batches", err)
+	}
+	refs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (BatchRef, error) {
+		var b BatchRef
+		err := r.Scan(&b.BaseOffset, &b.LastOffset, &b.Records, &b.MaxTimestamp, &b.SegmentKey, &b.SegmentSize, &b.SegmentAt,
+			&b.ByteOffset, &b.ByteLength, &b.Batches)
+		return b, err
+	})
+	return refs, s.classify("lookup batches", err)
 }
 
 // PartitionOffsets returns a partition's log start offset and high watermark.

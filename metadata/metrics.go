@@ -7,6 +7,7 @@ import (
 type metrics struct {
 	timeouts       *prometheus.CounterVec
 	commitLockWait prometheus.Histogram
+	notifyFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -23,8 +24,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time a flush commit waited for its partition row locks, measured inside Postgres.",
 			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 2.5, 5, 10},
 		}),
+		notifyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "silt_metadata_commit_notify_failures_total",
+			Help: "Commit notifications (NOTIFY after a flush commit) that failed; long-polls on their partitions woke at their time out.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.timeouts, m.commitLockWait} {
+	for _, c := range []prometheus.Collector{m.timeouts, m.commitLockWait, m.notifyFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -226,6 +226,25 @@ func (s *Store) Partitions(ctx context.Context, topicID int64, from int32, limit
 	return out, s.classify("partitions", err)
 }
 
+// PartitionsOf returns the offsets and sizes of the named partitions of a
+// topic that exist, in partition order (Owner and LeaseEpoch are not
+// read). An owner reads the partitions it holds with it, at a cost that
+// follows how many it holds rather than the topic's size.
+func (s *Store) PartitionsOf(ctx context.Context, topicID int64, parts []int32) ([]PartitionInfo, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT partition, log_start_offset, next_offset, total_bytes FROM partitions
+		WHERE topic_id = $1 AND partition = ANY ($2::integer[]) ORDER BY partition`, topicID, parts)
+	if err != nil {
+		return nil, s.classify("partitions of", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (PartitionInfo, error) {
+		var p PartitionInfo
+		err := r.Scan(&p.Partition, &p.LogStartOffset, &p.HighWatermark, &p.TotalBytes)
+		return p, err
+	})
+	return out, s.classify("partitions of", err)
+}
+
 // ErrPartitionQuota: the cluster's partition quota would be exceeded.
 var ErrPartitionQuota = errors.New("metadata: cluster partition quota exceeded")
 

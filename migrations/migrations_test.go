@@ -31,10 +31,12 @@ func TestAllOrderedAndNamed(t *testing.T) {
 	if len(all) == 0 {
 		t.Fatal("no migrations embedded")
 	}
-	for i, m := range all {
-		if m.Version != i+1 {
-			t.Errorf("migration %s has version %d, want %d (contiguous from 1)", m.Name, m.Version, i+1)
+	want := 1
+	for _, m := range all {
+		if m.Version != want {
+			t.Errorf("migration %s has version %d, want %d (contiguous from 1)", m.Name, m.Version, want)
 		}
+		want = m.Version + 1
 	}
 }
 

@@ -38,6 +38,10 @@ type JanitorConfig struct {
 	// covers: a fetch reads a whole row, and a GiB takes about
 	// 1 GiB / MergeRowBytes rows.
 	MergeRowBytes int64
+	// MergeRemergeBytes: merged rows smaller than this are merged again
+	// with the rows after them (size-tiered), so that quiet partitions'
+	// rows grow too; 0 leaves merged rows as they are.
+	MergeRemergeBytes int64
 
 	// CompactInterval is how often compacted topics' partitions are
 	// cleaned; one pass maps at most CompactMapBytes of keys (Kafka's
@@ -92,6 +96,7 @@ func DefaultConfig() Config {
 			MergeMinChunks:        8,
 			MergeTargetBytes:      32 << 20,
 			MergeRowBytes:         1 << 20,
+			MergeRemergeBytes:     256 << 10,
 			CompactInterval:       5 * time.Minute,
 			CompactMapBytes:       64 << 20,
 			GCInterval:            time.Minute,
@@ -136,6 +141,8 @@ func (c Config) Validate() error {
 		return errors.New("ownership: rewrite timeout must be at least 1s")
 	case j.MergeMinChunks < 2 || j.MergeTargetBytes < 1 || j.MergeSmallChunkBytes < 1 || j.MergeRowBytes < 1:
 		return errors.New("ownership: merge needs at least 2 chunks and positive sizes")
+	case j.MergeRemergeBytes < 0 || j.MergeRemergeBytes > j.MergeRowBytes:
+		return errors.New("ownership: the size below which merged rows merge again must be from 0 to the merge row size")
 	case j.RewriteBytesPerSecond < 1 || j.CompactMapBytes < 1024:
 		return errors.New("ownership: rewrite rate must be positive and the compaction map at least 1 KiB")
 	case j.KeyPrefix == "":

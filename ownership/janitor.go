@@ -21,7 +21,7 @@ import (
 // JanitorStore is what the janitor needs of the metadata store.
 type JanitorStore interface {
 	GetTopicByID(ctx context.Context, id int64) (metadata.Topic, error)
-	Partitions(ctx context.Context, topicID int64, from int32, limit int) ([]metadata.PartitionInfo, error)
+	PartitionsOf(ctx context.Context, topicID int64, parts []int32) ([]metadata.PartitionInfo, error)
 	ListBatches(ctx context.Context, topicID int64, partition int32, offset int64, limit int) ([]metadata.BatchRef, error)
 	AdvanceLogStart(ctx context.Context, agentID string, l metadata.Lease, newStart int64) (int64, error)
 	RegisterSegment(ctx context.Context, key string, size int64, kind string, ttl time.Duration) (int64, error)
@@ -58,16 +58,30 @@ type janitor struct {
 	cfg    JanitorConfig
 	passMu sync.Mutex // one pass at a time (the loop, or a test driving it)
 
-	due        map[dutyKey]time.Time    // next visit per partition and duty
-	compacted  map[metadata.Lease]int64 // high watermark at the last clean compaction
-	cleanedTo  map[metadata.Lease]int64 // where the last compaction pass stopped
-	mergedTo   map[metadata.Lease]int64 // below it, chunks are settled for merging
+	due       map[dutyKey]time.Time    // next visit per partition and duty
+	compacted map[metadata.Lease]int64 // high watermark at the last clean compaction
+	cleanedTo map[metadata.Lease]int64 // where the last compaction pass stopped
+	mergedTo  map[metadata.Lease]int64 // below it, chunks are settled for merging
+	retained  map[metadata.Lease]retentionMark
+	// mergeSeen is the high watermark at which a merge pass last read a
+	// partition to its end, and mergeLeft the small rows it left waiting.
+	mergeSeen  map[metadata.Lease]int64
+	mergeLeft  map[metadata.Lease]int
 	lastGC     time.Time
 	lastScan   time.Time
 	lastExpiry time.Time
 
 	entMu   sync.Mutex
 	entropy io.Reader
+}
+
+// retentionMark is where the last retention pass of a partition stopped:
+// the log start it left and the time of the first chunk, which stayed (its
+// max timestamp, but never later than its segment was written; both are
+// fixed, so the mark stays true until the log start moves).
+type retentionMark struct {
+	logStart int64
+	firstAt  int64
 }
 
 type dutyKey struct {
@@ -77,8 +91,9 @@ type dutyKey struct {
 
 func newJanitor(o *Owner) *janitor {
 	return &janitor{o: o, cfg: o.cfg.Janitor, due: map[dutyKey]time.Time{}, compacted: map[metadata.Lease]int64{}, cleanedTo: map[metadata.Lease]int64{},
-		mergedTo: map[metadata.Lease]int64{},
-		entropy:  ulid.Monotonic(rand.Reader, 0), lastScan: time.Now()}
+		mergedTo: map[metadata.Lease]int64{}, retained: map[metadata.Lease]retentionMark{},
+		mergeSeen: map[metadata.Lease]int64{}, mergeLeft: map[metadata.Lease]int{},
+		entropy: ulid.Monotonic(rand.Reader, 0), lastScan: time.Now()}
 }
 
 // run visits owned partitions and runs due duties until ctx ends.
@@ -118,7 +133,12 @@ func (j *janitor) pass(ctx context.Context) {
 	leases := j.o.Leases()
 	held := map[metadata.Lease]bool{}
 	topics := map[int64]metadata.Topic{}
-	parts := map[int64][]metadata.PartitionInfo{}
+	// Only the partitions held are read, whatever the topics' sizes.
+	heldParts := map[int64][]int32{}
+	for _, l := range leases {
+		heldParts[l.TopicID] = append(heldParts[l.TopicID], l.Partition)
+	}
+	parts := map[int64]map[int32]metadata.PartitionInfo{}
 	var overdue int64
 	var pending int
 	for _, l := range leases {
@@ -133,14 +153,19 @@ func (j *janitor) pass(ctx context.Context) {
 				continue // deleted meanwhile
 			}
 			topics[l.TopicID] = t
-			if parts[l.TopicID], err = j.o.store.Partitions(ctx, l.TopicID, 0, 0); err != nil {
+			infos, err := j.o.store.PartitionsOf(ctx, l.TopicID, heldParts[l.TopicID])
+			if err != nil {
 				continue
 			}
+			parts[l.TopicID] = make(map[int32]metadata.PartitionInfo, len(infos))
+			for _, p := range infos {
+				parts[l.TopicID][p.Partition] = p
+			}
 		}
-		if int(l.Partition) >= len(parts[l.TopicID]) {
+		p, ok := parts[l.TopicID][l.Partition]
+		if !ok {
 			continue
 		}
-		p := parts[l.TopicID][l.Partition]
 		if j.isDue(l, "retention", now, j.cfg.RetentionInterval) {
 			j.bounded(ctx, "retention", func(ctx context.Context) error {
 				o, err := j.retention(ctx, l, t, p)
@@ -181,6 +206,17 @@ func (j *janitor) pass(ctx context.Context) {
 	for l := range j.mergedTo {
 		if !held[l] {
 			delete(j.mergedTo, l)
+		}
+	}
+	for l := range j.retained {
+		if !held[l] {
+			delete(j.retained, l)
+		}
+	}
+	for l := range j.mergeSeen {
+		if !held[l] {
+			delete(j.mergeSeen, l)
+			delete(j.mergeLeft, l)
 		}
 	}
 	if now.Sub(j.lastGC) >= j.cfg.GCInterval {
@@ -267,11 +303,19 @@ func (j *janitor) retention(ctx context.Context, l metadata.Lease, t metadata.To
 	if maxBytes > 0 {
 		over = p.TotalBytes - maxBytes
 	}
-	if ms <= 0 && over <= 0 {
+	if ms <= 0 && over <= 0 || p.HighWatermark <= p.LogStartOffset {
 		return 0, nil
 	}
 	now := time.Now().UnixMilli()
 	cutoff := now - ms
+	// Nothing expires before the first chunk does: while the log start is
+	// where the last pass left it and that chunk is younger than the
+	// cutoff, the index is not read at all. (Compaction can lower a
+	// chunk's timestamp, so compacted topics are always read.)
+	if m, ok := j.retained[l]; ok && over <= 0 && !t.Config.Compacted() && m.logStart == p.LogStartOffset && m.firstAt >= cutoff {
+		return 0, nil
+	}
+	delete(j.retained, l)
 	// Read the index a page at a time from the log start, and stop at the
 	// first chunk that stays: a pass costs what it drops, plus a page.
 	// A chunk's time is its largest timestamp, but never later than when
@@ -281,15 +325,19 @@ func (j *janitor) retention(ctx context.Context, l metadata.Lease, t metadata.To
 	newStart := p.LogStartOffset
 	var overdue int64
 	from := p.LogStartOffset
+	stays := int64(-1) // the time of the first chunk that stays
+	page := 16         // the first chunk usually stays: start small
 scan:
 	for read := 0; read < maxIndexRows; {
-		refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, from, indexPage)
+		refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, from, page)
 		if err != nil {
 			return 0, err
 		}
 		for _, r := range refs {
-			expired := ms > 0 && min(r.MaxTimestamp, now-r.SegmentAge.Milliseconds()) < cutoff
+			at := min(r.MaxTimestamp, now-r.SegmentAge.Milliseconds())
+			expired := ms > 0 && at < cutoff
 			if !expired && over <= 0 {
+				stays = at
 				break scan
 			}
 			newStart = r.LastOffset + 1
@@ -297,67 +345,77 @@ scan:
 			overdue += int64(r.ByteLength)
 		}
 		read += len(refs)
-		if len(refs) < indexPage {
+		if len(refs) < page {
 			break
 		}
 		from = refs[len(refs)-1].LastOffset + 1
+		page = indexPage
+	}
+	mark := func() {
+		if stays >= 0 && ms > 0 {
+			j.retained[l] = retentionMark{logStart: newStart, firstAt: stays}
+		}
 	}
 	if newStart == p.LogStartOffset {
+		mark()
 		return 0, nil
 	}
 	freed, err := j.o.store.AdvanceLogStart(ctx, j.o.cfg.AgentID, l, newStart)
 	if err != nil {
 		return overdue, err
 	}
+	mark()
 	j.o.metrics.retentionFreed.Add(float64(freed))
 	j.o.logger.Debug("retention", "topic", t.Name, "partition", l.Partition, "log_start", newStart, "freed_bytes", freed)
 	return 0, nil
 }
 
-// merge rewrites runs of small chunks of flush segments into per-partition
-// segments, bytes unchanged. It returns the small chunks left waiting.
+// merge rewrites runs of small rows into per-partition segments, bytes
+// unchanged: chunks of flush segments, and merged rows still below
+// MergeRemergeBytes, so that a quiet partition's rows keep growing towards
+// MergeRowBytes instead of staying as small as a minute of its data. Runs
+// are size-tiered, as in a log-structured merge tree: a row is merged
+// again only with at least as many bytes after it, so each byte is
+// rewritten about log2(MergeRowBytes / chunk size) times at most and a
+// partition's open tail holds a few partial rows. It returns the small
+// rows left waiting.
 func (j *janitor) merge(ctx context.Context, l metadata.Lease, p metadata.PartitionInfo) (int, error) {
-	// Chunks below mergedTo are settled: merged, or not small, or small
-	// ones left between larger ones. A pass reads on from there, a page
-	// at a time, so its cost follows what is new, whatever the partition's
-	// size.
+	// Rows below mergedTo are settled: merged, or not small, or small ones
+	// left between larger ones. A pass reads on from there, a page at a
+	// time, so its cost follows what is new, whatever the partition's
+	// size; the open tail (small rows with nothing large after them) is
+	// read again by the next pass, which may merge it with what arrived.
 	from := max(j.mergedTo[l], p.LogStartOffset)
+	if seen, ok := j.mergeSeen[l]; from >= p.HighWatermark || ok && seen == p.HighWatermark {
+		return j.mergeLeft[l], nil // nothing new since the last pass read it all
+	}
 	var run []metadata.BatchRef
 	var runBytes int64
 	settled := from
-	flushRun := func() error {
-		defer func() { run, runBytes = nil, 0 }()
-		if len(run) < j.cfg.MergeMinChunks {
-			return nil // too few to merge: left as they are
-		}
-		return j.rewriteRaw(ctx, l, run, runBytes)
-	}
-	done := false
+	done, whole := false, true
 	for read := 0; !done && read < maxIndexRows; {
 		refs, err := j.o.store.ListBatches(ctx, l.TopicID, l.Partition, from, indexPage)
 		if err != nil {
 			return 0, err
 		}
 		for _, r := range refs {
-			smallFlush := r.SegmentKind == metadata.KindFlush && int64(r.ByteLength) < j.cfg.MergeSmallChunkBytes
-			if smallFlush && r.SegmentAge < j.cfg.MergeMinAge {
-				done = true // this chunk and those after it are too young
+			small := j.mergeable(r)
+			if small && r.SegmentKind == metadata.KindFlush && r.SegmentAge < j.cfg.MergeMinAge {
+				done, whole = true, false // this chunk and those after it are too young
 				break
 			}
-			if !smallFlush {
-				if err := flushRun(); err != nil {
+			if !small {
+				if _, err := j.mergeRun(ctx, l, run); err != nil {
 					return 0, err
 				}
-				settled = r.LastOffset + 1
+				run, runBytes, settled = nil, 0, r.LastOffset+1
 				continue
 			}
 			if runBytes+int64(r.ByteLength) > j.cfg.MergeTargetBytes || len(run) >= maxRunChunks {
-				if err := flushRun(); err != nil {
+				if _, err := j.mergeRun(ctx, l, run); err != nil {
 					return 0, err
 				}
-			}
-			if len(run) == 0 {
-				settled = r.BaseOffset
+				run, runBytes, settled = nil, 0, r.BaseOffset
 			}
 			run = append(run, r)
 			runBytes += int64(r.ByteLength)
@@ -370,22 +428,59 @@ func (j *janitor) merge(ctx context.Context, l metadata.Lease, p metadata.Partit
 			done = true
 		} else {
 			from = refs[len(refs)-1].LastOffset + 1
+			whole = whole && read < maxIndexRows
 		}
 	}
-	pending := len(run)
-	if pending >= j.cfg.MergeMinChunks {
-		// A full run merges now; then only chunks not read yet are left.
-		pending = 0
-		if err := flushRun(); err != nil {
+	pending := 0
+	if len(run) > 0 {
+		merged, err := j.mergeRun(ctx, l, run)
+		if err != nil {
 			return 0, err
 		}
-		settled = from
-		if done {
-			settled = max(settled, j.mergedTo[l])
+		if !merged {
+			pending = len(run)
 		}
+		settled = run[0].BaseOffset
 	}
 	j.mergedTo[l] = settled
+	// Read to the end with nothing too young: until new chunks arrive,
+	// another pass would find the same.
+	delete(j.mergeSeen, l)
+	if whole {
+		j.mergeSeen[l], j.mergeLeft[l] = p.HighWatermark, pending
+	}
 	return pending, nil
+}
+
+// mergeable reports whether an index row is small enough to merge: a
+// chunk of a flush segment below MergeSmallChunkBytes, or a merged row
+// below MergeRemergeBytes.
+func (j *janitor) mergeable(r metadata.BatchRef) bool {
+	switch r.SegmentKind {
+	case metadata.KindFlush:
+		return int64(r.ByteLength) < j.cfg.MergeSmallChunkBytes
+	case metadata.KindMerged:
+		return int64(r.ByteLength) < j.cfg.MergeRemergeBytes
+	}
+	return false
+}
+
+// mergeRun merges a run of mergeable rows, leaving out the leading rows
+// larger than all the rows after them (size tiers), when at least
+// MergeMinChunks rows are left. It reports whether it merged.
+func (j *janitor) mergeRun(ctx context.Context, l metadata.Lease, run []metadata.BatchRef) (bool, error) {
+	var total int64
+	for _, r := range run {
+		total += int64(r.ByteLength)
+	}
+	for len(run) > 0 && 2*int64(run[0].ByteLength) > total {
+		total -= int64(run[0].ByteLength)
+		run = run[1:]
+	}
+	if len(run) < j.cfg.MergeMinChunks {
+		return false, nil // too few to merge: left as they are
+	}
+	return true, j.rewriteRaw(ctx, l, run, total)
 }
 
 // readChunks fetches the bytes of refs, in order.
@@ -411,7 +506,7 @@ func (j *janitor) readChunks(ctx context.Context, refs []metadata.BatchRef) ([][
 	return out, g.Wait()
 }
 
-// rewriteRaw copies the chunks of run, unchanged, into one new segment
+// rewriteRaw copies the rows of run, unchanged, into one new segment
 // and swaps the index rows to it.
 func (j *janitor) rewriteRaw(ctx context.Context, l metadata.Lease, run []metadata.BatchRef, total int64) error {
 	chunks, err := j.readChunks(ctx, run)
@@ -420,30 +515,44 @@ func (j *janitor) rewriteRaw(ctx context.Context, l metadata.Lease, run []metada
 	}
 	b := segment.NewBuilder(nil)
 	key := segment.ChunkKey{TopicID: l.TopicID, Partition: l.Partition}
-	// The chunks are copied byte for byte, each with its base offset
+	// The batches are copied byte for byte, each with its base offset
 	// written in (the CRC does not cover it), and indexed by rows of up to
 	// MergeRowBytes: a row covers several batches, so index rows per byte
-	// stay bounded however small the flushes were.
+	// stay bounded however small the flushes were. A row merged before
+	// holds batches that carry their offsets already; it moves whole.
 	var news []metadata.NewChunk
 	for i, c := range chunks {
 		r := run[i]
-		if r.Batches > 1 {
-			return fmt.Errorf("merge %s@%d: a run of batches is merged already", r.SegmentKey, r.ByteOffset)
+		first := int64(-1)
+		var length int64
+		if r.Batches <= 1 {
+			segment.SetBaseOffset(c, r.BaseOffset)
 		}
-		segment.SetBaseOffset(c, r.BaseOffset)
-		ref, err := b.AddRaw(key, c)
-		if err != nil {
-			return fmt.Errorf("merge %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+		for rest := c; len(rest) > 0; {
+			_, batch, next, err := segment.NextBatch(rest)
+			if err != nil {
+				return fmt.Errorf("merge %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+			}
+			ref, err := b.AddRaw(key, batch)
+			if err != nil {
+				return fmt.Errorf("merge %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+			}
+			if first < 0 {
+				first = ref.Offset
+			}
+			length += ref.Length
+			rest = next
 		}
-		if n := len(news); n > 0 && int64(news[n-1].ByteLength)+ref.Length <= j.cfg.MergeRowBytes &&
+		batches := max(r.Batches, 1)
+		if n := len(news); n > 0 && int64(news[n-1].ByteLength)+length <= j.cfg.MergeRowBytes &&
 			r.LastOffset-news[n-1].BaseOffset < maxRowOffsets {
 			row := &news[n-1]
-			row.LastOffset, row.Records, row.ByteLength, row.Batches = r.LastOffset, row.Records+r.Records, row.ByteLength+int32(ref.Length), row.Batches+1
+			row.LastOffset, row.Records, row.ByteLength, row.Batches = r.LastOffset, row.Records+r.Records, row.ByteLength+int32(length), row.Batches+batches
 			row.MaxTimestamp = max(row.MaxTimestamp, r.MaxTimestamp)
 			continue
 		}
 		news = append(news, metadata.NewChunk{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp,
-			ByteOffset: ref.Offset, ByteLength: int32(ref.Length), Batches: 1})
+			ByteOffset: first, ByteLength: int32(length), Batches: batches})
 	}
 	if err := j.writeAndSwap(ctx, l, b, run, news, metadata.KindMerged); err != nil {
 		return err

@@ -93,12 +93,18 @@ func New(cfg Config, deps Deps) (*Owner, error) {
 }
 
 // Start registers the agent, takes its first leases and starts the loops.
+// A first lease round that fails (a lock or statement timeout while many
+// agents start at once) does not stop the agent: the loop runs the next
+// one an interval later, and the agent serves meanwhile without leases.
 func (o *Owner) Start(ctx context.Context) error {
 	if err := o.heartbeat(ctx); err != nil {
 		return err
 	}
 	if err := o.syncLeases(ctx); err != nil {
-		return err
+		if ctx.Err() != nil {
+			return err
+		}
+		o.logger.Warn("first lease round failed; the next one follows", "err", err, "in", o.cfg.LeaseInterval)
 	}
 	ctx, o.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	o.wg.Add(3)

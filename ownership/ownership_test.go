@@ -730,6 +730,51 @@ func TestCompactionOfMergedRows(t *testing.T) {
 	}
 }
 
+// A quiet partition merged a minute at a time: its merged rows are merged
+// again with the rows after them (size-tiered), so that its rows grow
+// rather than stay a minute of data each; reads are unchanged.
+func TestQuietPartitionRowsGrow(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) {
+		quiet(c)
+		c.Batcher.Linger = 0
+	}})
+	post(t, a.URL+"/v1/topics", `{"name":"q","partitions":1}`)
+	owning(t, a, 1)
+	ctx := context.Background()
+	top, err := a.Store().GetTopic(ctx, "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds, perRound = 8, 8
+	for r := 0; r < rounds; r++ {
+		for i := 0; i < perRound; i++ { // one chunk per request
+			n := r*perRound + i
+			produceOne(t, a.URL, "q", fmt.Sprintf(`{"key":"k%d","value":%d}`, n, n))
+		}
+		a.Owner().RunJanitor(ctx) // a merge pass after each "minute"
+	}
+	refs, err := a.Store().ListBatches(ctx, top.ID, 0, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := int32(0)
+	for _, r := range refs {
+		batches += r.Batches
+	}
+	// Merged once per round only, 8 rows of 8 batches would stay; merged
+	// in tiers, the 64 batches end in a row or two.
+	if len(refs) > 2 || batches != rounds*perRound {
+		t.Fatalf("%d rows covering %d batches after %d rounds: %+v", len(refs), batches, rounds, refs)
+	}
+	got := readAll(t, a.URL, "q", 0)
+	for n := 0; n < rounds*perRound; n++ {
+		if want := fmt.Sprintf(`"k%d"=%d`, n, n); got[int64(n)] != want {
+			t.Fatalf("offset %d: %q, want %q", n, got[int64(n)], want)
+		}
+	}
+}
+
 // An agent's heartbeats and lease rounds go on while its own janitor is
 // blocked, inside a merge's swap or retention's fence, on a partition row
 // that another session holds (as a stalled agent's commit would), with no

@@ -102,6 +102,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.DurationVar(&j.MergeMinAge, "merge-min-age", j.MergeMinAge, "chunks younger than this are left for tail readers")
 	fs.BytesVar(&j.MergeTargetBytes, "merge-target-bytes", j.MergeTargetBytes, "size of the per-partition segments merging writes; a merge holds twice this (default: 1/16 of --memory-limit, at most 32MiB)")
 	fs.BytesVar(&j.MergeRowBytes, "merge-row-bytes", j.MergeRowBytes, "most bytes of merged batches one index row covers (a fetch reads a whole row)")
+	fs.BytesVar(&j.MergeRemergeBytes, "merge-remerge-bytes", j.MergeRemergeBytes, "merged rows smaller than this are merged again with the rows after them (size-tiered), so that quiet partitions' rows grow too; 0 never merges a merged row again")
 	fs.DurationVar(&j.CompactInterval, "compact-interval", j.CompactInterval, "how often compacted topics' partitions are cleaned")
 	fs.BytesVar(&j.CompactMapBytes, "compact-map-bytes", j.CompactMapBytes, "memory for one compaction pass's map of keys to their latest offsets (Kafka's log.cleaner.dedupe.buffer.size); a partition with more keys is cleaned over several passes (default: 1/32 of --memory-limit)")
 	fs.DurationVar(&j.GCInterval, "gc-interval", j.GCInterval, "how often objects of unreferenced and expired segments are deleted")

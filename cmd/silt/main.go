@@ -31,6 +31,7 @@ func commands() []command {
 		{"group", "list, describe, reset the offsets of and delete consumer groups", runGroupCmd},
 		{"keys", "create, list and revoke API keys (offline with --database-url, or through an agent)", runKeysCmd},
 		{"bench", "benchmark Silt, with the raw object store and NATS JetStream as baselines", runBenchCmd},
+		{"scale", "simulate many agents against one Postgres: commits, leases, lookups and groups at scale", runScaleCmd},
 	}
 }
 

@@ -43,6 +43,9 @@ type Config struct {
 	Fast bool
 	// MaxConnections is the server's max_connections.
 	MaxConnections int
+	// Settings are further server settings (name to value), given as
+	// -c name=value at start.
+	Settings map[string]string
 	// RelocateRoot matters only when the caller is root, so the server runs
 	// as the postgres user: when that user cannot reach DataDir (a parent
 	// directory only its owner may enter, such as a home directory or a
@@ -75,6 +78,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnections < 10 {
 		return fmt.Errorf("pgcluster: max connections %d below 10", c.MaxConnections)
+	}
+	for k, v := range c.Settings {
+		if k == "" || strings.ContainsAny(k+v, " \t\n'\"\\") {
+			return fmt.Errorf("pgcluster: setting %q=%q: names and values must not hold spaces or quotes", k, v)
+		}
 	}
 	return nil
 }
@@ -407,6 +415,14 @@ func (c *Cluster) start(ctx context.Context, port int) error {
 		// Spelled out, so a durable server is durable whatever its
 		// postgresql.conf says (the data directory may be an old fast one).
 		opts = append(opts, "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on")
+	}
+	names := make([]string, 0, len(c.cfg.Settings))
+	for k := range c.cfg.Settings {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		opts = append(opts, "-c", k+"="+c.cfg.Settings[k])
 	}
 	logFile := filepath.Join(c.dir, "server.log")
 	out, err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", c.dir, "-l", logFile, "-o", strings.Join(opts, " "))
