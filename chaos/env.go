@@ -231,6 +231,9 @@ func createDatabase(ctx context.Context, adminURL, name string) error {
 // LBURL is the API through HAProxy.
 func (e *Env) LBURL() string { return e.cluster.LBURL }
 
+// KafkaAddr is the Kafka listener through the load balancer.
+func (e *Env) KafkaAddr() string { return e.cluster.KafkaAddr }
+
 // AdminKey is the cluster's admin API key: the workloads use it, as
 // agents require keys by default.
 func (e *Env) AdminKey() string { return e.cluster.AdminKey }

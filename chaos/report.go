@@ -79,7 +79,7 @@ func (r *Result) Markdown() string {
 		o := st.Ops[f]
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d |\n", f, o[Invoke], o[OK], o[Fail], o[Info])
 	}
-	fmt.Fprintf(&b, "\nRecords: %d sent, %d acknowledged, %d in the final log over %d partitions; %d handed to the consumer group, %d received by SSE tails. Idempotent sends answered as resends of a committed request: %d.\n",
+	fmt.Fprintf(&b, "\nRecords: %d sent, %d acknowledged, %d in the final log over %d partitions; %d handed to consumer groups (each group counted), %d received by SSE tails. Idempotent sends answered as resends of a committed request: %d.\n",
 		st.RecordsSent, st.RecordsAcked, st.RecordsInLog, st.Partitions, st.RecordsHanded, st.RecordsTailed, st.ResendsAnswered)
 
 	b.WriteString("\n## Faults and recovery\n\nRecovery: from healing the fault (restart, SIGCONT, toxic removed, standby promoted) until every agent answers `/readyz` and acknowledges a write of its own.\n\n| fault | injected | recovery p50 | recovery max |\n|---|---|---|---|\n")

@@ -39,6 +39,7 @@ type Config struct {
 	Producers     int // plain producers
 	IdemProducers int // idempotent producers
 	Members       int // members of the HTTP consumer group
+	KafkaMembers  int // members of the Kafka consumer group (franz-go)
 	Tails         int // SSE tails, on partitions 0..Tails-1
 	// AgentEnv overrides agent settings (SILT_*=...).
 	AgentEnv []string
@@ -88,6 +89,7 @@ func DefaultConfig() Config {
 		Producers:     3,
 		IdemProducers: 2,
 		Members:       3,
+		KafkaMembers:  2,
 		Tails:         2,
 		Faults: FaultConfig{
 			Kinds:         AllKinds,
@@ -108,7 +110,7 @@ func SmokeConfig() Config {
 	c.Duration = 60 * time.Second
 	c.EveryKind = true
 	c.Quiet = 3 * time.Second
-	c.Producers, c.IdemProducers, c.Members, c.Tails = 2, 2, 2, 1
+	c.Producers, c.IdemProducers, c.Members, c.KafkaMembers, c.Tails = 2, 2, 2, 2, 1
 	c.Faults.Gap = [2]time.Duration{200 * time.Millisecond, time.Second}
 	c.Faults.Hold = [2]time.Duration{time.Second, 2 * time.Second}
 	c.Faults.MaxPause = suiteLeaseTTL + 2*time.Second
@@ -183,7 +185,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}()
 	logf("chaos: %d agents behind %s; postgres primary and synchronous standby; state in %s", cfg.Agents, env.LBURL(), cfg.StateDir)
 
-	const topic, probeTopic, group = "chaos", "chaos-probe", "chaos-group"
+	const topic, probeTopic, group, kafkaGroup = "chaos", "chaos-probe", "chaos-group", "chaos-kafka-group"
 	admin, err := client.New(env.LBURL(), client.WithToken(env.AdminKey()), client.WithRetry(client.DefaultRetryPolicy()))
 	if err != nil {
 		return nil, err
@@ -195,7 +197,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	rec := NewRecorder(hf)
-	wenv := &workloadEnv{rec: rec, lb: env.LBURL(), agents: env.AgentURLs(), token: env.AdminKey(), topic: topic, partitions: cfg.Partitions, seed: cfg.Seed, logf: logf}
+	wenv := &workloadEnv{rec: rec, lb: env.LBURL(), agents: env.AgentURLs(), kafka: env.KafkaAddr(), token: env.AdminKey(), topic: topic, partitions: cfg.Partitions, seed: cfg.Seed, logf: logf}
 	prog := newProgress()
 	var producers, consumers []Workload
 	for i := range cfg.Producers {
@@ -207,14 +209,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for i := range cfg.Members {
 		consumers = append(consumers, &GroupMember{ID: i, Group: group, env: wenv, progress: prog})
 	}
+	for i := range cfg.KafkaMembers {
+		consumers = append(consumers, &KafkaMember{ID: i, Group: kafkaGroup, env: wenv, progress: prog})
+	}
 	var tailParts []int32
 	for i := range cfg.Tails {
 		tailParts = append(tailParts, int32(i))
 		consumers = append(consumers, &Tail{Partition: int32(i), env: wenv, progress: prog})
 	}
 	consumers = append(consumers, &Monitor{env: wenv})
-	// Kafka consumer groups: add the workload here once the Kafka listener
-	// exists (see Workload).
 
 	pctx, stopProducers := context.WithCancel(ctx)
 	defer stopProducers()
@@ -278,7 +281,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err == nil {
 		deadline := time.Now().Add(cfg.Check.StuckBound)
 		for time.Now().Before(deadline) {
-			done := cfg.Members == 0 || prog.caughtUp("group "+group, hwm, nil)
+			done := (cfg.Members == 0 || prog.caughtUp("group "+group, hwm, nil)) &&
+				(cfg.KafkaMembers == 0 || prog.caughtUp("group "+kafkaGroup, hwm, nil))
 			for _, p := range tailParts {
 				done = done && prog.caughtUp("sse-"+strconv.Itoa(int(p)), hwm, []int32{p})
 			}
@@ -294,7 +298,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cwg.Wait()
 	stopWatch()
 
-	finalRead(ctx, rec, admin, topic, cfg.Partitions, group)
+	finalRead(ctx, rec, admin, topic, cfg.Partitions, group, kafkaGroup)
 	if err := rec.Flush(); err != nil {
 		return nil, fmt.Errorf("chaos: write history: %w", err)
 	}
@@ -322,8 +326,8 @@ func highWatermarks(ctx context.Context, cl *client.Client, topic string, partit
 }
 
 // finalRead reads every partition from its start to its high watermark,
-// and the group's committed offsets, retrying for up to two minutes.
-func finalRead(ctx context.Context, rec *Recorder, cl *client.Client, topic string, partitions int32, group string) {
+// and the groups' committed offsets, retrying for up to two minutes.
+func finalRead(ctx context.Context, rec *Recorder, cl *client.Client, topic string, partitions int32, groups ...string) {
 	deadline := time.Now().Add(2 * time.Minute)
 	var lastErr error
 	for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -342,6 +346,13 @@ func finalRead(ctx context.Context, rec *Recorder, cl *client.Client, topic stri
 	if lastErr != nil {
 		return
 	}
+	for _, group := range groups {
+		finalOffsets(ctx, rec, cl, topic, group, deadline)
+	}
+}
+
+// finalOffsets records a group's committed offsets of topic.
+func finalOffsets(ctx context.Context, rec *Recorder, cl *client.Client, topic, group string, deadline time.Time) {
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		op := rec.Invoke(Event{Process: "final", F: FFinalOffsets, Group: group})
 		offs, err := cl.GroupOffsets(ctx, group)

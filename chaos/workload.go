@@ -20,13 +20,11 @@ import (
 // Workload is one kind of client activity. Each records its operations in
 // the history; Run returns when ctx ends.
 //
-// The HTTP workloads are below. Kafka consumer groups are the extension
-// point for when the Kafka listener exists: a workload that joins a group
-// with a Kafka client (franz-go) through the agents' Kafka port and
-// records FGroupJoin/FGroupFetch/FGroupCommit events under its own Group
-// name is checked by the same group verdicts (contiguity, commits that
-// skip, stuck consumers, reads the log contradicts) with no change to the
-// checker.
+// The HTTP workloads are below; KafkaMember (kafkagroup.go) joins a
+// Kafka consumer group with franz-go through the load balancer's Kafka
+// port and records FGroupJoin/FGroupFetch/FGroupCommit events under its
+// own group name, checked by the same group verdicts (contiguity, commits
+// that skip, stuck consumers, reads the log contradicts).
 type Workload interface {
 	Name() string
 	Run(ctx context.Context)
@@ -37,6 +35,7 @@ type workloadEnv struct {
 	rec        *Recorder
 	lb         string   // the API through HAProxy
 	agents     []string // each agent's own URL
+	kafka      string   // the Kafka listener through HAProxy (host:port)
 	token      string   // the admin API key
 	topic      string
 	partitions int32
