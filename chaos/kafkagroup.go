@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"silt/auth"
 )
 
 // KafkaMember consumes the topic as a member of a Kafka consumer group
@@ -43,9 +45,10 @@ func (m *KafkaMember) Run(ctx context.Context) {
 	lost := func(_ context.Context, _ *kgo.Client, _ map[string][]int32) {
 		m.env.rec.Single(Info, Event{Process: name, F: FGroupLeave, Group: m.Group, Member: name, Generation: gen, Error: "partitions revoked or lost"})
 	}
+	user, _ := auth.ParseToken(m.env.token) // SASL PLAIN: the key's id and the key
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(m.env.kafka),
-		kgo.SASL(plain.Auth{User: keyID(m.env.token), Pass: m.env.token}.AsMechanism()),
+		kgo.SASL(plain.Auth{User: user, Pass: m.env.token}.AsMechanism()),
 		kgo.ConsumerGroup(m.Group),
 		kgo.ConsumeTopics(m.env.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -113,13 +116,4 @@ func (m *KafkaMember) Run(ctx context.Context) {
 			return
 		}
 	}
-}
-
-// keyID is the id part of an API key (silt_<id>_<secret>): the SASL PLAIN
-// user name.
-func keyID(key string) string {
-	if len(key) < 21 {
-		return ""
-	}
-	return key[5:21]
 }

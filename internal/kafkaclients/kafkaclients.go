@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"silt/auth"
 	"silt/client"
 	"silt/partitioner"
 )
@@ -82,16 +83,9 @@ func Plain(addr string) Broker { return Broker{Addr: addr} }
 // WithKey authenticates with an API key: SASL PLAIN, user name the key's
 // id, password the key.
 func (b Broker) WithKey(key string) Broker {
-	b.User, b.Password = keyID(key), key
+	b.User, _ = auth.ParseToken(key)
+	b.Password = key
 	return b
-}
-
-// keyID is the 16 hex digits after "silt_".
-func keyID(key string) string {
-	if len(key) < 21 {
-		return ""
-	}
-	return key[5:21]
 }
 
 // env is the scripts' view of the broker's security.
