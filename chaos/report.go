@@ -111,6 +111,9 @@ func (r *Result) Markdown() string {
 		fmt.Fprintf(&b, "%s. Capacity %.0f requests/s (%.1f MB/s), offered %.0f requests/s open loop: %d sent, %d acknowledged, %d refused with 429 (%d without Retry-After), %d other statuses, %d without an answer, %d not sent (generator bound). Max RSS %d MiB of a %d MiB memory setting; crashed: %v. Throughput back to capacity %s after the load dropped.\n",
 			status, o.Capacity, o.CapacityMBps, o.Offered, o.Sent, o.Acked, o.Refused, o.NoRetryAfter, sumStatus(o.OtherStatus), o.TransportErrors, o.ClientDropped,
 			o.MaxRSS>>20, o.Memory>>20, o.Crashed, ms(o.RecoveryTime))
+		if o.FreshCapacity > 0 {
+			fmt.Fprintf(&b, "Throughput did not come back to the capacity measured before; a fresh agent measured then did %.0f requests/s, the machine's capacity at that time, and recovery is judged against the lower of the two.\n", o.FreshCapacity)
+		}
 		for _, x := range o.Violations {
 			fmt.Fprintf(&b, "- %s\n", x)
 		}
