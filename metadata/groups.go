@@ -221,7 +221,7 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 func (s *Store) ViewGroup(ctx context.Context, name string, fn func(ctx context.Context, g *GroupTx) error) error {
 	var fnErr error
 	errFn := errors.New("group callback failed")
-	err := s.classify("view group", pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+	err := s.classify("view group", pgx.BeginTxFunc(ctx, s.pool, s.txOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}),
 		func(tx pgx.Tx) error {
 			g, err := readGroup(ctx, tx, name, false, false)
 			if err != nil {
