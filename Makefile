@@ -20,7 +20,7 @@ CHAOS_SEED ?=
 # make fuzz: how long each fuzz target runs.
 FUZZTIME ?= 5m
 
-.PHONY: help build run test test-short lint bench bench-scale chaos fuzz localstack services-up services-down postgres minio toxiproxy haproxy kafka-clients nats chromium curl
+.PHONY: help build run test test-short lint bench bench-scale chaos fuzz localstack services-up services-down postgres minio toxiproxy haproxy pgbouncer kafka-clients nats chromium curl
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,7 +31,7 @@ build: ## build bin/silt
 run: build postgres ## start Silt on its embedded default (private Postgres + file store under ./.silt), anonymous, on 127.0.0.1:8080
 	./$(BIN) dev
 
-test: postgres minio toxiproxy haproxy kafka-clients chromium curl ## start Postgres and MinIO (HAProxy, Toxiproxy and real Kafka clients for the end-to-end, fault and Kafka tests, Chromium for the console's browser test, curl for the README's examples), run every test with -race, stop them
+test: postgres minio toxiproxy haproxy pgbouncer kafka-clients chromium curl ## start Postgres and MinIO (HAProxy, pgbouncer, Toxiproxy and real Kafka clients for the end-to-end, fault and Kafka tests, Chromium for the console's browser test, curl for the README's examples), run every test with -race, stop them
 	$(LOCALSTACK) exec --minio-bin $(MINIO_BIN) --toxiproxy-bin $(TOXIPROXY_BIN) -- $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short: ## unit tests only (no services; integration tests skip)
@@ -83,6 +83,9 @@ $(TOXIPROXY_BIN):
 
 haproxy: ## install HAProxy with apt-get when missing (for make localstack and the end-to-end tests)
 	@scripts/ensure-apt.sh haproxy haproxy
+
+pgbouncer: ## install pgbouncer with apt-get when missing (the tests of agents behind a pooler in transaction mode)
+	@scripts/ensure-apt.sh pgbouncer pgbouncer
 
 kafka-clients: ## install kcat and Debian's Kafka clients for Python (confluent-kafka, kafka-python) with apt-get when missing (for the Kafka tests)
 	@scripts/ensure-apt.sh kcat kcat

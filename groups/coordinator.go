@@ -19,6 +19,7 @@ import (
 // Store is what the coordinator needs of the metadata store.
 type Store interface {
 	InGroup(ctx context.Context, name string, create bool, fn func(ctx context.Context, g *metadata.GroupTx) error) error
+	InGroupSnapshot(ctx context.Context, name string, fn func(ctx context.Context, g *metadata.GroupTx) error) error
 	ViewGroup(ctx context.Context, name string, fn func(ctx context.Context, g *metadata.GroupTx) error) error
 	ListGroups(ctx context.Context, after string, limit int) ([]metadata.GroupSummary, error)
 	GroupOffsets(ctx context.Context, name string) ([]metadata.GroupOffset, error)
@@ -307,6 +308,9 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 	if generation < 0 {
 		return HeartbeatResult{}, fmt.Errorf("%w: generation %d is negative", ErrInvalidArgument, generation)
 	}
+	if res, ok := c.heartbeatSnapshot(ctx, group, member, generation); ok {
+		return res, nil
+	}
 	var res HeartbeatResult
 	err := c.locked(ctx, group, false, func(ctx context.Context, st *state) error {
 		if err := st.httpOnly(); err != nil {
@@ -330,6 +334,45 @@ func (c *Coordinator) Heartbeat(ctx context.Context, group, member string, gener
 		return nil
 	})
 	return res, memberError(err, group, member)
+}
+
+// errSlowPath makes heartbeatSnapshot hand the heartbeat to the locked path.
+var errSlowPath = errors.New("heartbeat needs the group's lock")
+
+// heartbeatSnapshot answers a heartbeat that changes nothing but the
+// member's own heartbeat time (the member is current, no member expired,
+// no rebalance is due), without the group's row lock, so that heartbeats
+// do not queue behind the group's offset commits and each other. It
+// decides on a snapshot and writes only the member's row, which every
+// change of the group's state also writes: a change committed after the
+// snapshot makes the write fail (metadata.ErrGroupChanged). ok is false
+// when the heartbeat must take the locked path (anything else to do, a
+// rejection, a Kafka group, a conflict or an error).
+func (c *Coordinator) heartbeatSnapshot(ctx context.Context, group, member string, generation int64) (res HeartbeatResult, ok bool) {
+	err := c.store.InGroupSnapshot(ctx, group, func(ctx context.Context, tx *metadata.GroupTx) error {
+		st := newState(tx, &c.cfg)
+		if st.kafkaManaged() {
+			return errSlowPath
+		}
+		st.maintain()
+		m, err := st.alive(member)
+		if err != nil || generation > st.group.Generation || !st.touchOnly() {
+			return errSlowPath
+		}
+		gen := st.group.Generation
+		res = HeartbeatResult{Generation: gen, Rejoin: m.Generation != gen || generation != gen}
+		if err := tx.AsyncCommit(ctx); err != nil {
+			return err
+		}
+		return tx.Touch(ctx, member)
+	})
+	return res, err == nil
+}
+
+// touchOnly reports whether save would write nothing but heartbeats.
+func (st *state) touchOnly() bool {
+	return len(st.removed) == 0 && st.expired == 0 && !st.rebalance && !st.rebalanced && !st.groupDirty &&
+		len(st.dirty) == 0 && !st.notify && !st.deleted && !st.tx.Created()
 }
 
 // Leave removes a member; the others rebalance.

@@ -14,7 +14,11 @@ import (
 // ErrGroupNotFound: no consumer group has that name.
 var ErrGroupNotFound = errors.New("metadata: group not found")
 
-func init() { sentinels = append(sentinels, ErrGroupNotFound) }
+// ErrGroupChanged: a write in InGroupSnapshot met a change committed
+// after its snapshot was taken; redo the work under InGroup.
+var ErrGroupChanged = errors.New("metadata: group changed since the snapshot")
+
+func init() { sentinels = append(sentinels, ErrGroupNotFound, ErrGroupChanged) }
 
 // GroupTopic is a topic as a group's subscription sees it: its id (a
 // deleted and re-created topic gets a new one) and partition count.
@@ -215,13 +219,45 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 	}
 }
 
+// InGroupSnapshot runs fn in one repeatable-read transaction on a snapshot
+// of the group, without its row lock: for a change to rows that every
+// change of the group's state also writes (a member's heartbeat, when the
+// snapshot shows nothing else to do), so that fn's write fails with
+// ErrGroupChanged rather than land on a state other than the one it was
+// decided on. A missing group fails with ErrGroupNotFound. Group
+// operations under InGroup do not wait for it, nor it for them, but on the
+// rows both write.
+func (s *Store) InGroupSnapshot(ctx context.Context, name string, fn func(ctx context.Context, g *GroupTx) error) error {
+	var fnErr error
+	errFn := errors.New("group callback failed")
+	err := pgx.BeginTxFunc(ctx, s.pool, s.txOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead}),
+		func(tx pgx.Tx) error {
+			g, err := readGroup(ctx, tx, name, false, false)
+			if err != nil {
+				return err
+			}
+			if err := fn(ctx, g); err != nil {
+				fnErr = err
+				return errFn
+			}
+			return nil
+		})
+	if fnErr != nil {
+		return fnErr
+	}
+	if pgCode(err) == sqlSerializationFailure {
+		return fmt.Errorf("group %s: %w", name, ErrGroupChanged)
+	}
+	return s.classify("group snapshot", err)
+}
+
 // ViewGroup runs fn on a consistent snapshot of the group, without locking
 // it, in a read-only transaction: for requests that wait on a group's
 // state and only look. A missing group fails with ErrGroupNotFound.
 func (s *Store) ViewGroup(ctx context.Context, name string, fn func(ctx context.Context, g *GroupTx) error) error {
 	var fnErr error
 	errFn := errors.New("group callback failed")
-	err := s.classify("view group", pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+	err := s.classify("view group", pgx.BeginTxFunc(ctx, s.pool, s.txOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}),
 		func(tx pgx.Tx) error {
 			g, err := readGroup(ctx, tx, name, false, false)
 			if err != nil {
@@ -567,6 +603,9 @@ func (g *GroupTx) Touch(ctx context.Context, ids ...string) error {
 	}
 	_, err := g.tx.Exec(ctx, `UPDATE group_members SET heartbeat_at = $3 WHERE group_id = $1 AND member_id = ANY($2)`,
 		g.group.ID, ids, g.now)
+	if pgCode(err) == sqlSerializationFailure { // only in InGroupSnapshot
+		return fmt.Errorf("touch group members: %w", ErrGroupChanged)
+	}
 	return classify("touch group members", err)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,6 +30,17 @@ type Config struct {
 	// MaxClusterPartitions bounds the partitions of all topics together;
 	// 0 leaves them unbounded.
 	MaxClusterPartitions int64
+	// TransactionPooler says that URL leads to a connection pooler in
+	// transaction mode (pgbouncer with pool_mode=transaction), which hands
+	// each transaction a server session of its own choosing. The store then
+	// sends the session bounds at the start of each transaction it opens
+	// (SET LOCAL), not in the startup message, which such a pooler refuses
+	// or drops; and it uses no named prepared statements (pgx describes
+	// each statement once per connection and runs it unnamed). Statements
+	// outside a transaction run under the server's settings for the role:
+	// set the same bounds there (ALTER ROLE ... SET). LISTEN and the
+	// migrations' session lock need a direct connection, not this URL.
+	TransactionPooler bool
 }
 
 // Session holds the bounds set on every Postgres session an agent opens,
@@ -104,6 +116,26 @@ func (s Session) Params(params map[string]string) {
 	set("tcp_user_timeout", s.TCPUserTimeout.Milliseconds())
 }
 
+// setLocal returns the SET LOCAL statements of the transaction-scoped
+// bounds (lock, statement and idle-in-transaction timeouts; the TCP
+// settings belong to the pooler's own sockets), or "" when none is set.
+func (s Session) setLocal() string {
+	var b strings.Builder
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"lock_timeout", s.LockTimeout},
+		{"statement_timeout", s.StatementTimeout},
+		{"idle_in_transaction_session_timeout", s.IdleInTransactionTimeout},
+	} {
+		if p.d > 0 {
+			fmt.Fprintf(&b, "SET LOCAL %s = %d; ", p.name, p.d.Milliseconds())
+		}
+	}
+	return strings.TrimSuffix(b.String(), " ")
+}
+
 // DefaultConfig returns the defaults; URL must be set.
 func DefaultConfig() Config {
 	return Config{MaxConns: 16, ConnectTimeout: 5 * time.Second, Session: DefaultSession(), MaxClusterPartitions: 100_000}
@@ -133,6 +165,9 @@ type Store struct {
 	metrics *metrics
 	// maxPartitions bounds all topics' partitions together (0: unbounded).
 	maxPartitions int64
+	// setLocal sets the session bounds for one transaction, behind a
+	// transaction pooler ("" when they were set at connection start).
+	setLocal string
 }
 
 // Open connects a pool. It does not wait for Postgres to be reachable.
@@ -148,7 +183,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.ConnectTimeout > 0 {
 		pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	}
-	cfg.Session.Params(pc.ConnConfig.RuntimeParams)
+	var begin string
+	if cfg.TransactionPooler {
+		begin = cfg.Session.setLocal()
+		if pc.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement {
+			pc.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+		}
+	} else {
+		cfg.Session.Params(pc.ConnConfig.RuntimeParams)
+	}
 	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok && cfg.ApplicationName != "" {
 		pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
 	}
@@ -164,7 +207,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{pool: pool, logger: logger, metrics: m, maxPartitions: cfg.MaxClusterPartitions}, nil
+	return &Store{pool: pool, logger: logger, metrics: m, maxPartitions: cfg.MaxClusterPartitions, setLocal: begin}, nil
 }
 
 // Pool exposes the pool, for migrations and the LISTEN connection.
@@ -180,7 +223,28 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // inTx runs fn in a transaction, mapping errors with classify.
 func (s *Store) inTx(ctx context.Context, what string, fn func(tx pgx.Tx) error) error {
-	return s.classify(what, pgx.BeginFunc(ctx, s.pool, fn))
+	return s.classify(what, pgx.BeginTxFunc(ctx, s.pool, s.txOptions(pgx.TxOptions{}), fn))
+}
+
+// txOptions returns opts with the session bounds added to the BEGIN when
+// they must be set per transaction (see Config.TransactionPooler). The
+// BEGIN and the SETs go in one simple-protocol message: no round trip more.
+func (s *Store) txOptions(opts pgx.TxOptions) pgx.TxOptions {
+	if s.setLocal == "" {
+		return opts
+	}
+	begin := "BEGIN"
+	if opts.IsoLevel != "" {
+		begin += " ISOLATION LEVEL " + string(opts.IsoLevel)
+	}
+	if opts.AccessMode != "" {
+		begin += " " + string(opts.AccessMode)
+	}
+	if opts.DeferrableMode != "" {
+		begin += " " + string(opts.DeferrableMode)
+	}
+	opts.BeginQuery = begin + "; " + s.setLocal
+	return opts
 }
 
 // classify maps driver errors to sentinels (see the package function) and

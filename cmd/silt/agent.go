@@ -60,6 +60,7 @@ func agentFlags(fs *flagSet, ac *agentConfig, withStores bool) {
 	fs.BytesVar(&ac.MemoryLimit, "memory-limit", ac.MemoryLimit, "the agent's resident memory: the Go runtime's soft memory limit is 32MiB less, and the memory budgets (--max-buffer-bytes, --cache-bytes, the in-flight bounds...) are fractions of it unless each is set on its own; the agent refuses to start when the budgets given do not fit under it with its headroom (a quarter, at least 48MiB). A GOMEMLIMIT in the environment wins over it. See docs/deploy.md")
 	if withStores {
 		fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (postgres://user:pass@host:5432/db)")
+		fs.StringVar(&c.DatabaseDirectURL, "database-direct-url", "", "Postgres URL that reaches the server directly, when --database-url leads to a pooler in transaction mode (pgbouncer): the LISTEN connection and the migrations use it, and the agent then sets its session bounds (--db-lock-timeout...) in each transaction and uses no named prepared statements. See docs/scaling.md")
 		fs.StringVar(&c.ObjectStore, "objectstore", "", "object store URL: s3://bucket/prefix?endpoint=&region=&unsigned_payload=, minio://bucket/prefix?endpoint=, file:///path or mem://")
 	}
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "Postgres connection pool size")

@@ -35,7 +35,12 @@ type Config struct {
 	AgentID     string
 	Advertise   string
 	DatabaseURL string
-	DBMaxConns  int
+	// DatabaseDirectURL, when set, reaches Postgres directly while
+	// DatabaseURL leads to a connection pooler in transaction mode
+	// (pgbouncer): the LISTEN connection and the migrations, which need
+	// a session of their own, use it (see metadata.Config.TransactionPooler).
+	DatabaseDirectURL string
+	DBMaxConns        int
 	// DBSession bounds every Postgres session (lock, statement and
 	// idle-in-transaction timeouts, TCP keepalives).
 	DBSession metadata.Session
@@ -246,6 +251,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 
 	mcfg := metadata.DefaultConfig()
 	mcfg.URL = cfg.DatabaseURL
+	mcfg.TransactionPooler = cfg.DatabaseDirectURL != ""
 	mcfg.MaxConns = int32(cfg.DBMaxConns)
 	mcfg.Session = cfg.DBSession
 	mcfg.MaxClusterPartitions = cfg.MaxClusterPartitions
@@ -256,7 +262,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 		return nil, err
 	}
 	closers = append(closers, a.store.Close)
-	if err := migrateWithRetry(ctx, a.store, logger); err != nil {
+	if err := a.migrate(ctx, mcfg); err != nil {
 		return nil, err
 	}
 
@@ -274,7 +280,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}
 	closers = append(closers, func() { _ = a.batcher.Close(context.WithoutCancel(ctx)) })
 
-	if a.notify, err = fetch.NewNotifier(cfg.DatabaseURL, metadata.NotifyChannel, logger, a.reg); err != nil {
+	if a.notify, err = fetch.NewNotifier(cfg.directURL(), metadata.NotifyChannel, logger, a.reg); err != nil {
 		return nil, err
 	}
 	groupWake := groups.NewNotifications()
@@ -571,6 +577,31 @@ func (a *Agent) probeBucket(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// directURL is the URL of sessions that must stay on one Postgres
+// session: LISTEN and the migrations' advisory lock.
+func (c Config) directURL() string {
+	if c.DatabaseDirectURL != "" {
+		return c.DatabaseDirectURL
+	}
+	return c.DatabaseURL
+}
+
+// migrate applies the migrations over the store's pool, or over a pool of
+// its own on the direct URL when the store's goes through a transaction
+// pooler (the migrations hold a session-level advisory lock).
+func (a *Agent) migrate(ctx context.Context, mcfg metadata.Config) error {
+	if !mcfg.TransactionPooler {
+		return migrateWithRetry(ctx, a.store, a.logger)
+	}
+	mcfg.URL, mcfg.TransactionPooler, mcfg.MaxConns, mcfg.Registerer = a.cfg.DatabaseDirectURL, false, 2, nil
+	direct, err := metadata.Open(ctx, mcfg)
+	if err != nil {
+		return fmt.Errorf("database direct URL: %w", err)
+	}
+	defer direct.Close()
+	return migrateWithRetry(ctx, direct, a.logger)
 }
 
 // migrateWithRetry applies migrations, waiting up to a minute for Postgres.
