@@ -228,20 +228,7 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 // operations under InGroup do not wait for it, nor it for them, but on the
 // rows both write.
 func (s *Store) InGroupSnapshot(ctx context.Context, name string, fn func(ctx context.Context, g *GroupTx) error) error {
-	var fnErr error
-	errFn := errors.New("group callback failed")
-	err := pgx.BeginTxFunc(ctx, s.pool, s.txOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead}),
-		func(tx pgx.Tx) error {
-			g, err := readGroup(ctx, tx, name, false, false)
-			if err != nil {
-				return err
-			}
-			if err := fn(ctx, g); err != nil {
-				fnErr = err
-				return errFn
-			}
-			return nil
-		})
+	fnErr, err := s.inSnapshot(ctx, name, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, fn)
 	if fnErr != nil {
 		return fnErr
 	}
@@ -255,24 +242,30 @@ func (s *Store) InGroupSnapshot(ctx context.Context, name string, fn func(ctx co
 // it, in a read-only transaction: for requests that wait on a group's
 // state and only look. A missing group fails with ErrGroupNotFound.
 func (s *Store) ViewGroup(ctx context.Context, name string, fn func(ctx context.Context, g *GroupTx) error) error {
-	var fnErr error
-	errFn := errors.New("group callback failed")
-	err := s.classify("view group", pgx.BeginTxFunc(ctx, s.pool, s.txOptions(pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}),
-		func(tx pgx.Tx) error {
-			g, err := readGroup(ctx, tx, name, false, false)
-			if err != nil {
-				return err
-			}
-			if err := fn(ctx, g); err != nil {
-				fnErr = err
-				return errFn
-			}
-			return nil
-		}))
+	fnErr, err := s.inSnapshot(ctx, name, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, fn)
 	if fnErr != nil {
 		return fnErr
 	}
-	return err
+	return s.classify("view group", err)
+}
+
+// inSnapshot runs fn on the group read, unlocked, in a transaction of
+// opts. It returns fn's own error as fn returned it, or else the
+// transaction's, for the caller to classify.
+func (s *Store) inSnapshot(ctx context.Context, name string, opts pgx.TxOptions, fn func(ctx context.Context, g *GroupTx) error) (fnErr, err error) {
+	errFn := errors.New("group callback failed")
+	err = pgx.BeginTxFunc(ctx, s.pool, s.txOptions(opts), func(tx pgx.Tx) error {
+		g, err := readGroup(ctx, tx, name, false, false)
+		if err != nil {
+			return err
+		}
+		if err := fn(ctx, g); err != nil {
+			fnErr = err
+			return errFn
+		}
+		return nil
+	})
+	return fnErr, err
 }
 
 const groupColumns = `id, name, generation, topics, created_at, updated_at, protocol, kafka_state, protocol_type,
