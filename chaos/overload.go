@@ -70,32 +70,32 @@ func DefaultOverloadConfig() OverloadConfig {
 
 // Overload is the outcome.
 type Overload struct {
-	Memory            int64         `json:"memory_bytes"`
-	Capacity          float64       `json:"capacity_requests_per_s"`
-	CapacityMBps      float64       `json:"capacity_mb_per_s"`
-	Offered           float64       `json:"offered_requests_per_s"`
-	Sent              int64         `json:"sent"`
-	Acked             int64         `json:"acked"`
-	Refused           int64         `json:"refused_429"`
-	NoRetryAfter      int64         `json:"refused_without_retry_after"`
-	OtherStatus       map[int]int64 `json:"other_status"`
-	TransportErrors   int64         `json:"transport_errors"`
-	ClientDropped     int64         `json:"not_sent_client_bound"`
-	MaxRSS            int64         `json:"max_rss_bytes"`
-	Crashed           bool          `json:"crashed"`
-	Recovered         bool          `json:"recovered"`
-	RecoveryTime      time.Duration `json:"recovery_ns"`
-	RecoveredRate     float64       `json:"recovered_requests_per_s"`
+	Memory          int64         `json:"memory_bytes"`
+	Capacity        float64       `json:"capacity_requests_per_s"`
+	CapacityMBps    float64       `json:"capacity_mb_per_s"`
+	Offered         float64       `json:"offered_requests_per_s"`
+	Sent            int64         `json:"sent"`
+	Acked           int64         `json:"acked"`
+	Refused         int64         `json:"refused_429"`
+	NoRetryAfter    int64         `json:"refused_without_retry_after"`
+	OtherStatus     map[int]int64 `json:"other_status"`
+	TransportErrors int64         `json:"transport_errors"`
+	ClientDropped   int64         `json:"not_sent_client_bound"`
+	MaxRSS          int64         `json:"max_rss_bytes"`
+	Crashed         bool          `json:"crashed"`
+	Recovered       bool          `json:"recovered"`
+	RecoveryTime    time.Duration `json:"recovery_ns"`
+	RecoveredRate   float64       `json:"recovered_requests_per_s"`
 	// FreshCapacity is measured only when throughput did not come back to
 	// Capacity: a new agent's capacity on the same machine at that moment.
 	// When the machine itself got busier (other work on shared cores), a
 	// fresh agent does no better, and recovery is judged against it; an
 	// agent that stayed degraded after the overload is still caught, as a
 	// fresh one then does better than it.
-	FreshCapacity float64 `json:"fresh_capacity_requests_per_s,omitempty"`
-	Violations        []string      `json:"violations,omitempty"`
-	Valid             bool          `json:"valid"`
-	FirstTransportErr string        `json:"first_transport_error,omitempty"`
+	FreshCapacity     float64  `json:"fresh_capacity_requests_per_s,omitempty"`
+	Violations        []string `json:"violations,omitempty"`
+	Valid             bool     `json:"valid"`
+	FirstTransportErr string   `json:"first_transport_error,omitempty"`
 }
 
 // RunOverload runs the overload test on a Postgres, MinIO and agent of
