@@ -304,14 +304,7 @@ func (r *siltRun) kafkaCatchUp(ctx context.Context, t *Target, pr *Progress) (*C
 	before, _ := readCounters(t.Metrics)
 	var records, byteCount atomic.Int64
 	start := time.Now()
-	var lastN int64
-	lastAt := start
-	stopTrack := pr.Track(func() string {
-		n, now := records.Load(), time.Now()
-		line := fmt.Sprintf("catch-up %5.0fs  %9.0f rec/s  %d records read (Kafka)", now.Sub(start).Seconds(), float64(n-lastN)/now.Sub(lastAt).Seconds(), n)
-		lastN, lastAt = n, now
-		return line
-	})
+	stopTrack := pr.TrackCatchUp(start, &records, " (Kafka)")
 	errs := make([]error, len(shares))
 	var wg sync.WaitGroup
 	for i, share := range shares {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,4 +103,17 @@ func (p *Progress) Track(status func() string) (stop func()) {
 			p.mu.Unlock()
 		})
 	}
+}
+
+// TrackCatchUp tracks a catch-up read that began at start: seconds, the
+// rate since the last line and the records read so far; suffix follows
+// the count (" (Kafka)", say).
+func (p *Progress) TrackCatchUp(start time.Time, records *atomic.Int64, suffix string) (stop func()) {
+	lastN, lastAt := int64(0), start
+	return p.Track(func() string {
+		n, now := records.Load(), time.Now()
+		line := fmt.Sprintf("catch-up %5.0fs  %9.0f rec/s  %d records read%s", now.Sub(start).Seconds(), float64(n-lastN)/now.Sub(lastAt).Seconds(), n, suffix)
+		lastN, lastAt = n, now
+		return line
+	})
 }

@@ -653,14 +653,7 @@ func (r *siltRun) catchUp(ctx context.Context, t *Target, pr *Progress) (*CatchU
 	var complete atomic.Bool
 	complete.Store(true)
 	start := time.Now()
-	var lastN int64
-	lastAt := start
-	stopTrack := pr.Track(func() string {
-		n, now := records.Load(), time.Now()
-		line := fmt.Sprintf("catch-up %5.0fs  %9.0f rec/s  %d records read", now.Sub(start).Seconds(), float64(n-lastN)/now.Sub(lastAt).Seconds(), n)
-		lastN, lastAt = n, now
-		return line
-	})
+	stopTrack := pr.TrackCatchUp(start, &records, "")
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var firstErr error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,14 +37,14 @@ func (m *KafkaMember) Name() string { return "kafka-" + strconv.Itoa(m.ID) }
 func (m *KafkaMember) Run(ctx context.Context) {
 	name := m.Name()
 	// generation: franz-go does not say which; counted locally per
-	// assignment for the history.
-	var gen int64
+	// assignment for the history. The callbacks run on franz-go's
+	// goroutines.
+	var gen atomic.Int64
 	assigned := func(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
-		gen++
-		m.env.rec.Single(OK, Event{Process: name, F: FGroupJoin, Group: m.Group, Member: name, Generation: gen})
+		m.env.rec.Single(OK, Event{Process: name, F: FGroupJoin, Group: m.Group, Member: name, Generation: gen.Add(1)})
 	}
 	lost := func(_ context.Context, _ *kgo.Client, _ map[string][]int32) {
-		m.env.rec.Single(Info, Event{Process: name, F: FGroupLeave, Group: m.Group, Member: name, Generation: gen, Error: "partitions revoked or lost"})
+		m.env.rec.Single(Info, Event{Process: name, F: FGroupLeave, Group: m.Group, Member: name, Generation: gen.Load(), Error: "partitions revoked or lost"})
 	}
 	user, _ := auth.ParseToken(m.env.token) // SASL PLAIN: the key's id and the key
 	cl, err := kgo.NewClient(
@@ -84,7 +85,7 @@ func (m *KafkaMember) Run(ctx context.Context) {
 			cl.AllowRebalance()
 			continue
 		}
-		ev := Event{Process: name, F: FGroupFetch, Group: m.Group, Member: name, Generation: gen}
+		ev := Event{Process: name, F: FGroupFetch, Group: m.Group, Member: name, Generation: gen.Load()}
 		next := map[int32]int64{}
 		for _, r := range recs {
 			if r.Topic != m.env.topic {
@@ -101,7 +102,7 @@ func (m *KafkaMember) Run(ctx context.Context) {
 		for part, n := range next {
 			offs = append(offs, Offset{P: part, O: n})
 		}
-		op := m.env.rec.Invoke(Event{Process: name, F: FGroupCommit, Group: m.Group, Member: name, Generation: gen, Offsets: offs})
+		op := m.env.rec.Invoke(Event{Process: name, F: FGroupCommit, Group: m.Group, Member: name, Generation: gen.Load(), Offsets: offs})
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 		err := cl.CommitRecords(cctx, recs...)
 		cancel()

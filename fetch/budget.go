@@ -45,3 +45,20 @@ func (b *budget) inUse() int64 {
 	defer b.mu.Unlock()
 	return b.used
 }
+
+// hold is what a response holds of the in-flight budget until it is
+// released.
+type hold struct {
+	budget *budget
+	held   int64
+}
+
+// release gives the bytes back, once; a zero or released hold does
+// nothing.
+func (h *hold) release() {
+	if h.budget == nil {
+		return
+	}
+	h.budget.give(h.held)
+	h.budget, h.held = nil, 0
+}

@@ -56,19 +56,16 @@ type BatchResponse struct {
 	HighWatermark  int64
 	LogStartOffset int64
 
-	budget *budget
-	held   int64
+	hold
 }
 
 // Release gives the response's bytes back to the in-flight budget once
 // they are written (or dropped). Release of a nil or released response
 // does nothing.
 func (r *BatchResponse) Release() {
-	if r == nil || r.budget == nil {
-		return
+	if r != nil {
+		r.release()
 	}
-	r.budget.give(r.held)
-	r.budget, r.held = nil, 0
 }
 
 // FetchBatches reads stored batches from req.Offset without decoding them:

@@ -154,8 +154,7 @@ type Response struct {
 	HighWatermark  int64
 	LogStartOffset int64
 
-	budget *budget
-	held   int64
+	hold
 }
 
 // Release gives the response's bytes back to the in-flight budget; call
@@ -163,11 +162,9 @@ type Response struct {
 // (the budget is an account, not an allocator). Release of a nil or
 // released response does nothing.
 func (r *Response) Release() {
-	if r == nil || r.budget == nil {
-		return
+	if r != nil {
+		r.release()
 	}
-	r.budget.give(r.held)
-	r.budget, r.held = nil, 0
 }
 
 // chunkKey names a chunk in the decoded-chunk cache.

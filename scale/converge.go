@@ -55,12 +55,7 @@ func RunConverge(ctx context.Context, cfg Config, killFraction float64, timeout 
 	if killFraction < 0 || killFraction >= 1 {
 		return nil, errors.New("scale: the fraction of agents to kill must be in [0, 1)")
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	if pr == nil {
-		pr = quiet
-	}
+	logger, pr = orQuiet(logger, pr)
 	setupStore, err := openStore(ctx, cfg.DatabaseURL, "setup", 4, logger)
 	if err != nil {
 		return nil, err

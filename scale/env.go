@@ -195,6 +195,18 @@ type logf func(format string, args ...any)
 
 func quiet(string, ...any) {}
 
+// orQuiet stands in for a nil logger and a nil progress printer: a
+// logger that discards, and quiet.
+func orQuiet(logger *slog.Logger, pr logf) (*slog.Logger, logf) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if pr == nil {
+		pr = quiet
+	}
+	return logger, pr
+}
+
 // Env runs experiments on one Postgres server, each in a database of its
 // own that is dropped afterwards unless Keep is set.
 type Env struct {

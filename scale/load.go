@@ -43,12 +43,7 @@ func RunLoad(ctx context.Context, cfg Config, logger *slog.Logger, pr logf) (*Lo
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	if pr == nil {
-		pr = quiet
-	}
+	logger, pr = orQuiet(logger, pr)
 	setupStore, err := openStore(ctx, cfg.DatabaseURL, "setup", 4, logger)
 	if err != nil {
 		return nil, err

@@ -93,12 +93,7 @@ func RunWeek(ctx context.Context, cfg WeekConfig, logger *slog.Logger, pr logf) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	if pr == nil {
-		pr = quiet
-	}
+	logger, pr = orQuiet(logger, pr)
 	store, err := openStore(ctx, cfg.DatabaseURL, "week", 4, logger)
 	if err != nil {
 		return nil, err
