@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -214,6 +215,43 @@ func (s *Server) bodyDeadline(c echo.Context) (lift func()) {
 		return func() {} // not a network connection (in-process tests)
 	}
 	return func() { _ = rc.SetReadDeadline(time.Time{}) }
+}
+
+// bodyStartedKey marks, in the echo context, a request whose handler
+// began reading its body.
+const bodyStartedKey = "silt.body_started"
+
+// drainRefused reads and discards what is left of the body of a request
+// refused with 429, up to MaxRequestBytes and within RequestBodyTimeout,
+// before the answer is written. net/http answers a request whose body it
+// did not read, closes the connection when more than 256 KiB of the body
+// is left, and that close resets the connection of a client still
+// sending: it gets a broken pipe or a reset instead of the 429 it would
+// retry on. Drained, the answer reaches it and the connection stays open,
+// as a Kafka broker reads a whole request before it answers it. The drain
+// costs the bytes' transfer, never memory. Bodies announced past
+// MaxRequestBytes were refused with 413 and are not read; HTTP/2 refuses
+// a stream on its own without closing the connection; and a client that
+// asked for 100-continue and was not told to send has sent nothing.
+func (s *Server) drainRefused(c echo.Context) {
+	req := c.Request()
+	if req.ProtoMajor != 1 || req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 ||
+		req.ContentLength > s.cfg.MaxRequestBytes {
+		return
+	}
+	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") && c.Get(bodyStartedKey) == nil {
+		return
+	}
+	rc := http.NewResponseController(c.Response())
+	if err := rc.SetReadDeadline(time.Now().Add(s.cfg.RequestBodyTimeout)); err != nil {
+		return // not a network connection (in-process tests)
+	}
+	n, err := io.CopyN(io.Discard, req.Body, s.cfg.MaxRequestBytes+1)
+	_ = rc.SetReadDeadline(time.Time{})
+	s.metrics.refusedDrained.Add(float64(n))
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.logger.Debug("draining a refused body", "err", err)
+	}
 }
 
 // isBodyTimeout reports whether err is a body read cut by bodyDeadline.

@@ -14,6 +14,9 @@ type serverMetrics struct {
 	latency          *prometheus.HistogramVec
 	bodyBackpressure prometheus.Counter
 	bodyTimeouts     prometheus.Counter
+	// refusedDrained counts the body bytes of refused requests read and
+	// discarded so that their answer arrives (drainRefused).
+	refusedDrained prometheus.Counter
 	// inflightRequestBytes is what produce requests reserved of
 	// MaxInflightRequestBytes.
 	inflightRequestBytes prometheus.Gauge
@@ -39,11 +42,15 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		Name: "silt_http_request_body_timeouts_total",
 		Help: "Produce requests answered 408 because their body did not arrive within the body timeout.",
 	})
+	m.refusedDrained = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "silt_http_refused_body_drained_bytes_total",
+		Help: "Body bytes of requests refused with 429, read and discarded before the answer so that the connection stays open.",
+	})
 	m.inflightRequestBytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "silt_http_produce_inflight_bytes",
 		Help: "Produce request bytes being read and parsed (bounded by --max-inflight-request-bytes).",
 	})
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.bodyBackpressure, m.bodyTimeouts, m.inflightRequestBytes} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.bodyBackpressure, m.bodyTimeouts, m.refusedDrained, m.inflightRequestBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent metrics: %w", err)
 		}

@@ -90,6 +90,9 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	case p.Status >= 500:
 		s.logger.Error("request failed", "method", c.Request().Method, "path", path, "status", p.Status, "code", p.Code, "err", groups.RedactMemberIDs(err.Error()))
 	}
+	if p.Status == http.StatusTooManyRequests {
+		s.drainRefused(c)
+	}
 	if werr := writeProblem(c, p); werr != nil {
 		s.logger.Debug("write problem", "err", werr)
 	}

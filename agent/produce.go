@@ -140,6 +140,7 @@ func (s *Server) produce(c echo.Context) error {
 	// arrive within the body timeout.
 	res := s.reserveBody()
 	defer res.release()
+	c.Set(bodyStartedKey, true)
 	liftDeadline := s.bodyDeadline(c)
 	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
 	var in *produceInput
