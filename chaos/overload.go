@@ -39,11 +39,11 @@ type OverloadConfig struct {
 	// how long it is offered twice that (open loop), RecoveryBound how
 	// soon after the load drops throughput must be back.
 	Measure, Overload, RecoveryBound time.Duration
-	// Each request carries RecordsPerRequest records of RecordBytes. The
-	// default stays under 256 KiB: Go's HTTP server closes the connection
-	// after answering a request whose larger body it did not read, and a
-	// loaded client still sending then sees a reset instead of the 429
-	// (see docs/reliability.md).
+	// Each request carries RecordsPerRequest records of RecordBytes
+	// (chaos -overload-records, -overload-record-bytes). The default,
+	// 240 KiB, is the body every figure of docs/reliability.md was
+	// measured with; larger ones were answered with resets instead of 429
+	// before refused bodies were drained (see "Overload" there).
 	RecordBytes, RecordsPerRequest int
 	// Concurrency of the closed-loop measurement.
 	Concurrency int

@@ -44,6 +44,8 @@ func run() int {
 	overload := fs.Bool("overload", true, "run the overload test after the fault suite")
 	suite := fs.Bool("suite", true, "run the fault suite (-suite=false: the overload test alone)")
 	overloadFor := fs.Duration("overload-duration", chaos.DefaultOverloadConfig().Overload, "how long the overload lasts")
+	overloadRecords := fs.Int("overload-records", chaos.DefaultOverloadConfig().RecordsPerRequest, "records per overload request")
+	overloadRecordBytes := fs.Int("overload-record-bytes", chaos.DefaultOverloadConfig().RecordBytes, "bytes of each overload record")
 	everyKind := fs.Bool("every-kind", false, "keep the fault phase going until every kind of fault ran once")
 	smoke := fs.Bool("smoke", false, "the smoke run of make test: every kind of fault once with short holds, then the checker (implies -every-kind; -duration still applies)")
 	_ = fs.Parse(os.Args[1:])
@@ -115,7 +117,7 @@ func run() int {
 	if *overload && ctx.Err() == nil {
 		oc := chaos.DefaultOverloadConfig()
 		oc.StateDir, oc.SiltBin, oc.MinIOBin, oc.Logger = filepath.Join(*state, "overload"), *siltBin, *minioBin, logger
-		oc.Overload = *overloadFor
+		oc.Overload, oc.RecordsPerRequest, oc.RecordBytes = *overloadFor, *overloadRecords, *overloadRecordBytes
 		if *race {
 			fmt.Fprintln(os.Stderr, "chaos: the overload test measures RSS; it is skipped with -race")
 		} else if res.Overload, err = chaos.RunOverload(ctx, oc); err != nil {
