@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"silt/agent"
+	"silt/internal/agentd"
 	"silt/internal/agenttest"
 	"silt/objectstore/file"
 	"silt/problem"
@@ -28,7 +29,9 @@ func TestUnavailableBodiesCarryNoPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := agenttest.Start(t, agenttest.Options{Bucket: bucket})
+	// No object cache: the agent would serve its own flush from memory
+	// (Fetcher.Seed), and this test needs the read to reach the store.
+	a := agenttest.Start(t, agenttest.Options{Bucket: bucket, Configure: func(c *agentd.Config) { c.Fetch.ObjectCacheBytes = 0 }})
 	createTopic(t, a, "t", 1, "")
 	produceJSON(t, a, "t", agent.ProduceRequest{Records: []recordjson.Record{{Value: json.RawMessage(`1`)}}})
 	var seg string

@@ -150,6 +150,7 @@ type Batcher struct {
 	cfg       Config
 	bucket    Putter
 	committer Committer
+	written   func(key string, obj []byte)
 	logger    *slog.Logger
 	metrics   *metrics
 
@@ -186,6 +187,12 @@ type Deps struct {
 	Committer  Committer
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// Written, when set, is called with each flush segment's key and
+	// bytes once the object is stored, before its commit (so before any
+	// reader can look it up): the fetcher keeps it for the tail readers
+	// that will ask for it next, sparing the object store that GET. obj is
+	// the batcher's buffer, valid only during the call.
+	Written func(key string, obj []byte)
 }
 
 // New starts a batcher; ctx bounds nothing but carries values to flushes
@@ -213,6 +220,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Batcher, error) {
 		cfg:       cfg,
 		bucket:    deps.Bucket,
 		committer: deps.Committer,
+		written:   deps.Written,
 		logger:    deps.Logger,
 		metrics:   m,
 		kick:      make(chan struct{}, 1),
@@ -565,6 +573,9 @@ func (b *Batcher) writeAndCommitCtx(ctx context.Context, ws []*waiter, prev <-ch
 	b.metrics.putSeconds.Observe(time.Since(putStart).Seconds())
 	b.metrics.segmentBytes.Observe(float64(len(obj)))
 	b.metrics.flushRecords.Observe(float64(records))
+	if b.written != nil {
+		b.written(key, obj)
+	}
 
 	f := metadata.Flush{SegmentID: segID, SegmentSize: int64(len(obj)), Chunks: make([]metadata.Chunk, len(refs))}
 	for i, r := range refs {

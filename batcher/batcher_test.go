@@ -110,12 +110,18 @@ func (g *gatedBucket) Put(ctx context.Context, key string, r io.Reader, size int
 
 func setup(t *testing.T, cfg Config, c *fakeCommitter) (*Batcher, *gatedBucket) {
 	t.Helper()
+	return setupWith(t, cfg, c, nil)
+}
+
+// setupWith is setup with the Written hook.
+func setupWith(t *testing.T, cfg Config, c *fakeCommitter, written func(string, []byte)) (*Batcher, *gatedBucket) {
+	t.Helper()
 	mb, err := mem.New(context.Background(), mem.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	bucket := &gatedBucket{Bucket: mb, gates: map[int]chan struct{}{}}
-	b, err := New(context.Background(), cfg, Deps{Bucket: bucket, Committer: c})
+	b, err := New(context.Background(), cfg, Deps{Bucket: bucket, Committer: c, Written: written})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -615,5 +621,48 @@ func TestSubmitKeepsOrder(t *testing.T) {
 	}
 	if c.count() != 2 {
 		t.Fatalf("%d flushes, want 2", c.count())
+	}
+}
+
+// Written sees each stored flush segment, byte for byte as stored, and
+// not the segments whose PUT failed.
+func TestWrittenSeesStoredSegments(t *testing.T) {
+	c := &fakeCommitter{}
+	cfg := DefaultConfig()
+	cfg.Linger = time.Millisecond
+	var mu sync.Mutex
+	seen := map[string][]byte{}
+	b, bucket := setupWith(t, cfg, c, func(key string, obj []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[key] = bytes.Clone(obj)
+	})
+	ctx := context.Background()
+	if _, err := b.Produce(ctx, []Part{{TopicID: 1, Partition: 0, Records: recs(3, "a")}}); err != nil {
+		t.Fatal(err)
+	}
+	key := c.keys[c.flushes[0].SegmentID]
+	rc, err := bucket.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := io.ReadAll(rc)
+	rc.Close()
+	mu.Lock()
+	if len(seen) != 1 || !bytes.Equal(seen[key], stored) {
+		t.Fatalf("written saw %d segments; the stored one equal: %v", len(seen), bytes.Equal(seen[key], stored))
+	}
+	mu.Unlock()
+
+	bucket.mu.Lock()
+	bucket.fail = errors.New("injected")
+	bucket.mu.Unlock()
+	if _, err := b.Produce(ctx, []Part{{TopicID: 1, Partition: 0, Records: recs(1, "b")}}); err == nil {
+		t.Fatal("produce with a failing PUT succeeded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 {
+		t.Fatalf("written saw %d segments, want only the stored one", len(seen))
 	}
 }

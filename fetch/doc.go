@@ -1,7 +1,8 @@
 // Package fetch serves reads: it looks up the batch index in Postgres (one
 // indexed query per fetch), range-reads segment objects (adjacent ranges
 // coalesced; small recent objects fetched whole, once, for all the tail
-// readers that want them, while readers that are behind read ranges),
+// readers that want them, or kept as this agent wrote them (Seed), while
+// readers that are behind read ranges),
 // keeps decoded chunks in a byte-bounded LRU cache, and
 // parks long-polls until a commit's NOTIFY says the partition grew.
 //

@@ -696,6 +696,21 @@ func decodeRange(data []byte, r metadata.BatchRef, opts segment.DecodeOptions) (
 	return out, nil
 }
 
+// Seed keeps a copy of an object this agent has just stored (a flush
+// segment, before its commit) in the whole-object cache, when it is small
+// enough to be read whole: the tails of its partitions ask for it as soon
+// as the commit's NOTIFY wakes them, and are served from memory instead of
+// a GET. Agents behind one load balancer each seed their own flushes; a
+// tail reader on another agent reads the object as before.
+func (f *Fetcher) Seed(key string, obj []byte) {
+	n := int64(len(obj))
+	if n == 0 || n > f.cfg.WholeObjectBytes || n > f.cfg.ObjectCacheBytes {
+		return
+	}
+	f.whole.add(key, bytes.Clone(obj), n)
+	f.metrics.seeded.Inc()
+}
+
 // wholeObject returns a whole object, reading it once for all concurrent
 // callers and keeping it in the object cache.
 func (f *Fetcher) wholeObject(ctx context.Context, key string, size int64) ([]byte, error) {

@@ -388,3 +388,50 @@ func (b blockingReader) GetRange(ctx context.Context, key string, off, n int64) 
 	b.wait()
 	return b.w.GetRange(ctx, key, off, n)
 }
+
+// An object the agent seeded as it stored it serves the reads of every
+// kind (tail, catch-up, stored batches) without a read of the object
+// store, and a copy is kept: the caller's buffer is reused after Seed.
+func TestSeededObjectNeedsNoRead(t *testing.T) {
+	w := newWorld(t, 4, 10)
+	f := setup(t, w, nil)
+	buf := append([]byte(nil), w.obj...)
+	f.Seed("seg", buf)
+	clear(buf) // the batcher reuses its buffer
+	resp, err := f.Fetch(context.Background(), Request{TopicID: 1, Offset: 5, MaxRecords: 1000, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Release()
+	if len(resp.Records) != 35 || string(resp.Records[0].Value) != "c0-r5" {
+		t.Fatalf("got %d records, first %q", len(resp.Records), resp.Records[0].Value)
+	}
+	cr, err := f.FetchChunks(context.Background(), Request{TopicID: 1, Offset: 12, MaxRecords: 1000, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cr.Data) == 0 {
+		t.Fatal("no chunks")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.gets != 0 || w.ranges != 0 {
+		t.Fatalf("%d whole and %d range reads of a seeded object", w.gets, w.ranges)
+	}
+}
+
+// Objects too large to be read whole, or larger than the cache, are not
+// seeded: a reader reads them from the store.
+func TestSeedKeepsToTheBounds(t *testing.T) {
+	w := newWorld(t, 4, 10)
+	f := setup(t, w, func(c *Config) { c.WholeObjectBytes = int64(len(w.obj)) - 1 })
+	f.Seed("seg", w.obj)
+	if f.whole.has("seg") {
+		t.Fatal("an object above WholeObjectBytes was seeded")
+	}
+	f = setup(t, w, func(c *Config) { c.ObjectCacheBytes = 0 })
+	f.Seed("seg", w.obj)
+	if f.whole.has("seg") {
+		t.Fatal("an object was seeded with no object cache")
+	}
+}

@@ -14,6 +14,7 @@ type metrics struct {
 	backpressure            prometheus.Counter
 	batchHits, batchMisses  prometheus.Counter
 	batchBytes              prometheus.Counter
+	seeded                  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
@@ -35,6 +36,8 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 			Help: "Stored-batch cache misses."}),
 		batchBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_batch_bytes_total",
 			Help: "Stored-batch bytes returned as they are stored (Kafka fetch)."}),
+		seeded: prometheus.NewCounter(prometheus.CounterOpts{Name: "silt_fetch_objects_seeded_total",
+			Help: "Flush segments this agent stored and kept in the whole-object cache for its tail readers (no GET needed)."}),
 	}
 	cacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_cache_bytes", Help: "Bytes held by the decoded-chunk cache."},
 		func() float64 { return float64(f.chunks.bytes()) })
@@ -49,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 	batchCacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "silt_fetch_batch_cache_bytes", Help: "Bytes held by the stored-batch cache."},
 		func() float64 { return float64(f.raw.bytes()) })
 	for _, c := range []prometheus.Collector{m.hits, m.misses, m.evictions, m.gets, m.records, m.bytes, m.waits, m.backpressure,
-		m.batchHits, m.batchMisses, m.batchBytes, cacheBytes, objectBytes, inflight, sharedBytes, batchCacheBytes} {
+		m.batchHits, m.batchMisses, m.batchBytes, m.seeded, cacheBytes, objectBytes, inflight, sharedBytes, batchCacheBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("fetch metrics: %w", err)
 		}

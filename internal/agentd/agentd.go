@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -275,7 +276,15 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}
 	a.bucket = objectstore.Instrument(raw, a.reg, backend)
 
-	if a.batcher, err = batcher.New(ctx, cfg.Batcher, batcher.Deps{Bucket: a.bucket, Committer: a.store, Logger: logger, Registerer: a.reg}); err != nil {
+	// The fetcher, built below, keeps each flush segment for the tail
+	// readers (no flush happens before the listeners start).
+	var seed atomic.Pointer[fetch.Fetcher]
+	written := func(key string, obj []byte) {
+		if f := seed.Load(); f != nil {
+			f.Seed(key, obj)
+		}
+	}
+	if a.batcher, err = batcher.New(ctx, cfg.Batcher, batcher.Deps{Bucket: a.bucket, Committer: a.store, Logger: logger, Registerer: a.reg, Written: written}); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { _ = a.batcher.Close(context.WithoutCancel(ctx)) })
@@ -300,6 +309,7 @@ func Start(ctx context.Context, cfg Config, ov Overrides, logger *slog.Logger) (
 	}); err != nil {
 		return nil, err
 	}
+	seed.Store(a.fetcher)
 
 	if a.owner, err = ownership.New(cfg.ownershipConfig(), ownership.Deps{
 		Store: a.store, Bucket: a.bucket, Logger: logger, Registerer: a.reg,
