@@ -74,14 +74,18 @@ func WriteLoadTable(w io.Writer, runs []*LoadResult) {
 // operation's rate and latency, what Postgres did, and the first
 // bottleneck (Bottleneck).
 func WriteGroupTable(w io.Writer, runs []*LoadResult) {
-	fmt.Fprintln(w, "| groups × members | load avg at start | heartbeats/s (target) | heartbeat p50 / p99 ms | commits/s (target) | commit p50 / p99 ms | rejoins | errors | Postgres xact/s | Postgres CPU cores | machine busy cores | sessions waiting on locks (mean / max) | top waits (sessions) | top statement (share of statement time) | first bottleneck |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+	fmt.Fprintln(w, "| groups × members | load avg at start | heartbeats/s (target) | heartbeat p50 / p99 ms | commits/s (target) | commit p50 / p99 ms | rejoins | errors | Postgres xact/s | Postgres CPU cores | Postgres CPU ms per group operation | simulator cores | machine busy cores | sessions waiting on locks (mean / max) | top waits (sessions) | top statement (share of statement time) | first bottleneck |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
 	for _, r := range runs {
 		h, c, j := r.Op(OpGroupHeartbeat), r.Op(OpGroupCommit), r.Op(OpGroupJoin)
-		fmt.Fprintf(w, "| %d × %d | %s | %s (%s) | %s / %s | %s (%s) | %s / %s | %d | %d | %s | %s | %s | %.2f / %d | %s | %s | %s |\n",
+		perOp := "n/a"
+		if ops := h.PerSec + c.PerSec + j.PerSec; ops > 0 && r.PG.CPU >= 0 {
+			perOp = ms2(1000 * r.PG.CPU / ops)
+		}
+		fmt.Fprintf(w, "| %d × %d | %s | %s (%s) | %s / %s | %s (%s) | %s / %s | %d | %d | %s | %s | %s | %s | %s | %.2f / %d | %s | %s | %s |\n",
 			r.Groups, r.GroupMembers, loadAvg(r.LoadAvg), rate(h.PerSec), rate(r.Targets[OpGroupHeartbeat]), ms2(h.P50), ms2(h.P99),
 			rate(c.PerSec), rate(r.Targets[OpGroupCommit]), ms2(c.P50), ms2(c.P99), j.Count, h.Errors+c.Errors+j.Errors,
-			rate(r.PG.TPS), cores(r.PG.CPU), cores(r.PG.MachineCPU), r.PG.LockWaits, r.PG.LockWaitsMax, topWait(r.PG),
+			rate(r.PG.TPS), cores(r.PG.CPU), perOp, cores(r.PG.SimCPU), cores(r.PG.MachineCPU), r.PG.LockWaits, r.PG.LockWaitsMax, topWait(r.PG),
 			topStatement(r.PG), strings.ReplaceAll(Bottleneck(r), "|", "\\|"))
 	}
 }
