@@ -19,6 +19,7 @@ import (
 // Store is what the coordinator needs of the metadata store.
 type Store interface {
 	InGroup(ctx context.Context, name string, create bool, fn func(ctx context.Context, g *metadata.GroupTx) error) error
+	InGroupShared(ctx context.Context, name string, fn func(ctx context.Context, g *metadata.GroupTx) error) error
 	InGroupSnapshot(ctx context.Context, name string, fn func(ctx context.Context, g *metadata.GroupTx) error) error
 	ViewGroup(ctx context.Context, name string, fn func(ctx context.Context, g *metadata.GroupTx) error) error
 	ListGroups(ctx context.Context, after string, limit int) ([]metadata.GroupSummary, error)
@@ -434,7 +435,7 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 		}
 		seen[k] = true
 	}
-	err := c.locked(ctx, group, req.MemberID == "", func(ctx context.Context, st *state) error {
+	op := func(ctx context.Context, st *state) error {
 		commits := make([]metadata.GroupCommit, len(req.Offsets))
 		if req.MemberID != "" {
 			if err := st.httpOnly(); err != nil {
@@ -506,11 +507,16 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 			}
 		}
 		return st.tx.Commit(ctx, commits)
-	})
-	if req.MemberID != "" {
-		return memberError(err, group, req.MemberID)
 	}
-	return err
+	if req.MemberID == "" {
+		// A standalone commit may create the group, and needs it empty.
+		return c.locked(ctx, group, true, op)
+	}
+	ok, err := c.shared(ctx, group, op)
+	if !ok {
+		err = c.locked(ctx, group, false, op)
+	}
+	return memberError(err, group, req.MemberID)
 }
 
 // Offsets returns the group's offsets view: every partition of the topics
@@ -765,6 +771,49 @@ func (c *Coordinator) locked(ctx context.Context, group string, create bool, op 
 		return translate(err)
 	}
 	return rejected
+}
+
+// shared runs op as locked does, but with the group's row locked FOR
+// SHARE (metadata.InGroupShared): operations under shared do not wait for
+// each other, only for changes of the group's state, which lock the row
+// FOR UPDATE, and those wait for them. It is for operations that check a
+// member against the group's state and write rows of their own (offset
+// commits): the state they check cannot change before they commit. When
+// the group has maintenance to do (an expired member, a rebalance due,
+// Kafka timers), or op would change the group's state, nothing is written
+// and ok is false: run op under locked instead. Rejections return their
+// error after the member's heartbeat, if op refreshed it, is written, as
+// under locked.
+func (c *Coordinator) shared(ctx context.Context, group string, op func(ctx context.Context, st *state) error) (ok bool, err error) {
+	var rejected error
+	err = c.store.InGroupShared(ctx, group, func(ctx context.Context, tx *metadata.GroupTx) error {
+		rejected = nil
+		st := newState(tx, &c.cfg)
+		st.maintain()
+		if !st.touchOnly() {
+			return errSlowPath
+		}
+		err := op(ctx, st)
+		var r *rejection
+		if errors.As(err, &r) {
+			rejected, err = r.err, nil
+		}
+		if err != nil {
+			return err
+		}
+		st.settle()
+		if !st.touchOnly() {
+			return errSlowPath
+		}
+		return st.save(ctx)
+	})
+	switch {
+	case errors.Is(err, errSlowPath):
+		return false, nil
+	case err != nil:
+		return true, translate(err)
+	}
+	return true, rejected
 }
 
 // state is a locked group being changed in memory; save writes it.

@@ -745,7 +745,8 @@ func (c *Coordinator) KafkaCommit(ctx context.Context, group string, req KafkaCo
 		return nil, err
 	}
 	errs := make([]error, len(req.Offsets))
-	err := c.locked(ctx, group, req.Standalone(), func(ctx context.Context, st *state) error {
+	op := func(ctx context.Context, st *state) error {
+		clear(errs) // from a try that handed over to the locked path
 		if req.Standalone() {
 			if len(st.members) > 0 {
 				return reject("group %q has %d members; commit as a member, with its id and generation: %w", group, len(st.members), ErrMemberNotFound)
@@ -818,9 +819,15 @@ func (c *Coordinator) KafkaCommit(ctx context.Context, group string, req KafkaCo
 			}
 		}
 		return st.tx.Commit(ctx, keep)
-	})
+	}
 	if req.Standalone() {
+		// A standalone commit may create the group, and needs it empty.
+		err := c.locked(ctx, group, true, op)
 		return errs, translate(err)
+	}
+	ok, err := c.shared(ctx, group, op)
+	if !ok {
+		err = c.locked(ctx, group, false, op)
 	}
 	return errs, kafkaCommitError(err)
 }

@@ -199,7 +199,7 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 	for attempt := 0; ; attempt++ {
 		fnErr = nil
 		err := s.inTx(ctx, "group", func(tx pgx.Tx) error {
-			g, err := readGroup(ctx, tx, name, create, true)
+			g, err := readGroup(ctx, tx, name, create, lockUpdate)
 			if err != nil {
 				return err
 			}
@@ -217,6 +217,35 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 		}
 		return err
 	}
+}
+
+// InGroupShared runs fn in one transaction with the group's row locked
+// FOR SHARE: changes of the group's state (InGroup, which locks it FOR
+// UPDATE, and deletions) wait for it and it for them, but transactions
+// under InGroupShared do not wait for each other. The group read is the
+// current state, and stays so until the transaction ends; for work that
+// must be decided on that state but writes only rows of its own (offset
+// commits, a member's heartbeat time), never the group's state. A missing
+// group fails with ErrGroupNotFound. An error returned by fn rolls the
+// transaction back and is returned as it is.
+func (s *Store) InGroupShared(ctx context.Context, name string, fn func(ctx context.Context, g *GroupTx) error) error {
+	var fnErr error
+	errFn := errors.New("group callback failed")
+	err := s.inTx(ctx, "group shared", func(tx pgx.Tx) error {
+		g, err := readGroup(ctx, tx, name, false, lockShare)
+		if err != nil {
+			return err
+		}
+		if err := fn(ctx, g); err != nil {
+			fnErr = err
+			return errFn
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
 }
 
 // InGroupSnapshot runs fn in one repeatable-read transaction on a snapshot
@@ -255,7 +284,7 @@ func (s *Store) ViewGroup(ctx context.Context, name string, fn func(ctx context.
 func (s *Store) inSnapshot(ctx context.Context, name string, opts pgx.TxOptions, fn func(ctx context.Context, g *GroupTx) error) (fnErr, err error) {
 	errFn := errors.New("group callback failed")
 	err = pgx.BeginTxFunc(ctx, s.pool, s.txOptions(opts), func(tx pgx.Tx) error {
-		g, err := readGroup(ctx, tx, name, false, false)
+		g, err := readGroup(ctx, tx, name, false, lockNone)
 		if err != nil {
 			return err
 		}
@@ -271,9 +300,18 @@ func (s *Store) inSnapshot(ctx context.Context, name string, opts pgx.TxOptions,
 const groupColumns = `id, name, generation, topics, created_at, updated_at, protocol, kafka_state, protocol_type,
 	protocol_name, leader, rebalance_deadline, join_delay_until, pending_members`
 
-// readGroup reads a group, its members and their topics; lock takes the
-// group's row lock first.
-func readGroup(ctx context.Context, tx pgx.Tx, name string, create, lock bool) (*GroupTx, error) {
+// How readGroup locks the group's row.
+type groupLock int
+
+const (
+	lockNone   groupLock = iota // a snapshot (InGroupSnapshot, ViewGroup)
+	lockShare                   // FOR SHARE (InGroupShared)
+	lockUpdate                  // FOR UPDATE (InGroup)
+)
+
+// readGroup reads a group, its members and their topics, after taking the
+// group's row lock of the kind asked.
+func readGroup(ctx context.Context, tx pgx.Tx, name string, create bool, lock groupLock) (*GroupTx, error) {
 	g := &GroupTx{tx: tx, topics: map[string]GroupTopic{}}
 	batch := &pgx.Batch{}
 	if create {
@@ -287,7 +325,10 @@ func readGroup(ctx context.Context, tx pgx.Tx, name string, create, lock bool) (
 	}
 	found := false
 	query := `SELECT ` + groupColumns + ` FROM groups WHERE name = $1`
-	if lock {
+	switch lock {
+	case lockShare:
+		query += ` FOR SHARE`
+	case lockUpdate:
 		query += ` FOR UPDATE`
 	}
 	batch.Queue(query, name).
@@ -663,6 +704,7 @@ func (g *GroupTx) Commit(ctx context.Context, commits []GroupCommit) error {
 		INSERT INTO group_offsets (group_id, topic_id, partition, committed_offset, metadata, committed_at)
 		SELECT $1, r.topic_id, r.partition, r.committed_offset, r.metadata, $6
 		FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[]) AS r(topic_id, partition, committed_offset, metadata)
+		ORDER BY r.topic_id, r.partition -- commits side by side (InGroupShared) take the rows in one order
 		ON CONFLICT (group_id, topic_id, partition) DO UPDATE SET
 		  committed_offset = EXCLUDED.committed_offset, metadata = EXCLUDED.metadata, committed_at = EXCLUDED.committed_at`,
 		g.group.ID, topics, parts, offs, metas, g.now)

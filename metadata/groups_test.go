@@ -332,3 +332,150 @@ func TestListAndDeleteGroups(t *testing.T) {
 		t.Fatalf("lags after group deletion: %+v", lags)
 	}
 }
+
+// lockWaiters waits until n sessions of the test's database wait for a
+// lock.
+func lockWaiters(t *testing.T, ctx context.Context, s *metadata.Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var waiting int
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions wait for a lock, want %d", waiting, n)
+		}
+		<-tick.C
+	}
+}
+
+// hold runs fn in a goroutine and keeps its transaction open after fn
+// until release is called (at the latest when the test ends); held is
+// closed once fn ran, done receives the transaction's error.
+func hold(t *testing.T, in func(fn func(ctx context.Context, g *metadata.GroupTx) error) error, fn func(ctx context.Context, g *metadata.GroupTx) error) (held chan struct{}, release func(), done chan error) {
+	held, done = make(chan struct{}), make(chan error, 1)
+	rel := make(chan struct{})
+	var once sync.Once
+	go func() {
+		done <- in(func(ctx context.Context, g *metadata.GroupTx) error {
+			err := fn(ctx, g)
+			close(held)
+			if err != nil {
+				return err
+			}
+			<-rel
+			return nil
+		})
+	}()
+	release = func() { once.Do(func() { close(rel) }) }
+	t.Cleanup(release)
+	return held, release, done
+}
+
+// Transactions under InGroupShared (offset commits) do not wait for each
+// other; a change of the group's state under InGroup waits for them, and
+// they for it, and see what it committed.
+func TestInGroupSharedSideBySide(t *testing.T) {
+	s, ctx := setup(t)
+	top := groupTopic(t, s, "orders", 2, 5, 5)
+	topics := map[string]metadata.GroupTopic{"orders": {ID: top.ID, Partitions: 2}}
+	err := s.InGroup(ctx, "g", true, func(ctx context.Context, g *metadata.GroupTx) error {
+		return g.SetGeneration(ctx, 1, topics)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := func(fn func(ctx context.Context, g *metadata.GroupTx) error) error {
+		return s.InGroupShared(ctx, "g", fn)
+	}
+	commit := func(part int32, off int64) func(ctx context.Context, g *metadata.GroupTx) error {
+		return func(ctx context.Context, g *metadata.GroupTx) error {
+			return g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: part, Offset: off}})
+		}
+	}
+
+	// One commit holds its transaction open; another completes beside it.
+	held, release, first := hold(t, shared, commit(0, 1))
+	<-held
+	second := make(chan error, 1)
+	go func() { second <- shared(commit(1, 2)) }()
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatalf("second commit: %v", err)
+		}
+	case err := <-first:
+		t.Fatalf("the held commit ended first: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second commit waits for the first")
+	}
+
+	// A change of the group's state waits for the held commit.
+	changed := make(chan error, 1)
+	go func() {
+		changed <- s.InGroup(ctx, "g", false, func(ctx context.Context, g *metadata.GroupTx) error {
+			return g.SetGeneration(ctx, g.Group().Generation+1, topics)
+		})
+	}()
+	lockWaiters(t, ctx, s, 1)
+	select {
+	case err := <-changed:
+		t.Fatalf("the group changed under a shared lock: %v", err)
+	default:
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Fatalf("held commit: %v", err)
+	}
+	if err := <-changed; err != nil {
+		t.Fatalf("change: %v", err)
+	}
+
+	// A shared transaction waits for a change in flight and sees it.
+	held, release, change := hold(t, func(fn func(ctx context.Context, g *metadata.GroupTx) error) error {
+		return s.InGroup(ctx, "g", false, fn)
+	}, func(ctx context.Context, g *metadata.GroupTx) error {
+		return g.SetGeneration(ctx, g.Group().Generation+1, topics)
+	})
+	<-held
+	seen := make(chan int64, 1)
+	go func() {
+		var gen int64 = -1
+		err := shared(func(ctx context.Context, g *metadata.GroupTx) error {
+			gen = g.Group().Generation
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		seen <- gen
+	}()
+	lockWaiters(t, ctx, s, 1)
+	select {
+	case gen := <-seen:
+		t.Fatalf("a shared read answered (generation %d) during a change", gen)
+	default:
+	}
+	release()
+	if err := <-change; err != nil {
+		t.Fatal(err)
+	}
+	if gen := <-seen; gen != 3 {
+		t.Fatalf("shared read after the change saw generation %d, want 3", gen)
+	}
+	offs, err := s.CommittedOffsets(ctx, "g")
+	if err != nil || len(offs) != 2 || offs[0].Offset != 1 || offs[1].Offset != 2 {
+		t.Fatalf("committed offsets %+v, %v; want 1 and 2", offs, err)
+	}
+	err = s.InGroupShared(ctx, "nope", func(context.Context, *metadata.GroupTx) error { return nil })
+	if !errors.Is(err, metadata.ErrGroupNotFound) {
+		t.Fatalf("shared on a missing group: %v, want ErrGroupNotFound", err)
+	}
+}

@@ -4,7 +4,7 @@
 // It calls the real metadata.Store verbs, the real ownership.Owner (agent
 // heartbeats, lease rounds and, optionally, the janitor) and the real
 // groups.Coordinator, each simulated agent with a pgx pool of its own; no
-// object store is touched but an in-memory one. Four experiments:
+// object store is touched but an in-memory one. Five experiments:
 //
 //   - Load: N agents flush (register a segment, commit K chunks), look up
 //     the index, heartbeat and renew leases, and drive consumer groups
@@ -12,6 +12,9 @@
 //     operation, the rate reached and p50/p99 latency, and from Postgres
 //     the transactions per second, sessions waiting on locks
 //     (pg_stat_activity, pg_locks) and the CPU of the Postgres processes.
+//   - Groups: consumer group members only (heartbeats and offset commits
+//     through the coordinator, no produce) at each of several group
+//     counts, with the first bottleneck read from each run's figures.
 //   - Converge: N agents start at once on P partitions; how long until
 //     every partition has one owner and every share is within one
 //     partition of fair, and again after a fraction of the agents is cut

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +26,15 @@ type LoadResult struct {
 	FlushRate       float64 `json:"flush_rate_per_agent"`
 	Groups          int     `json:"groups"`
 	GroupMembers    int     `json:"group_members"`
-	Janitor         bool    `json:"janitor"`
+	// GroupHeartbeatSeconds and GroupCommitSeconds are each member's
+	// intervals.
+	GroupHeartbeatSeconds float64 `json:"group_heartbeat_seconds"`
+	GroupCommitSeconds    float64 `json:"group_commit_seconds"`
+	Janitor               bool    `json:"janitor"`
+	// LoadAvg is the machine's 1-minute load average when the run
+	// started, CPUs its cores: the machine is shared.
+	LoadAvg float64 `json:"load_avg_at_start"`
+	CPUs    int     `json:"cpus"`
 	// Targets is the rate asked of each operation, per second.
 	Targets map[string]float64 `json:"targets"`
 	Ops     []OpResult         `json:"ops"`
@@ -53,6 +62,7 @@ func RunLoad(ctx context.Context, cfg Config, logger *slog.Logger, pr logf) (*Lo
 	if err != nil {
 		return nil, err
 	}
+	loadAvg := loadAverage()
 	rec := newRecorder()
 	agents, err := startAgents(ctx, cfg, cfg.DatabaseURL, rec, logger)
 	if err != nil {
@@ -117,6 +127,8 @@ func RunLoad(ctx context.Context, cfg Config, logger *slog.Logger, pr logf) (*Lo
 	}
 	res := &LoadResult{Agents: cfg.Agents, Partitions: cfg.Topics * cfg.Partitions, FlushPartitions: cfg.FlushPartitions,
 		FlushRate: cfg.FlushRate, Groups: cfg.Groups, GroupMembers: cfg.GroupMembers, Janitor: cfg.Janitor,
+		LoadAvg: loadAvg, CPUs: runtime.NumCPU(),
+		GroupHeartbeatSeconds: cfg.GroupHeartbeat.Seconds(), GroupCommitSeconds: cfg.GroupCommit.Seconds(),
 		Ops: results(ops, elapsed), PG: pg, Seconds: elapsed.Seconds(), Targets: map[string]float64{
 			OpFlushCommit:   float64(cfg.Agents) * cfg.FlushRate,
 			OpFlushRegister: float64(cfg.Agents) * cfg.FlushRate,

@@ -70,17 +70,45 @@ func WriteLoadTable(w io.Writer, runs []*LoadResult) {
 	}
 }
 
-// WriteGroupTable writes one row per load run with groups.
+// WriteGroupTable writes one row per load run with groups: each group
+// operation's rate and latency, what Postgres did, and the first
+// bottleneck (Bottleneck).
 func WriteGroupTable(w io.Writer, runs []*LoadResult) {
-	fmt.Fprintln(w, "| groups × members | heartbeats/s (target) | heartbeat p50 ms | heartbeat p99 ms | commits/s (target) | commit p50 ms | commit p99 ms | rejoins | errors | Postgres xact/s | Postgres CPU cores | sessions waiting on locks (mean / max) | top waits (sessions) |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Fprintln(w, "| groups × members | load avg at start | heartbeats/s (target) | heartbeat p50 / p99 ms | commits/s (target) | commit p50 / p99 ms | rejoins | errors | Postgres xact/s | Postgres CPU cores | Postgres CPU ms per group operation | simulator cores | machine busy cores | sessions waiting on locks (mean / max) | top waits (sessions) | top statement (share of statement time) | first bottleneck |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
 	for _, r := range runs {
 		h, c, j := r.Op(OpGroupHeartbeat), r.Op(OpGroupCommit), r.Op(OpGroupJoin)
-		fmt.Fprintf(w, "| %d × %d | %s (%s) | %s | %s | %s (%s) | %s | %s | %d | %d | %s | %s | %.2f / %d | %s |\n",
-			r.Groups, r.GroupMembers, rate(h.PerSec), rate(r.Targets[OpGroupHeartbeat]), ms2(h.P50), ms2(h.P99),
+		perOp := "n/a"
+		if ops := h.PerSec + c.PerSec + j.PerSec; ops > 0 && r.PG.CPU >= 0 {
+			perOp = ms2(1000 * r.PG.CPU / ops)
+		}
+		fmt.Fprintf(w, "| %d × %d | %s | %s (%s) | %s / %s | %s (%s) | %s / %s | %d | %d | %s | %s | %s | %s | %s | %.2f / %d | %s | %s | %s |\n",
+			r.Groups, r.GroupMembers, loadAvg(r.LoadAvg), rate(h.PerSec), rate(r.Targets[OpGroupHeartbeat]), ms2(h.P50), ms2(h.P99),
 			rate(c.PerSec), rate(r.Targets[OpGroupCommit]), ms2(c.P50), ms2(c.P99), j.Count, h.Errors+c.Errors+j.Errors,
-			rate(r.PG.TPS), cores(r.PG.CPU), r.PG.LockWaits, r.PG.LockWaitsMax, topWait(r.PG))
+			rate(r.PG.TPS), cores(r.PG.CPU), perOp, cores(r.PG.SimCPU), cores(r.PG.MachineCPU), r.PG.LockWaits, r.PG.LockWaitsMax, topWait(r.PG),
+			topStatement(r.PG), strings.ReplaceAll(Bottleneck(r), "|", "\\|"))
 	}
+}
+
+func loadAvg(v float64) string {
+	if v < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+// topStatement is the statement that took the most of Postgres's time,
+// its first words, with its share.
+func topStatement(pg PGStats) string {
+	if len(pg.Statements) == 0 {
+		return "–"
+	}
+	st := pg.Statements[0]
+	q := st.Query
+	if len(q) > 60 {
+		q = q[:60] + "…"
+	}
+	return fmt.Sprintf("`%s` (%.0f%%, mean %s ms)", strings.ReplaceAll(q, "|", "\\|"), 100*st.Share, ms2(st.MeanMs))
 }
 
 // WriteOps writes every operation of one run.

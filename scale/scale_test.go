@@ -2,6 +2,7 @@ package scale
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,5 +147,69 @@ func TestWeekSmoke(t *testing.T) {
 	}
 	if flushes := int64(cfg.Hours * 60 * cfg.FlushesPerMinute); d.Rows >= flushes {
 		t.Errorf("%d index rows after %d flushes: merging did not bound them", d.Rows, flushes)
+	}
+}
+
+func TestGroupsSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Postgres")
+	}
+	base := smokeConfig(t)
+	base.Agents, base.GroupMembers = 2, 3
+	base.Warmup, base.Duration = 500*time.Millisecond, 1500*time.Millisecond
+	env := Env{AdminURL: base.DatabaseURL, Log: t.Logf}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	runs, err := env.Groups(ctx, GroupsConfig{Base: base, Counts: []int{2, 6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 2 || runs[0].Groups != 2 || runs[1].Groups != 6 {
+		t.Fatalf("%d runs, want 2 (2 and 6 groups)", len(runs))
+	}
+	for _, r := range runs {
+		if r.Op(OpFlushCommit).Count != 0 || r.Op(OpLookupTail).Count != 0 {
+			t.Errorf("%d groups: produce or lookups ran in a groups run", r.Groups)
+		}
+		for _, op := range []string{OpGroupHeartbeat, OpGroupCommit} {
+			o := r.Op(op)
+			if o.Count == 0 || o.Errors > 0 {
+				t.Errorf("%d groups, %s: %d done, %d errors (%s)", r.Groups, op, o.Count, o.Errors, o.LastErr)
+			}
+		}
+		if want := float64(r.Groups*r.GroupMembers) / base.GroupCommit.Seconds(); r.Targets[OpGroupCommit] != want {
+			t.Errorf("%d groups: commit target %.1f/s, want %.1f", r.Groups, r.Targets[OpGroupCommit], want)
+		}
+		if r.PG.TPS <= 0 || r.CPUs < 1 {
+			t.Errorf("%d groups: Postgres %+v, CPUs %d", r.Groups, r.PG, r.CPUs)
+		}
+	}
+	var b strings.Builder
+	WriteGroupTable(&b, runs)
+	if rows := strings.Count(b.String(), "\n"); rows != 4 || !strings.Contains(b.String(), "| 6 × 3 |") {
+		t.Errorf("group table of %d lines, want a header, a rule and 2 rows:\n%s", rows, b.String())
+	}
+}
+
+func TestBottleneck(t *testing.T) {
+	run := func(reached, busy, lockWaits float64, waits map[string]float64) *LoadResult {
+		return &LoadResult{CPUs: 2, Targets: map[string]float64{OpGroupCommit: 100},
+			Ops: []OpResult{{Op: OpGroupCommit, PerSec: reached}},
+			PG:  PGStats{MachineCPU: busy, LockWaits: lockWaits, WaitEvents: waits}}
+	}
+	for _, tc := range []struct {
+		r    *LoadResult
+		want string
+	}{
+		{run(100, 1.9, 3, nil), "none (every rate met)"},
+		{run(97, 0.5, 0, map[string]float64{"IO:WALSync": 0.4}), "none (every rate met); top waits IO:WALSync 0.4"},
+		{run(50, 1.9, 3, nil), "CPU: 1.90 of 2 cores busy"},
+		{run(50, 1.0, 3, map[string]float64{"Lock:transactionid": 3}), "row locks: 3.0 sessions waiting (Lock:transactionid 3.0)"},
+		{run(50, 1.0, 0, map[string]float64{"LWLock:WALWrite": 1}), "Postgres waits: LWLock:WALWrite 1.0"},
+		{run(50, 1.0, 0, nil), "the simulator's in-flight bound"},
+	} {
+		if got := Bottleneck(tc.r); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("Bottleneck = %q, want it to start with %q", got, tc.want)
+		}
 	}
 }

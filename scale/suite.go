@@ -28,7 +28,7 @@ type SuiteConfig struct {
 	// ChunkSweep runs Base with the most agents at each chunks-per-flush.
 	ChunkSweep []int
 	// GroupSweep runs group members only (no produce) on GroupAgents
-	// agents at each group count.
+	// agents at each group count (Env.Groups).
 	GroupSweep  []int
 	GroupAgents int
 	// Converge runs the convergence experiment at each agent count on
@@ -57,7 +57,7 @@ func DefaultSuite() SuiteConfig {
 		SweepPartitions:   100_000,
 		PartitionSweep:    []int{1_000, 10_000},
 		ChunkSweep:        []int{1, 100},
-		GroupSweep:        []int{100, 1_000, 10_000},
+		GroupSweep:        []int{10, 100, 1_000, 10_000},
 		GroupAgents:       10,
 		Converge:          []int{10, 100},
 		KillFraction:      0.1,
@@ -185,20 +185,17 @@ func RunSuite(ctx context.Context, env Env, sc SuiteConfig) (*SuiteReport, error
 		}
 	}
 	for _, g := range sc.GroupSweep {
-		cfg := sc.Base
-		cfg.Agents, cfg.Topics, cfg.FlushRate, cfg.LookupRate, cfg.Groups = sc.GroupAgents, 0, 0, 0, g
 		if ctx.Err() != nil {
 			break
 		}
-		r, err := env.Load(ctx, cfg)
+		base := sc.Base
+		base.Agents = sc.GroupAgents
+		runs, err := env.Groups(ctx, GroupsConfig{Base: base, Counts: []int{g}})
 		if err != nil {
 			fail(fmt.Sprintf("groups %d", g), err)
 			continue
 		}
-		h, c := r.Op(OpGroupHeartbeat), r.Op(OpGroupCommit)
-		pr("groups %d: heartbeats %.0f/s (target %.0f) p99 %.1f ms, commits %.0f/s (target %.0f) p99 %.1f ms; Postgres %.2f cores",
-			g, h.PerSec, r.Targets[OpGroupHeartbeat], h.P99, c.PerSec, r.Targets[OpGroupCommit], c.P99, r.PG.CPU)
-		rep.Groups = append(rep.Groups, r)
+		rep.Groups = append(rep.Groups, runs...)
 	}
 	for _, n := range sc.Converge {
 		if ctx.Err() != nil {
@@ -335,7 +332,9 @@ func (r *SuiteReport) WriteMarkdown(w io.Writer) {
 	section("Partitions (the most agents)", r.Partitions)
 	section("Chunks per flush (the most agents)", r.Chunks)
 	if len(r.Groups) > 0 {
-		fmt.Fprintf(w, "\n## Consumer groups (members heartbeat every 3 s and commit every 5 s; no produce)\n\n")
+		g := r.Groups[0]
+		fmt.Fprintf(w, "\n## Consumer groups (%d members each, heartbeating every %g s and committing every %g s, on %d agents; no produce)\n\n",
+			g.GroupMembers, g.GroupHeartbeatSeconds, g.GroupCommitSeconds, g.Agents)
 		WriteGroupTable(w, r.Groups)
 	}
 	if len(r.Converge) > 0 {

@@ -26,6 +26,7 @@ type scaleConfig struct {
 	killFraction float64
 	timeout      time.Duration
 	indexRows    string
+	groupCounts  string
 	index        scale.IndexConfig
 	week         scale.WeekConfig
 	suite        bool
@@ -50,7 +51,7 @@ func scaleFlags(fs *flagSet, c *scaleConfig) {
 	fs.StringVar(&c.databaseURL, "database-url", "", "Postgres server to simulate against (any database on it: each experiment creates a database of its own and drops it after); empty starts a private, durable Postgres in --pg-dir")
 	fs.StringVar(&c.pgDir, "pg-dir", ".silt-scale/pg", "data directory of the private Postgres started when --database-url is empty (removed at the end unless --keep)")
 	fs.StringVar(&c.pgSettings, "pg-settings", defaultPGSettings, "settings of the private Postgres, name=value separated by commas (fsync stays on)")
-	fs.StringVar(&c.experiment, "experiment", "load", "what to run: load (agents flushing, looking up, renewing leases and running groups), converge (ownership settling after a start and after agents die), index (fetch lookups over synthetic index rows) or week (index rows per GiB over a simulated week with the janitor merging)")
+	fs.StringVar(&c.experiment, "experiment", "load", "what to run: load (agents flushing, looking up, renewing leases and running groups), groups (consumer group members only, heartbeating and committing, at each of --group-counts), converge (ownership settling after a start and after agents die), index (fetch lookups over synthetic index rows) or week (index rows per GiB over a simulated week with the janitor merging)")
 	fs.BoolVar(&c.suite, "suite", false, "run every sweep (agents, partitions, groups, index rows, convergence, week) and write the tables to --out")
 	fs.BoolVar(&c.quick, "quick", false, "with --suite: small sizes and short phases (seconds), to check the suite runs")
 	fs.StringVar(&c.outDir, "out", "docs/scale", "where --suite writes results.md and results.json")
@@ -67,6 +68,7 @@ func scaleFlags(fs *flagSet, c *scaleConfig) {
 	fs.IntVar(&l.FlushInflight, "flush-inflight", l.FlushInflight, "flushes each agent keeps in flight at most")
 	fs.float64Var(&l.LookupRate, "lookup-rate", l.LookupRate, "fetch index lookups per second per agent")
 	fs.IntVar(&l.Groups, "groups", l.Groups, "consumer groups")
+	fs.StringVar(&c.groupCounts, "group-counts", "10,100,1000,10000", "groups: the group counts to sweep, separated by commas (each run has --group-members members per group on --agents agents, and no produce)")
 	fs.IntVar(&l.GroupMembers, "group-members", l.GroupMembers, "members per group")
 	fs.DurationVar(&l.GroupHeartbeat, "group-heartbeat", l.GroupHeartbeat, "each member's heartbeat interval")
 	fs.DurationVar(&l.GroupCommit, "group-commit", l.GroupCommit, "each member's offset commit interval")
@@ -150,6 +152,23 @@ func runScaleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			scale.WriteGroupTable(stdout, []*scale.LoadResult{r})
 		}
 		result = r
+	case "groups":
+		counts, err := parseCounts("--group-counts", c.groupCounts)
+		if err != nil {
+			return err
+		}
+		runs, err := env.Groups(ctx, scale.GroupsConfig{Base: c.load, Counts: counts})
+		if len(runs) > 0 {
+			scale.WriteGroupTable(stdout, runs)
+			for _, r := range runs {
+				fmt.Fprintf(stdout, "\n%d groups:\n\n", r.Groups)
+				scale.WriteOps(stdout, r)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		result = runs
 	case "converge":
 		r, err := env.Converge(ctx, c.load, c.killFraction, c.timeout)
 		if err != nil {
@@ -177,7 +196,7 @@ func runScaleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		scale.WriteWeekTable(stdout, r)
 		result = r
 	default:
-		return fmt.Errorf("--experiment %q: want load, converge, index or week", c.experiment)
+		return fmt.Errorf("--experiment %q: want load, groups, converge, index or week", c.experiment)
 	}
 	if c.jsonPath != "" {
 		return scale.WriteJSON(c.jsonPath, result)
@@ -191,6 +210,19 @@ func parseRowSteps(s string) ([]int64, error) {
 		n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
 		if err != nil || n < 0 || len(out) > 0 && n < out[len(out)-1] {
 			return nil, fmt.Errorf("--index-rows %q: want row counts, ascending, separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// parseCounts parses positive counts separated by commas.
+func parseCounts(flag, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s %q: want positive counts separated by commas", flag, s)
 		}
 		out = append(out, n)
 	}
