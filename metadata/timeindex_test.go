@@ -185,8 +185,23 @@ func TestFirstBatchAtOrAfterNonMonotonic(t *testing.T) {
 	}
 	checkTimeIndex(t, s, top.ID, 0, "retention and flush")
 
+	// A rewrite that carried a greater timestamp than those it replaced
+	// (none does) raises the rows after it and the partition's greatest.
+	rows, _ = s.ListBatches(ctx, top.ID, 0, 6, 1)
+	r := metadatatest.NewFlush(t, s, "r1", 100)
+	if err := s.SwapBatches(ctx, "me", lease, rows, r.SegmentID, 100, []metadata.NewChunk{
+		{BaseOffset: 6, LastOffset: 6, Records: 1, MaxTimestamp: 1100, ByteLength: 100},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	commit("f6", tsChunk(top.ID, 0, 5))
+	if got, want := runningMaxima(t, s, top.ID, 0), []int64{800, 800, 1100, 1100, 1100, 1100, 1100, 1100, 1100, 1100}; !equalInts(got, want) {
+		t.Fatalf("running maxima after a rewrite raised a timestamp %v, want %v", got, want)
+	}
+	checkTimeIndex(t, s, top.ID, 0, "raising rewrite")
+
 	// Retention of everything: nothing is that recent any more.
-	if _, err := s.AdvanceLogStart(ctx, "me", lease, 13); err != nil {
+	if _, err := s.AdvanceLogStart(ctx, "me", lease, 14); err != nil {
 		t.Fatal(err)
 	}
 	if _, found, err := s.FirstBatchAtOrAfter(ctx, top.ID, 0, 0); err != nil || found {

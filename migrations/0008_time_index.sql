@@ -23,7 +23,8 @@
 --     max timestamp. The rows after the range keep theirs: a merge keeps
 --     the records, so they stay exact; compaction may have removed the
 --     range's greatest timestamp, which leaves them higher than the true
---     running maximum, never lower.
+--     running maximum, never lower. (A rewrite never raises a timestamp;
+--     should one, the rows after it are raised to it.)
 --   * Retention deletes a prefix: the rows left keep values that count
 --     the deleted rows, higher than the true running maximum of what is
 --     left, never lower.
@@ -36,7 +37,10 @@
 -- The backfill rewrites every index row once (a window over each
 -- partition's rows in offset order) and builds the index, inside the
 -- migration's transaction: a large index makes this migration long, and
--- commits wait for it.
+-- commits wait for it. A commit that called 0007's function before it
+-- and waited on its locks may run that function's body after it, and
+-- then fails on the new NOT NULL column: it writes nothing and
+-- acknowledges nothing.
 ALTER TABLE partitions ADD COLUMN max_timestamp bigint;
 ALTER TABLE batches ADD COLUMN running_max_ts bigint;
 
@@ -259,7 +263,8 @@ $fn$;
 -- silt_swap_batches as in 0003, writing the new rows' running_max_ts: the
 -- running maximum of the partition's row before the range (NULL when the
 -- range starts the partition's index) carried over the new rows' max
--- timestamps in offset order.
+-- timestamps in offset order. It costs one probe of the row before the
+-- range and one of the row after it.
 CREATE OR REPLACE FUNCTION silt_swap_batches(
     p_agent text, p_topic bigint, p_part integer, p_epoch bigint,
     old_bases bigint[], old_segments bigint[],
@@ -273,6 +278,9 @@ DECLARE
     new_bytes bigint;
     segs bigint[];
     prev_max bigint;
+    new_max bigint;
+    hi bigint;
+    next_max bigint;
 BEGIN
     PERFORM silt_fence(p_agent, p_topic, p_part, p_epoch);
     WITH d AS (
@@ -300,8 +308,25 @@ BEGIN
     SELECT p_topic, p_part, r.b, r.l, r.c, r.m, p_segment_id, r.o, r.n, nullif(r.h, 0), greatest(r.k, 1),
            greatest(prev_max, max(r.m) OVER (ORDER BY r.l ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
     FROM unnest(n_base, n_last, n_records, n_max_ts, n_byte_offset, n_byte_length, n_horizon, n_batches) AS r(b, l, c, m, o, n, h, k);
+    -- A rewrite keeps or drops records, so its rows' timestamps are not
+    -- above those they replace and the rows after the range stay at or
+    -- above them. Should a rewrite ever carry a greater one, the rows
+    -- after it (and the partition's greatest) are raised to it, so that
+    -- the running maxima never fall in offset order.
+    SELECT max(x) INTO new_max FROM unnest(n_max_ts) AS x;
+    SELECT max(x) INTO hi FROM unnest(n_last) AS x;
+    IF new_max IS NOT NULL THEN
+        SELECT b.running_max_ts INTO next_max FROM batches b
+        WHERE b.topic_id = p_topic AND b.partition = p_part AND b.last_offset > hi
+        ORDER BY b.last_offset LIMIT 1;
+        IF next_max < new_max THEN
+            UPDATE batches SET running_max_ts = new_max
+            WHERE topic_id = p_topic AND partition = p_part AND last_offset > hi AND running_max_ts < new_max;
+        END IF;
+    END IF;
     SELECT coalesce(sum(x), 0) INTO new_bytes FROM unnest(n_byte_length) AS x;
-    UPDATE partitions SET total_bytes = greatest(total_bytes - old_bytes + new_bytes, 0)
+    UPDATE partitions SET total_bytes = greatest(total_bytes - old_bytes + new_bytes, 0),
+                          max_timestamp = greatest(max_timestamp, new_max)
     WHERE topic_id = p_topic AND partition = p_part;
     PERFORM silt_mark_unreferenced(segs);
     PERFORM silt_finish_segment(p_segment_id, p_segment_size, coalesce(cardinality(n_base), 0) > 0);
