@@ -181,12 +181,25 @@ func (s *Store) PartitionOffsets(ctx context.Context, topicID int64, partition i
 // FirstBatchAtOrAfter returns the first indexed chunk whose max timestamp
 // is at least ts, for Kafka's ListOffsets by timestamp; found is false when
 // no record is that recent.
+//
+// Each index row carries the running maximum of the partition's max
+// timestamps up to it (migration 0008), non-decreasing in offset order, so
+// the first row whose running maximum reaches ts is one descent of the
+// index batches_time. While the running maxima are exact that row is the
+// answer. Retention and compaction can leave them higher than the rows
+// left would give, never lower, which puts that row at or before the
+// answer: the lookup goes on from it, by offset, to the first row whose
+// own max timestamp reaches ts (the same row, unless records with the
+// greatest timestamps so far were removed).
 func (s *Store) FirstBatchAtOrAfter(ctx context.Context, topicID int64, partition int32, ts int64) (ref BatchRef, found bool, err error) {
 	err = s.pool.QueryRow(ctx, `
 		SELECT b.base_offset, b.last_offset, b.record_count, b.max_timestamp, s.key, s.size, s.created_at, b.byte_offset, b.byte_length,
 		       b.batch_count
 		FROM batches b JOIN segments s ON s.id = b.segment_id
 		WHERE b.topic_id = $1 AND b.partition = $2 AND b.max_timestamp >= $3
+		  AND b.last_offset >= (SELECT t.last_offset FROM batches t
+		                        WHERE t.topic_id = $1 AND t.partition = $2 AND t.running_max_ts >= $3
+		                        ORDER BY t.running_max_ts, t.last_offset LIMIT 1)
 		ORDER BY b.last_offset LIMIT 1`, topicID, partition, ts).
 		Scan(&ref.BaseOffset, &ref.LastOffset, &ref.Records, &ref.MaxTimestamp, &ref.SegmentKey, &ref.SegmentSize, &ref.SegmentAt, &ref.ByteOffset, &ref.ByteLength, &ref.Batches)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"silt/internal/testenv"
@@ -104,5 +105,94 @@ func TestRefusesNewerSchema(t *testing.T) {
 	_, err := migrations.Apply(ctx, pool)
 	if !errors.Is(err, migrations.ErrNewerSchema) {
 		t.Fatalf("err = %v, want ErrNewerSchema", err)
+	}
+}
+
+// applyUpTo applies the migrations up to version last as Apply would.
+func applyUpTo(t *testing.T, pool *pgxpool.Pool, last int) {
+	t.Helper()
+	ctx := context.Background()
+	all, err := migrations.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE silt_schema_migrations (
+		version    integer PRIMARY KEY,
+		name       text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.Version > last {
+			break
+		}
+		if _, err := pool.Exec(ctx, m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+		if _, err := pool.Exec(ctx, "INSERT INTO silt_schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Migration 0008 gives the index rows already there their running maximum
+// timestamps, per partition in offset order, and each partition its
+// greatest timestamp.
+func TestTimeIndexBackfill(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := setup(t)
+	applyUpTo(t, pool, 7)
+	var topic, seg int64
+	if err := pool.QueryRow(ctx, `INSERT INTO topics (name, partitions) VALUES ('t', 3) RETURNING id`).Scan(&topic); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO partitions (topic_id, partition) SELECT $1, g FROM generate_series(0, 2) g`, topic); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO segments (key, size) VALUES ('s', 1) RETURNING id`).Scan(&seg); err != nil {
+		t.Fatal(err)
+	}
+	// Partition 0 (inserted out of offset order) and 1 have rows;
+	// partition 2 none.
+	ts := map[int32][]int64{0: {300, 100, 500, 200, 600, 50}, 1: {7, 9, 8}}
+	for _, part := range []int32{1, 0} {
+		for i := len(ts[part]) - 1; i >= 0; i-- {
+			if _, err := pool.Exec(ctx, `
+				INSERT INTO batches (topic_id, partition, base_offset, last_offset, record_count, max_timestamp, segment_id, byte_offset, byte_length)
+				VALUES ($1, $2, $3, $3, 1, $4, $5, 0, 1)`, topic, part, int64(i), ts[part][i], seg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	applied, err := migrations.Apply(ctx, pool)
+	if err != nil || len(applied) == 0 || applied[0] != "0008_time_index.sql" {
+		t.Fatalf("applied %v, %v; want 0008_time_index.sql first", applied, err)
+	}
+	want := map[int32][]int64{0: {300, 300, 500, 500, 600, 600}, 1: {7, 9, 9}}
+	for part, w := range want {
+		var got []int64
+		if err := pool.QueryRow(ctx, `SELECT array_agg(running_max_ts ORDER BY last_offset) FROM batches WHERE topic_id = $1 AND partition = $2`,
+			topic, part).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(w) {
+			t.Fatalf("partition %d: running maxima %v, want %v", part, got, w)
+		}
+		for i := range w {
+			if got[i] != w[i] {
+				t.Fatalf("partition %d: running maxima %v, want %v", part, got, w)
+			}
+		}
+	}
+	rows, err := pool.Query(ctx, `SELECT max_timestamp FROM partitions WHERE topic_id = $1 ORDER BY partition`, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxes, err := pgx.CollectRows(rows, pgx.RowTo[*int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(maxes) != 3 || maxes[0] == nil || *maxes[0] != 600 || maxes[1] == nil || *maxes[1] != 9 || maxes[2] != nil {
+		t.Fatalf("partitions' max timestamps %v, want 600, 9, none", maxes)
 	}
 }

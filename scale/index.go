@@ -202,15 +202,18 @@ func (l *loader) load(ctx context.Context, from, to int64, pr logf) error {
 	P := int64(l.cfg.Partitions)
 	src := &rowSource{l: l, from: from, next: from, end: to, P: P, seg: ids, per: per, pr: pr, started: time.Now()}
 	_, err = l.conn.CopyFrom(ctx, pgx.Identifier{"batches"},
-		[]string{"topic_id", "partition", "base_offset", "last_offset", "record_count", "max_timestamp", "segment_id", "byte_offset", "byte_length", "batch_count"}, src)
+		[]string{"topic_id", "partition", "base_offset", "last_offset", "record_count", "max_timestamp", "segment_id", "byte_offset", "byte_length", "batch_count",
+			"running_max_ts"}, src)
 	if err != nil {
 		return fmt.Errorf("scale: copy rows: %w", err)
 	}
-	// The partitions' high watermarks follow their last rows.
+	// The partitions' high watermarks and greatest timestamps follow
+	// their last rows.
 	if _, err := l.conn.Exec(ctx, `
 		UPDATE partitions p SET next_offset = ((($2::bigint - 1 - p.partition) / $3::bigint) + 1) * $4::bigint,
-		       total_bytes = ((($2::bigint - 1 - p.partition) / $3::bigint) + 1) * (1 << 20)
-		WHERE p.topic_id = $1 AND p.partition < $2`, l.topic, to, P, l.cfg.RecordsPerRow); err != nil {
+		       total_bytes = ((($2::bigint - 1 - p.partition) / $3::bigint) + 1) * (1 << 20),
+		       max_timestamp = $5::bigint + (($2::bigint - 1 - p.partition) / $3::bigint) * 60000
+		WHERE p.topic_id = $1 AND p.partition < $2`, l.topic, to, P, l.cfg.RecordsPerRow, l.base); err != nil {
 		return fmt.Errorf("scale: high watermarks: %w", err)
 	}
 	start := time.Now()
@@ -231,7 +234,7 @@ type rowSource struct {
 	next, end int64
 	P, per    int64
 	seg       map[int64]int64
-	vals      [10]any
+	vals      [11]any
 	pr        logf
 	started   time.Time
 	lastLog   time.Time
@@ -251,8 +254,10 @@ func (s *rowSource) Next() bool {
 		s.err = fmt.Errorf("scale: no segment for row %d", r)
 		return false
 	}
-	s.vals = [10]any{s.l.topic, int32(p), k * rpr, k*rpr + rpr - 1, int32(rpr), s.l.rowTime(k), segID,
-		(r % s.per) * (1 << 20), int32(1 << 20), int32(max(rpr/10, 1))}
+	// Each partition's timestamps grow with its rows: a row's running
+	// maximum is its own max timestamp.
+	s.vals = [11]any{s.l.topic, int32(p), k * rpr, k*rpr + rpr - 1, int32(rpr), s.l.rowTime(k), segID,
+		(r % s.per) * (1 << 20), int32(1 << 20), int32(max(rpr/10, 1)), s.l.rowTime(k)}
 	if now := time.Now(); now.Sub(s.lastLog) > 30*time.Second {
 		s.lastLog = now
 		if r > s.from {
