@@ -322,10 +322,13 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 		f.metrics.backpressure.Inc()
 		return nil, ErrBackpressure
 	}
+	all := refs
 	refs = trimRefs(refs, grant)
+	ahead = append(all[len(refs):len(all):len(all)], ahead...)
 	// A fetch that reaches the high watermark is a tail read: it may share
 	// whole fresh objects with the other partitions' tails. One that stops
-	// short of it is reading history and reads its own ranges.
+	// short of it is reading history: it reads spans that its readers
+	// want, or its own ranges (see plan).
 	head := refs[len(refs)-1].LastOffset+1 >= st.HighWatermark
 	got, err := f.batches(ctx, PartitionKey{req.TopicID, req.Partition}, refs, ahead, head)
 	if err != nil {
