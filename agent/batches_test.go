@@ -237,6 +237,10 @@ func TestFetchBatchesBounds(t *testing.T) {
 	t.Parallel()
 	a, admin := secureAgent(t, agenttest.Options{Configure: func(c *agentd.Config) {
 		c.Fetch.MaxInflightBytes = 8 << 20
+		// Too small for a span of these objects: batches are read by
+		// range and held in the in-flight budget (batches in a span hold
+		// the span instead, bounded by the object-span cache).
+		c.Fetch.ObjectCacheBytes = 1 << 20
 		c.HTTP.MaxWait = 10 * time.Minute
 	}})
 	mustAs(t, http.StatusCreated, admin, "POST", a.URL+"/v1/topics", map[string]any{"name": "b", "partitions": 2})

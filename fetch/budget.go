@@ -46,16 +46,18 @@ func (b *budget) inUse() int64 {
 	return b.used
 }
 
-// hold is what a response holds of the in-flight budget until it is
-// released.
+// hold is what a response holds of the in-flight budget, and the spans
+// of the object-span cache its bytes lie in, until it is released.
 type hold struct {
 	budget *budget
 	held   int64
+	pins   pinSet
 }
 
-// release gives the bytes back, once; a zero or released hold does
-// nothing.
+// release gives the bytes back and lets go of the spans, once; a zero or
+// released hold does nothing.
 func (h *hold) release() {
+	h.pins.unpin()
 	if h.budget == nil {
 		return
 	}

@@ -97,6 +97,7 @@ func (f *Fetcher) FetchChunks(ctx context.Context, req Request) (*ChunkResponse,
 	if err != nil {
 		return nil, err
 	}
+	defer r.Release() // the spans its batches lie in, once copied
 	resp := &ChunkResponse{NextOffset: r.NextOffset, HighWatermark: r.HighWatermark, LogStartOffset: r.LogStartOffset}
 	if len(r.Batches) == 0 {
 		return resp, nil
@@ -133,7 +134,7 @@ func (f *Fetcher) fetchStored(ctx context.Context, req Request, hold bool) (*Bat
 }
 
 func (f *Fetcher) storedOnce(ctx context.Context, req Request, hold bool) (*BatchResponse, error) {
-	st, refs, err := f.lookup(ctx, req)
+	st, refs, ahead, err := f.lookup(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -145,24 +146,47 @@ func (f *Fetcher) storedOnce(ctx context.Context, req Request, hold bool) (*Batc
 		return resp, nil
 	}
 	limit := req.MaxBytes
-	if hold {
-		// As Fetch: take the response's share before reading, and read
-		// fewer chunks when less is free.
-		grant := f.inflight.upTo(req.MaxBytes)
-		if grant == 0 {
-			f.metrics.backpressure.Inc()
-			return nil, ErrBackpressure
-		}
-		limit = grant
-		resp.budget, resp.held = f.inflight, grant
-	}
-	// The lookup's last row may cross the limit: it is not read.
+	all := refs
 	refs = trimRefs(refs, limit)
 	if req.MaxRecords > 0 {
 		refs = trimRefsToRecords(refs, req.Offset, req.MaxRecords)
 	}
+	var admit admitFunc
+	if hold {
+		// As Fetch: take the response's share before reading (once the
+		// reads are planned: rows in spans need none), and read fewer
+		// chunks when less is free.
+		admit = func(spanned []bool) (int, error) {
+			var need int64
+			for i, sp := range spanned {
+				if !sp {
+					need += int64(refs[i].ByteLength)
+				}
+			}
+			if need == 0 {
+				return len(spanned), nil
+			}
+			grant := f.inflight.upTo(need)
+			resp.budget, resp.held = f.inflight, grant
+			var sum int64
+			for i, sp := range spanned {
+				if sp {
+					continue
+				}
+				if sum += int64(refs[i].ByteLength); sum > grant && (i > 0 || grant == 0) {
+					if i == 0 {
+						f.metrics.backpressure.Inc()
+						return 0, ErrBackpressure
+					}
+					return i, nil
+				}
+			}
+			return len(spanned), nil
+		}
+	}
+	ahead = append(all[len(refs):len(all):len(all)], ahead...)
 	head := refs[len(refs)-1].LastOffset+1 >= st.HighWatermark
-	raws, err := f.rawChunks(ctx, PartitionKey{req.TopicID, req.Partition}, refs, head)
+	got, err := f.rawChunks(ctx, PartitionKey{req.TopicID, req.Partition}, refs, ahead, head, admit)
 	if err != nil {
 		resp.Release()
 	}
@@ -175,25 +199,37 @@ func (f *Fetcher) storedOnce(ctx context.Context, req Request, hold bool) (*Batc
 	if err != nil {
 		return nil, err
 	}
-	if err := f.collect(resp, req, refs, raws, limit); err != nil {
+	// The batches' bytes may lie in spans: the response pins them until
+	// its Release.
+	resp.pins = got.pinSet
+	refs = refs[:len(got.out)]
+	spanBytes, err := f.collect(resp, req, refs, got.out, got.spanned, limit)
+	if err != nil {
 		resp.Release()
 		return nil, err
+	}
+	if len(resp.Batches) == 0 {
+		resp.pins.unpin()
 	}
 	if hold {
 		// Hold what the batches take: give back what they leave of the
 		// grant, or take what a first batch larger than it needs (that
-		// batch is served whole, if the budget has room for it).
+		// batch is served whole, if the budget has room for it). Batches
+		// in spans take nothing more: the spans they pin count against
+		// the object-span cache's bound until the response's Release.
+		need := resp.Size - spanBytes
+		resp.budget = f.inflight
 		switch {
-		case resp.Size < resp.held:
-			f.inflight.give(resp.held - resp.Size)
-			resp.held = resp.Size
-		case resp.Size > resp.held:
-			if !f.inflight.take(resp.Size - resp.held) {
+		case need < resp.held:
+			f.inflight.give(resp.held - need)
+			resp.held = need
+		case need > resp.held:
+			if !f.inflight.take(need - resp.held) {
 				resp.Release()
 				f.metrics.backpressure.Inc()
 				return nil, ErrBackpressure
 			}
-			resp.held = resp.Size
+			resp.held = need
 		}
 		if resp.held == 0 {
 			resp.budget = nil
@@ -212,8 +248,9 @@ func (f *Fetcher) storedOnce(ctx context.Context, req Request, hold bool) (*Batc
 // raws) from req.Offset on: a merged row's batches one by one, skipping
 // those wholly before req.Offset; it stops before a batch that would take
 // the bytes past limit, or the records past req.MaxRecords (the first
-// batch is always taken).
-func (f *Fetcher) collect(resp *BatchResponse, req Request, refs []metadata.BatchRef, raws [][]byte, limit int64) error {
+// batch is always taken). It returns the bytes of the batches of rows
+// spanned (read from a span).
+func (f *Fetcher) collect(resp *BatchResponse, req Request, refs []metadata.BatchRef, raws [][]byte, spanned []bool, limit int64) (spanBytes int64, err error) {
 	var records int64 // from req.Offset on
 	full := func(size int) bool {
 		if len(resp.Batches) == 0 {
@@ -231,7 +268,10 @@ func (f *Fetcher) collect(resp *BatchResponse, req Request, refs []metadata.Batc
 	for i, r := range refs {
 		if r.Batches <= 1 {
 			if full(len(raws[i])) {
-				return nil
+				return spanBytes, nil
+			}
+			if spanned[i] {
+				spanBytes += int64(len(raws[i]))
 			}
 			add(StoredBatch{BaseOffset: r.BaseOffset, LastOffset: r.LastOffset, Records: r.Records, MaxTimestamp: r.MaxTimestamp, Bytes: raws[i]})
 			continue
@@ -241,21 +281,24 @@ func (f *Fetcher) collect(resp *BatchResponse, req Request, refs []metadata.Batc
 		for rest := raws[i]; len(rest) > 0; {
 			h, b, next, err := segment.NextBatch(rest)
 			if err != nil {
-				return fmt.Errorf("read %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
+				return 0, fmt.Errorf("read %s@%d: %w", r.SegmentKey, r.ByteOffset, err)
 			}
 			rest = next
 			if h.LastOffset() < req.Offset {
 				continue
 			}
 			if full(len(b)) {
-				return nil
+				return spanBytes, nil
+			}
+			if spanned[i] {
+				spanBytes += int64(len(b))
 			}
 			add(StoredBatch{BaseOffset: h.BaseOffset, LastOffset: h.LastOffset(), Records: h.RecordCount, MaxTimestamp: h.MaxTimestamp, Bytes: b})
 		}
 		// Offsets a compaction left empty at the run's end are passed too.
 		resp.NextOffset = r.LastOffset + 1
 	}
-	return nil
+	return spanBytes, nil
 }
 
 // trimRefsToRecords keeps the rows it takes to reach n records from
@@ -272,19 +315,38 @@ func trimRefsToRecords(refs []metadata.BatchRef, offset int64, n int) []metadata
 }
 
 // rawChunks returns the stored bytes of refs, in order, from the batch
-// cache, the object cache or the object store. The slices are shared:
-// callers copy before changing them.
-func (f *Fetcher) rawChunks(ctx context.Context, k PartitionKey, refs []metadata.BatchRef, head bool) ([][]byte, error) {
-	return gather(ctx, f, k, refs, head, f.raw.get, f.metrics.batchHits, f.metrics.batchMisses, f.readRaw)
+// cache, the object-span cache or the object store; ahead are the rows
+// the lookup found past refs. It may return fewer than refs (a prefix).
+// The slices are shared: callers copy before changing them, and unpin the
+// spans once done with them.
+func (f *Fetcher) rawChunks(ctx context.Context, k PartitionKey, refs, ahead []metadata.BatchRef, head bool, admit admitFunc) (gathered[[]byte], error) {
+	return gather(ctx, f, k, refs, ahead, head, admit, f.raw.get, f.metrics.batchHits, f.metrics.batchMisses, f.readRaw)
 }
+
+// gathered is what gather read: the chunks of a prefix of its refs, and
+// the spans their bytes lie in.
+type gathered[T any] struct {
+	out     []T
+	spanned []bool // out[i] lies in a span (of pinSet)
+	pinSet
+}
+
+// admitFunc is told, once the reads are planned and before they are
+// made, which of the first n rows will lie in spans; it returns how many
+// of them to read (it may take what the others need of a budget), or an
+// error.
+type admitFunc func(spanned []bool) (int, error)
 
 // gather returns what refs hold, in order, for partition k: from cached
 // where it has them (counted as hits and misses), the rest by the read
-// plans, at most ReadConcurrency at once, each performed by read.
-func gather[T any](ctx context.Context, f *Fetcher, k PartitionKey, refs []metadata.BatchRef, head bool,
+// plans, at most ReadConcurrency at once, each performed by read. It
+// returns a prefix of refs when the plans (see plan) or admit, when not
+// nil, cut the fetch short; after a catch-up read, it reads ahead the
+// object that the rows past those (in refs, then ahead) start in.
+func gather[T any](ctx context.Context, f *Fetcher, k PartitionKey, refs, ahead []metadata.BatchRef, head bool, admit admitFunc,
 	cached func(chunkKey) (T, bool), hits, misses prometheus.Counter,
-	read func(context.Context, []metadata.BatchRef, *readPlan, []T) error) ([]T, error) {
-	defer f.served(k, refs)
+	read func(context.Context, []metadata.BatchRef, *readPlan, []T) error) (gathered[T], error) {
+	res := gathered[T]{pinSet: pinSet{cache: f.spans}}
 	out := make([]T, len(refs))
 	var missing []int
 	for i, r := range refs {
@@ -296,21 +358,45 @@ func gather[T any](ctx context.Context, f *Fetcher, k PartitionKey, refs []metad
 		misses.Inc()
 		missing = append(missing, i)
 	}
-	if len(missing) == 0 {
-		return out, nil
+	plans, n, tail := f.plan(ctx, k, refs, missing, head)
+	spanned := make([]bool, n)
+	for _, p := range plans {
+		for _, i := range p.idx {
+			spanned[i] = p.span != nil
+		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(f.cfg.ReadConcurrency)
-	for _, run := range f.plan(refs, missing, head) {
-		g.Go(func() error {
-			defer f.share.served(k, run.key)
-			return read(gctx, refs, run, out)
-		})
+	if admit != nil {
+		m, err := admit(spanned)
+		if err != nil {
+			f.cut(plans, 0)
+			return res, err
+		}
+		if m < n {
+			plans, n, spanned = f.cut(plans, m), m, spanned[:m]
+		}
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	for _, p := range plans {
+		if p.span != nil {
+			res.spans = append(res.spans, p.span)
+		}
 	}
-	return out, nil
+	if len(plans) > 0 {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(f.cfg.ReadConcurrency)
+		for _, run := range plans {
+			g.Go(func() error { return read(gctx, refs, run, out) })
+		}
+		if err := g.Wait(); err != nil {
+			res.unpin()
+			return res, err
+		}
+	}
+	res.out, res.spanned = out[:n], spanned
+	f.served(k, refs[:n])
+	if !tail && n == len(refs) {
+		f.readAhead(k, append(refs[n:len(refs):len(refs)], ahead...))
+	}
+	return res, nil
 }
 
 // readRaw performs one plan and slices its chunks into out, checking each
@@ -318,7 +404,7 @@ func gather[T any](ctx context.Context, f *Fetcher, k PartitionKey, refs []metad
 // batch cache (whole objects are in the object cache already); they are
 // copied out of the read first when it also spans other partitions' data.
 func (f *Fetcher) readRaw(ctx context.Context, refs []metadata.BatchRef, p *readPlan, out [][]byte) error {
-	data, base, err := f.readData(ctx, refs, p)
+	data, base, err := f.readData(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -341,7 +427,7 @@ func (f *Fetcher) readRaw(ctx context.Context, refs []metadata.BatchRef, p *read
 			r.Batches > 1 && h.BaseOffset != r.BaseOffset {
 			return fmt.Errorf("read %s@%d: batch header disagrees with the index: %w", p.key, r.ByteOffset, segment.ErrCorrupt)
 		}
-		if !p.whole && !p.shared {
+		if p.span == nil {
 			if shared {
 				chunk = append([]byte(nil), chunk...)
 			}
@@ -361,14 +447,15 @@ func (f *Fetcher) RecordForTimestamp(ctx context.Context, topicID int64, partiti
 		if err != nil || !ok {
 			return 0, 0, false, err
 		}
-		bs, err := f.batches(ctx, PartitionKey{topicID, partition}, []metadata.BatchRef{ref}, true)
+		got, err := f.batches(ctx, PartitionKey{topicID, partition}, []metadata.BatchRef{ref}, nil, true)
 		if errors.Is(err, objectstore.ErrNotExist) && attempt < 2 {
 			continue
 		}
 		if err != nil {
 			return 0, 0, false, err
 		}
-		for _, r := range bs[0].Records {
+		got.unpin() // decoded records never alias a span
+		for _, r := range got.out[0].Records {
 			if r.Timestamp >= ts {
 				return ref.BaseOffset + int64(r.OffsetDelta), r.Timestamp, true, nil
 			}

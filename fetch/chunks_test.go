@@ -195,7 +195,10 @@ func TestFetchBatchesLimits(t *testing.T) {
 func TestFetchBatchesHoldsTheBudget(t *testing.T) {
 	w := newWorld(t, 4, 10)
 	size := int64(w.refs[0].ByteLength)
-	f := setup(t, w, func(c *Config) { c.MaxInflightBytes = 2*size + size/2 })
+	// No object-span cache: the batches are read by range, into memory
+	// of the response's own (batches in spans hold the spans instead; see
+	// TestSpannedBatchesHoldTheirSpans).
+	f := setup(t, w, func(c *Config) { c.MaxInflightBytes = 2*size + size/2; c.ObjectCacheBytes = 0 })
 	ctx := context.Background()
 	first, err := f.FetchBatches(ctx, Request{TopicID: 1, MaxBytes: 1 << 20})
 	if err != nil {
@@ -219,5 +222,30 @@ func TestFetchBatchesHoldsTheBudget(t *testing.T) {
 	// Kafka's FetchChunks keeps its own account: it holds nothing here.
 	if _, err := f.FetchChunks(ctx, Request{TopicID: 1, MaxBytes: 1 << 20}); err != nil || f.inflight.inUse() != 0 {
 		t.Fatalf("FetchChunks: %v, %d bytes held", err, f.inflight.inUse())
+	}
+}
+
+// Batches that lie in a span of the object-span cache hold that span
+// (counted against the cache's bound, even once evicted) until the
+// response's Release, and nothing of the in-flight budget.
+func TestSpannedBatchesHoldTheirSpans(t *testing.T) {
+	w := newWorld(t, 4, 10) // one fresh object: a tail read reads it whole
+	f := setup(t, w, nil)
+	ctx := context.Background()
+	resp, err := f.FetchBatches(ctx, Request{TopicID: 1, MaxBytes: 1 << 20})
+	if err != nil || len(resp.Batches) != 4 {
+		t.Fatalf("%v, %v", resp, err)
+	}
+	obj := int64(len(w.obj))
+	if f.inflight.inUse() != 0 || f.spans.pinned() != obj {
+		t.Fatalf("%d bytes in flight, %d of spans pinned; want 0 and the object's %d", f.inflight.inUse(), f.spans.pinned(), obj)
+	}
+	resp.Release()
+	if f.spans.pinned() != 0 || f.spans.bytes() != obj {
+		t.Fatalf("after Release: %d bytes of spans pinned, %d held; want 0 and %d (cached)", f.spans.pinned(), f.spans.bytes(), obj)
+	}
+	// Kafka's FetchChunks copies the batches out and lets go at once.
+	if _, err := f.FetchChunks(ctx, Request{TopicID: 1, MaxBytes: 1 << 20}); err != nil || f.spans.pinned() != 0 || w.gets != 1 {
+		t.Fatalf("FetchChunks: %v, %d bytes of spans pinned, %d whole reads", err, f.spans.pinned(), w.gets)
 	}
 }

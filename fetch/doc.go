@@ -1,10 +1,14 @@
 // Package fetch serves reads: it looks up the batch index in Postgres (one
-// indexed query per fetch), range-reads segment objects (adjacent ranges
-// coalesced; small recent objects fetched whole, once, for all the tail
-// readers that want them, or kept as this agent wrote them (Seed), while
-// readers that are behind read ranges),
-// keeps decoded chunks in a byte-bounded LRU cache, and
-// parks long-polls until a commit's NOTIFY says the partition grew.
+// indexed query per fetch, looking ahead of what it reads), reads segment
+// objects through a byte-bounded object-span cache (spans.go: small recent
+// objects fetched whole, once, for all the tail readers that want them,
+// or kept as this agent wrote them (Seed);
+// for readers that are behind, whole flush objects, or the spans of them
+// that their readers want, read once for every partition that wants them
+// and read one object ahead of a reader, else the reader's own coalesced
+// ranges), keeps decoded chunks and range-read stored batches in
+// byte-bounded LRU caches, and parks long-polls until a commit's NOTIFY
+// says the partition grew.
 //
 // Contract:
 //   - Fetch never returns a record at or past the high watermark read in
@@ -24,6 +28,18 @@
 //     less is free, ErrBackpressure when nothing is), until the caller's
 //     Response.Release. Records are priced by segment.RecordSize for
 //     MaxBytes and by segment.RecordMemory for the budget and the cache.
+//     Stored batches that lie in a span of the object-span cache hold that
+//     span instead (it counts against Config.ObjectCacheBytes, evicted or
+//     not, until the last response in it is released).
+//   - A fetch may return less than MaxBytes although more is stored: a
+//     catch-up read that finds no room in the object-span cache for the
+//     next object's span ends before it, so that readers behind together
+//     move through the objects held rather than each reading its own
+//     ranges; it always returns at least one batch when one is available.
+//   - Everything is bounded: the object-span cache in bytes and spans
+//     (each span read by one goroutine, the only writer of its buffer;
+//     a failed read is not kept), the partitions' wants it learns from
+//     lookups in objects and partitions, the caches in bytes.
 //   - FetchBatches serves stored RecordBatches as they are, undecoded and
 //     uncopied (the bytes are the caches'), for the HTTP batch encoding;
 //     FetchChunks copies them into one buffer with base offsets written,

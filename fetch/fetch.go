@@ -74,10 +74,15 @@ type Config struct {
 	// are (FetchChunks), for chunks read by range; whole objects have
 	// their own cache.
 	BatchCacheBytes int64
-	// ObjectCacheBytes bounds the cache of whole small objects.
+	// ObjectCacheBytes bounds the object-span cache: whole small fresh
+	// objects read once for the tail readers of many partitions, and
+	// spans of objects (whole flush objects, mostly) read once for the
+	// readers catching up on them, or read ahead of them.
 	ObjectCacheBytes int64
 	// WholeObjectBytes: objects up to this size, committed within
-	// RecentWindow, are fetched whole once and shared by all readers.
+	// RecentWindow, are fetched whole once and shared by all tail
+	// readers; it bounds a catch-up span (and so the objects read whole
+	// for readers behind) too.
 	WholeObjectBytes int64
 	RecentWindow     time.Duration
 	// CoalesceGap: ranges of one object closer than this are read together.
@@ -183,8 +188,7 @@ type Fetcher struct {
 	metrics  *metrics
 	chunks   *lru[chunkKey, *segment.Batch]
 	raw      *lru[chunkKey, []byte] // stored batches, as they are in their objects
-	whole    *lru[string, []byte]
-	share    *sharer // whole objects read once for several catch-up readers
+	spans    *spanCache             // whole objects and spans of them, read once for many fetches
 	inflight *budget
 	flight   singleflight.Group
 	decode   segment.DecodeOptions
@@ -219,15 +223,15 @@ func New(cfg Config, deps Deps) (*Fetcher, error) {
 	f := &Fetcher{cfg: cfg, index: deps.Index, objects: deps.Objects, watch: deps.Watcher, logger: deps.Logger,
 		decode: segment.DecodeOptions{MaxDecompressedSize: cfg.MaxDecompressedBytes}, done: deps.Done,
 		inflight: &budget{max: cfg.MaxInflightBytes}}
+	f.spans = newSpanCache(cfg.ObjectCacheBytes, cfg.WholeObjectBytes, f.readSpan)
 	m, err := newMetrics(deps.Registerer, f)
 	if err != nil {
 		return nil, err
 	}
 	f.metrics = m
+	f.spans.hits, f.spans.refused, f.spans.evictions = m.spanHits.Inc, m.spanRefused.Inc, m.spanEvictions.Inc
 	f.chunks = newLRU[chunkKey, *segment.Batch](cfg.CacheBytes, func(n int64) { m.evictions.Add(float64(n)) })
 	f.raw = newLRU[chunkKey, []byte](cfg.BatchCacheBytes, nil)
-	f.whole = newLRU[string, []byte](cfg.ObjectCacheBytes, nil)
-	f.share = newSharer(f.inflight, cfg.WholeObjectBytes)
 	return f, nil
 }
 
@@ -293,7 +297,7 @@ func (f *Fetcher) poll(ctx context.Context, req Request, once func() (found bool
 }
 
 func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error) {
-	st, refs, err := f.lookup(ctx, req)
+	st, refs, ahead, err := f.lookup(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -318,12 +322,15 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 		f.metrics.backpressure.Inc()
 		return nil, ErrBackpressure
 	}
+	all := refs
 	refs = trimRefs(refs, grant)
+	ahead = append(all[len(refs):len(all):len(all)], ahead...)
 	// A fetch that reaches the high watermark is a tail read: it may share
 	// whole fresh objects with the other partitions' tails. One that stops
-	// short of it is reading history and reads its own ranges.
+	// short of it is reading history: it reads spans that its readers
+	// want, or its own ranges (see plan).
 	head := refs[len(refs)-1].LastOffset+1 >= st.HighWatermark
-	batches, err := f.batches(ctx, PartitionKey{req.TopicID, req.Partition}, refs, head)
+	got, err := f.batches(ctx, PartitionKey{req.TopicID, req.Partition}, refs, ahead, head)
 	if err != nil {
 		f.inflight.give(grant)
 	}
@@ -338,8 +345,10 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 	if err != nil {
 		return nil, err
 	}
+	// Decoded records never alias a span (decodeChunk copies what would).
+	defer got.unpin()
 	var size, held int64
-	for i, b := range batches {
+	for i, b := range got.out {
 		base := refs[i].BaseOffset
 		full := true // every record of the chunk was returned or skipped
 		for j := range b.Records {
@@ -388,16 +397,19 @@ func (f *Fetcher) fetchOnce(ctx context.Context, req Request) (*Response, error)
 	return resp, nil
 }
 
-// lookup looks req up in the index. It looks up twice the bytes it reads:
-// the rows past them say which objects the reader will read next, for the
-// sharer. It returns the rows within req.MaxBytes.
-func (f *Fetcher) lookup(ctx context.Context, req Request) (metadata.PartitionState, []metadata.BatchRef, error) {
-	st, refs, err := f.index.LookupBatches(ctx, req.TopicID, req.Partition, req.Offset, 2*req.MaxBytes, f.cfg.MaxChunksPerFetch)
+// lookup looks req up in the index. It looks ahead past the bytes it
+// reads (twice them, at least readAheadLookup): the rows past them say
+// which objects the reader will read next, for the object-span cache
+// (spans.go). It returns the rows within req.MaxBytes, and those past
+// them.
+func (f *Fetcher) lookup(ctx context.Context, req Request) (st metadata.PartitionState, refs, ahead []metadata.BatchRef, err error) {
+	st, refs, err = f.index.LookupBatches(ctx, req.TopicID, req.Partition, req.Offset, max(2*req.MaxBytes, readAheadLookup), f.cfg.MaxChunksPerFetch)
 	if err != nil || len(refs) == 0 {
-		return st, refs, err
+		return st, refs, nil, err
 	}
-	f.share.want(PartitionKey{req.TopicID, req.Partition}, refs)
-	return st, trimRefs(refs, req.MaxBytes), nil
+	f.spans.want(PartitionKey{req.TopicID, req.Partition}, refs)
+	mine := trimRefs(refs, req.MaxBytes)
+	return st, mine, refs[len(mine):], nil
 }
 
 // tailRead reports a read at the tail: it reaches the high watermark
@@ -454,28 +466,49 @@ func (f *Fetcher) OffsetForTimestamp(ctx context.Context, topicID int64, partiti
 }
 
 // batches returns the decoded chunks of refs, in order, from the cache or
-// the object store, for partition k; head says the read reaches the high
-// watermark (see plan).
-func (f *Fetcher) batches(ctx context.Context, k PartitionKey, refs []metadata.BatchRef, head bool) ([]*segment.Batch, error) {
-	return gather(ctx, f, k, refs, head, f.chunks.get, f.metrics.hits, f.metrics.misses, f.read)
+// the object store, for partition k; ahead are the rows the lookup found
+// past refs, and head says the read reaches the high watermark (see
+// plan). It may return the chunks of fewer rows than refs (a prefix).
+func (f *Fetcher) batches(ctx context.Context, k PartitionKey, refs, ahead []metadata.BatchRef, head bool) (gathered[*segment.Batch], error) {
+	return gather(ctx, f, k, refs, ahead, head, nil, f.chunks.get, f.metrics.hits, f.metrics.misses, f.read)
 }
 
 // readPlan is one object read serving the refs at idx.
 type readPlan struct {
 	key        string
-	whole      bool
-	shared     bool  // start, end read through the sharer, with other partitions' chunks
-	size       int64 // the object's size
-	start, end int64 // byte range when not whole
+	span       *span // pinned: the refs are read from it (read once for many fetches)
+	start, end int64 // byte range when span is nil
 	idx        []int
 }
 
-// served tells the sharer that partition k read the objects of refs.
+// served tells the object-span cache that partition k read the objects
+// of refs.
 func (f *Fetcher) served(k PartitionKey, refs []metadata.BatchRef) {
 	for i, r := range refs {
 		if i == 0 || r.SegmentKey != refs[i-1].SegmentKey {
-			f.share.served(k, r.SegmentKey)
+			f.spans.served(k, r.SegmentKey)
 		}
+	}
+}
+
+// readAhead starts reading, for partition k, the object its next fetch
+// will read first (rest are the rows past those it just read), if it is
+// wanted enough (see spans.go) and the bound has room; no one waits for
+// it.
+func (f *Fetcher) readAhead(k PartitionKey, rest []metadata.BatchRef) {
+	if len(rest) == 0 || f.spans.has(rest[0].SegmentKey) {
+		return
+	}
+	key := rest[0].SegmentKey
+	lo, hi := rest[0].ByteOffset, rest[0].ByteOffset+int64(rest[0].ByteLength)
+	for _, r := range rest[1:] {
+		if r.SegmentKey != key {
+			break
+		}
+		lo, hi = min(lo, r.ByteOffset), max(hi, r.ByteOffset+int64(r.ByteLength))
+	}
+	if s, _ := f.spans.acquire(k, key, rest[0].SegmentSize, lo, hi, modeAhead); s != nil {
+		f.spans.release(s)
 	}
 }
 
@@ -483,40 +516,53 @@ func (f *Fetcher) served(k PartitionKey, refs []metadata.BatchRef) {
 // at the tail, even if it ends there (a catch-up's last page).
 const maxWholeObjectsPerFetch = 4
 
-// plan groups the missing chunks into object reads: whole objects, or
-// coalesced ranges. An object is read whole when it is in the object cache
-// already, or when it is small and recent and the fetch is a tail read
-// (head: it reaches the high watermark, spanning a few objects): the
-// tails of many partitions want the same fresh object, and one GET serves
-// them all. A reader that is behind wants a sliver of each of many objects;
-// reading them whole would multiply the bytes read by the partition count.
-func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int, head bool) []*readPlan {
+// plan groups the missing chunks of partition k's refs into object
+// reads: spans of the object-span cache, or coalesced ranges. A span held
+// (or being read) that covers an object's chunks serves them. Otherwise a
+// tail read (head: it reaches the high watermark, spanning a few objects)
+// reads a small recent object whole: the tails of many partitions want
+// the same fresh object, and one GET serves them all. A catch-up read
+// reads the span of an object that its readers want (spans.go), or its
+// own coalesced ranges. When a catch-up read finds no room for a span, the
+// fetch ends before that object if it has rows before it: n is how many of
+// refs the plans serve (a prefix). tail reports a tail read.
+func (f *Fetcher) plan(ctx context.Context, k PartitionKey, refs []metadata.BatchRef, missing []int, head bool) (plans []*readPlan, n int, tail bool) {
 	byKey := map[string][]int{}
 	var keys []string
 	for _, i := range missing {
-		k := refs[i].SegmentKey
-		if _, ok := byKey[k]; !ok {
-			keys = append(keys, k)
+		key := refs[i].SegmentKey
+		if _, ok := byKey[key]; !ok {
+			keys = append(keys, key)
 		}
-		byKey[k] = append(byKey[k], i)
+		byKey[key] = append(byKey[key], i)
 	}
-	var plans []*readPlan
-	tail := tailRead(refs, head)
-	for _, k := range keys {
-		idx := byKey[k]
+	n = len(refs)
+	tail = tailRead(refs, head)
+	for _, key := range keys {
+		idx := byKey[key]
 		r0 := refs[idx[0]]
-		fresh := r0.SegmentSize <= f.cfg.WholeObjectBytes && time.Since(r0.SegmentAt) <= f.cfg.RecentWindow
-		if f.whole.has(k) || (tail && fresh) {
-			plans = append(plans, &readPlan{key: k, whole: true, size: r0.SegmentSize, idx: idx})
-			continue
-		}
 		lo, hi := int64(math.MaxInt64), int64(0)
 		for _, i := range idx {
 			lo, hi = min(lo, refs[i].ByteOffset), max(hi, refs[i].ByteOffset+int64(refs[i].ByteLength))
 		}
-		if f.share.claim(k, lo, hi) {
-			plans = append(plans, &readPlan{key: k, shared: true, size: r0.SegmentSize, start: lo, end: hi, idx: idx})
+		mode := modeCatchUp // also at the end of a catch-up: a tail read of an old object
+		if tail && r0.SegmentSize <= f.cfg.WholeObjectBytes && time.Since(r0.SegmentAt) <= f.cfg.RecentWindow {
+			mode = modeTail
+		}
+		s, refused := f.spans.acquire(k, key, r0.SegmentSize, lo, hi, mode)
+		if refused && mode == modeCatchUp && slices.Min(idx) == 0 {
+			// Nothing before this object to serve: wait a little for the
+			// readers behind to let go of an object held, rather than
+			// read a sliver of this one alone.
+			s, refused = f.spans.acquireWait(ctx, k, key, r0.SegmentSize, lo, hi, spanWait)
+		}
+		if s != nil {
+			plans = append(plans, &readPlan{key: key, span: s, idx: idx})
 			continue
+		}
+		if refused && mode == modeCatchUp && slices.Min(idx) > 0 {
+			n = slices.Min(idx)
+			break
 		}
 		sort.Slice(idx, func(a, b int) bool { return refs[idx[a]].ByteOffset < refs[idx[b]].ByteOffset })
 		var cur *readPlan
@@ -528,42 +574,37 @@ func (f *Fetcher) plan(refs []metadata.BatchRef, missing []int, head bool) []*re
 				cur.idx = append(cur.idx, i)
 				continue
 			}
-			cur = &readPlan{key: k, start: r.ByteOffset, end: end, idx: []int{i}}
+			cur = &readPlan{key: key, start: r.ByteOffset, end: end, idx: []int{i}}
 			plans = append(plans, cur)
 		}
 	}
-	return plans
+	return f.cut(plans, n), n, tail
+}
+
+// cut keeps of plans only the rows before n, letting go of the spans of
+// plans left with none (an object's rows are contiguous: a plan keeps
+// all its rows, or none).
+func (f *Fetcher) cut(plans []*readPlan, n int) []*readPlan {
+	kept := plans[:0]
+	for _, p := range plans {
+		p.idx = slices.DeleteFunc(p.idx, func(i int) bool { return i >= n })
+		switch {
+		case len(p.idx) > 0:
+			kept = append(kept, p)
+		case p.span != nil:
+			f.spans.release(p.span)
+		}
+	}
+	return kept
 }
 
 // readData performs one plan: the bytes read and the object offset they
-// start at (0 for a whole object).
-func (f *Fetcher) readData(ctx context.Context, refs []metadata.BatchRef, p *readPlan) (data []byte, base int64, err error) {
-	if p.shared {
-		span, lo, err := f.share.get(ctx, p.key, func(rctx context.Context, lo, hi int64) ([]byte, error) {
-			f.metrics.gets.WithLabelValues("shared").Inc()
-			rc, err := f.objects.GetRange(rctx, p.key, lo, hi-lo)
-			if err != nil {
-				return nil, storageError(fmt.Sprintf("read %s [%d,%d)", p.key, lo, hi), err)
-			}
-			b, err := readAll(rc, hi-lo)
-			if err != nil {
-				return nil, storageError("read "+p.key, err)
-			}
-			return b, nil
-		})
-		if !errors.Is(err, errNotShared) {
-			return span, lo, err
-		}
-		p.shared = false // let go before this reader came: its own range, then
+// start at.
+func (f *Fetcher) readData(ctx context.Context, p *readPlan) (data []byte, base int64, err error) {
+	if p.span != nil {
+		return f.spans.wait(ctx, p.span)
 	}
-	if p.whole {
-		obj, err := f.wholeObject(ctx, p.key, p.size)
-		if err != nil {
-			return nil, 0, err
-		}
-		return obj, 0, nil
-	}
-	f.metrics.gets.WithLabelValues("range").Inc()
+	f.metrics.gets.WithLabelValues(kindRange).Inc()
 	rc, err := f.objects.GetRange(ctx, p.key, p.start, p.end-p.start)
 	if err != nil {
 		return nil, 0, storageError(fmt.Sprintf("read %s [%d,%d)", p.key, p.start, p.end), err)
@@ -572,7 +613,30 @@ func (f *Fetcher) readData(ctx context.Context, refs []metadata.BatchRef, p *rea
 	if err != nil {
 		return nil, 0, storageError("read "+p.key, err)
 	}
+	f.metrics.readBytes.WithLabelValues(kindRange).Add(float64(len(data)))
 	return data, p.start, nil
+}
+
+// readSpan reads [lo, hi) of object key for the object-span cache: the
+// whole object when that is all of it (size bytes).
+func (f *Fetcher) readSpan(ctx context.Context, key string, lo, hi, size int64, kind string) ([]byte, error) {
+	f.metrics.gets.WithLabelValues(kind).Inc()
+	var rc io.ReadCloser
+	var err error
+	if lo == 0 && hi == size {
+		rc, err = f.objects.Get(ctx, key)
+	} else {
+		rc, err = f.objects.GetRange(ctx, key, lo, hi-lo)
+	}
+	if err != nil {
+		return nil, storageError(fmt.Sprintf("read %s [%d,%d)", key, lo, hi), err)
+	}
+	data, err := readAll(rc, hi-lo)
+	if err != nil {
+		return nil, storageError("read "+key, err)
+	}
+	f.metrics.readBytes.WithLabelValues(kind).Add(float64(len(data)))
+	return data, nil
 }
 
 // chunkBytes slices chunk r out of data, read from object offset base.
@@ -586,7 +650,7 @@ func chunkBytes(key string, r metadata.BatchRef, data []byte, base int64) ([]byt
 
 // read performs one plan and decodes its chunks into out.
 func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPlan, out []*segment.Batch) error {
-	data, base, err := f.readData(ctx, refs, p)
+	data, base, err := f.readData(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -596,7 +660,7 @@ func (f *Fetcher) read(ctx context.Context, refs []metadata.BatchRef, p *readPla
 		if err != nil {
 			return err
 		}
-		b, err := f.decodeChunk(p.key, r, chunk, p.shared || len(chunk) < len(data))
+		b, err := f.decodeChunk(p.key, r, chunk, p.span != nil || len(chunk) < len(data))
 		if err != nil {
 			return err
 		}
@@ -697,53 +761,18 @@ func decodeRange(data []byte, r metadata.BatchRef, opts segment.DecodeOptions) (
 }
 
 // Seed keeps a copy of an object this agent has just stored (a flush
-// segment, before its commit) in the whole-object cache, when it is small
-// enough to be read whole: the tails of its partitions ask for it as soon
-// as the commit's NOTIFY wakes them, and are served from memory instead of
-// a GET. Agents behind one load balancer each seed their own flushes; a
-// tail reader on another agent reads the object as before.
+// segment, before its commit) in the object-span cache, when it is small
+// enough to be read whole and the cache has room: the tails of its
+// partitions ask for it as soon as the commit's NOTIFY wakes them, and are
+// served from memory instead of a GET. Agents behind one load balancer
+// each seed their own flushes; a tail reader on another agent reads the
+// object as before.
 func (f *Fetcher) Seed(key string, obj []byte) {
-	n := int64(len(obj))
-	if n == 0 || n > f.cfg.WholeObjectBytes || n > f.cfg.ObjectCacheBytes {
-		return
+	if int64(len(obj)) > f.cfg.WholeObjectBytes || int64(len(obj)) > f.cfg.ObjectCacheBytes {
+		return // not worth the copy
 	}
-	f.whole.add(key, bytes.Clone(obj), n)
-	f.metrics.seeded.Inc()
-}
-
-// wholeObject returns a whole object, reading it once for all concurrent
-// callers and keeping it in the object cache.
-func (f *Fetcher) wholeObject(ctx context.Context, key string, size int64) ([]byte, error) {
-	if b, ok := f.whole.get(key); ok {
-		return b, nil
-	}
-	ch := f.flight.DoChan("object:"+key, func() (any, error) {
-		if b, ok := f.whole.get(key); ok {
-			return b, nil
-		}
-		f.metrics.gets.WithLabelValues("whole").Inc()
-		// Detached from one caller's cancellation: others share the read.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		rc, err := f.objects.Get(rctx, key)
-		if err != nil {
-			return nil, storageError("read "+key, err)
-		}
-		b, err := readAll(rc, size)
-		if err != nil {
-			return nil, storageError("read "+key, err)
-		}
-		f.whole.add(key, b, int64(len(b)))
-		return b, nil
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.([]byte), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if f.spans.seed(key, bytes.Clone(obj)) {
+		f.metrics.seeded.Inc()
 	}
 }
 

@@ -426,12 +426,12 @@ func TestSeedKeepsToTheBounds(t *testing.T) {
 	w := newWorld(t, 4, 10)
 	f := setup(t, w, func(c *Config) { c.WholeObjectBytes = int64(len(w.obj)) - 1 })
 	f.Seed("seg", w.obj)
-	if f.whole.has("seg") {
+	if f.spans.has("seg") {
 		t.Fatal("an object above WholeObjectBytes was seeded")
 	}
 	f = setup(t, w, func(c *Config) { c.ObjectCacheBytes = 0 })
 	f.Seed("seg", w.obj)
-	if f.whole.has("seg") {
+	if f.spans.has("seg") {
 		t.Fatal("an object was seeded with no object cache")
 	}
 }

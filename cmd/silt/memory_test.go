@@ -28,10 +28,10 @@ func TestMemoryLimitDerivesBudgets(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := cfg.Agent
-	if a.MemoryLimit != 256<<20 || a.Batcher.MaxBufferBytes != 48<<20 || a.Fetch.CacheBytes != 16<<20 ||
+	if a.MemoryLimit != 256<<20 || a.Batcher.MaxBufferBytes != 48<<20 || a.Fetch.CacheBytes != 4<<20 || a.Fetch.ObjectCacheBytes != 32<<20 ||
 		a.Batcher.MaxInflightFlushes != 2 || a.HTTP.MaxInflightRequestBytes != 16<<20 || a.HTTP.MaxRequestBytes != 16<<20 {
-		t.Fatalf("limit %d, buffer %d, cache %d, flushes %d, in-flight requests %d, request %d", a.MemoryLimit, a.Batcher.MaxBufferBytes,
-			a.Fetch.CacheBytes, a.Batcher.MaxInflightFlushes, a.HTTP.MaxInflightRequestBytes, a.HTTP.MaxRequestBytes)
+		t.Fatalf("limit %d, buffer %d, cache %d, object cache %d, flushes %d, in-flight requests %d, request %d", a.MemoryLimit, a.Batcher.MaxBufferBytes,
+			a.Fetch.CacheBytes, a.Fetch.ObjectCacheBytes, a.Batcher.MaxInflightFlushes, a.HTTP.MaxInflightRequestBytes, a.HTTP.MaxRequestBytes)
 	}
 
 	t.Setenv("SILT_MEMORY_LIMIT", "1GiB")

@@ -80,9 +80,11 @@ func RuntimeMemoryLimit(limit int64) int64 { return limit - unmanaged }
 //	in-flight flushes           1/8: max-inflight-flushes is as many flushes as
 //	                            fit at 2 × max-segment-bytes each (the segment
 //	                            and its compressor's window), 1 to 4
-//	cache-bytes                 1/16
-//	object-cache-bytes          1/16
-//	batch-cache-bytes           1/32
+//	cache-bytes                 1/64 (decoded chunks: the record encodings)
+//	object-cache-bytes          1/8  (the object-span cache: whole fresh
+//	                            objects for tails, spans of objects read
+//	                            once or ahead for catch-up reads)
+//	batch-cache-bytes           1/64
 //	max-inflight-request-bytes  1/16 (max-request-bytes: 16 MiB, at most that)
 //	max-inflight-fetch-bytes    1/16
 //	kafka-max-inflight-bytes    1/16 (kafka-max-request-bytes and the Kafka
@@ -107,9 +109,9 @@ func (c *Config) DeriveBudgets(keep func(setting string) bool) {
 		per := 2 * int64(max(c.Batcher.MaxSegmentBytes, 1))
 		c.Batcher.MaxInflightFlushes = int(min(max(l/8/per, 1), maxDerivedFlushes))
 	}
-	set(SettingCacheBytes, &c.Fetch.CacheBytes, l/16)
-	set(SettingObjectCacheBytes, &c.Fetch.ObjectCacheBytes, l/16)
-	set(SettingBatchCacheBytes, &c.Fetch.BatchCacheBytes, l/32)
+	set(SettingCacheBytes, &c.Fetch.CacheBytes, l/64)
+	set(SettingObjectCacheBytes, &c.Fetch.ObjectCacheBytes, l/8)
+	set(SettingBatchCacheBytes, &c.Fetch.BatchCacheBytes, l/64)
 	set(SettingMaxInflightRequest, &c.HTTP.MaxInflightRequestBytes, l/16)
 	set(SettingMaxRequestBytes, &c.HTTP.MaxRequestBytes, min(defaultMaxRequestBytes, c.HTTP.MaxInflightRequestBytes))
 	set(SettingMaxInflightFetchBytes, &c.Fetch.MaxInflightBytes, l/16)
@@ -141,7 +143,7 @@ func (c Config) MemoryBudgets() []MemoryBudget {
 		{"segments being built and written", fmt.Sprintf("--%s %d × 2 × --max-segment-bytes %s", SettingMaxInflightFlushes, b.MaxInflightFlushes, size(seg)),
 			int64(b.MaxInflightFlushes) * 2 * seg},
 		{"decoded-chunk cache", flag(SettingCacheBytes, c.Fetch.CacheBytes), c.Fetch.CacheBytes},
-		{"whole-object cache", flag(SettingObjectCacheBytes, c.Fetch.ObjectCacheBytes), c.Fetch.ObjectCacheBytes},
+		{"object-span cache", flag(SettingObjectCacheBytes, c.Fetch.ObjectCacheBytes), c.Fetch.ObjectCacheBytes},
 		{"stored-batch cache", flag(SettingBatchCacheBytes, c.Fetch.BatchCacheBytes), c.Fetch.BatchCacheBytes},
 		{"produce bodies in flight", flag(SettingMaxInflightRequest, c.HTTP.MaxInflightRequestBytes), c.HTTP.MaxInflightRequestBytes},
 		{"fetch responses in flight", flag(SettingMaxInflightFetchBytes, c.Fetch.MaxInflightBytes), c.Fetch.MaxInflightBytes},

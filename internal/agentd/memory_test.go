@@ -31,9 +31,9 @@ func TestDefaultBudgets(t *testing.T) {
 		{"memory limit", c.MemoryLimit, 512 * mib},
 		{"buffer", c.Batcher.MaxBufferBytes, 64 * mib},
 		{"flushes", int64(c.Batcher.MaxInflightFlushes), 4},
-		{"cache", c.Fetch.CacheBytes, 32 * mib},
-		{"object cache", c.Fetch.ObjectCacheBytes, 32 * mib},
-		{"batch cache", c.Fetch.BatchCacheBytes, 16 * mib},
+		{"cache", c.Fetch.CacheBytes, 8 * mib},
+		{"object cache", c.Fetch.ObjectCacheBytes, 64 * mib},
+		{"batch cache", c.Fetch.BatchCacheBytes, 8 * mib},
 		{"in-flight requests", c.HTTP.MaxInflightRequestBytes, 32 * mib},
 		{"request", c.HTTP.MaxRequestBytes, 16 * mib},
 		{"in-flight fetches", c.Fetch.MaxInflightBytes, 32 * mib},
@@ -76,8 +76,8 @@ func TestDerivedBudgetsAlwaysFit(t *testing.T) {
 func TestBudgetsFollowTheLimit(t *testing.T) {
 	c := validConfig(256 << 20)
 	c.DeriveBudgets(nil)
-	if c.Batcher.MaxBufferBytes != 32<<20 || c.Fetch.CacheBytes != 16<<20 || c.Batcher.MaxInflightFlushes != 2 {
-		t.Fatalf("at 256 MiB: buffer %d, cache %d, flushes %d", c.Batcher.MaxBufferBytes, c.Fetch.CacheBytes, c.Batcher.MaxInflightFlushes)
+	if c.Batcher.MaxBufferBytes != 32<<20 || c.Fetch.ObjectCacheBytes != 32<<20 || c.Fetch.CacheBytes != 4<<20 || c.Batcher.MaxInflightFlushes != 2 {
+		t.Fatalf("at 256 MiB: buffer %d, object cache %d, cache %d, flushes %d", c.Batcher.MaxBufferBytes, c.Fetch.ObjectCacheBytes, c.Fetch.CacheBytes, c.Batcher.MaxInflightFlushes)
 	}
 	c.MemoryLimit = 4 << 30
 	c.DeriveBudgets(nil)
@@ -105,7 +105,7 @@ func TestExplicitBudgetsMustFit(t *testing.T) {
 			t.Errorf("the error does not say %q: %v", want, err)
 		}
 	}
-	c.Fetch.CacheBytes = 32 << 20
+	c.Fetch.CacheBytes = 8 << 20
 	if err := c.Validate(); err != nil {
 		t.Fatalf("back to the derived size: %v", err)
 	}
