@@ -394,7 +394,7 @@ func gather[T any](ctx context.Context, f *Fetcher, k PartitionKey, refs, ahead 
 	res.out, res.spanned = out[:n], spanned
 	f.served(k, refs[:n])
 	if !tail && n == len(refs) {
-		f.readAhead(k, append(refs[n:len(refs):len(refs)], ahead...))
+		f.readAhead(ctx, k, append(refs[n:len(refs):len(refs)], ahead...))
 	}
 	return res, nil
 }

@@ -495,7 +495,7 @@ func (f *Fetcher) served(k PartitionKey, refs []metadata.BatchRef) {
 // will read first (rest are the rows past those it just read), if it is
 // wanted enough (see spans.go) and the bound has room; no one waits for
 // it.
-func (f *Fetcher) readAhead(k PartitionKey, rest []metadata.BatchRef) {
+func (f *Fetcher) readAhead(ctx context.Context, k PartitionKey, rest []metadata.BatchRef) {
 	if len(rest) == 0 || f.spans.has(rest[0].SegmentKey) {
 		return
 	}
@@ -507,7 +507,7 @@ func (f *Fetcher) readAhead(k PartitionKey, rest []metadata.BatchRef) {
 		}
 		lo, hi = min(lo, r.ByteOffset), max(hi, r.ByteOffset+int64(r.ByteLength))
 	}
-	if s, _ := f.spans.acquire(k, key, rest[0].SegmentSize, lo, hi, modeAhead); s != nil {
+	if s, _ := f.spans.acquire(ctx, k, key, rest[0].SegmentSize, lo, hi, modeAhead); s != nil {
 		f.spans.release(s)
 	}
 }
@@ -549,7 +549,7 @@ func (f *Fetcher) plan(ctx context.Context, k PartitionKey, refs []metadata.Batc
 		if tail && r0.SegmentSize <= f.cfg.WholeObjectBytes && time.Since(r0.SegmentAt) <= f.cfg.RecentWindow {
 			mode = modeTail
 		}
-		s, refused := f.spans.acquire(k, key, r0.SegmentSize, lo, hi, mode)
+		s, refused := f.spans.acquire(ctx, k, key, r0.SegmentSize, lo, hi, mode)
 		if refused && mode == modeCatchUp && slices.Min(idx) == 0 {
 			// Nothing before this object to serve: wait a little for the
 			// readers behind to let go of an object held, rather than
@@ -768,10 +768,7 @@ func decodeRange(data []byte, r metadata.BatchRef, opts segment.DecodeOptions) (
 // each seed their own flushes; a tail reader on another agent reads the
 // object as before.
 func (f *Fetcher) Seed(key string, obj []byte) {
-	if int64(len(obj)) > f.cfg.WholeObjectBytes || int64(len(obj)) > f.cfg.ObjectCacheBytes {
-		return // not worth the copy
-	}
-	if f.spans.seed(key, bytes.Clone(obj)) {
+	if f.spans.seed(key, obj) {
 		f.metrics.seeded.Inc()
 	}
 }

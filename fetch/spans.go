@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"sync"
@@ -198,7 +199,7 @@ const (
 // read, or one it starts reading as mode allows. refused reports that
 // mode wanted a span read but the bound had no room for it. The caller
 // releases a span returned.
-func (c *spanCache) acquire(k PartitionKey, key string, size, lo, hi int64, mode spanMode) (s *span, refused bool) {
+func (c *spanCache) acquire(ctx context.Context, k PartitionKey, key string, size, lo, hi int64, mode spanMode) (s *span, refused bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
@@ -246,29 +247,39 @@ func (c *spanCache) acquire(k PartitionKey, key string, size, lo, hi int64, mode
 	s.elem = c.lru.PushFront(s)
 	c.spans[key] = s
 	c.reads.Add(1)
-	go c.fill(s, size, kind)
+	// Detached from the caller's cancellation: other fetches share the read.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), spanReadTimeout)
+	go c.fill(rctx, cancel, s, size, kind)
 	return s, false
 }
 
-// seed holds data, the whole of object key, as a span already read, when
-// no span of the object is held and the bound has room for it (evicting
-// as reserve does). The cache owns data from then on.
-func (c *spanCache) seed(key string, data []byte) bool {
-	n := int64(len(data))
+// seed holds a copy of obj, the whole of object key, as a span, when no
+// span of the object is held and the bound has room for it (evicting as
+// reserve does). The room is taken before the copy is made, so a full
+// cache costs no copy; readers that find the span meanwhile wait for the
+// copy as for a read.
+func (c *spanCache) seed(key string, obj []byte) bool {
+	n := int64(len(obj))
 	if n == 0 || n > c.maxSpan {
 		return false
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	now := time.Now()
 	c.sweep(now)
 	if c.spans[key] != nil || !c.reserve(n) {
+		c.mu.Unlock()
 		return false
 	}
-	s := &span{key: key, lo: 0, hi: n, done: make(chan struct{}), data: data, cached: true, charged: n, used: now}
-	close(s.done)
+	s := &span{key: key, lo: 0, hi: n, done: make(chan struct{}), cached: true, charged: n, used: now}
 	s.elem = c.lru.PushFront(s)
 	c.spans[key] = s
+	c.mu.Unlock()
+
+	data := bytes.Clone(obj)
+	c.mu.Lock()
+	s.data = data
+	close(s.done)
+	c.mu.Unlock()
 	return true
 }
 
@@ -289,7 +300,7 @@ func (c *spanCache) acquireWait(ctx context.Context, k PartitionKey, key string,
 		case <-ctx.Done():
 			return nil, true
 		}
-		if s, refused := c.acquire(k, key, size, lo, hi, modeCatchUp); s != nil || !refused {
+		if s, refused := c.acquire(ctx, k, key, size, lo, hi, modeCatchUp); s != nil || !refused {
 			return s, refused
 		}
 	}
@@ -341,9 +352,8 @@ func (c *spanCache) choose(k PartitionKey, key string, size, lo, hi int64, ahead
 }
 
 // fill reads s, in a goroutine of its own: the only writer of s.data.
-func (c *spanCache) fill(s *span, size int64, kind string) {
+func (c *spanCache) fill(ctx context.Context, cancel context.CancelFunc, s *span, size int64, kind string) {
 	defer c.reads.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), spanReadTimeout)
 	data, err := c.read(ctx, s.key, s.lo, s.hi, size, kind)
 	cancel()
 	c.mu.Lock()

@@ -415,7 +415,7 @@ func TestSpanEviction(t *testing.T) {
 	}
 	get := func(k PartitionKey, key string) (*span, bool) {
 		t.Helper()
-		s, refused := c.acquire(k, key, 100, 0, 50, modeCatchUp)
+		s, refused := c.acquire(context.Background(), k, key, 100, 0, 50, modeCatchUp)
 		if s != nil {
 			if _, _, err := c.wait(context.Background(), s); err != nil {
 				t.Fatal(err)
