@@ -207,50 +207,117 @@ func readBody(r io.Reader, contentLength, limit int64, res *bodyReservation) (*[
 }
 
 // bodyDeadline bounds the time to receive a request body
-// (Config.RequestBodyTimeout), from now; the returned func lifts it once
-// the body is read, before the request's slow part (the commit) begins.
+// (Config.RequestBodyTimeout), from now, and keeps the deadline in the
+// echo context for drainRefused; the returned func lifts it once the body
+// is read, before the request's slow part (the commit) begins.
 func (s *Server) bodyDeadline(c echo.Context) (lift func()) {
+	deadline := time.Now().Add(s.cfg.RequestBodyTimeout)
+	c.Set(bodyDeadlineKey, deadline)
 	rc := http.NewResponseController(c.Response())
-	if err := rc.SetReadDeadline(time.Now().Add(s.cfg.RequestBodyTimeout)); err != nil {
+	if err := rc.SetReadDeadline(deadline); err != nil {
 		return func() {} // not a network connection (in-process tests)
 	}
 	return func() { _ = rc.SetReadDeadline(time.Time{}) }
 }
 
-// bodyStartedKey marks, in the echo context, a request whose handler
-// began reading its body.
-const bodyStartedKey = "silt.body_started"
+const (
+	// bodyStartedKey marks, in the echo context, a request whose body has
+	// begun to arrive: a read of it returned bytes (startedBody).
+	bodyStartedKey = "silt.body_started"
+	// bodyDeadlineKey holds, in the echo context, the time.Time by which
+	// the request's body must have arrived (bodyDeadline).
+	bodyDeadlineKey = "silt.body_deadline"
+)
+
+// startedBody sets bodyStartedKey once a read of the body returns bytes.
+// Only then was a client that sent Expect: 100-continue told to send: a
+// request refused before its first read (the budget was full) has had
+// nothing from net/http yet.
+type startedBody struct {
+	io.ReadCloser
+	c       echo.Context
+	started bool
+}
+
+func (b *startedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 && !b.started {
+		b.started = true
+		b.c.Set(bodyStartedKey, true)
+	}
+	return n, err
+}
+
+const (
+	// maxRefusedDrains bounds the refused bodies drained at once; past
+	// it a refused body is not drained and its connection closes, as
+	// net/http does with a large unread body.
+	maxRefusedDrains = 32
+	// maxQuotaDrainBytes bounds the drain of a body refused because its
+	// key is over a quota: the drained bytes are not charged to the key,
+	// so a key over its quota cannot make the agent read bodies of
+	// --max-request-bytes for nothing. A longer body is not drained
+	// (announced) or drained this far and its connection closed (chunked).
+	maxQuotaDrainBytes = 1 << 20
+)
 
 // drainRefused reads and discards what is left of the body of a request
-// refused with 429, up to MaxRequestBytes and within RequestBodyTimeout,
-// before the answer is written. net/http answers a request whose body it
-// did not read, closes the connection when more than 256 KiB of the body
-// is left, and that close resets the connection of a client still
-// sending: it gets a broken pipe or a reset instead of the 429 it would
-// retry on. Drained, the answer reaches it and the connection stays open,
-// as a Kafka broker reads a whole request before it answers it. The drain
-// costs the bytes' transfer, never memory. Bodies announced past
-// MaxRequestBytes were refused with 413 and are not read; HTTP/2 refuses
-// a stream on its own without closing the connection; and a client that
-// asked for 100-continue and was not told to send has sent nothing.
-func (s *Server) drainRefused(c echo.Context) {
+// refused with 429 (p), up to MaxRequestBytes (maxQuotaDrainBytes for a
+// quota refusal) and within the body's own deadline (bodyDeadline; a
+// request refused before its handler began has its RequestBodyTimeout
+// from now), before the answer is written. net/http answers a request
+// whose body it did not read, closes the connection when more than
+// 256 KiB of the body is left, and that close resets the connection of a
+// client still sending: it gets a broken pipe or a reset instead of the
+// 429 it would retry on. Drained, the answer reaches it and the
+// connection stays open, as a Kafka broker reads a whole request before
+// it answers it. The drain costs the bytes' transfer, never memory, and
+// at most maxRefusedDrains run at once. Bodies announced past the limit
+// are not read (413 past MaxRequestBytes); HTTP/2 refuses a stream on its
+// own without closing the connection; and a client that asked for
+// 100-continue and was not told to send (no read of its body returned
+// bytes) has sent nothing. A drain that stops before the body's end (the
+// limit, the deadline) answers with Connection: close.
+func (s *Server) drainRefused(c echo.Context, p *problem.Details) {
 	req := c.Request()
+	limit := s.cfg.MaxRequestBytes
+	if p.Code == problem.CodeQuotaExceeded {
+		limit = min(limit, maxQuotaDrainBytes)
+	}
 	if req.ProtoMajor != 1 || req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 ||
-		req.ContentLength > s.cfg.MaxRequestBytes {
+		req.ContentLength > limit {
 		return
 	}
 	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") && c.Get(bodyStartedKey) == nil {
 		return
 	}
+	deadline, ok := c.Get(bodyDeadlineKey).(time.Time)
+	if !ok {
+		deadline = time.Now().Add(s.cfg.RequestBodyTimeout)
+	}
+	if !time.Now().Before(deadline) {
+		// Out of time: nothing more is read of this connection.
+		c.Response().Header().Set(echo.HeaderConnection, "close")
+		return
+	}
+	if !s.drains.TryAcquire(1) {
+		s.metrics.refusedUndrained.Inc()
+		return
+	}
+	defer s.drains.Release(1)
 	rc := http.NewResponseController(c.Response())
-	if err := rc.SetReadDeadline(time.Now().Add(s.cfg.RequestBodyTimeout)); err != nil {
+	if err := rc.SetReadDeadline(deadline); err != nil {
 		return // not a network connection (in-process tests)
 	}
-	n, err := io.CopyN(io.Discard, req.Body, s.cfg.MaxRequestBytes+1)
+	n, err := io.CopyN(io.Discard, req.Body, limit+1)
 	_ = rc.SetReadDeadline(time.Time{})
 	s.metrics.refusedDrained.Add(float64(n))
-	if err != nil && !errors.Is(err, io.EOF) {
-		s.logger.Debug("draining a refused body", "err", err)
+	if !errors.Is(err, io.EOF) {
+		// The rest of the body must not be read as the next request.
+		c.Response().Header().Set(echo.HeaderConnection, "close")
+		if err != nil {
+			s.logger.Debug("draining a refused body", "err", err)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -107,6 +108,45 @@ func TestSentBytesCountAgainstTheBudget(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("produce after the half-sent body left: %d %s", status, b)
 	}
+}
+
+// A client that sent Expect: 100-continue and is refused before any of
+// its body is read (the budget is full) gets the 429 without being told
+// to send: it uploads nothing that would be thrown away.
+func TestRefusedContinueIsNotToldToSend(t *testing.T) {
+	t.Parallel()
+	a := agenttest.Start(t, agenttest.Options{Configure: func(c *agentd.Config) {
+		c.HTTP.MaxRecordBytes = 64 << 10
+		c.HTTP.MaxRequestBytes = 1 << 20
+		c.HTTP.MaxInflightRequestBytes = 1 << 20
+	}})
+	topic := uniq("drain")
+	createTopic(t, a, topic, 1, "")
+	held, _ := openBody(t, a, topic, 1<<20, []byte(`{"records":[{"value":"`+strings.Repeat("v", 600<<10)))
+	defer held.Close()
+	waitUntil(t, func() bool { return metricValue(t, a, "silt_http_produce_inflight_bytes") >= 1<<20 })
+
+	addr := strings.TrimPrefix(a.URL, "http://")
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/topics/%s/records HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", topic, addr, 64<<10)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusContinue {
+		t.Fatal("refused with the budget full, the client was told to send its body (100 Continue)")
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantProblem(t, resp.StatusCode, resp.Header, b, http.StatusTooManyRequests, problem.CodeBackpressure)
 }
 
 // metricValue reads an unlabeled sample from the agent's /metrics.

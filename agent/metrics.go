@@ -17,6 +17,9 @@ type serverMetrics struct {
 	// refusedDrained counts the body bytes of refused requests read and
 	// discarded so that their answer arrives (drainRefused).
 	refusedDrained prometheus.Counter
+	// refusedUndrained counts refused bodies left undrained because
+	// maxRefusedDrains were being drained.
+	refusedUndrained prometheus.Counter
 	// inflightRequestBytes is what produce requests reserved of
 	// MaxInflightRequestBytes.
 	inflightRequestBytes prometheus.Gauge
@@ -46,11 +49,15 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		Name: "silt_http_refused_body_drained_bytes_total",
 		Help: "Body bytes of requests refused with 429, read and discarded before the answer so that the connection stays open.",
 	})
+	m.refusedUndrained = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "silt_http_refused_body_drains_skipped_total",
+		Help: "Requests refused with 429 whose body was not drained because as many refused bodies as the agent drains at once (32) were being drained; their connection closes if much of the body is left.",
+	})
 	m.inflightRequestBytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "silt_http_produce_inflight_bytes",
 		Help: "Produce request bytes being read and parsed (bounded by --max-inflight-request-bytes).",
 	})
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.bodyBackpressure, m.bodyTimeouts, m.refusedDrained, m.inflightRequestBytes} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.bodyBackpressure, m.bodyTimeouts, m.refusedDrained, m.refusedUndrained, m.inflightRequestBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent metrics: %w", err)
 		}

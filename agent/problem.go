@@ -91,7 +91,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		s.logger.Error("request failed", "method", c.Request().Method, "path", path, "status", p.Status, "code", p.Code, "err", groups.RedactMemberIDs(err.Error()))
 	}
 	if p.Status == http.StatusTooManyRequests {
-		s.drainRefused(c)
+		s.drainRefused(c, p)
 	}
 	if werr := writeProblem(c, p); werr != nil {
 		s.logger.Debug("write problem", "err", werr)

@@ -140,9 +140,8 @@ func (s *Server) produce(c echo.Context) error {
 	// arrive within the body timeout.
 	res := s.reserveBody()
 	defer res.release()
-	c.Set(bodyStartedKey, true)
 	liftDeadline := s.bodyDeadline(c)
-	body := http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxRequestBytes)
+	body := http.MaxBytesReader(c.Response(), &startedBody{ReadCloser: req.Body, c: c}, s.cfg.MaxRequestBytes)
 	var in *produceInput
 	switch ct {
 	case MediaJSON:

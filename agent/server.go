@@ -163,6 +163,7 @@ type Server struct {
 	topics   *topiccache.Cache
 	sticky   partitioner.Sticky
 	bodies   *semaphore.Weighted // produce request bytes in flight (bodyReservation)
+	drains   *semaphore.Weighted // refused bodies being drained (drainRefused)
 	stopping chan struct{}       // closed when shutdown begins: ends streams and long-polls
 	stopOnce sync.Once
 
@@ -199,7 +200,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			deps.Topics = bindingTopics{TopicStore: deps.Topics, bindings: b}
 		}
 	}
-	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{}), started: time.Now().UTC(), bodies: semaphore.NewWeighted(cfg.MaxInflightRequestBytes)}
+	s := &Server{cfg: cfg, deps: deps, logger: deps.Logger, stopping: make(chan struct{}), started: time.Now().UTC(), bodies: semaphore.NewWeighted(cfg.MaxInflightRequestBytes), drains: semaphore.NewWeighted(maxRefusedDrains)}
 	s.topics = topiccache.New(deps.Topics, cfg.TopicCacheTTL)
 	m, err := newServerMetrics(deps.Registerer)
 	if err != nil {
