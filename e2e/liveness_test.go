@@ -12,6 +12,7 @@ import (
 	"silt/client"
 	"silt/internal/testenv"
 	"silt/internal/toxiproxy"
+	"silt/metadata"
 )
 
 // stallBound is how soon after one agent stalls the others must
@@ -254,7 +255,7 @@ func stopWhileBlocked(t *testing.T, c *cluster, pid int, id, lockSQL, fn string,
 }
 
 // An agent stopped (SIGSTOP) inside a consumer group commit, holding the
-// group's row, holds it only until Postgres ends its idle transaction:
+// group's lock, holds it only until Postgres ends its idle transaction:
 // the other agent acknowledges produce at once and serves the same group
 // within the bound.
 func TestStoppedGroupCommitDoesNotStopOthers(t *testing.T) {
@@ -285,8 +286,10 @@ func TestStoppedGroupCommitDoesNotStopOthers(t *testing.T) {
 		return cl.CommitOffsets(ctx, group, m.MemberID, m.Generation, []client.OffsetCommit{{Topic: topic, Partition: 0, Offset: off}})
 	}
 	done := make(chan error, 1)
-	stopped, cont := stopWhileBlocked(t, c, a1.PID(), "a1", `SELECT 1 FROM groups WHERE name = $1 FOR UPDATE`, "FROM groups WHERE name",
-		func() { go func() { done <- commit(c1, 1) }() }, group)
+	// The group's lock held exclusive, as a membership change holds it: the
+	// commit waits for it (shared) and is stopped as it is granted.
+	stopped, cont := stopWhileBlocked(t, c, a1.PID(), "a1", `SELECT pg_advisory_xact_lock($1, hashtext($2))`, "pg_advisory_xact_lock_shared",
+		func() { go func() { done <- commit(c1, 1) }() }, metadata.GroupLockClass, group)
 	bctx, cancel := context.WithTimeout(ctx, stallBound)
 	defer cancel()
 	first, _ := produceEach(bctx, t, a2.URL, topic, "during", partitions, a)

@@ -11,7 +11,7 @@ import (
 )
 
 // holdCommit commits an offset through the store as an offset commit does
-// (the group's row locked FOR SHARE) and keeps the transaction open, as a
+// (the group's lock held shared) and keeps the transaction open, as a
 // commit waiting for its WAL flush does, until release (at the latest
 // when the test ends).
 func (e *env) holdCommit(group string, top metadata.Topic, part int32) (release func(), done <-chan error) {
@@ -60,7 +60,7 @@ func (e *env) holdLocked(group string, fn func(ctx context.Context, g *metadata.
 
 // Offset commits of one group's members do not wait for each other: one
 // held open (its WAL flush) does not delay another member's. A change of
-// the group's state (the row locked FOR UPDATE) still holds them back,
+// the group's state (the group's lock held exclusive) still holds them back,
 // and a commit at a generation a rebalance in flight replaces is refused
 // once the rebalance commits.
 func TestCommitsSideBySide(t *testing.T) {

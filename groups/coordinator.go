@@ -773,10 +773,11 @@ func (c *Coordinator) locked(ctx context.Context, group string, create bool, op 
 	return rejected
 }
 
-// shared runs op as locked does, but with the group's row locked FOR
-// SHARE (metadata.InGroupShared): operations under shared do not wait for
-// each other, only for changes of the group's state, which lock the row
-// FOR UPDATE, and those wait for them. It is for operations that check a
+// shared runs op as locked does, but with the group's lock held shared
+// (metadata.InGroupShared): operations under shared do not wait for each
+// other, only for changes of the group's state, which hold it exclusive,
+// and those wait for them (a change that waits is not overtaken by shared
+// requests that arrive after it). It is for operations that check a
 // member against the group's state and write rows of their own (offset
 // commits): the state they check cannot change before they commit. When
 // the group has maintenance to do (an expired member, a rebalance due,

@@ -6,9 +6,12 @@
 // Contract:
 //   - Every decision about a group (join, heartbeat, leave, commit,
 //     describe, delete, the two halves of a group fetch) is taken in one
-//     Postgres transaction holding the group's row lock (SELECT ... FOR
-//     UPDATE), so requests through different agents agree. No state is
-//     kept in the process: any agent can serve any request.
+//     Postgres transaction holding the group's lock (metadata.InGroup:
+//     exclusive; a member's offset commit holds it shared, beside the
+//     others', metadata.InGroupShared; a heartbeat with nothing else to do
+//     checks a snapshot instead), so requests through different agents
+//     agree. No state is kept in the process: any agent can serve any
+//     request.
 //   - Each of those operations first removes members whose last sign of
 //     life (join, heartbeat, commit, fetch) is older than their session
 //     timeout, and notices topics created, deleted or grown among the

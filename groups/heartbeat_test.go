@@ -11,12 +11,16 @@ import (
 	"silt/metadata"
 )
 
-// lockGroup holds the group's row lock on a session of its own, as an
-// offset commit waiting for its WAL flush holds it, until release.
+// lockGroup holds the group's exclusive lock on a session of its own, as a
+// membership change waiting for its WAL flush holds it, until release.
 func (e *env) lockGroup(name string) (release func()) {
 	e.t.Helper()
 	tx, err := e.store.Pool().Begin(e.ctx)
 	if err != nil {
+		e.t.Fatal(err)
+	}
+	// As metadata.InGroup takes it: the advisory lock, then the row.
+	if _, err := tx.Exec(e.ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, metadata.GroupLockClass, name); err != nil {
 		e.t.Fatal(err)
 	}
 	if _, err := tx.Exec(e.ctx, `SELECT 1 FROM groups WHERE name = $1 FOR UPDATE`, name); err != nil {

@@ -18,7 +18,7 @@ import (
 // The Kafka door's consumer groups (Kafka's classic protocol, with the
 // assignment computed by the group's leader on the client side). Members
 // reach the group through any agent: every decision is taken under the
-// group's row lock, as for HTTP groups, and a JoinGroup or SyncGroup that
+// group's lock, as for HTTP groups, and a JoinGroup or SyncGroup that
 // must wait for other members is parked in its agent without any lock and
 // woken through the Waker (NOTIFY on metadata.GroupsChannel), or when a
 // timer of the group is due.

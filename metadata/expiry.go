@@ -3,6 +3,8 @@ package metadata
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // ExpireProducers forgets idle idempotent producers, as Kafka expires
@@ -36,18 +38,39 @@ func (s *Store) ExpireProducers(ctx context.Context, age time.Duration, limit in
 // offsets, that have been empty for longer than retention, as Kafka
 // expires offsets (offsets.retention.minutes): no member heartbeated
 // within its session timeout plus retention, no offset was committed and
-// the group did not change within retention.
+// the group did not change within retention. It takes each group's lock
+// (see GroupLockClass) without waiting, and skips a group whose lock is
+// held; the conditions are checked again under the locks, so that an offset
+// committed while the candidates were picked keeps its group.
 func (s *Store) ExpireGroups(ctx context.Context, retention time.Duration, limit int) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `
-		DELETE FROM groups WHERE id IN (
+	var n int64
+	err := s.inTx(ctx, "expire groups", func(tx pgx.Tx) error {
+		// The CASE takes a lock only for a group that is expired.
+		rows, err := tx.Query(ctx, `
 			SELECT g.id FROM groups g
 			WHERE g.updated_at < now() - $1::interval
-			  AND NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id
-			                  AND m.heartbeat_at + m.session_timeout_ms * interval '1 millisecond' > now() - $1::interval)
-			  AND NOT EXISTS (SELECT 1 FROM group_offsets o WHERE o.group_id = g.id AND o.committed_at > now() - $1::interval)
-			LIMIT $2 FOR UPDATE SKIP LOCKED)`, retention, limit)
-	if err != nil {
-		return 0, s.classify("expire groups", err)
-	}
-	return tag.RowsAffected(), nil
+			  AND CASE WHEN `+groupExpired+` THEN pg_try_advisory_xact_lock($3, hashtext(g.name)) ELSE false END
+			LIMIT $2`, retention, limit, GroupLockClass)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		// A new statement, a new snapshot: it sees what was committed before
+		// the locks were taken.
+		tag, err := tx.Exec(ctx, `
+			DELETE FROM groups g WHERE g.id = ANY($2) AND g.updated_at < now() - $1::interval AND `+groupExpired,
+			retention, ids)
+		n = tag.RowsAffected()
+		return err
+	})
+	return n, err
 }
+
+// groupExpired is true for group g when no member of it heartbeated within
+// its session timeout plus $1, and no offset was committed within $1.
+const groupExpired = `NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id
+	AND m.heartbeat_at + m.session_timeout_ms * interval '1 millisecond' > now() - $1::interval)
+	AND NOT EXISTS (SELECT 1 FROM group_offsets o WHERE o.group_id = g.id AND o.committed_at > now() - $1::interval)`

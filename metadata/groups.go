@@ -159,8 +159,8 @@ type GroupCommit struct {
 }
 
 // GroupTx is a consumer group locked for the length of one transaction
-// (SELECT ... FOR UPDATE on its row): every decision taken through it is
-// serialized with those of other agents. The group, its members and the
+// (the group's lock, see GroupLockClass, exclusive or shared): every
+// decision taken through it is serialized with those of other agents. The group, its members and the
 // state of the topics they subscribe to are read when the lock is taken;
 // the methods write through to the transaction but do not update that
 // snapshot.
@@ -189,7 +189,23 @@ func (g *GroupTx) Members() []GroupMember { return g.members }
 // member subscribes to, as read under the lock.
 func (g *GroupTx) SubscribedTopics() map[string]GroupTopic { return g.topics }
 
-// InGroup runs fn in one transaction with the group's row locked. With
+// GroupLockClass is the first key of the transaction advisory locks that
+// stand for consumer groups: group NAME's lock is
+// pg_advisory_xact_lock(GroupLockClass, hashtext(NAME)), taken exclusive by
+// every change of a group's row or members (InGroup, ExpireGroups) and
+// shared by InGroupShared. Advisory locks go through the lock manager's
+// queue, unlike row locks: a shared request waits behind an exclusive one
+// that waits, so a stream of overlapping offset commits cannot keep a
+// membership change out. The two-key form lives apart from the one-bigint
+// keys used elsewhere (migrations, the partition quota). Two names whose
+// hashes meet share a lock: their operations wait for each other, no more.
+// The name, not the row's id, is the key so that the lock can be taken
+// before the row is read (or created) and covers a group deleted and
+// created again under the same name.
+const GroupLockClass int32 = 0x67727073 // "grps"
+
+// InGroup runs fn in one transaction with the group locked exclusively
+// (its advisory lock, see GroupLockClass, and its row FOR UPDATE). With
 // create, a missing group is created first (generation 0, no members);
 // without, a missing group fails with ErrGroupNotFound. An error returned
 // by fn rolls the transaction back and is returned as it is.
@@ -219,10 +235,14 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 	}
 }
 
-// InGroupShared runs fn in one transaction with the group's row locked
-// FOR SHARE: changes of the group's state (InGroup, which locks it FOR
-// UPDATE, and deletions) wait for it and it for them, but transactions
-// under InGroupShared do not wait for each other. The group read is the
+// InGroupShared runs fn in one transaction with the group's lock (see
+// GroupLockClass) held shared: changes of the group's state (InGroup and
+// deletions, which hold it exclusive) wait for it and it for them, but
+// transactions under InGroupShared do not wait for each other. A shared
+// request arriving while a change waits queues behind that change, so
+// changes are not starved by a stream of overlapping shared holders. The
+// row itself is read without a row lock: every writer of the group's row
+// and members holds the exclusive lock. The group read is the
 // current state, and stays so until the transaction ends; for work that
 // must be decided on that state but writes only rows of its own (offset
 // commits, a member's heartbeat time), never the group's state. A missing
@@ -305,15 +325,23 @@ type groupLock int
 
 const (
 	lockNone   groupLock = iota // a snapshot (InGroupSnapshot, ViewGroup)
-	lockShare                   // FOR SHARE (InGroupShared)
-	lockUpdate                  // FOR UPDATE (InGroup)
+	lockShare                   // the group's lock shared (InGroupShared)
+	lockUpdate                  // the group's lock exclusive, and the row FOR UPDATE (InGroup)
 )
 
 // readGroup reads a group, its members and their topics, after taking the
-// group's row lock of the kind asked.
+// group's lock of the kind asked.
 func readGroup(ctx context.Context, tx pgx.Tx, name string, create bool, lock groupLock) (*GroupTx, error) {
 	g := &GroupTx{tx: tx, topics: map[string]GroupTopic{}}
 	batch := &pgx.Batch{}
+	// The lock comes first, in a statement of its own: the statements after
+	// it read what was committed before it was granted.
+	switch lock {
+	case lockShare:
+		batch.Queue(`SELECT pg_advisory_xact_lock_shared($1, hashtext($2))`, GroupLockClass, name)
+	case lockUpdate:
+		batch.Queue(`SELECT pg_advisory_xact_lock($1, hashtext($2))`, GroupLockClass, name)
+	}
 	if create {
 		batch.Queue(`INSERT INTO groups (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id`, name).
 			Query(func(rows pgx.Rows) error {
@@ -325,10 +353,9 @@ func readGroup(ctx context.Context, tx pgx.Tx, name string, create bool, lock gr
 	}
 	found := false
 	query := `SELECT ` + groupColumns + ` FROM groups WHERE name = $1`
-	switch lock {
-	case lockShare:
-		query += ` FOR SHARE`
-	case lockUpdate:
+	if lock == lockUpdate {
+		// Redundant with the advisory lock for this package's writers; it
+		// keeps out whoever locks the row alone.
 		query += ` FOR UPDATE`
 	}
 	batch.Queue(query, name).

@@ -479,3 +479,147 @@ func TestInGroupSharedSideBySide(t *testing.T) {
 		t.Fatalf("shared on a missing group: %v, want ErrGroupNotFound", err)
 	}
 }
+
+// groupLockQueue returns, by mode (ExclusiveLock, ShareLock), how many
+// requests for group name's advisory lock wait.
+func groupLockQueue(t *testing.T, ctx context.Context, s *metadata.Store, name string) map[string]int {
+	t.Helper()
+	rows, err := s.Pool().Query(ctx, `
+		SELECT l.mode, count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+		WHERE d.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted
+		  AND l.classid::bigint = $1 AND l.objid::bigint = hashtext($2)::bigint & 4294967295 AND l.objsubid = 2
+		GROUP BY l.mode`, metadata.GroupLockClass, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for rows.Next() {
+		var mode string
+		var n int
+		if err := rows.Scan(&mode, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[mode] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A change of the group's state that waits for a shared holder (an offset
+// commit) is not overtaken by shared requests that arrive after it: they
+// queue behind it, so a stream of overlapping commits cannot keep a
+// membership change out until its session times out. With the row locked
+// FOR SHARE alone, the later shared request is granted at once.
+func TestInGroupSharedQueuesBehindWaitingChange(t *testing.T) {
+	s, ctx := setup(t)
+	err := s.InGroup(ctx, "g", true, func(ctx context.Context, g *metadata.GroupTx) error {
+		return g.SetGeneration(ctx, 1, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := func(fn func(ctx context.Context, g *metadata.GroupTx) error) error {
+		return s.InGroupShared(ctx, "g", fn)
+	}
+	var mu sync.Mutex
+	var order []string
+	note := func(what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, what)
+	}
+
+	// A commit holds the lock shared; a change waits for it.
+	held, release, first := hold(t, shared, func(context.Context, *metadata.GroupTx) error { return nil })
+	<-held
+	changed := make(chan error, 1)
+	go func() {
+		changed <- s.InGroup(ctx, "g", false, func(ctx context.Context, g *metadata.GroupTx) error {
+			note("exclusive")
+			return g.SetGeneration(ctx, g.Group().Generation+1, nil)
+		})
+	}()
+	lockWaiters(t, ctx, s, 1)
+
+	// A second shared request, arriving while the change waits, queues
+	// behind it rather than joining the holder.
+	seen := make(chan int64, 1)
+	go func() {
+		var gen int64 = -1
+		err := shared(func(ctx context.Context, g *metadata.GroupTx) error {
+			note("shared")
+			gen = g.Group().Generation
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		seen <- gen
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		q := groupLockQueue(t, ctx, s, "g")
+		if q["ExclusiveLock"] == 1 && q["ShareLock"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting requests for the group's lock: %v; want one exclusive and one shared", q)
+		}
+		select {
+		case gen := <-seen:
+			t.Fatalf("a shared request overtook the waiting change (it read generation %d)", gen)
+		case err := <-changed:
+			t.Fatalf("the change ended under a shared holder: %v", err)
+		case <-tick.C:
+		}
+	}
+
+	// The holder ends: the change is granted first, then the second
+	// shared request, which sees it.
+	release()
+	if err := <-first; err != nil {
+		t.Fatalf("held commit: %v", err)
+	}
+	if err := <-changed; err != nil {
+		t.Fatalf("change: %v", err)
+	}
+	if gen := <-seen; gen != 2 {
+		t.Fatalf("the second shared request read generation %d, want 2 (after the change)", gen)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(order) != 2 || order[0] != "exclusive" || order[1] != "shared" {
+		t.Fatalf("order of grants %v, want [exclusive shared]", order)
+	}
+}
+
+// Expiry skips a group whose lock is held (an offset commit in flight)
+// and expires it once the lock is free.
+func TestExpireGroupsSkipsLockedGroup(t *testing.T) {
+	s, ctx := setup(t)
+	if _, err := s.Pool().Exec(ctx, `INSERT INTO groups (name, updated_at) VALUES ('old', now() - interval '8 days')`); err != nil {
+		t.Fatal(err)
+	}
+	held, release, done := hold(t, func(fn func(ctx context.Context, g *metadata.GroupTx) error) error {
+		return s.InGroupShared(ctx, "old", fn)
+	}, func(context.Context, *metadata.GroupTx) error { return nil })
+	<-held
+	if n, err := s.ExpireGroups(ctx, 7*24*time.Hour, 10); err != nil || n != 0 {
+		t.Fatalf("expired %d groups (%v) while one's lock is held, want 0", n, err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.ExpireGroups(ctx, 7*24*time.Hour, 10); err != nil || n != 1 {
+		t.Fatalf("expired %d groups (%v), want 1", n, err)
+	}
+	err := s.InGroupShared(ctx, "old", func(context.Context, *metadata.GroupTx) error { return nil })
+	if !errors.Is(err, metadata.ErrGroupNotFound) {
+		t.Fatalf("the expired group: %v, want ErrGroupNotFound", err)
+	}
+}
