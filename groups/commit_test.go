@@ -16,32 +16,28 @@ import (
 // when the test ends).
 func (e *env) holdCommit(group string, top metadata.Topic, part int32) (release func(), done <-chan error) {
 	e.t.Helper()
-	held, rel, out := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		out <- e.store.InGroupShared(e.ctx, group, func(ctx context.Context, g *metadata.GroupTx) error {
-			err := g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: part, Offset: 1}})
-			close(held)
-			if err != nil {
-				return err
-			}
-			<-rel
-			return nil
+	return e.holdTx(func(fn groupFn) error { return e.store.InGroupShared(e.ctx, group, fn) },
+		func(ctx context.Context, g *metadata.GroupTx) error {
+			return g.Commit(ctx, []metadata.GroupCommit{{TopicID: top.ID, Partition: part, Offset: 1}})
 		})
-	}()
-	<-held
-	var once sync.Once
-	release = func() { once.Do(func() { close(rel) }) }
-	e.t.Cleanup(release)
-	return release, out
 }
 
-// hold runs fn under the group's lock (as a rebalance does) and keeps the
-// transaction open until release, which commits it.
-func (e *env) holdLocked(group string, fn func(ctx context.Context, g *metadata.GroupTx) error) (release func(), done <-chan error) {
+// holdLocked runs fn under the group's lock (as a rebalance does) and
+// keeps the transaction open until release, which commits it.
+func (e *env) holdLocked(group string, fn groupFn) (release func(), done <-chan error) {
+	e.t.Helper()
+	return e.holdTx(func(fn groupFn) error { return e.store.InGroup(e.ctx, group, false, fn) }, fn)
+}
+
+type groupFn = func(ctx context.Context, g *metadata.GroupTx) error
+
+// holdTx runs fn in the group transaction that in runs, and keeps it open
+// once fn succeeded until release (at the latest when the test ends).
+func (e *env) holdTx(in func(groupFn) error, fn groupFn) (release func(), done <-chan error) {
 	e.t.Helper()
 	held, rel, out := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
-		out <- e.store.InGroup(e.ctx, group, false, func(ctx context.Context, g *metadata.GroupTx) error {
+		out <- in(func(ctx context.Context, g *metadata.GroupTx) error {
 			err := fn(ctx, g)
 			close(held)
 			if err != nil {

@@ -553,21 +553,7 @@ func TestFetchLimitsAndOutOfRange(t *testing.T) {
 		req.Topics = []kmsg.FetchRequestTopic{rt}
 		return req
 	}
-	batches := func(b []byte) []int64 {
-		var bases []int64
-		for len(b) > 0 {
-			h, err := segment.ParseBatchHeader(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := segment.VerifyBatch(b[:h.Size()]); err != nil {
-				t.Fatalf("batch at %d: %v", h.BaseOffset, err)
-			}
-			bases = append(bases, h.BaseOffset)
-			b = b[h.Size():]
-		}
-		return bases
-	}
+	batches := func(b []byte) []int64 { return baseOffsets(t, b) }
 	for _, v := range []int16{4, 7, 11, 12} {
 		all := c.do(fetchReq(1<<20, 1<<20, 0, 0), v).(*kmsg.FetchResponse)
 		p0 := all.Topics[0].Partitions[0]

@@ -210,29 +210,35 @@ const GroupLockClass int32 = 0x67727073 // "grps"
 // without, a missing group fails with ErrGroupNotFound. An error returned
 // by fn rolls the transaction back and is returned as it is.
 func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(ctx context.Context, g *GroupTx) error) error {
-	var fnErr error
-	errFn := errors.New("group callback failed")
 	for attempt := 0; ; attempt++ {
-		fnErr = nil
-		err := s.inTx(ctx, "group", func(tx pgx.Tx) error {
-			g, err := readGroup(ctx, tx, name, create, lockUpdate)
-			if err != nil {
-				return err
-			}
-			if err := fn(ctx, g); err != nil {
-				fnErr = err
-				return errFn
-			}
-			return nil
-		})
-		switch {
-		case fnErr != nil:
-			return fnErr
-		case errors.Is(err, ErrGroupNotFound) && create && attempt < 3:
+		err := s.groupTx(ctx, "group", name, create, lockUpdate, fn)
+		if errors.Is(err, ErrGroupNotFound) && create && attempt < 3 {
 			continue // deleted between the insert and the lock: create again
 		}
 		return err
 	}
+}
+
+// groupTx runs fn in one transaction on the group read under lock; an
+// error of fn rolls back and is returned as it is.
+func (s *Store) groupTx(ctx context.Context, what, name string, create bool, lock groupLock, fn func(ctx context.Context, g *GroupTx) error) error {
+	var fnErr error
+	errFn := errors.New("group callback failed")
+	err := s.inTx(ctx, what, func(tx pgx.Tx) error {
+		g, err := readGroup(ctx, tx, name, create, lock)
+		if err != nil {
+			return err
+		}
+		if err := fn(ctx, g); err != nil {
+			fnErr = err
+			return errFn
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
 }
 
 // InGroupShared runs fn in one transaction with the group's lock (see
@@ -249,23 +255,7 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 // group fails with ErrGroupNotFound. An error returned by fn rolls the
 // transaction back and is returned as it is.
 func (s *Store) InGroupShared(ctx context.Context, name string, fn func(ctx context.Context, g *GroupTx) error) error {
-	var fnErr error
-	errFn := errors.New("group callback failed")
-	err := s.inTx(ctx, "group shared", func(tx pgx.Tx) error {
-		g, err := readGroup(ctx, tx, name, false, lockShare)
-		if err != nil {
-			return err
-		}
-		if err := fn(ctx, g); err != nil {
-			fnErr = err
-			return errFn
-		}
-		return nil
-	})
-	if fnErr != nil {
-		return fnErr
-	}
-	return err
+	return s.groupTx(ctx, "group shared", name, false, lockShare, fn)
 }
 
 // InGroupSnapshot runs fn in one repeatable-read transaction on a snapshot
