@@ -5,7 +5,7 @@
 // or kept as this agent wrote them (Seed);
 // for readers that are behind, whole flush objects, or the spans of them
 // that their readers want, read once for every partition that wants them
-// and read one object ahead of a reader, else the reader's own coalesced
+// and read two objects ahead of a reader, else the reader's own coalesced
 // ranges), keeps decoded chunks and range-read stored batches in
 // byte-bounded LRU caches, and parks long-polls until a commit's NOTIFY
 // says the partition grew.

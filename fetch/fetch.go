@@ -491,24 +491,30 @@ func (f *Fetcher) served(k PartitionKey, refs []metadata.BatchRef) {
 	}
 }
 
-// readAhead starts reading, for partition k, the object its next fetch
-// will read first (rest are the rows past those it just read), if it is
-// wanted enough (see spans.go) and the bound has room; no one waits for
-// it.
+// readAhead starts reading, for partition k, the objects its next
+// fetches will read first (rest are the rows past those it just read), up
+// to readAheadObjects of them, each if it is wanted enough (see spans.go)
+// and the bound has room; no one waits for them. More than one object
+// ahead keeps several reads in flight while readers that are behind
+// together wait on the same object.
 func (f *Fetcher) readAhead(ctx context.Context, k PartitionKey, rest []metadata.BatchRef) {
-	if len(rest) == 0 || f.spans.has(rest[0].SegmentKey) {
-		return
-	}
-	key := rest[0].SegmentKey
-	lo, hi := rest[0].ByteOffset, rest[0].ByteOffset+int64(rest[0].ByteLength)
-	for _, r := range rest[1:] {
-		if r.SegmentKey != key {
-			break
+	for n := 0; len(rest) > 0 && n < readAheadObjects; n++ {
+		key := rest[0].SegmentKey
+		lo, hi := rest[0].ByteOffset, rest[0].ByteOffset+int64(rest[0].ByteLength)
+		i := 1
+		for ; i < len(rest) && rest[i].SegmentKey == key; i++ {
+			lo, hi = min(lo, rest[i].ByteOffset), max(hi, rest[i].ByteOffset+int64(rest[i].ByteLength))
 		}
-		lo, hi = min(lo, r.ByteOffset), max(hi, r.ByteOffset+int64(r.ByteLength))
-	}
-	if s, _ := f.spans.acquire(ctx, k, key, rest[0].SegmentSize, lo, hi, modeAhead); s != nil {
-		f.spans.release(s)
+		if !f.spans.has(key) {
+			s, refused := f.spans.acquire(ctx, k, key, rest[0].SegmentSize, lo, hi, modeAhead)
+			if s != nil {
+				f.spans.release(s)
+			}
+			if refused {
+				return // no room: the objects past it even less
+			}
+		}
+		rest = rest[i:]
 	}
 }
 

@@ -35,9 +35,10 @@ import (
 //     two partitions or by this one past what this fetch reads;
 //   - else its own coalesced ranges, as before.
 //
-// After a catch-up fetch, the object its partition reads next is read
-// ahead the same way (or the partition's own span of it), so that the
-// object store works while the client decodes.
+// After a catch-up fetch, the readAheadObjects objects its partition
+// reads next are read ahead the same way (or the partition's own spans of
+// them), so that the object store works while the client decodes, with
+// several reads in flight while the readers behind wait on one object.
 //
 // The cache is bounded in bytes (Config.ObjectCacheBytes) and in spans.
 // Each span is read by one goroutine of its own, which alone writes its
@@ -63,6 +64,9 @@ const (
 	maxSpans = 1024
 	// readAheadLookup is the least a fetch looks ahead in the index.
 	readAheadLookup = 8 << 20
+	// readAheadObjects is how many objects past a catch-up fetch are
+	// read ahead of it.
+	readAheadObjects = 2
 	// spanReadTimeout bounds one span read.
 	spanReadTimeout = time.Minute
 	// spanWait bounds how long a catch-up fetch waits for room for the
