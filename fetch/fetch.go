@@ -506,7 +506,11 @@ func (f *Fetcher) readAhead(ctx context.Context, k PartitionKey, rest []metadata
 			lo, hi = min(lo, rest[i].ByteOffset), max(hi, rest[i].ByteOffset+int64(rest[i].ByteLength))
 		}
 		if !f.spans.has(key) {
-			s, refused := f.spans.acquire(ctx, k, key, rest[0].SegmentSize, lo, hi, modeAhead)
+			mode := modeAhead
+			if n > 0 {
+				mode = modeAheadWhole
+			}
+			s, refused := f.spans.acquire(ctx, k, key, rest[0].SegmentSize, lo, hi, mode)
 			if s != nil {
 				f.spans.release(s)
 			}

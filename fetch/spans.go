@@ -196,6 +196,10 @@ const (
 	// modeAhead: a span read ahead for partition k, if wanted enough
 	// (its own span of the object is enough).
 	modeAhead
+	// modeAheadWhole: modeAhead, but only the whole object, wanted by
+	// several partitions: farther ahead, one partition's own span would
+	// likely be read again, whole, once the others want the object.
+	modeAheadWhole
 )
 
 // acquire returns a pinned span of object key (of size bytes) covering
@@ -228,10 +232,14 @@ func (c *spanCache) acquire(ctx context.Context, k PartitionKey, key string, siz
 		slo, shi, kind = 0, size, kindWhole
 	default:
 		var ok bool
-		if slo, shi, ok = c.choose(k, key, size, lo, hi, mode == modeAhead); !ok {
+		ahead := mode == modeAhead || mode == modeAheadWhole
+		if slo, shi, ok = c.choose(k, key, size, lo, hi, ahead); !ok {
 			return nil, false
 		}
-		if mode == modeAhead {
+		if mode == modeAheadWhole && (slo != 0 || shi != size) {
+			return nil, false
+		}
+		if ahead {
 			kind = kindAhead
 		}
 	}
