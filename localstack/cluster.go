@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,16 +151,13 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		}
 	}
 	c.KafkaAddr = "127.0.0.1:" + strconv.Itoa(cfg.KafkaPort)
+	used := map[int]bool{cfg.KafkaPort: true, cfg.Port: true, cfg.StatsPort: true}
 	for i := 1; i <= cfg.Agents; i++ {
-		port, err := pgcluster.FreePort()
-		if err != nil {
+		s := &slot{id: AgentName(i)}
+		if err := s.pickPorts(used); err != nil {
 			return nil, err
 		}
-		kport, err := pgcluster.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		c.agents = append(c.agents, &slot{id: AgentName(i), port: port, kafkaPort: kport})
+		c.agents = append(c.agents, s)
 	}
 	defer func() {
 		if err != nil { // stop whatever started
@@ -171,7 +169,24 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	errs := make([]error, len(c.agents))
 	var wg sync.WaitGroup
 	for i, s := range c.agents {
-		wg.Go(func() { errs[i] = c.startSlot(ctx, s) })
+		wg.Go(func() {
+			// A free port may be taken by another process between the
+			// pick and the agent's bind: pick again (the load balancer
+			// is configured after the agents are up).
+			for try := 0; ; try++ {
+				errs[i] = c.startSlot(ctx, s)
+				if errs[i] == nil || try == 2 || !strings.Contains(errs[i].Error(), "address already in use") {
+					return
+				}
+				c.mu.Lock()
+				err := s.pickPorts(used)
+				c.mu.Unlock()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+			}
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -379,4 +394,24 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	}
 	c.logger.Info("cluster stopped")
 	return errors.Join(slices.DeleteFunc(errs, func(e error) bool { return e == nil })...)
+}
+
+// pickPorts gives s free ports for its HTTP and Kafka listeners, none of
+// them in used (which it extends).
+func (s *slot) pickPorts(used map[int]bool) error {
+	pick := func() (int, error) {
+		for {
+			p, err := pgcluster.FreePort()
+			if err != nil || !used[p] {
+				used[p] = true
+				return p, err
+			}
+		}
+	}
+	var err error
+	if s.port, err = pick(); err != nil {
+		return err
+	}
+	s.kafkaPort, err = pick()
+	return err
 }
