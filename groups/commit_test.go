@@ -2,12 +2,12 @@ package groups_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"silt/groups"
 	"silt/metadata"
+	"silt/metadata/metadatatest"
 )
 
 // holdCommit commits an offset through the store as an offset commit does
@@ -29,28 +29,14 @@ func (e *env) holdLocked(group string, fn groupFn) (release func(), done <-chan 
 	return e.holdTx(func(fn groupFn) error { return e.store.InGroup(e.ctx, group, false, fn) }, fn)
 }
 
-type groupFn = func(ctx context.Context, g *metadata.GroupTx) error
+type groupFn = metadatatest.GroupFn
 
 // holdTx runs fn in the group transaction that in runs, and keeps it open
-// once fn succeeded until release (at the latest when the test ends).
+// once fn ran until release (at the latest when the test ends).
 func (e *env) holdTx(in func(groupFn) error, fn groupFn) (release func(), done <-chan error) {
 	e.t.Helper()
-	held, rel, out := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		out <- in(func(ctx context.Context, g *metadata.GroupTx) error {
-			err := fn(ctx, g)
-			close(held)
-			if err != nil {
-				return err
-			}
-			<-rel
-			return nil
-		})
-	}()
+	held, release, out := metadatatest.HoldGroupTx(e.t, in, fn)
 	<-held
-	var once sync.Once
-	release = func() { once.Do(func() { close(rel) }) }
-	e.t.Cleanup(release)
 	return release, out
 }
 

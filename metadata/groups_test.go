@@ -356,29 +356,6 @@ func lockWaiters(t *testing.T, ctx context.Context, s *metadata.Store, n int) {
 	}
 }
 
-// hold runs fn in a goroutine and keeps its transaction open after fn
-// until release is called (at the latest when the test ends); held is
-// closed once fn ran, done receives the transaction's error.
-func hold(t *testing.T, in func(fn func(ctx context.Context, g *metadata.GroupTx) error) error, fn func(ctx context.Context, g *metadata.GroupTx) error) (held chan struct{}, release func(), done chan error) {
-	held, done = make(chan struct{}), make(chan error, 1)
-	rel := make(chan struct{})
-	var once sync.Once
-	go func() {
-		done <- in(func(ctx context.Context, g *metadata.GroupTx) error {
-			err := fn(ctx, g)
-			close(held)
-			if err != nil {
-				return err
-			}
-			<-rel
-			return nil
-		})
-	}()
-	release = func() { once.Do(func() { close(rel) }) }
-	t.Cleanup(release)
-	return held, release, done
-}
-
 // Transactions under InGroupShared (offset commits) do not wait for each
 // other; a change of the group's state under InGroup waits for them, and
 // they for it, and see what it committed.
@@ -402,7 +379,7 @@ func TestInGroupSharedSideBySide(t *testing.T) {
 	}
 
 	// One commit holds its transaction open; another completes beside it.
-	held, release, first := hold(t, shared, commit(0, 1))
+	held, release, first := metadatatest.HoldGroupTx(t, shared, commit(0, 1))
 	<-held
 	second := make(chan error, 1)
 	go func() { second <- shared(commit(1, 2)) }()
@@ -439,7 +416,7 @@ func TestInGroupSharedSideBySide(t *testing.T) {
 	}
 
 	// A shared transaction waits for a change in flight and sees it.
-	held, release, change := hold(t, func(fn func(ctx context.Context, g *metadata.GroupTx) error) error {
+	held, release, change := metadatatest.HoldGroupTx(t, func(fn func(ctx context.Context, g *metadata.GroupTx) error) error {
 		return s.InGroup(ctx, "g", false, fn)
 	}, func(ctx context.Context, g *metadata.GroupTx) error {
 		return g.SetGeneration(ctx, g.Group().Generation+1, topics)
@@ -532,7 +509,7 @@ func TestInGroupSharedQueuesBehindWaitingChange(t *testing.T) {
 	}
 
 	// A commit holds the lock shared; a change waits for it.
-	held, release, first := hold(t, shared, func(context.Context, *metadata.GroupTx) error { return nil })
+	held, release, first := metadatatest.HoldGroupTx(t, shared, func(context.Context, *metadata.GroupTx) error { return nil })
 	<-held
 	changed := make(chan error, 1)
 	go func() {
@@ -604,7 +581,7 @@ func TestExpireGroupsSkipsLockedGroup(t *testing.T) {
 	if _, err := s.Pool().Exec(ctx, `INSERT INTO groups (name, updated_at) VALUES ('old', now() - interval '8 days')`); err != nil {
 		t.Fatal(err)
 	}
-	held, release, done := hold(t, func(fn func(ctx context.Context, g *metadata.GroupTx) error) error {
+	held, release, done := metadatatest.HoldGroupTx(t, func(fn func(ctx context.Context, g *metadata.GroupTx) error) error {
 		return s.InGroupShared(ctx, "old", fn)
 	}, func(context.Context, *metadata.GroupTx) error { return nil })
 	<-held

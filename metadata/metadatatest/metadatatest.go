@@ -4,6 +4,7 @@ package metadatatest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,4 +67,32 @@ func NewFlush(t testing.TB, s *metadata.Store, key string, size int64, chunks ..
 		t.Fatalf("metadatatest: register segment %s: %v", key, err)
 	}
 	return metadata.Flush{SegmentID: id, SegmentSize: size, Chunks: chunks}
+}
+
+// GroupFn is a function run in a group transaction.
+type GroupFn = func(ctx context.Context, g *metadata.GroupTx) error
+
+// HoldGroupTx runs fn, in a goroutine, in the group transaction that in
+// runs (Store.InGroup or InGroupShared, say), and keeps the transaction
+// open after fn until release is called (at the latest when the test
+// ends); held is closed once fn ran, done receives the transaction's
+// error.
+func HoldGroupTx(t testing.TB, in func(GroupFn) error, fn GroupFn) (held chan struct{}, release func(), done chan error) {
+	held, done = make(chan struct{}), make(chan error, 1)
+	rel := make(chan struct{})
+	var once sync.Once
+	go func() {
+		done <- in(func(ctx context.Context, g *metadata.GroupTx) error {
+			err := fn(ctx, g)
+			close(held)
+			if err != nil {
+				return err
+			}
+			<-rel
+			return nil
+		})
+	}()
+	release = func() { once.Do(func() { close(rel) }) }
+	t.Cleanup(release)
+	return held, release, done
 }
