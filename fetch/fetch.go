@@ -223,7 +223,7 @@ func New(cfg Config, deps Deps) (*Fetcher, error) {
 	f := &Fetcher{cfg: cfg, index: deps.Index, objects: deps.Objects, watch: deps.Watcher, logger: deps.Logger,
 		decode: segment.DecodeOptions{MaxDecompressedSize: cfg.MaxDecompressedBytes}, done: deps.Done,
 		inflight: &budget{max: cfg.MaxInflightBytes}}
-	f.spans = newSpanCache(cfg.ObjectCacheBytes, cfg.WholeObjectBytes, f.readSpan)
+	f.spans = newSpanCache(cfg.ObjectCacheBytes, cfg.WholeObjectBytes, f.readObject)
 	m, err := newMetrics(deps.Registerer, f)
 	if err != nil {
 		return nil, err
@@ -614,22 +614,14 @@ func (f *Fetcher) readData(ctx context.Context, p *readPlan) (data []byte, base 
 	if p.span != nil {
 		return f.spans.wait(ctx, p.span)
 	}
-	f.metrics.gets.WithLabelValues(kindRange).Inc()
-	rc, err := f.objects.GetRange(ctx, p.key, p.start, p.end-p.start)
-	if err != nil {
-		return nil, 0, storageError(fmt.Sprintf("read %s [%d,%d)", p.key, p.start, p.end), err)
-	}
-	data, err = readAll(rc, p.end-p.start)
-	if err != nil {
-		return nil, 0, storageError("read "+p.key, err)
-	}
-	f.metrics.readBytes.WithLabelValues(kindRange).Add(float64(len(data)))
-	return data, p.start, nil
+	data, err = f.readObject(ctx, p.key, p.start, p.end, -1, kindRange)
+	return data, p.start, err
 }
 
-// readSpan reads [lo, hi) of object key for the object-span cache: the
-// whole object when that is all of it (size bytes).
-func (f *Fetcher) readSpan(ctx context.Context, key string, lo, hi, size int64, kind string) ([]byte, error) {
+// readObject reads [lo, hi) of object key, counted as kind: the whole
+// object when that is all of it (size bytes; -1: not known). It performs
+// the spans of the object-span cache and a fetch's own ranges.
+func (f *Fetcher) readObject(ctx context.Context, key string, lo, hi, size int64, kind string) ([]byte, error) {
 	f.metrics.gets.WithLabelValues(kind).Inc()
 	var rc io.ReadCloser
 	var err error
