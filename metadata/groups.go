@@ -223,22 +223,31 @@ func (s *Store) InGroup(ctx context.Context, name string, create bool, fn func(c
 // error of fn rolls back and is returned as it is.
 func (s *Store) groupTx(ctx context.Context, what, name string, create bool, lock groupLock, fn func(ctx context.Context, g *GroupTx) error) error {
 	var fnErr error
-	errFn := errors.New("group callback failed")
-	err := s.inTx(ctx, what, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, what, withGroup(ctx, name, create, lock, fn, &fnErr))
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
+}
+
+// errGroupFn rolls back a group transaction whose fn failed; withGroup
+// keeps fn's own error for the caller.
+var errGroupFn = errors.New("group callback failed")
+
+// withGroup is the body of a group transaction: it reads the group under
+// lock and runs fn on it; fn's error is kept in *fnErr, as fn returned it.
+func withGroup(ctx context.Context, name string, create bool, lock groupLock, fn func(ctx context.Context, g *GroupTx) error, fnErr *error) func(pgx.Tx) error {
+	return func(tx pgx.Tx) error {
 		g, err := readGroup(ctx, tx, name, create, lock)
 		if err != nil {
 			return err
 		}
 		if err := fn(ctx, g); err != nil {
-			fnErr = err
-			return errFn
+			*fnErr = err
+			return errGroupFn
 		}
 		return nil
-	})
-	if fnErr != nil {
-		return fnErr
 	}
-	return err
 }
 
 // InGroupShared runs fn in one transaction with the group's lock (see
@@ -292,18 +301,7 @@ func (s *Store) ViewGroup(ctx context.Context, name string, fn func(ctx context.
 // opts. It returns fn's own error as fn returned it, or else the
 // transaction's, for the caller to classify.
 func (s *Store) inSnapshot(ctx context.Context, name string, opts pgx.TxOptions, fn func(ctx context.Context, g *GroupTx) error) (fnErr, err error) {
-	errFn := errors.New("group callback failed")
-	err = pgx.BeginTxFunc(ctx, s.pool, s.txOptions(opts), func(tx pgx.Tx) error {
-		g, err := readGroup(ctx, tx, name, false, lockNone)
-		if err != nil {
-			return err
-		}
-		if err := fn(ctx, g); err != nil {
-			fnErr = err
-			return errFn
-		}
-		return nil
-	})
+	err = pgx.BeginTxFunc(ctx, s.pool, s.txOptions(opts), withGroup(ctx, name, false, lockNone, fn, &fnErr))
 	return fnErr, err
 }
 
