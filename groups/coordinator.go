@@ -512,11 +512,7 @@ func (c *Coordinator) Commit(ctx context.Context, group string, req CommitReques
 		// A standalone commit may create the group, and needs it empty.
 		return c.locked(ctx, group, true, op)
 	}
-	ok, err := c.shared(ctx, group, op)
-	if !ok {
-		err = c.locked(ctx, group, false, op)
-	}
-	return memberError(err, group, req.MemberID)
+	return memberError(c.shared(ctx, group, op), group, req.MemberID)
 }
 
 // Offsets returns the group's offsets view: every partition of the topics
@@ -782,10 +778,18 @@ func (c *Coordinator) locked(ctx context.Context, group string, create bool, op 
 // commits): the state they check cannot change before they commit. When
 // the group has maintenance to do (an expired member, a rebalance due,
 // Kafka timers), or op would change the group's state, nothing is written
-// and ok is false: run op under locked instead. Rejections return their
-// error after the member's heartbeat, if op refreshed it, is written, as
-// under locked.
-func (c *Coordinator) shared(ctx context.Context, group string, op func(ctx context.Context, st *state) error) (ok bool, err error) {
+// and op runs again under locked. Rejections return their error after the
+// member's heartbeat, if op refreshed it, is written, as under locked.
+func (c *Coordinator) shared(ctx context.Context, group string, op func(ctx context.Context, st *state) error) error {
+	if ok, err := c.tryShared(ctx, group, op); ok {
+		return err
+	}
+	return c.locked(ctx, group, false, op)
+}
+
+// tryShared is shared without the fall back to locked: ok is false when
+// op must run under locked.
+func (c *Coordinator) tryShared(ctx context.Context, group string, op func(ctx context.Context, st *state) error) (ok bool, err error) {
 	var rejected error
 	err = c.store.InGroupShared(ctx, group, func(ctx context.Context, tx *metadata.GroupTx) error {
 		rejected = nil

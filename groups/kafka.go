@@ -825,11 +825,7 @@ func (c *Coordinator) KafkaCommit(ctx context.Context, group string, req KafkaCo
 		err := c.locked(ctx, group, true, op)
 		return errs, translate(err)
 	}
-	ok, err := c.shared(ctx, group, op)
-	if !ok {
-		err = c.locked(ctx, group, false, op)
-	}
-	return errs, kafkaCommitError(err)
+	return errs, kafkaCommitError(c.shared(ctx, group, op))
 }
 
 // kafkaCommitError: a member committing to a group that does not exist
