@@ -57,14 +57,24 @@ func (e Env) Groups(ctx context.Context, gc GroupsConfig) ([]*LoadResult, error)
 	return out, nil
 }
 
-// loadAverage is the machine's 1-minute load average (-1 when unknown).
-func loadAverage() float64 {
+// loadAverages are the machine's 1-, 5- and 15-minute load averages as
+// /proc/loadavg gives them (nil when unknown).
+func loadAverages() []string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
-		return -1
+		return nil
 	}
 	f := strings.Fields(string(b))
-	if len(f) == 0 {
+	if len(f) < 3 {
+		return nil
+	}
+	return f[:3]
+}
+
+// loadAverage is the machine's 1-minute load average (-1 when unknown).
+func loadAverage() float64 {
+	f := loadAverages()
+	if f == nil {
 		return -1
 	}
 	v, err := strconv.ParseFloat(f[0], 64)

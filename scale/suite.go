@@ -116,8 +116,8 @@ func machine(ctx context.Context, adminURL string) Machine {
 	if syscall.Sysinfo(&si) == nil {
 		m.MemBytes = int64(si.Totalram) * int64(si.Unit)
 	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		m.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+	if f := loadAverages(); f != nil {
+		m.LoadAvg = strings.Join(f, " ")
 	}
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
